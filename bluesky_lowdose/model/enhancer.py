@@ -1,0 +1,361 @@
+"""The trained enhancer: network + normalisation + provenance, saved as one ``.keras`` file."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checks import as_frames, check_positive_int
+from .networks import DOWNSAMPLING, METADATA_LAYER, EnhancerMetadata
+from .normalization import Normalization
+from .patches import extract_patches, reassemble_patches
+
+__all__ = ["FORMAT_VERSION", "Enhancer", "from_bytes", "load", "weights_sha256"]
+
+#: Version of the metadata stored in saved enhancers.
+FORMAT_VERSION = 1
+#: Pixels per network call when enhancing whole frames with the unet (bounds memory).
+_PIXELS_PER_CALL = 1 << 22
+#: Frames larger than this (either axis) are enhanced by the unet in overlapping tiles.
+_TILE = 1024
+_TILE_OVERLAP = 64
+#: Patches per network call for the paper network.
+_PATCHES_PER_CALL = 1024
+
+
+def weights_sha256(network: keras.Model) -> str:
+    """SHA-256 of a network's weights (shapes, dtypes and values, in layer order).
+
+    Parameters
+    ----------
+    network : keras.Model
+        The network.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    digest = hashlib.sha256()
+    for weight in network.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))
+        digest.update(f"{weight.path}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _pad_to(frames: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Reflect-pad ``(N, H, W)`` frames at the bottom/right to ``(N, rows, cols)``."""
+    pad_r, pad_c = rows - frames.shape[1], cols - frames.shape[2]
+    if pad_r == 0 and pad_c == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, pad_r), (0, pad_c)), mode="reflect")
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class Enhancer:
+    """A trained CNN enhancer: call :meth:`enhance` on low-dose frames.
+
+    Made by :func:`bluesky_lowdose.model.train` or restored by :func:`load` / :func:`from_bytes`;
+    not meant to be constructed directly.
+
+    Parameters
+    ----------
+    network : keras.Model
+        The network built by :func:`bluesky_lowdose.model.networks.build_network`.
+    normalization : Normalization
+        Statistics of the training pairs.
+    provenance : dict
+        JSON-serialisable record of how the network was made.
+
+    Raises
+    ------
+    ValueError
+        The network lacks the metadata layer or the provenance lacks the architecture.
+    """
+
+    def __init__(
+        self, network: keras.Model, normalization: Normalization, provenance: dict[str, Any]
+    ) -> None:
+        try:
+            self._meta_layer = network.get_layer(METADATA_LAYER)
+        except ValueError as err:
+            raise ValueError("the network was not built by bluesky_lowdose (no metadata layer)") from err
+        if provenance.get("architecture") not in ("unet", "paper"):
+            raise ValueError(f"unknown architecture in provenance: {provenance.get('architecture')!r}")
+        json.dumps(provenance)  # must be JSON-serialisable
+        self.network = network
+        self.normalization = normalization
+        self._provenance = copy.deepcopy(provenance)
+        self._lock = threading.Lock()
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def architecture(self) -> str:
+        """``"unet"`` or ``"paper"``."""
+        return str(self._provenance["architecture"])
+
+    @property
+    def patch_size(self) -> int:
+        """Training patch edge (the fixed input size of the paper network)."""
+        return int(self._provenance["hyperparameters"]["patch_size"])
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """A copy of the JSON-serialisable provenance record."""
+        return copy.deepcopy(self._provenance)
+
+    @property
+    def model_hash(self) -> str:
+        """SHA-256 of the network weights."""
+        return str(self._provenance["model_hash"])
+
+    def __repr__(self) -> str:
+        return (
+            f"<Enhancer {self.architecture} patch={self.patch_size} "
+            f"params={self.network.count_params()} hash={self.model_hash[:12]}>"
+        )
+
+    # -- inference ---------------------------------------------------------------------------
+    def enhance(
+        self,
+        frames: Any,
+        *,
+        batch_size: int | None = None,
+        stride: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Enhance one frame or a stack of frames.
+
+        Frames are normalised with the training statistics, passed through the network a few at a
+        time (into a preallocated float32 output, so memory stays bounded for long stacks) and
+        mapped back to the input's units.  Safe to call from any thread.
+
+        Parameters
+        ----------
+        frames : array_like
+            ``(H, W)`` or ``(N, H, W)``, any real dtype, in the units used for training (the
+            recommended input is flat/dark-corrected transmission).
+        batch_size : int, optional
+            unet: frames (or 1024-pixel tiles) per network call, default so that a call sees
+            about 4 MPix; paper: patches per call, default 1024.
+        stride : int, optional
+            Patch step of the paper network (default: its ``inference_stride``, half a patch);
+            ignored by the unet.
+        progress : bool
+            Show a tqdm progress bar over the frames.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 array of the input's shape.
+
+        Raises
+        ------
+        TypeError
+            Non-numeric data.
+        ValueError
+            Wrong ndim, empty, NaN or infinite values, or a bad batch size/stride.
+        """
+        stack, single = as_frames(frames, "frames")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
+        out = np.empty(stack.shape, dtype=np.float32)
+        bar = tqdm(total=len(stack), desc="enhance", unit="frame", disable=not progress, leave=False)
+        try:
+            if self.architecture == "unet":
+                self._enhance_unet(stack, out, batch_size, bar)
+            else:
+                if stride is None:
+                    stride = int(self._provenance["hyperparameters"]["inference_stride"])
+                stride = check_positive_int(stride, "stride")
+                if stride > self.patch_size:
+                    raise ValueError(f"stride {stride} leaves gaps between patches of {self.patch_size}")
+                for i, frame in enumerate(stack):
+                    out[i] = self._enhance_patches(frame, stride, batch_size or _PATCHES_PER_CALL)
+                    bar.update(1)
+        finally:
+            bar.close()
+        return out[0] if single else out
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            result = self.network.predict_on_batch(batch[..., None])
+        return np.asarray(keras.ops.convert_to_numpy(result))[..., 0]
+
+    def _enhance_unet(self, stack: np.ndarray, out: np.ndarray, batch_size: int | None, bar: Any) -> None:
+        n, h, w = stack.shape
+        rows, cols = _ceil_to(h, DOWNSAMPLING), _ceil_to(w, DOWNSAMPLING)
+        if rows <= _TILE and cols <= _TILE:
+            per_call = batch_size or max(1, _PIXELS_PER_CALL // (rows * cols))
+            for start in range(0, n, per_call):
+                chunk = self.normalization.forward(stack[start : start + per_call])
+                pred = self._predict(_pad_to(chunk, rows, cols))[:, :h, :w]
+                out[start : start + per_call] = self.normalization.inverse(pred)
+                bar.update(len(chunk))
+            return
+        # Large frames: overlapping square tiles (multiples of 8), averaged where they overlap.
+        tile = min(_TILE, rows, cols)
+        step = max(tile - _TILE_OVERLAP, DOWNSAMPLING)
+        per_call = batch_size or max(1, _PIXELS_PER_CALL // (tile * tile))
+        for i in range(n):
+            frame = _pad_to(self.normalization.forward(stack[i : i + 1]), rows, cols)[0]
+            tiles, corners = extract_patches(frame, tile, step)
+            pred = np.empty_like(tiles)
+            for start in range(0, len(tiles), per_call):
+                pred[start : start + per_call] = self._predict(tiles[start : start + per_call])
+            merged = reassemble_patches(pred, corners, (rows, cols))[:h, :w]
+            out[i] = self.normalization.inverse(merged)
+            bar.update(1)
+
+    def _enhance_patches(self, frame: np.ndarray, stride: int, per_call: int) -> np.ndarray:
+        h, w = frame.shape
+        p = self.patch_size
+        norm = _pad_to(self.normalization.forward(frame[None]), max(h, p), max(w, p))[0]
+        patches, corners = extract_patches(norm, p, stride)
+        pred = np.empty_like(patches)
+        for start in range(0, len(patches), per_call):
+            pred[start : start + per_call] = self._predict(patches[start : start + per_call])
+        merged = reassemble_patches(pred, corners, norm.shape)[:h, :w]
+        return self.normalization.inverse(merged)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "normalization": self.normalization.to_dict(),
+            "provenance": self._provenance,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the enhancer to one ``.keras`` file (network, normalisation, provenance).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination; must end with ``.keras``.  Overwritten if it exists.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+
+        Raises
+        ------
+        ValueError
+            The path does not end with ``.keras``.
+        """
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise ValueError(f"enhancer files must end with .keras, got {path.name!r}")
+        with self._lock:
+            self._meta_layer.payload = json.dumps(self._metadata(), sort_keys=True)
+            keras.saving.save_model(self.network, path)
+        return path
+
+    def to_bytes(self) -> bytes:
+        """The content of the ``.keras`` file that :meth:`save` writes.
+
+        Returns
+        -------
+        bytes
+            Zip archive; :func:`from_bytes` restores it.
+        """
+        with tempfile.TemporaryDirectory(prefix="lowdose-enhancer-") as tmp:
+            path = self.save(Path(tmp) / "enhancer.keras")
+            return path.read_bytes()
+
+
+def load(path: str | os.PathLike[str]) -> Enhancer:
+    """Restore an enhancer written by :meth:`Enhancer.save`.
+
+    Loaded with ``compile=False, safe_mode=True``: only this package's registered layers are
+    deserialised, no code is run from the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.keras`` file.
+
+    Returns
+    -------
+    Enhancer
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not an enhancer file, an unknown format version, or weights that do not match the
+        recorded ``model_hash``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no enhancer file at {path}")
+    if path.suffix != ".keras":
+        raise ValueError(f"enhancer files end with .keras, got {path.name!r}")
+    try:
+        network = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # keras raises many types for a corrupt archive
+        raise ValueError(f"{path} is not a readable .keras file: {err}") from err
+    try:
+        layer = network.get_layer(METADATA_LAYER)
+    except ValueError as err:
+        raise ValueError(f"{path} was not written by bluesky_lowdose (no metadata layer)") from err
+    if not isinstance(layer, EnhancerMetadata):
+        raise ValueError(f"{path}: unexpected metadata layer type {type(layer).__name__}")
+    meta = json.loads(layer.payload)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported enhancer format {meta.get('format_version')!r}")
+    provenance = meta["provenance"]
+    digest = weights_sha256(network)
+    if digest != provenance.get("model_hash"):
+        raise ValueError(f"{path}: weights do not match the recorded model_hash (file damaged or edited)")
+    return Enhancer(network, Normalization.from_dict(meta["normalization"]), provenance)
+
+
+def from_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> Enhancer:
+    """Restore an enhancer from :meth:`Enhancer.to_bytes` output.
+
+    Parameters
+    ----------
+    data : bytes, bytearray, memoryview or numpy.ndarray
+        The ``.keras`` archive; a 1-D uint8 array (as stored in Tiled) is accepted.
+
+    Returns
+    -------
+    Enhancer
+
+    Raises
+    ------
+    TypeError
+        Not bytes or a uint8 array.
+    ValueError
+        Empty or not an enhancer archive.
+    """
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise TypeError(f"an enhancer array must be 1-D uint8, got {data.dtype} shape {data.shape}")
+        data = data.tobytes()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"from_bytes needs bytes, got {type(data).__name__}")
+    raw = bytes(data)
+    if not raw:
+        raise ValueError("from_bytes got no data")
+    with tempfile.TemporaryDirectory(prefix="lowdose-enhancer-") as tmp:
+        path = Path(tmp) / "enhancer.keras"
+        path.write_bytes(raw)
+        return load(path)

@@ -1,0 +1,375 @@
+"""Training of the enhancer on pairs of short/long exposure reference frames."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checks import TrainingError, as_frames, check_positive_int
+from .enhancer import Enhancer, weights_sha256
+from .networks import DOWNSAMPLING, InversePSNRLoss, build_network
+from .normalization import Normalization
+from .patches import dihedral, extract_patches
+
+__all__ = ["DEFAULTS", "train"]
+
+#: Default hyper-parameters per architecture (patch_size, stride).
+DEFAULTS: dict[str, dict[str, int]] = {
+    "unet": {"patch_size": 64, "stride": 16},
+    "paper": {"patch_size": 32, "stride": 8},
+}
+
+
+class _PatchPairs(keras.utils.PyDataset):
+    """Shuffled batches of (short, long) patches with optional random flips/rotations per epoch."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment: bool, seed: int) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self._draw()
+
+    def _draw(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+        self.ops = self.rng.integers(0, 8, len(self.x)) if self.augment else None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sel = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        xb, yb = self.x[sel], self.y[sel]
+        if self.ops is not None:
+            xb, yb = dihedral(xb, self.ops[sel]), dihedral(yb, self.ops[sel])
+        return xb, yb
+
+    def on_epoch_end(self) -> None:
+        self._draw()
+
+
+class _TqdmProgress(keras.callbacks.Callback):
+    """A tqdm bar over epochs showing the loss and validation loss."""
+
+    def __init__(self, epochs: int, enabled: bool) -> None:
+        super().__init__()
+        self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not enabled)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{float(v):.4g}" for k, v in logs.items() if k in ("loss", "val_loss")})
+        self.bar.update(1)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.bar.close()
+
+
+class _Guard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: str | None = None
+        self.epoch = 0
+
+    def _check(self, logs: dict[str, Any] | None, where: str) -> None:
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not np.isfinite(float(value)) and self.failure is None:
+                self.failure = f"{key} became {float(value)} in epoch {self.epoch + 1} ({where})"
+                self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check(logs, f"batch {batch}")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check(logs, "end of epoch")
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Early stopping on a monitored loss; always restores the best weights at the end."""
+
+    def __init__(self, monitor: str, patience: int | None) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.patience = patience
+        self.best = math.inf
+        self.best_epoch = -1
+        self.best_weights: list[np.ndarray] | None = None
+        self.wait = 0
+        self.stopped_early = False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = float((logs or {}).get(self.monitor, math.nan))
+        if np.isfinite(value) and value < self.best:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.patience is not None and self.wait >= self.patience:
+            self.stopped_early = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class _EpochHook(keras.callbacks.Callback):
+    """Calls the user's ``on_epoch(epoch, logs)`` with plain floats."""
+
+    def __init__(self, hook: Callable[[int, dict[str, float]], Any]) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.hook(epoch, {k: float(v) for k, v in (logs or {}).items()})
+
+
+def _describe(arr: np.ndarray) -> dict[str, Any]:
+    data = np.ascontiguousarray(arr)
+    return {
+        "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+        "shape": list(data.shape),
+        "dtype": data.dtype.str,
+    }
+
+
+def _versions() -> dict[str, str | None]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    backend = keras.backend.backend()
+    out: dict[str, str | None] = {
+        "bluesky_lowdose": version("bluesky-lowdose"),
+        "keras": keras.__version__,
+        "keras_backend": backend,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+    if backend == "tensorflow":
+        out["tensorflow"] = version("tensorflow-cpu") or version("tensorflow")
+    elif backend in ("torch", "jax"):
+        out[backend] = version(backend)
+    return out
+
+
+def _check_refs(short_refs: Any, long_refs: Any) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        short, _ = as_frames(short_refs, "short_refs", allow_single=False)
+        long, _ = as_frames(long_refs, "long_refs", allow_single=False)
+    except ValueError as err:
+        if "empty" in str(err):
+            raise ValueError(f"training needs at least one short/long pair: {err}") from err
+        raise
+    if short.shape != long.shape:
+        raise ValueError(f"short_refs {short.shape} and long_refs {long.shape} must have the same shape")
+    for name, stack in (("short_refs", short), ("long_refs", long)):
+        for i, frame in enumerate(stack):
+            if frame.max() == frame.min():
+                raise ValueError(f"{name}[{i}] is constant: nothing to learn from it")
+    return short, long
+
+
+def train(
+    short_refs: Any,
+    long_refs: Any,
+    *,
+    model: str = "unet",
+    patch_size: int | None = None,
+    stride: int | None = None,
+    epochs: int = 40,
+    batch_size: int = 32,
+    seed: int = 0,
+    validation_fraction: float = 0.15,
+    patience: int | None = 8,
+    augment: bool = True,
+    learning_rate: float = 1e-3,
+    base_filters: int = 16,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+) -> Enhancer:
+    """Train an enhancer that maps short-exposure frames to long-exposure ones.
+
+    Both stacks are normalised with one set of statistics taken from all of them, cut into
+    overlapping patches (the last patch of each axis flush with the edge), optionally augmented
+    with random flips/rotations, and a random ``validation_fraction`` of the patches is held out
+    for early stopping (the best weights are restored).  Minimises ``1/PSNR`` with Adam.
+
+    Parameters
+    ----------
+    short_refs, long_refs : array_like
+        ``(n_pairs, H, W)`` frames of the same scene, any real dtype; flat/dark-corrected
+        transmission is recommended.  One pair suffices when its patches allow a validation split.
+    model : {"unet", "paper"}
+        ``"unet"`` (fully convolutional, enhances whole frames) or ``"paper"`` (with the fully
+        connected bottleneck of Yang et al.; enhances overlapping patches).
+    patch_size : int, optional
+        Training patch edge, a multiple of 8 (default 64 for unet, 32 for paper).
+    stride : int, optional
+        Step between training patches (default 16 for unet, 8 for paper).
+    epochs : int
+        Maximum number of epochs.
+    batch_size : int
+        Patches per optimisation step.
+    seed : int
+        Seeds Keras, the backend, numpy and Python (``keras.utils.set_random_seed``), the split,
+        the shuffling and the augmentation.
+    validation_fraction : float
+        Fraction of patches held out, in ``[0, 0.5]``; 0 monitors the training loss instead.
+    patience : int or None
+        Epochs without improvement before stopping; None trains all ``epochs``.
+    augment : bool
+        Random flips/rotations by 90 degrees of each training patch pair, drawn anew each epoch.
+    learning_rate : float
+        Adam learning rate.
+    base_filters : int
+        Filters of the first layer (16 in the paper); the widest layers have 4 times as many.
+    progress : bool
+        Show a tqdm bar over epochs with the loss.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, logs)`` after each epoch (``epoch`` from 0, ``logs`` a dict of floats with
+        ``loss`` and ``val_loss``).  Exceptions it raises stop training and propagate.
+
+    Returns
+    -------
+    Enhancer
+        The trained enhancer with its provenance.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric data or hyper-parameters of the wrong type.
+    ValueError
+        Bad data (wrong ndim, mismatched shapes, NaN/inf, constant frames, frames smaller than a
+        patch, too few patches for the validation split) or bad hyper-parameters.
+    TrainingError
+        The loss became NaN or infinite (training diverged).
+    """
+    started = time.perf_counter()
+    if model not in DEFAULTS:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(DEFAULTS)}")
+    short, long = _check_refs(short_refs, long_refs)
+    if patch_size is None:
+        patch_size = DEFAULTS[model]["patch_size"]
+    patch_size = check_positive_int(patch_size, "patch_size", minimum=DOWNSAMPLING)
+    if patch_size % DOWNSAMPLING:
+        raise ValueError(f"patch_size must be a multiple of {DOWNSAMPLING}, got {patch_size}")
+    stride = check_positive_int(DEFAULTS[model]["stride"] if stride is None else stride, "stride")
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    seed = check_positive_int(seed, "seed", minimum=0)
+    base_filters = check_positive_int(base_filters, "base_filters")
+    if patience is not None:
+        patience = check_positive_int(patience, "patience")
+    if not isinstance(validation_fraction, (int, float)) or not 0 <= validation_fraction <= 0.5:
+        raise ValueError(f"validation_fraction must lie in [0, 0.5], got {validation_fraction!r}")
+    if not isinstance(learning_rate, (int, float)) or not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch must be callable, got {type(on_epoch).__name__}")
+    h, w = short.shape[1:]
+    if patch_size > min(h, w):
+        raise ValueError(f"frames of {h}x{w} are smaller than a patch ({patch_size}x{patch_size})")
+
+    norm = Normalization.fit(short, long)
+    xs, ys = [], []
+    for s, lg in zip(short, long, strict=True):
+        xs.append(extract_patches(norm.forward(s), patch_size, stride)[0])
+        ys.append(extract_patches(norm.forward(lg), patch_size, stride)[0])
+    x = np.concatenate(xs)[..., None]
+    y = np.concatenate(ys)[..., None]
+    n = len(x)
+    n_val = math.ceil(validation_fraction * n) if validation_fraction > 0 else 0
+    if n - n_val < 1 or (validation_fraction > 0 and n_val < 1):
+        raise ValueError(
+            f"{n} patches of {patch_size}x{patch_size} (stride {stride}) are too few for a validation "
+            f"split of {validation_fraction}: add pairs, lower the stride or the patch size"
+        )
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+    keras.utils.set_random_seed(seed)
+    network = build_network(model, patch_size=patch_size, base_filters=base_filters)
+    network.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=InversePSNRLoss())
+    data = _PatchPairs(x[train_idx], y[train_idx], batch_size, augment, seed + 1)
+    guard = _Guard()
+    best = _BestWeights("val_loss" if n_val else "loss", patience)
+    callbacks: list[keras.callbacks.Callback] = [guard, best, _TqdmProgress(epochs, progress)]
+    if on_epoch is not None:
+        callbacks.append(_EpochHook(on_epoch))
+    history = network.fit(
+        data,
+        epochs=epochs,
+        validation_data=(x[val_idx], y[val_idx]) if n_val else None,
+        validation_batch_size=batch_size,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    if guard.failure is not None:
+        raise TrainingError(
+            f"training diverged: {guard.failure}; try a lower learning_rate (now {learning_rate}) "
+            "or check the reference frames"
+        )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    provenance: dict[str, Any] = {
+        "architecture": model,
+        "paper": "Yang et al., Sci. Rep. 8:2575 (2018), doi:10.1038/s41598-018-19426-7",
+        "hyperparameters": {
+            "patch_size": patch_size,
+            "stride": stride,
+            "inference_stride": max(patch_size // 2, 1),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "validation_fraction": float(validation_fraction),
+            "patience": patience,
+            "augment": bool(augment),
+            "learning_rate": float(learning_rate),
+            "base_filters": base_filters,
+            "optimizer": "adam",
+            "loss": "1/PSNR (InversePSNRLoss, epsilon 1e-10, peak 1)",
+            "output_activation": "linear",
+        },
+        "n_parameters": int(network.count_params()),
+        "training_data": {
+            "n_pairs": len(short),
+            "frame_shape": [int(h), int(w)],
+            "short_refs": _describe(short),
+            "long_refs": _describe(long),
+            "n_train_patches": int(n - n_val),
+            "n_validation_patches": int(n_val),
+        },
+        "normalization": norm.to_dict(),
+        "history": hist,
+        "epochs_run": len(hist.get("loss", [])),
+        "best_epoch": best.best_epoch + 1,
+        "monitor": best.monitor,
+        "best_loss": float(best.best),
+        "best_val_loss": float(best.best) if n_val else None,
+        "final_val_loss": hist["val_loss"][-1] if "val_loss" in hist else None,
+        "stopped_early": best.stopped_early,
+        "seed": seed,
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    provenance["model_hash"] = weights_sha256(network)
+    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+    return Enhancer(network, norm, provenance)

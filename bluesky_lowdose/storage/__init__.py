@@ -1,0 +1,20 @@
+"""Tiled storage: an embedded server, the run catalogs and the raw-run writer.
+
+Heavy imports (tiled client, TiledWriter) happen inside the functions.
+"""
+
+from .catalog import PROCESSED, RAW, connect, ensure_run_catalogs, make_raw_writer, replay_backups
+from .server import DataDirectory, TiledServer, TiledServerError, resolve_api_key
+
+__all__ = [
+    "PROCESSED",
+    "RAW",
+    "DataDirectory",
+    "TiledServer",
+    "TiledServerError",
+    "connect",
+    "ensure_run_catalogs",
+    "make_raw_writer",
+    "replay_backups",
+    "resolve_api_key",
+]

@@ -1,0 +1,142 @@
+"""Connecting to Tiled, the ``raw`` and ``processed`` run catalogs, and the raw-run writer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PROCESSED",
+    "RAW",
+    "RUN_CATALOG_SPEC",
+    "connect",
+    "ensure_run_catalogs",
+    "make_raw_writer",
+    "replay_backups",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Run catalog of raw acquisitions.
+RAW = "raw"
+#: Run catalog of enhanced/reconstructed results.
+PROCESSED = "processed"
+#: Spec that makes a Tiled container a catalog of Bluesky runs.
+RUN_CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
+
+
+def ensure_run_catalogs(client: Any, names: tuple[str, ...] = (RAW, PROCESSED)) -> None:
+    """Create the run-catalog containers that do not exist yet.
+
+    Parameters
+    ----------
+    client : tiled.client.container.Container
+        Root of a writable Tiled server.
+    names : tuple of str
+        Container keys.
+    """
+    from tiled.structures.core import Spec
+
+    for name in names:
+        if name not in client:
+            client.create_container(name, specs=[Spec(*RUN_CATALOG_SPEC)])
+
+
+def connect(uri: str, *, api_key: str | None = None, create: bool = True) -> Any:
+    """A tiled client of ``uri`` whose ``raw`` and ``processed`` run catalogs exist.
+
+    Parameters
+    ----------
+    uri : str
+        Server address, e.g. ``http://127.0.0.1:8000``.
+    api_key : str, optional
+        API key (default: ``$TILED_API_KEY``).
+    create : bool
+        Create missing run catalogs.
+
+    Returns
+    -------
+    tiled.client.container.Container
+        The root container.
+    """
+    from tiled.client import from_uri
+
+    client = from_uri(uri, api_key=api_key)
+    if create:
+        ensure_run_catalogs(client)
+    return client
+
+
+def make_raw_writer(
+    client: Any, *, backup_directory: str | Path | None, batch_size: int = 20, catalog: str = RAW
+) -> Any:
+    """A ``TiledWriter`` into the ``raw`` run catalog, with a JSON-lines backup.
+
+    If a write fails (Tiled down, a bad document), the whole run is written as JSON lines
+    into ``backup_directory`` (replay it later with :func:`replay_backups`); image data
+    stays in the detector's HDF5 files either way.
+
+    Parameters
+    ----------
+    client : tiled.client.container.Container
+        Root of the Tiled server.
+    backup_directory : str or Path or None
+        Where failed runs are written.
+    batch_size : int
+        Events/StreamDatums per write (small: runs become visible while they are taken).
+    catalog : str
+        Key of the run catalog.
+
+    Returns
+    -------
+    bluesky_tiled_plugins.TiledWriter
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    ensure_run_catalogs(client, (catalog,))
+    return TiledWriter(
+        client[catalog],
+        backup_directory=None if backup_directory is None else str(backup_directory),
+        batch_size=batch_size,
+        max_array_size=0,
+    )
+
+
+def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str = RAW) -> list[str]:
+    """Write runs kept as JSON lines (after a Tiled outage) into Tiled.
+
+    Each replayed file is renamed ``*.jsonl.replayed``; runs already present are skipped.
+
+    Parameters
+    ----------
+    client : tiled.client.container.Container
+        Root of the Tiled server.
+    backup_directory : str or Path
+        Directory of ``*.jsonl`` backups.
+    catalog : str
+        Key of the run catalog to write into.
+
+    Returns
+    -------
+    list of str
+        Uids of the runs written.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    ensure_run_catalogs(client, (catalog,))
+    written = []
+    for path in sorted(Path(backup_directory).glob("*.jsonl")):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not lines or lines[0]["name"] != "start":
+            logger.warning("skipping %s: does not start with a start document", path)
+            continue
+        uid = lines[0]["doc"]["uid"]
+        if uid not in client[catalog]:
+            writer = TiledWriter(client[catalog], batch_size=1000, max_array_size=0)
+            for item in lines:
+                writer(item["name"], item["doc"])
+            written.append(uid)
+        path.rename(path.with_name(path.name + ".replayed"))
+    return written

@@ -1,0 +1,257 @@
+"""An embedded Tiled server (SQLite catalog + files + DuckDB tables) in its own process.
+
+The server runs as a subprocess (``python -m tiled serve catalog ...``), never inside the
+process that imports TensorFlow: TensorFlow bundles an SQLite without FTS5 and, once
+imported first, breaks every write to Tiled's SQLite catalog (see docs/architecture.md).
+It also keeps HTTP handling from competing with training for the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = ["DataDirectory", "TiledServer", "TiledServerError", "free_port", "resolve_api_key"]
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "TILED_API_KEY"
+API_KEY_FILE = ".tiled_api_key"
+
+
+class TiledServerError(RuntimeError):
+    """The Tiled server could not be started or reached."""
+
+
+@dataclass(frozen=True)
+class DataDirectory:
+    """The layout of a data directory served by the embedded Tiled server.
+
+    Parameters
+    ----------
+    root : Path
+        The data directory.
+    """
+
+    root: Path
+
+    @classmethod
+    def create(cls, root: str | Path) -> DataDirectory:
+        """Make (if needed) the directory tree and return its layout."""
+        d = cls(Path(root).expanduser().resolve())
+        for p in (d.root, d.tiled, d.writable, d.detector, d.backup, d.results):
+            p.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def tiled(self) -> Path:
+        """Catalog database and Tiled-managed storage."""
+        return self.root / "tiled"
+
+    @property
+    def catalog(self) -> Path:
+        """SQLite catalog database."""
+        return self.tiled / "catalog.db"
+
+    @property
+    def writable(self) -> Path:
+        """Files written through Tiled (arrays, zarr)."""
+        return self.tiled / "data"
+
+    @property
+    def tabular(self) -> Path:
+        """DuckDB database for appendable tables."""
+        return self.tiled / "tables.duckdb"
+
+    @property
+    def detector(self) -> Path:
+        """HDF5 files written by detectors, registered by Tiled without copying."""
+        return self.root / "detector"
+
+    @property
+    def backup(self) -> Path:
+        """JSON-lines backups of runs that could not be written to Tiled."""
+        return self.root / "backup"
+
+    @property
+    def results(self) -> Path:
+        """Figures and summaries of the main job."""
+        return self.root / "results"
+
+
+def resolve_api_key(data_dir: str | Path | None = None) -> str:
+    """The API key: ``$TILED_API_KEY``, else the one kept in the data directory, else a new one.
+
+    A generated key is written to ``<data_dir>/.tiled_api_key`` readable by its owner only.
+
+    Parameters
+    ----------
+    data_dir : str or Path, optional
+        Where the key is kept.
+
+    Returns
+    -------
+    str
+        The API key.
+    """
+    env = os.environ.get(API_KEY_ENV)
+    if env:
+        return env
+    if data_dir is None:
+        return secrets.token_hex(32)
+    path = Path(data_dir) / API_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    return key
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class TiledServer:
+    """A Tiled server serving a data directory, run in a subprocess.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        Data directory (created if missing); the catalog persists there.
+    port : int, optional
+        TCP port (default: a free one).
+    host : str
+        Address to bind (default loopback).
+    api_key : str, optional
+        Single-user API key (default: :func:`resolve_api_key`).
+    startup_timeout : float
+        Seconds to wait for ``/healthz``.
+
+    Examples
+    --------
+    >>> with TiledServer("lowdose-data") as server:  # doctest: +SKIP
+    ...     client = server.client()
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        api_key: str | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.layout = DataDirectory.create(data_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.api_key = api_key or resolve_api_key(self.layout.root)
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path = self.layout.tiled / "server.log"
+
+    @property
+    def uri(self) -> str:
+        """The server's address (without the key)."""
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        lay = self.layout
+        return [
+            sys.executable,
+            "-m",
+            "tiled",
+            "serve",
+            "catalog",
+            str(lay.catalog),
+            *(() if lay.catalog.exists() else ("--init",)),
+            "-w",
+            str(lay.writable),
+            "-w",
+            f"duckdb:///{lay.tabular}",  # duckdb:/// + absolute path = four slashes
+            "-r",
+            str(lay.detector),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+
+    def start(self) -> TiledServer:
+        """Start the server and wait until it answers ``/healthz``."""
+        if self._proc is not None:
+            return self
+        env = dict(os.environ)
+        env["TILED_SINGLE_USER_API_KEY"] = self.api_key
+        env.pop(API_KEY_ENV, None)
+        log = open(self._log_path, "ab")
+        self._proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                tail = self._log_path.read_text(errors="replace")[-2000:]
+                self._proc = None
+                raise TiledServerError(f"Tiled server exited during start-up:\n{tail}")
+            try:
+                if httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200:
+                    logger.info("Tiled server at %s serving %s", self.uri, self.layout.root)
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.close()
+        raise TiledServerError(
+            f"Tiled server did not answer {self.uri}/healthz within {self.startup_timeout} s"
+        )
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def client(self):
+        """A tiled client of this server, with the run catalogs ``raw`` and ``processed``."""
+        from .catalog import connect
+
+        return connect(self.uri, api_key=self.api_key)
+
+    def __enter__(self) -> TiledServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -76,7 +76,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from .callbacks import ScanProgress, ThreadedCallback
     from .devices import make_devices
     from .plans import lowdose_tomo_scan
-    from .storage import DataDirectory, TiledServer, connect, make_raw_writer
+    from .storage import DataDirectory, TiledServer, connect, make_raw_writer, stream_array
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -127,7 +127,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             raise RuntimeError(f"writing the raw run to Tiled failed: {writer.errors[0][1]!r}")
 
         run = client["raw"][raw_uid]
-        n_frames = run["primary"][f"{devices.detector.name}_image"].shape[0]
+        n_frames = stream_array(run, "primary", devices.detector.image_key).shape[0]
         timings["total_s"] = time.perf_counter() - t0
         return {
             "raw_uid": raw_uid,

@@ -3,8 +3,8 @@
 Importing this package loads only numpy: Keras and the backend are imported on first use of
 :func:`train`, :func:`load`, :func:`from_bytes`, :class:`Enhancer` or :func:`baseline`.
 
-Public API
-----------
+The public API:
+
 - :func:`train` -- fit a network on pairs of short/long exposure reference frames
 - :class:`Enhancer` -- a trained network with its normalisation and provenance
 - :func:`load`, :func:`from_bytes` -- restore an :class:`Enhancer` saved with ``save``/``to_bytes``
@@ -50,7 +50,23 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Keras-dependent parts of the package on first use."""
+    """Import the Keras-dependent parts of the package on first use.
+
+    Parameters
+    ----------
+    name : str
+        Attribute name.
+
+    Returns
+    -------
+    Any
+        The attribute.
+
+    Raises
+    ------
+    AttributeError
+        No such attribute.
+    """
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         value = getattr(module, name)

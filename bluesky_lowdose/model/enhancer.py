@@ -105,22 +105,46 @@ class Enhancer:
     # -- description -------------------------------------------------------------------------
     @property
     def architecture(self) -> str:
-        """``"unet"`` or ``"paper"``."""
+        """``"unet"`` or ``"paper"``.
+
+        Returns
+        -------
+        str
+            The architecture name.
+        """
         return str(self._provenance["architecture"])
 
     @property
     def patch_size(self) -> int:
-        """Training patch edge (the fixed input size of the paper network)."""
+        """Training patch edge (the fixed input size of the paper network).
+
+        Returns
+        -------
+        int
+            Patch edge in pixels.
+        """
         return int(self._provenance["hyperparameters"]["patch_size"])
 
     @property
     def provenance(self) -> dict[str, Any]:
-        """A copy of the JSON-serialisable provenance record."""
+        """A copy of the JSON-serialisable provenance record.
+
+        Returns
+        -------
+        dict
+            See ``docs/model.md`` for the keys.
+        """
         return copy.deepcopy(self._provenance)
 
     @property
     def model_hash(self) -> str:
-        """SHA-256 of the network weights."""
+        """SHA-256 of the network weights.
+
+        Returns
+        -------
+        str
+            Hex digest.
+        """
         return str(self._provenance["model_hash"])
 
     def __repr__(self) -> str:
@@ -150,8 +174,8 @@ class Enhancer:
             ``(H, W)`` or ``(N, H, W)``, any real dtype, in the units used for training (the
             recommended input is flat/dark-corrected transmission).
         batch_size : int, optional
-            unet: frames (or 1024-pixel tiles) per network call, default so that a call sees
-            about 4 MPix; paper: patches per call, default 1024.
+            For the unet, frames (or 1024-pixel tiles) per network call, by default so that a call
+            sees about 4 MPix; for the paper network, patches per call, by default 1024.
         stride : int, optional
             Patch step of the paper network (default: its ``inference_stride``, half a patch);
             ignored by the unet.
@@ -161,7 +185,7 @@ class Enhancer:
         Returns
         -------
         numpy.ndarray
-            float32 array of the input's shape.
+            A float32 array of the input's shape.
 
         Raises
         ------
@@ -293,6 +317,7 @@ def load(path: str | os.PathLike[str]) -> Enhancer:
     Returns
     -------
     Enhancer
+        The restored enhancer, with the provenance it was saved with.
 
     Raises
     ------
@@ -338,6 +363,7 @@ def from_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> Enhancer:
     Returns
     -------
     Enhancer
+        The restored enhancer, with the provenance it was saved with.
 
     Raises
     ------

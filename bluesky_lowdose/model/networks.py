@@ -40,6 +40,7 @@ def encoder_spec(base_filters: int) -> list[tuple[int, int]]:
     Returns
     -------
     list of tuple of int
+        One ``(filters, stride)`` per layer, input to output.
     """
     f = base_filters
     return [(f, 1), (f, 2), (2 * f, 1), (2 * f, 2), (4 * f, 1), (4 * f, 2), (4 * f, 1), (4 * f, 1)]
@@ -56,6 +57,7 @@ def decoder_spec(base_filters: int) -> list[tuple[int, int]]:
     Returns
     -------
     list of tuple of int
+        One ``(filters, stride)`` per layer, input to output.
     """
     f = base_filters
     return [(4 * f, 1), (4 * f, 1), (4 * f, 2), (2 * f, 1), (2 * f, 2), (f, 1), (f, 2), (f, 1), (1, 1)]
@@ -82,15 +84,43 @@ class EnhancerMetadata(layers.Layer):
         self.payload = payload
 
     def call(self, inputs: Any) -> Any:
-        """Return the inputs unchanged."""
+        """Return the inputs unchanged.
+
+        Parameters
+        ----------
+        inputs : tensor
+            Any tensor.
+
+        Returns
+        -------
+        tensor
+            ``inputs``.
+        """
         return inputs
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        """Same as the input shape."""
+        """Same as the input shape.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            Shape of the input.
+
+        Returns
+        -------
+        tuple
+            ``input_shape``.
+        """
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        """Layer config including the payload."""
+        """Layer config including the payload.
+
+        Returns
+        -------
+        dict
+            Base layer config plus ``payload``.
+        """
         config = super().get_config()
         config["payload"] = self.payload
         return config
@@ -120,7 +150,18 @@ class InversePSNRLoss(keras.losses.Loss):
         self.epsilon = float(epsilon)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        """Per-sample loss."""
+        """Per-sample loss.
+
+        Parameters
+        ----------
+        y_true, y_pred : tensor
+            ``(batch, ...)`` targets and predictions.
+
+        Returns
+        -------
+        tensor
+            ``(batch,)`` loss values.
+        """
         y_true = ops.cast(y_true, y_pred.dtype)
         axes = list(range(1, len(y_pred.shape)))
         mse = ops.mean(ops.square(y_pred - y_true), axis=axes)
@@ -128,7 +169,13 @@ class InversePSNRLoss(keras.losses.Loss):
         return ops.where(psnr >= 1.0, 1.0 / ops.maximum(psnr, 1.0), 2.0 - psnr)
 
     def get_config(self) -> dict[str, Any]:
-        """Loss config."""
+        """Loss config.
+
+        Returns
+        -------
+        dict
+            Base loss config plus ``epsilon``.
+        """
         config = super().get_config()
         config["epsilon"] = self.epsilon
         return config

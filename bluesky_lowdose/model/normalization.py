@@ -27,7 +27,7 @@ class Normalization:
     Parameters
     ----------
     mean, std : float
-        z-score statistics of the training data.
+        Z-score statistics of the training data.
     z_low, z_high : float
         Range of the z-scored data that maps onto ``[0, 1]`` (margin included).
     margin : float
@@ -49,7 +49,7 @@ class Normalization:
 
     @classmethod
     def fit(cls, *arrays: np.ndarray, margin: float = 0.1) -> Normalization:
-        """Statistics of the given arrays pooled together.
+        """Fit the statistics to the given arrays pooled together.
 
         Parameters
         ----------
@@ -61,6 +61,7 @@ class Normalization:
         Returns
         -------
         Normalization
+            The fitted statistics.
 
         Raises
         ------
@@ -86,12 +87,24 @@ class Normalization:
 
     @property
     def scale(self) -> float:
-        """Input units per normalised unit."""
+        """Input units per normalised unit.
+
+        Returns
+        -------
+        float
+            ``std * (z_high - z_low)``.
+        """
         return self.std * (self.z_high - self.z_low)
 
     @property
     def offset(self) -> float:
-        """The input value that maps to 0."""
+        """The input value that maps to 0.
+
+        Returns
+        -------
+        float
+            ``mean + std * z_low``.
+        """
         return self.mean + self.std * self.z_low
 
     def forward(self, x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -150,5 +163,6 @@ class Normalization:
         Returns
         -------
         Normalization
+            The statistics.
         """
         return cls(**{k: float(data[k]) for k in ("mean", "std", "z_low", "z_high", "margin")})

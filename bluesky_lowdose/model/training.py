@@ -19,13 +19,13 @@ from ._checks import TrainingError, as_frames, check_positive_int
 from .enhancer import Enhancer, weights_sha256
 from .networks import DOWNSAMPLING, InversePSNRLoss, build_network
 from .normalization import Normalization
-from .patches import dihedral, extract_patches
+from .patches import dihedral, patch_grid
 
 __all__ = ["DEFAULTS", "train"]
 
 #: Default hyper-parameters per architecture (patch_size, stride).
 DEFAULTS: dict[str, dict[str, int]] = {
-    "unet": {"patch_size": 64, "stride": 16},
+    "unet": {"patch_size": 32, "stride": 8},
     "paper": {"patch_size": 32, "stride": 8},
 }
 
@@ -205,6 +205,7 @@ def train(
     base_filters: int = 16,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+    max_patches: int | None = 2048,
 ) -> Enhancer:
     """Train an enhancer that maps short-exposure frames to long-exposure ones.
 
@@ -222,9 +223,9 @@ def train(
         ``"unet"`` (fully convolutional, enhances whole frames) or ``"paper"`` (with the fully
         connected bottleneck of Yang et al.; enhances overlapping patches).
     patch_size : int, optional
-        Training patch edge, a multiple of 8 (default 64 for unet, 32 for paper).
+        Training patch edge, a multiple of 8 (default 32; the unet then runs on whole frames).
     stride : int, optional
-        Step between training patches (default 16 for unet, 8 for paper).
+        Step between training patches (default 8).
     epochs : int
         Maximum number of epochs.
     batch_size : int
@@ -247,6 +248,10 @@ def train(
     on_epoch : callable, optional
         ``on_epoch(epoch, logs)`` after each epoch (``epoch`` from 0, ``logs`` a dict of floats with
         ``loss`` and ``val_loss``).  Exceptions it raises stop training and propagate.
+    max_patches : int or None
+        Upper bound of the number of patches (training + validation); when the frames give more, a
+        seeded random subset is used, so memory and time per epoch stay bounded for large frames.
+        None uses every patch.
 
     Returns
     -------
@@ -285,25 +290,38 @@ def train(
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"on_epoch must be callable, got {type(on_epoch).__name__}")
+    if max_patches is not None:
+        max_patches = check_positive_int(max_patches, "max_patches", minimum=2)
     h, w = short.shape[1:]
     if patch_size > min(h, w):
         raise ValueError(f"frames of {h}x{w} are smaller than a patch ({patch_size}x{patch_size})")
 
     norm = Normalization.fit(short, long)
-    xs, ys = [], []
-    for s, lg in zip(short, long, strict=True):
-        xs.append(extract_patches(norm.forward(s), patch_size, stride)[0])
-        ys.append(extract_patches(norm.forward(lg), patch_size, stride)[0])
-    x = np.concatenate(xs)[..., None]
-    y = np.concatenate(ys)[..., None]
-    n = len(x)
+    rng = np.random.default_rng(seed)
+    corners = patch_grid((h, w), patch_size, stride)
+    # (pair, row, column) of every patch, then a seeded subset when there are too many.
+    where = np.concatenate([np.column_stack([np.full(len(corners), i), corners]) for i in range(len(short))])
+    n_available = len(where)
+    if max_patches is not None and n_available > max_patches:
+        where = where[np.sort(rng.choice(n_available, max_patches, replace=False))]
+    n = len(where)
+    x = np.empty((n, patch_size, patch_size, 1), np.float32)
+    y = np.empty_like(x)
+    for i in range(len(short)):
+        sel = np.flatnonzero(where[:, 0] == i)
+        if sel.size == 0:
+            continue
+        s_norm, l_norm = norm.forward(short[i]), norm.forward(long[i])
+        for j in sel:
+            r, c = where[j, 1], where[j, 2]
+            x[j, :, :, 0] = s_norm[r : r + patch_size, c : c + patch_size]
+            y[j, :, :, 0] = l_norm[r : r + patch_size, c : c + patch_size]
     n_val = math.ceil(validation_fraction * n) if validation_fraction > 0 else 0
     if n - n_val < 1 or (validation_fraction > 0 and n_val < 1):
         raise ValueError(
             f"{n} patches of {patch_size}x{patch_size} (stride {stride}) are too few for a validation "
             f"split of {validation_fraction}: add pairs, lower the stride or the patch size"
         )
-    rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
@@ -330,6 +348,10 @@ def train(
             "or check the reference frames"
         )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    # An uncompiled copy: the saved file then holds no optimizer state (half the size, and it loads
+    # under any backend with compile=False).
+    trained = keras.models.clone_model(network)
+    trained.set_weights(network.get_weights())
     provenance: dict[str, Any] = {
         "architecture": model,
         "paper": "Yang et al., Sci. Rep. 8:2575 (2018), doi:10.1038/s41598-018-19426-7",
@@ -344,16 +366,18 @@ def train(
             "augment": bool(augment),
             "learning_rate": float(learning_rate),
             "base_filters": base_filters,
+            "max_patches": max_patches,
             "optimizer": "adam",
             "loss": "1/PSNR (InversePSNRLoss, epsilon 1e-10, peak 1)",
             "output_activation": "linear",
         },
-        "n_parameters": int(network.count_params()),
+        "n_parameters": int(trained.count_params()),
         "training_data": {
             "n_pairs": len(short),
             "frame_shape": [int(h), int(w)],
             "short_refs": _describe(short),
             "long_refs": _describe(long),
+            "n_available_patches": int(n_available),
             "n_train_patches": int(n - n_val),
             "n_validation_patches": int(n_val),
         },
@@ -370,6 +394,6 @@ def train(
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    provenance["model_hash"] = weights_sha256(network)
+    provenance["model_hash"] = weights_sha256(trained)
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    return Enhancer(network, norm, provenance)
+    return Enhancer(trained, norm, provenance)

@@ -3,7 +3,15 @@
 Heavy imports (tiled client, TiledWriter) happen inside the functions.
 """
 
-from .catalog import PROCESSED, RAW, connect, ensure_run_catalogs, make_raw_writer, replay_backups
+from .catalog import (
+    PROCESSED,
+    RAW,
+    connect,
+    ensure_run_catalogs,
+    make_raw_writer,
+    replay_backups,
+    stream_array,
+)
 from .server import DataDirectory, TiledServer, TiledServerError, resolve_api_key
 
 __all__ = [
@@ -17,4 +25,5 @@ __all__ = [
     "make_raw_writer",
     "replay_backups",
     "resolve_api_key",
+    "stream_array",
 ]

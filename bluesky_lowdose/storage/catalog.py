@@ -15,6 +15,7 @@ __all__ = [
     "ensure_run_catalogs",
     "make_raw_writer",
     "replay_backups",
+    "stream_array",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,3 +141,31 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str = 
             written.append(uid)
         path.rename(path.with_name(path.name + ".replayed"))
     return written
+
+
+def stream_array(run: Any, stream: str, key: str) -> Any:
+    """The array client of one data key of one stream of a run.
+
+    Works with both layouts a Tiled client may present: the current one
+    (``run[stream][key]``) and the one databroker's client classes present once
+    ``databroker`` has been imported (``run[stream]["data"][key]``).
+
+    Parameters
+    ----------
+    run : tiled.client.container.Container
+        A Bluesky run node.
+    stream : str
+        Stream name, e.g. ``"primary"``.
+    key : str
+        Data key, e.g. ``"txm_cam_image"``.
+
+    Returns
+    -------
+    tiled.client.array.ArrayClient
+    """
+    node = run[stream]
+    if key in node:
+        return node[key]
+    if "data" in node and key in node["data"]:
+        return node["data"][key]
+    raise KeyError(f"stream {stream!r} of run {run.metadata['start']['uid']} has no data key {key!r}")

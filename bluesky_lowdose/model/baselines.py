@@ -1,0 +1,212 @@
+"""Classical denoisers with the enhancer's call shape: median, total variation, BM3D.
+
+With reference pairs, the strength of each (median size, TV weight, BM3D sigma) is tuned by PSNR
+against the long exposures, so the comparison with the CNN, which also sees the pairs, is fair.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checks import as_frames
+
+__all__ = ["BASELINES", "Baseline", "baseline"]
+
+#: Names accepted by :func:`baseline` and the parameter each one tunes.
+BASELINES = {"median": "size", "tv": "weight", "bm3d": "sigma"}
+
+
+def _median(frame: np.ndarray, size: float) -> np.ndarray:
+    from scipy.ndimage import median_filter
+
+    return median_filter(frame, size=int(size), mode="reflect")
+
+
+def _tv(frame: np.ndarray, weight: float) -> np.ndarray:
+    from skimage.restoration import denoise_tv_chambolle
+
+    return denoise_tv_chambolle(frame, weight=float(weight))
+
+
+def _bm3d(frame: np.ndarray, sigma: float) -> np.ndarray:
+    import bm3d
+
+    return np.asarray(bm3d.bm3d(frame, sigma_psd=float(sigma)))
+
+
+_FILTERS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {"median": _median, "tv": _tv, "bm3d": _bm3d}
+
+
+def _noise_sigma(frames: np.ndarray) -> float:
+    from skimage.restoration import estimate_sigma
+
+    return float(np.mean([estimate_sigma(f) for f in frames]))
+
+
+def _psnr(test: np.ndarray, reference: np.ndarray) -> float:
+    peak = float(reference.max() - reference.min())
+    mse = float(np.mean((test - reference) ** 2))
+    return float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")
+
+
+class Baseline:
+    """A classical denoiser applied frame by frame.
+
+    Parameters
+    ----------
+    name : {"median", "tv", "bm3d"}
+        The filter.
+    value : float
+        Its strength: median window size (pixels), TV weight or BM3D noise sigma, in the units of
+        the frames.
+    provenance : dict
+        JSON-serialisable record of how the value was chosen.
+    """
+
+    def __init__(self, name: str, value: float, provenance: dict[str, Any]) -> None:
+        self.name = name
+        self.value = float(value)
+        self._provenance = copy.deepcopy(provenance)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """A copy of the JSON-serialisable provenance record.
+
+        Returns
+        -------
+        dict
+            Filter name, parameter, value and, when tuned, candidates and their PSNR.
+        """
+        return copy.deepcopy(self._provenance)
+
+    def __repr__(self) -> str:
+        return f"<Baseline {self.name} {BASELINES[self.name]}={self.value:.4g}>"
+
+    def enhance(self, frames: Any, *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Denoise one frame or a stack of frames.
+
+        Parameters
+        ----------
+        frames : array_like
+            ``(H, W)`` or ``(N, H, W)``, any real dtype.
+        batch_size : int, optional
+            Ignored (frames are filtered one at a time); accepted for the enhancer's call shape.
+        progress : bool
+            Show a tqdm bar over frames.
+
+        Returns
+        -------
+        numpy.ndarray
+            A float32 array of the input's shape, in the input's units.
+
+        Raises
+        ------
+        TypeError
+            Non-numeric data.
+        ValueError
+            Wrong ndim, empty, NaN or infinite values.
+        """
+        stack, single = as_frames(frames, "frames")
+        out = np.empty(stack.shape, dtype=np.float32)
+        filt = _FILTERS[self.name]
+        for i in tqdm(range(len(stack)), desc=self.name, disable=not progress, leave=False):
+            out[i] = filt(stack[i].astype(np.float64), self.value)
+        return out[0] if single else out
+
+
+def baseline(
+    name: str,
+    short_refs: Any = None,
+    long_refs: Any = None,
+    *,
+    candidates: Sequence[float] | None = None,
+    **params: float,
+) -> Baseline:
+    """Make a classical denoiser, tuned on reference pairs when they are given.
+
+    Parameters
+    ----------
+    name : {"median", "tv", "bm3d"}
+        ``"median"`` (:func:`scipy.ndimage.median_filter`, parameter ``size``), ``"tv"``
+        (:func:`skimage.restoration.denoise_tv_chambolle`, parameter ``weight``) or ``"bm3d"``
+        (pip ``bm3d``, parameter ``sigma``).
+    short_refs, long_refs : array_like, optional
+        ``(n_pairs, H, W)`` reference pairs.  When given and the parameter is not, each candidate
+        value is tried on the short frames and the one with the best mean PSNR against the long
+        frames is kept.
+    candidates : sequence of float, optional
+        Values to try (defaults: sizes 3, 5, 7; TV weights and BM3D sigmas of 0.5 to 4 times the
+        noise level that :func:`skimage.restoration.estimate_sigma` finds in the short frames).
+    **params : float
+        The filter's parameter, fixed (``size=5``, ``weight=0.05`` or ``sigma=0.02``): no tuning.
+
+    Returns
+    -------
+    Baseline
+        An object with ``.enhance(frames)`` and ``.provenance``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name or parameter, only one of the reference stacks, mismatched pairs, or no
+        parameter and no pairs for a filter that needs one.
+    TypeError
+        Non-numeric reference data.
+    """
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
+    key = BASELINES[name]
+    unknown = set(params) - {key}
+    if unknown:
+        raise ValueError(f"baseline {name!r} takes only the parameter {key!r}, got {sorted(unknown)}")
+    started = time.perf_counter()
+    record: dict[str, Any] = {"baseline": name, "parameter": key}
+    if (short_refs is None) != (long_refs is None):
+        raise ValueError("give both short_refs and long_refs, or neither")
+    if key in params:
+        value = float(params[key])
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{key} must be a positive number, got {params[key]!r}")
+        record.update(value=value, tuned=False)
+        return Baseline(name, value, record)
+    if short_refs is None:
+        if name != "median":
+            raise ValueError(f"baseline {name!r} needs {key}=... or reference pairs to tune it on")
+        record.update(value=3.0, tuned=False)
+        return Baseline(name, 3.0, record)
+    short, _ = as_frames(short_refs, "short_refs", allow_single=False)
+    long, _ = as_frames(long_refs, "long_refs", allow_single=False)
+    if short.shape != long.shape:
+        raise ValueError(f"short_refs {short.shape} and long_refs {long.shape} must have the same shape")
+    short = short.astype(np.float64)
+    long = long.astype(np.float64)
+    if candidates is None:
+        if name == "median":
+            candidates = [3, 5, 7]
+        else:
+            sigma = _noise_sigma(short)
+            if not sigma > 0:
+                raise ValueError("no noise found in short_refs to scale the candidates; pass candidates=")
+            candidates = [sigma * f for f in (0.5, 1.0, 2.0, 4.0)]
+    scores = []
+    for value in candidates:
+        den = [_FILTERS[name](s, float(value)) for s in short]
+        scores.append(float(np.mean([_psnr(d, lg) for d, lg in zip(den, long, strict=True)])))
+    best = int(np.argmax(scores))
+    value = float(candidates[best])
+    record.update(
+        value=value,
+        tuned=True,
+        candidates=[float(c) for c in candidates],
+        psnr_db=scores,
+        psnr_short_db=float(np.mean([_psnr(s, lg) for s, lg in zip(short, long, strict=True)])),
+        n_pairs=len(short),
+        tuning_time_s=round(time.perf_counter() - started, 3),
+    )
+    return Baseline(name, value, record)

@@ -1,0 +1,294 @@
+"""The lowdose_tomo_scan plan: message order, documents, metadata, validation, cleanup."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import numpy as np
+import pytest
+import bluesky.preprocessors as bpp
+from bluesky.simulators import RunEngineSimulator
+from bluesky.utils import FailedStatus, Msg, RunEngineInterrupted
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.sim import SynAxis, SynSignal
+
+from bluesky_lowdose.plans import (
+    PRIMARY,
+    STREAM_ORDER,
+    dose_accounting,
+    lowdose_tomo_scan,
+    validate_scan_parameters,
+)
+
+SMALL = {"num_angles": 7, "num_darks": 2, "num_flats": 3, "reference_angles": (30.0, 120.0)}
+
+
+def _plan(txm, **kw):
+    return lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **{**SMALL, **kw})
+
+
+def _collect(RE):
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    return docs
+
+
+def _events_by_stream(docs):
+    streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    return [(streams[d["descriptor"]], d) for n, d in docs if n == "event"]
+
+
+def test_message_order_without_hardware(txm) -> None:
+    msgs = RunEngineSimulator().simulate_plan(_plan(txm))
+    created = [m.kwargs["name"] for m in msgs if m.command == "create"]
+    # streams come in the documented order, each as one contiguous block
+    blocks = [s for i, s in enumerate(created) if i == 0 or created[i - 1] != s]
+    assert tuple(blocks) == STREAM_ORDER
+    assert Counter(created) == {
+        "dark_long": 2, "dark_short": 2, "flat_long": 3, "flat_short": 3,
+        "reference_long": 2, "reference_short": 2, PRIMARY: 7,
+    }  # fmt: skip
+    # darks with the shutter closed, everything else with it open; the last messages
+    # close the shutter and put the stages back, then close the run
+    shutter_state, seen = None, []
+    for m in msgs:
+        if m.command == "set" and m.obj is txm.shutter:
+            shutter_state = m.args[0]
+        if m.command == "create":
+            seen.append((m.kwargs["name"], shutter_state))
+    assert {s for name, s in seen if name.startswith("dark")} == {"close"}
+    assert {s for name, s in seen if not name.startswith("dark")} == {"open"}
+    tail = [(m.command, getattr(m.obj, "name", None), m.args) for m in msgs[-6:]]
+    assert tail[-1][0] == "close_run"
+    assert ("set", "shutter", ("close",)) in tail
+    assert any(c == "set" and n == "rotation" for c, n, _ in tail)
+    # exposure changes exactly twice: long first, then short for the rest of the run
+    exposures = [m.args[0] for m in msgs if m.command == "set" and m.obj is txm.detector.exposure_time]
+    assert exposures == [30.0, 2.0]
+
+
+def test_documents_per_stream_and_frames(RE, txm) -> None:
+    docs = _collect(RE)
+    (uid,) = RE(_plan(txm))
+    counts = Counter(stream for stream, _ in _events_by_stream(docs))
+    assert counts == Counter(dark_long=2, dark_short=2, flat_long=3, flat_short=3,
+                             reference_long=2, reference_short=2, primary=7)  # fmt: skip
+    names = Counter(n for n, _ in docs)
+    assert names["stream_resource"] == 7  # one HDF5 file per stream
+    assert names["stream_datum"] == sum(counts.values())
+    stop = docs[-1][1]
+    assert docs[-1][0] == "stop" and stop["exit_status"] == "success" and stop["run_start"] == uid
+    angles = [d["data"]["rotation"] for s, d in _events_by_stream(docs) if s == PRIMARY]
+    np.testing.assert_allclose(angles, np.linspace(0, 180, 7))
+    refs = [d["data"]["rotation"] for s, d in _events_by_stream(docs) if s.startswith("reference")]
+    assert refs == [30.0, 120.0, 30.0, 120.0]
+    # exposure time is configuration of the descriptors, and differs per stream
+    expo = {d["name"]: d["configuration"]["txm_cam"]["data"]["txm_cam_exposure_time"]
+            for n, d in docs if n == "descriptor"}  # fmt: skip
+    assert expo["dark_long"] == expo["reference_long"] == 30.0
+    assert expo["dark_short"] == expo[PRIMARY] == 2.0
+    # frames in the files are what physics says: darks dark, flats brightest, primary between
+    means = {s: [] for s in STREAM_ORDER}
+    for s, d in _events_by_stream(docs):
+        means[s].append(d["data"]["txm_cam_mean_counts"])
+    assert max(means["dark_short"]) < min(means[PRIMARY]) < max(means[PRIMARY]) < min(means["flat_short"])
+    assert np.mean(means["reference_long"]) > 10 * np.mean(means["reference_short"]) - 1000
+    # the devices are back and the shutter is closed
+    assert txm.shutter.state.get() == 0
+    assert txm.rotation.position == 0.0 and txm.sample_stage.position == 0.0
+
+
+def test_start_metadata_and_md_not_mutated(RE, txm) -> None:
+    docs = _collect(RE)
+    md = {"sample": "test", "nested": {"a": 1}}
+    before = copy.deepcopy(md)
+    RE(_plan(txm, md=md))
+    assert md == before
+    start = docs[0][1]
+    assert start["plan_name"] == "lowdose_tomo_scan"
+    assert start["sample"] == "test" and start["nested"] == {"a": 1}
+    assert start["plan_args"]["num_angles"] == 7
+    assert start["plan_args"]["reference_angles"] == [30.0, 120.0]
+    assert start["plan_pattern"] == "linspace" and start["plan_pattern_module"] == "numpy"
+    assert start["plan_pattern_args"] == {"start": 0.0, "stop": 180.0, "num": 7}
+    dose = start["lowdose"]["dose"]
+    assert dose["sample_exposure_s"] == pytest.approx(7 * 2.0 + 2 * (2.0 + 30.0))
+    assert dose["conventional_exposure_s"] == pytest.approx(7 * 30.0)
+    assert dose["dose_ratio"] == pytest.approx(210.0 / 78.0)
+    assert start["lowdose"]["streams"] == list(STREAM_ORDER)
+
+
+def test_dose_ratio_of_the_default_scan_is_about_ten() -> None:
+    p = validate_scan_parameters(
+        start=0,
+        stop=180,
+        num_angles=361,
+        short_exposure=2.0,
+        long_exposure=30.0,
+        reference_angles=(30.0, 120.0),
+        num_darks=10,
+        num_flats=10,
+        flat_position=5.0,
+    )
+    d = dose_accounting(p)
+    assert d["dose_ratio"] == pytest.approx(361 * 30.0 / (361 * 2.0 + 2 * 32.0))
+    assert 13 < d["dose_ratio"] < 14
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_angles": 0}, ValueError, "num_angles"),
+        ({"num_angles": 1}, ValueError, "num_angles"),
+        ({"num_angles": 7.5}, TypeError, "num_angles"),
+        ({"reference_angles": (30.0, 200.0)}, ValueError, "outside"),
+        ({"reference_angles": (30.0, 30.0)}, ValueError, "duplicate"),
+        ({"reference_angles": "30"}, TypeError, "reference_angles"),
+        ({"short_exposure": 0.0}, ValueError, "positive"),
+        ({"short_exposure": -1.0}, ValueError, "positive"),
+        ({"short_exposure": 30.0, "long_exposure": 2.0}, ValueError, "longer"),
+        ({"short_exposure": float("nan")}, ValueError, "finite"),
+        ({"num_darks": -1}, ValueError, "num_darks"),
+        ({"num_flats": -2}, ValueError, "num_flats"),
+        ({"start": 10.0, "stop": 10.0}, ValueError, "differ"),
+        ({"md": ["not", "a", "dict"]}, TypeError, "md"),
+    ],
+)
+def test_bad_input_rejected_before_any_motion(txm, kwargs, error, match) -> None:
+    positions = (txm.rotation.position, txm.sample_stage.position, txm.shutter.state.get())
+    with pytest.raises(error, match=match):
+        _plan(txm, **kwargs)
+    assert (txm.rotation.position, txm.sample_stage.position, txm.shutter.state.get()) == positions
+
+
+class _ReadOnly:
+    name = "readonly"
+
+    def read(self):
+        return {}
+
+    def describe(self):
+        return {}
+
+
+def test_untriggerable_detector_rejected(txm) -> None:
+    with pytest.raises(TypeError, match="Triggerable"):
+        lowdose_tomo_scan(_ReadOnly(), txm.rotation, txm.shutter, txm.sample_stage)
+    with pytest.raises(TypeError, match="Movable"):
+        lowdose_tomo_scan(txm.detector, object(), txm.shutter, txm.sample_stage)
+
+
+def test_cleanup_when_the_plan_fails_mid_rotation(RE, txm) -> None:
+    docs = _collect(RE)
+    txm.rotation.set(5.0).wait()
+    txm.sample_stage.set(0.25).wait()
+    calls = {"n": 0}
+    original = txm.detector.trigger
+
+    def failing_trigger():
+        calls["n"] += 1
+        if calls["n"] == 2 * (2 + 3 + 2) + 3:  # third frame of the rotation
+            raise RuntimeError("detector fell over")
+        return original()
+
+    txm.detector.trigger = failing_trigger
+    with pytest.raises(RuntimeError, match="fell over"):
+        RE(_plan(txm))
+    assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
+    assert txm.shutter.state.get() == 0
+    assert txm.rotation.position == 5.0
+    assert txm.sample_stage.position == 0.25
+
+
+def _pause_after_primary_trigger(plan, txm, nth: int):
+    """Inject an immediate pause right after the nth rotation frame's trigger (mid-exposure)."""
+    state = {"triggers": 0, "done": False}
+    n_before = 2 * (SMALL["num_darks"] + SMALL["num_flats"] + len(SMALL["reference_angles"]))
+
+    def mutate(msg):
+        if msg.command == "trigger" and msg.obj is txm.detector:
+            state["triggers"] += 1
+            if state["triggers"] == n_before + nth and not state["done"]:
+                state["done"] = True
+
+                def then_pause():
+                    yield msg
+                    yield Msg("pause", defer=False)
+
+                return then_pause(), None
+        return None, None
+
+    return bpp.plan_mutator(plan, mutate)
+
+
+def test_abort_closes_shutter_and_returns_stages(RE, txm) -> None:
+    docs = _collect(RE)
+    with pytest.raises(RunEngineInterrupted):
+        RE(_pause_after_primary_trigger(_plan(txm), txm, 3))
+    assert RE.state == "paused"
+    RE.abort("test abort")
+    assert docs[-1][1]["exit_status"] == "abort"
+    assert txm.shutter.state.get() == 0
+    assert txm.rotation.position == 0.0 and txm.sample_stage.position == 0.0
+
+
+def test_pause_resume_gives_no_duplicate_or_missing_frames(RE, txm) -> None:
+    docs = _collect(RE)
+    with pytest.raises(RunEngineInterrupted):
+        RE(_pause_after_primary_trigger(_plan(txm), txm, 4))
+    assert RE.state == "paused"
+    RE.resume()
+    primary = [d for s, d in _events_by_stream(docs) if s == PRIMARY]
+    assert [d["seq_num"] for d in primary] == list(range(1, 8))
+    np.testing.assert_allclose([d["data"]["rotation"] for d in primary], np.linspace(0, 180, 7))
+    # the frame re-taken after the rewind replaced the one whose event was never emitted:
+    # file rows are announced once each, contiguously, one per event
+    datums = [d for n, d in docs if n == "stream_datum"]
+    by_resource: dict[str, list[tuple[int, int]]] = {}
+    for d in datums:
+        by_resource.setdefault(d["stream_resource"], []).append((d["indices"]["start"], d["indices"]["stop"]))
+    for ranges in by_resource.values():
+        assert ranges == [(i, i + 1) for i in range(len(ranges))]
+    assert len(datums) == len(_events_by_stream(docs))
+    assert docs[-1][1]["exit_status"] == "success"
+
+
+class _PlainCamera(Device):
+    """Not ours: an ophyd device with an inline image and an exposure signal."""
+
+    exposure_time = Cpt(Signal, value=1.0, kind="config")
+    image = Cpt(SynSignal, func=lambda: np.ones((4, 5)), kind="hinted")
+
+
+class _Shutter(SynAxis):
+    def set(self, value):
+        return super().set(1.0 if value == "open" else 0.0)
+
+
+def test_plan_runs_on_other_protocol_devices(RE) -> None:
+    docs = _collect(RE)
+    cam = _PlainCamera(name="cam")
+    rot, samp, shut = SynAxis(name="rot"), SynAxis(name="samp"), _Shutter(name="shut")
+    RE(lowdose_tomo_scan(cam, rot, shut, samp, **SMALL))
+    counts = Counter(s for s, _ in _events_by_stream(docs))
+    assert counts[PRIMARY] == 7 and counts["reference_short"] == 2
+    assert shut.position == 0.0
+
+
+def test_failed_status_is_a_failure_not_a_hang(RE, txm) -> None:
+    """A move that fails ends the run as 'fail' with the shutter closed."""
+    docs = _collect(RE)
+    original = txm.rotation.set
+
+    def bad_set(value, **kw):
+        if value > 100:
+            raise FailedStatus("limit switch")
+        return original(value, **kw)
+
+    txm.rotation.set = bad_set
+    with pytest.raises(FailedStatus):
+        RE(_plan(txm))
+    assert docs[-1][1]["exit_status"] == "fail"
+    assert txm.shutter.state.get() == 0

@@ -1,0 +1,154 @@
+"""Raw runs in a real Tiled server (subprocess), read back by tiled and databroker."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from bluesky_lowdose.callbacks import ThreadedCallback
+from bluesky_lowdose.plans import PRIMARY, STREAM_ORDER, lowdose_tomo_scan
+from bluesky_lowdose.storage import (
+    RAW,
+    DataDirectory,
+    TiledServer,
+    TiledServerError,
+    make_raw_writer,
+    replay_backups,
+    resolve_api_key,
+    stream_array,
+)
+
+pytestmark = pytest.mark.tiled
+
+KW = {"num_angles": 9, "num_darks": 2, "num_flats": 2, "reference_angles": (45.0, 135.0)}
+
+
+def _run(RE, txm, writer, **kw):
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda n, d: docs.append((n, d)))
+    RE.subscribe(writer)
+    (uid,) = RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **{**KW, **kw}))
+    return uid, docs
+
+
+def _frames_from_files(docs, stream: str) -> np.ndarray:
+    """What the detector wrote, read straight from its HDF5 files via the documents."""
+    descs = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    resources = {d["uid"]: d for n, d in docs if n == "stream_resource"}
+    frames = []
+    for n, d in docs:
+        if n == "stream_datum" and descs[d["descriptor"]] == stream:
+            res = resources[d["stream_resource"]]
+            path = res["uri"].replace("file://localhost", "")
+            with h5py.File(path, "r", swmr=True) as f:
+                frames.append(f[res["parameters"]["dataset"]][d["indices"]["start"] : d["indices"]["stop"]])
+    return np.concatenate(frames)
+
+
+def test_raw_run_reads_back_through_tiled_and_databroker(RE, served_txm, tiled_server, tiled_client) -> None:
+    writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
+    uid, docs = _run(RE, served_txm, writer)
+    assert writer.flush(timeout=60) and not writer.errors
+    run = tiled_client[RAW][uid]
+    assert set(run) == set(STREAM_ORDER)
+    key = served_txm.detector.image_key
+    for stream in STREAM_ORDER:
+        from_tiled = stream_array(run, stream, key).read()
+        np.testing.assert_array_equal(from_tiled, _frames_from_files(docs, stream))
+        assert from_tiled.dtype == np.uint16
+    primary = run[PRIMARY].read()
+    np.testing.assert_allclose(primary["rotation"].values, np.linspace(0, 180, 9))
+    assert run.metadata["start"]["lowdose"]["dose"]["dose_ratio"] > 1
+    assert run.metadata["stop"]["exit_status"] == "success"
+    # darks are dark, flats bright, references long > short
+    means = {s: float(stream_array(run, s, key).read().mean()) for s in STREAM_ORDER}
+    assert means["dark_short"] < means[PRIMARY] < means["flat_short"]
+    assert means["reference_long"] > 5 * means["reference_short"]
+
+    from databroker import Broker
+
+    header = Broker(tiled_client[RAW])[uid]
+    table = header.table(PRIMARY, fill=True)
+    assert len(table) == 9
+    np.testing.assert_array_equal(np.stack(table[key].to_numpy()), stream_array(run, PRIMARY, key).read())
+    v2 = tiled_client[RAW].v2[uid]
+    assert v2.metadata["start"]["uid"] == uid
+
+
+def test_runs_are_searchable_and_visible_by_scan_id(RE, served_txm, tiled_server, tiled_client) -> None:
+    writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
+    uid, _ = _run(RE, served_txm, writer, md={"sample": "needle-7"})
+    writer.flush(timeout=60)
+    from tiled.queries import Key
+
+    found = tiled_client[RAW].search(Key("start.sample") == "needle-7")
+    assert list(found) == [uid]
+
+
+def test_tiled_down_loses_nothing_and_replays(RE, tmp_path: Path, monkeypatch) -> None:
+    import tiled.client.utils
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 1)  # fail over fast in the test
+    server = TiledServer(tmp_path / "data", api_key="k" * 32).start()
+    try:
+        client = server.client()
+        from bluesky_lowdose.devices import make_devices
+
+        txm = make_devices(server.layout.detector, size=32)
+        writer = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
+        server.close()  # Tiled goes away before the scan
+        uid, docs = _run(RE, txm, writer)
+        assert docs[-1][1]["exit_status"] == "success"  # the scan did not notice
+        assert writer.flush(timeout=300)
+        backups = list(server.layout.backup.glob("*.jsonl"))
+        assert len(backups) == 1
+        lines = [json.loads(x) for x in backups[0].read_text().splitlines()]
+        assert lines[0]["doc"]["uid"] == uid and lines[-1]["name"] == "stop"
+        n_events = sum(len(x["doc"]["seq_num"]) for x in lines if x["name"] == "event_page")
+        assert n_events == sum(1 for n, _ in docs if n == "event")
+        # Tiled is back: replay the backup; the run is complete and its frames readable
+        server.start()
+        client = server.client()
+        assert replay_backups(client, server.layout.backup) == [uid]
+        run = client[RAW][uid]
+        # (databroker, imported by another test, changes how clients show streams)
+        np.testing.assert_array_equal(
+            stream_array(run, PRIMARY, txm.detector.image_key).read(), _frames_from_files(docs, PRIMARY)
+        )
+        assert replay_backups(client, server.layout.backup) == []  # idempotent
+    finally:
+        server.close()
+
+
+def test_api_key_is_generated_once_with_owner_only_permissions(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("TILED_API_KEY", raising=False)
+    key = resolve_api_key(tmp_path)
+    assert len(key) >= 32 and resolve_api_key(tmp_path) == key
+    mode = stat.S_IMODE(os.stat(tmp_path / ".tiled_api_key").st_mode)
+    assert mode == 0o600
+    monkeypatch.setenv("TILED_API_KEY", "from-env")
+    assert resolve_api_key(tmp_path) == "from-env"
+
+
+def test_server_requires_the_key(tiled_server) -> None:
+    import httpx
+
+    r = httpx.get(f"{tiled_server.uri}/api/v1/metadata/", timeout=5)
+    assert r.status_code == 401
+    r = httpx.get(
+        f"{tiled_server.uri}/api/v1/metadata/", headers={"Authorization": f"Apikey {tiled_server.api_key}"}
+    )
+    assert r.status_code == 200
+
+
+def test_server_start_failure_is_reported(tmp_path: Path) -> None:
+    layout = DataDirectory.create(tmp_path / "d")
+    layout.catalog.write_text("this is not a database")
+    with pytest.raises(TiledServerError):
+        TiledServer(layout.root, api_key="x" * 32, startup_timeout=30).start()

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean-data
+.PHONY: demo test lint bench clean-data setup-redis
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/lowdose-tomo demo
 
-test: $(STAMP)
+# Redis for the queueserver (tests, `lowdose-tomo queue start`): Debian's package when missing.
+setup-redis:
+	@if command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server \
+	    || test -n "$$LOWDOSE_REDIS_SERVER"; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (apt-get)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	else \
+	    echo "redis-server is missing: install it (apt-get install redis-server / brew install redis)" \
+	         "or set LOWDOSE_REDIS_SERVER to a redis-server binary" >&2; exit 1; \
+	fi
+
+test: $(STAMP) setup-redis
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -25,6 +38,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_streaming.py
 
 clean-data:
 	rm -rf lowdose-data

@@ -27,18 +27,37 @@ def _demo(args: argparse.Namespace) -> int:
         angles=args.angles,
         seed=args.seed,
         progress=not args.no_progress,
+        enhance=not args.no_enhance,
     )
+    if args.epochs is not None:
+        cfg.train_kwargs["epochs"] = args.epochs
     summary = run_demo(cfg)
     if not args.json:
         dose = summary["dose"]
-        print(f"raw run        {summary['raw_uid']}  ({summary['frames']} projections)")
-        print(f"tiled          {summary['tiled_uri']}  catalog 'raw'")
+        print(f"raw run        {summary['raw_uid']}  ({summary['frames']} projections, catalog 'raw')")
+        if summary.get("processed_uid"):
+            print(
+                f"processed run  {summary['processed_uid']}  (catalog 'processed', status {summary['status']})"
+            )
+            for reason in summary.get("reasons", []):
+                print(f"               ! {reason}")
+        print(f"tiled          {summary['tiled_uri']}")
         print(f"data directory {summary['data_dir']}")
         print(
             f"dose           {dose['sample_exposure_s']:.0f} s on sample vs "
             f"{dose['conventional_exposure_s']:.0f} s conventional: {dose['dose_ratio']:.1f}x less"
         )
-        print("timings        " + ", ".join(f"{k}={v:.2f}" for k, v in summary["timings"].items()))
+        m = summary.get("metrics", {})
+        if "recon_psnr_raw" in m:
+            print(
+                "reconstruction vs noise-free reference: "
+                f"raw PSNR {m['recon_psnr_raw']:.2f} dB / SSIM {m['recon_ssim_raw']:.3f}, "
+                f"enhanced PSNR {m.get('recon_psnr_enhanced', float('nan')):.2f} dB / "
+                f"SSIM {m.get('recon_ssim_enhanced', float('nan')):.3f}"
+            )
+        for path in summary.get("figures", []):
+            print(f"figure         {path}")
+        print("timings (s)    " + ", ".join(f"{k}={v:.1f}" for k, v in summary["timings"].items()))
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -84,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of phantom and noise")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("--no-enhance", action="store_true", help="acquire only (no streaming enhancement)")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs of the enhancer (default 15)")
     demo.set_defaults(func=_demo)
 
     serve = sub.add_parser("serve", help="serve a data directory with Tiled")
@@ -92,14 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
 
-    try:
-        from .evaluation import cli as evaluation_cli
-    except ImportError:  # pragma: no cover - evaluation not installed
-        evaluation_cli = None
-    if evaluation_cli is not None:
-        ev = sub.add_parser("evaluate", help="the paper's synthetic benchmark of the enhancer")
-        evaluation_cli.configure_parser(ev)
-        ev.set_defaults(func=evaluation_cli.run)
+    from . import queue as queue_cli
+    from .dxchange import cli as dx_cli
+    from .evaluation import cli as evaluation_cli
+
+    ev = sub.add_parser("evaluate", help="the paper's synthetic benchmark of the enhancer")
+    evaluation_cli.configure_parser(ev)
+    ev.set_defaults(func=evaluation_cli.run)
+
+    enh = sub.add_parser("enhance", help="enhance a Data Exchange file offline")
+    dx_cli.configure_parser(enh)
+    enh.set_defaults(func=dx_cli.run)
+
+    exp = sub.add_parser("export", help="export a raw run from Tiled to Data Exchange")
+    dx_cli.configure_export_parser(exp)
+    exp.set_defaults(func=dx_cli.run_export)
+
+    q = sub.add_parser("queue", help="start/stop/status of the queue stack (Tiled, Redis, RE Manager)")
+    queue_cli.configure_parser(q)
+    q.set_defaults(func=queue_cli.run)
     return parser
 
 

@@ -187,7 +187,7 @@ def phase_histograms(
     bins: int = 128,
     value_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Histograms of each phase (background, cube, spheres) and how well they separate.
+    """Compute histograms of each phase (background, cube, spheres) and how well they separate.
 
     Parameters
     ----------

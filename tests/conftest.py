@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.fixture
-def RE():  # noqa: N802 - the conventional name
+def RE():
     """A RunEngine on a fresh event loop, halted and closed in teardown (as bluesky's own tests)."""
     from bluesky import RunEngine
     from bluesky.utils import TransitionError

@@ -7,12 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import bluesky.preprocessors as bpp
 from bluesky.simulators import RunEngineSimulator
-from bluesky.utils import FailedStatus, Msg, RunEngineInterrupted
+from bluesky.utils import FailedStatus, RunEngineInterrupted
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.sim import SynAxis, SynSignal
+from plan_helpers import SMALL, pause_after_primary_trigger
 
 from bluesky_lowdose.plans import (
     PRIMARY,
@@ -21,8 +21,6 @@ from bluesky_lowdose.plans import (
     lowdose_tomo_scan,
     validate_scan_parameters,
 )
-
-SMALL = {"num_angles": 7, "num_darks": 2, "num_flats": 3, "reference_angles": (30.0, 120.0)}
 
 
 def _plan(txm, **kw):
@@ -202,31 +200,10 @@ def test_cleanup_when_the_plan_fails_mid_rotation(RE, txm) -> None:
     assert txm.sample_stage.position == 0.25
 
 
-def _pause_after_primary_trigger(plan, txm, nth: int):
-    """Inject an immediate pause right after the nth rotation frame's trigger (mid-exposure)."""
-    state = {"triggers": 0, "done": False}
-    n_before = 2 * (SMALL["num_darks"] + SMALL["num_flats"] + len(SMALL["reference_angles"]))
-
-    def mutate(msg):
-        if msg.command == "trigger" and msg.obj is txm.detector:
-            state["triggers"] += 1
-            if state["triggers"] == n_before + nth and not state["done"]:
-                state["done"] = True
-
-                def then_pause():
-                    yield msg
-                    yield Msg("pause", defer=False)
-
-                return then_pause(), None
-        return None, None
-
-    return bpp.plan_mutator(plan, mutate)
-
-
 def test_abort_closes_shutter_and_returns_stages(RE, txm) -> None:
     docs = _collect(RE)
     with pytest.raises(RunEngineInterrupted):
-        RE(_pause_after_primary_trigger(_plan(txm), txm, 3))
+        RE(pause_after_primary_trigger(_plan(txm), txm, 3))
     assert RE.state == "paused"
     RE.abort("test abort")
     assert docs[-1][1]["exit_status"] == "abort"
@@ -237,7 +214,7 @@ def test_abort_closes_shutter_and_returns_stages(RE, txm) -> None:
 def test_pause_resume_gives_no_duplicate_or_missing_frames(RE, txm) -> None:
     docs = _collect(RE)
     with pytest.raises(RunEngineInterrupted):
-        RE(_pause_after_primary_trigger(_plan(txm), txm, 4))
+        RE(pause_after_primary_trigger(_plan(txm), txm, 4))
     assert RE.state == "paused"
     RE.resume()
     primary = [d for s, d in _events_by_stream(docs) if s == PRIMARY]

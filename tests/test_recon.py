@@ -48,10 +48,11 @@ def test_off_centre_sphere_lands_where_voxelize_puts_it(backend, sphere, sphere_
     filt = "ramp" if backend == "skimage" else "parzen"
     rec = reconstruct(sphere_projections, THETA, backend=backend, filter=filt)
     assert rec.shape == (N, N, N) and rec.dtype == np.float32
-    x, y, z, r = SPHERE
+    x, y, z, _r = SPHERE
     c = _centred(N)
     iz = int(np.argmin(np.abs(c - z)))
-    assert abs(c[int(np.argmax(rec.max(axis=(1, 2))))] - z) <= 1.0
+    mass = np.where(rec > 0.5, rec, 0.0).sum(axis=(1, 2))
+    assert abs(float((mass * c).sum() / mass.sum()) - z) < 0.5
     cy, cx = _centroid(rec[iz])
     assert abs(cy - y) < 0.5 and abs(cx - x) < 0.5
     ref_cy, ref_cx = _centroid(sphere.voxelize()[iz])
@@ -77,8 +78,8 @@ def test_cube_phantom_matches_voxelize():
 
 def test_single_sinogram_and_info(sphere_projections):
     info: dict = {}
-    full = reconstruct(sphere_projections[:, 20:23, :], THETA, info=info, progress=True)
-    one = reconstruct(sphere_projections[:, 21, :], THETA)
+    full = reconstruct(sphere_projections[:, 27:30, :], THETA, info=info, progress=True)
+    one = reconstruct(sphere_projections[:, 28, :], THETA)
     assert one.shape == (N, N)
     np.testing.assert_allclose(one, full[1], atol=1e-6)
     assert info["backend"] == resolve_backend() and info["center"] == (N - 1) / 2
@@ -86,15 +87,15 @@ def test_single_sinogram_and_info(sphere_projections):
 
 
 def test_deterministic_and_thread_independent(sphere_projections):
-    a = reconstruct(sphere_projections[:, 18:26], THETA, backend="fbp", ncore=1)
-    b = reconstruct(sphere_projections[:, 18:26], THETA, backend="fbp", ncore=2, chunk_slices=3)
+    a = reconstruct(sphere_projections[:, 24:32], THETA, backend="fbp", ncore=1)
+    b = reconstruct(sphere_projections[:, 24:32], THETA, backend="fbp", ncore=2, chunk_slices=3)
     np.testing.assert_array_equal(a, b)
 
 
 def test_mask_zeroes_outside_circle(sphere_projections):
-    rec = reconstruct(sphere_projections[:, 21], THETA)
+    rec = reconstruct(sphere_projections[:, 28], THETA)
     assert rec[0, 0] == 0.0 and rec[-1, -1] == 0.0
-    unmasked = reconstruct(sphere_projections[:, 21], THETA, mask=False)
+    unmasked = reconstruct(sphere_projections[:, 28], THETA, mask=False)
     assert np.any(unmasked[0] != 0.0)
 
 
@@ -110,9 +111,9 @@ def test_shifted_rotation_axis_found_and_used():
     proj = np.stack([p.project(t, shift=shift) for t in THETA])
     true_center = (N - 1) / 2 + shift
     est = find_center(proj)
-    assert abs(est - true_center) <= 1.0
+    assert abs(est - true_center) <= 0.5
     assert abs(find_center(proj[:, N // 2, :]) - true_center) <= 1.0
-    vol = p.voxelize()
+    vol = p.voxelize(supersample=2)
     good = reconstruct(proj, THETA, center=est)
     bad = reconstruct(proj, THETA)
     # recon at the estimated centre is the phantom, shifted by nothing (axis-centred grid)
@@ -178,7 +179,7 @@ def test_correction_floors_bad_pixels_and_checks_inputs():
 
 
 def test_reconstruct_rejects_bad_inputs(sphere_projections):
-    p = sphere_projections[:, 20:22]
+    p = sphere_projections[:, 27:29]
     with pytest.raises(ValueError, match="angles"):
         reconstruct(p, THETA[:-1])
     bad = p.copy()
@@ -209,13 +210,15 @@ def test_backends_available_and_default():
             resolve_backend("tomopy")
 
 
-def test_stripe_removal_suppresses_a_ring(sphere_projections):
-    sino = sphere_projections[:, 21, :].copy()
-    sino[:, 30] += 0.3  # a miscalibrated pixel: a stripe in the sinogram, a ring in the slice
+def test_stripe_removal_suppresses_a_ring():
+    # a large centred sphere: smooth, angle-independent sinogram rows
+    big = Phantom(size=N, cube_half_width=0.0, spheres=np.array([[0.5, -0.5, 0.0, 15.0]]), cube_value=0.0)
+    clean = big.project_many(THETA)[:, N // 2, :]
+    sino = clean.copy()
+    sino[:, 5] += 0.5  # a miscalibrated pixel outside the sample: a stripe, a ring in the slice
     cleaned = remove_stripes(sino, size=9)
     assert cleaned.shape == sino.shape
-    err_before = np.abs(sino - sphere_projections[:, 21, :]).mean()
-    err_after = np.abs(cleaned - sphere_projections[:, 21, :]).mean()
-    assert err_after < 0.3 * err_before
-    stack = remove_stripes(sphere_projections[:, 20:22, :], size=9)
+    assert np.abs(cleaned - clean)[:, 5].mean() < 0.05 * 0.5
+    stack = remove_stripes(np.stack([sino, sino], axis=1), size=9)
     assert stack.shape == (THETA.size, 2, N)
+    np.testing.assert_allclose(stack[:, 1], cleaned, atol=1e-6)

@@ -110,7 +110,11 @@ def test_tiled_down_loses_nothing_and_replays(RE, tmp_path: Path, monkeypatch) -
         assert len(backups) == 1
         lines = [json.loads(x) for x in backups[0].read_text().splitlines()]
         assert lines[0]["doc"]["uid"] == uid and lines[-1]["name"] == "stop"
-        n_events = sum(len(x["doc"]["seq_num"]) for x in lines if x["name"] == "event_page")
+        n_events = sum(
+            1 if x["name"] == "event" else len(x["doc"]["seq_num"])
+            for x in lines
+            if x["name"] in ("event", "event_page")
+        )
         assert n_events == sum(1 for n, _ in docs if n == "event")
         # Tiled is back: replay the backup; the run is complete and its frames readable
         server.start()

@@ -225,7 +225,8 @@ def train(
     patch_size : int, optional
         Training patch edge, a multiple of 8 (default 32; the unet then runs on whole frames).
     stride : int, optional
-        Step between training patches (default 8).
+        Step between training patches (default 8, made finer for small frames until
+        ``max_patches`` patches are available).
     epochs : int
         Maximum number of epochs.
     batch_size : int
@@ -277,6 +278,7 @@ def train(
     patch_size = check_positive_int(patch_size, "patch_size", minimum=DOWNSAMPLING)
     if patch_size % DOWNSAMPLING:
         raise ValueError(f"patch_size must be a multiple of {DOWNSAMPLING}, got {patch_size}")
+    auto_stride = stride is None
     stride = check_positive_int(DEFAULTS[model]["stride"] if stride is None else stride, "stride")
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -296,6 +298,11 @@ def train(
     if patch_size > min(h, w):
         raise ValueError(f"frames of {h}x{w} are smaller than a patch ({patch_size}x{patch_size})")
 
+    if auto_stride:
+        # small frames: step more finely until there are max_patches patches to draw from
+        target = max_patches or 2048
+        while stride > 1 and len(short) * len(patch_grid((h, w), patch_size, stride)) < target:
+            stride -= 1
     norm = Normalization.fit(short, long)
     rng = np.random.default_rng(seed)
     corners = patch_grid((h, w), patch_size, stride)

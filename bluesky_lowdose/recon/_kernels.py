@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["backproject"]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True)
 def _backproject(
     sino: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, center: float, size: int, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -28,19 +28,29 @@ def _backproject(
         s = job // size
         iy = job % size
         yc = iy - half
+        row = out[s, iy]
         for i in range(n_ang):
             c = cos_t[i]
             base = yc * sin_t[i] + center - half * c
-            for ix in range(size):
-                pos = base + ix * c
-                if pos < 0.0 or pos > last:
+            # columns whose detector position lies inside [0, last]: no test in the inner loop
+            if abs(c) < 1e-12:
+                if base < 0.0 or base > last:
                     continue
-                j = math.floor(pos)
-                if j >= last:
-                    out[s, iy, ix] += sino[i, s, last]
-                else:
-                    w = pos - j
-                    out[s, iy, ix] += (1.0 - w) * sino[i, s, j] + w * sino[i, s, j + 1]
+                lo, hi = 0, size - 1
+            else:
+                a = (0.0 - base) / c
+                b = (last - base) / c
+                if a > b:
+                    a, b = b, a
+                lo = max(math.ceil(a - 1e-9), 0)
+                hi = min(math.floor(b + 1e-9), size - 1)
+            line = sino[i, s]
+            for ix in range(lo, hi + 1):
+                pos = base + ix * c
+                pos = min(max(pos, 0.0), last)
+                j = min(int(pos), last - 1)
+                w = pos - j
+                row[ix] += (1.0 - w) * line[j] + w * line[j + 1]
 
 
 def backproject(sino: np.ndarray, theta_rad: np.ndarray, center: float, size: int) -> np.ndarray:

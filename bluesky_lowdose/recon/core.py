@@ -87,7 +87,7 @@ def reconstruct(
     Returns
     -------
     numpy.ndarray
-        float32 ``(n_slices, width, width)`` indexed ``[z, y, x]`` like
+        Float32 ``(n_slices, width, width)`` indexed ``[z, y, x]`` like
         :meth:`bluesky_lowdose.physics.Phantom.voxelize` (``(width, width)`` for a single
         sinogram), in the units of the line integrals per pixel.
 

@@ -66,7 +66,7 @@ def flat_dark_correct(
     Returns
     -------
     numpy.ndarray
-        float32 transmission, same shape as ``frames``.
+        Float32 transmission, same shape as ``frames``.
 
     Raises
     ------
@@ -110,7 +110,7 @@ def transmission_to_line_integrals(transmission: np.ndarray, *, floor: float = 1
     Returns
     -------
     numpy.ndarray
-        float32 line integrals.
+        Float32 line integrals.
 
     Raises
     ------
@@ -147,7 +147,7 @@ def to_line_integrals(
     Returns
     -------
     numpy.ndarray
-        float32, same shape as ``frames``; for a stack of projections this is the
+        Float32, same shape as ``frames``; for a stack of projections this is the
         ``(n_angles, n_slices, width)`` input of :func:`~bluesky_lowdose.recon.reconstruct`.
     """
     t = flat_dark_correct(frames, flats, darks, floor=floor, average=average)
@@ -172,7 +172,7 @@ def remove_stripes(projections: np.ndarray, *, size: int = 21, ncore: int | None
     Returns
     -------
     numpy.ndarray
-        float32 array of the same shape.
+        Float32 array of the same shape.
     """
     from concurrent.futures import ThreadPoolExecutor
 

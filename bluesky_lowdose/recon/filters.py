@@ -51,7 +51,18 @@ def window(name: str, t: np.ndarray) -> np.ndarray:
 
 
 def padded_length(width: int) -> int:
-    """FFT length for a detector ``width``: a power of two >= 2 * width (no circular wrap)."""
+    """Return the FFT length for a detector ``width``: a power of two >= 2 * width (no circular wrap).
+
+    Parameters
+    ----------
+    width : int
+        Detector width in pixels.
+
+    Returns
+    -------
+    int
+        The padded length (at least 64).
+    """
     return int(max(64, 2 ** int(np.ceil(np.log2(2 * width)))))
 
 
@@ -68,7 +79,7 @@ def ramp_response(length: int, name: str = "parzen") -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``length // 2 + 1`` float64 values.
+        The ``length // 2 + 1`` float64 values.
     """
     k = np.arange(length)
     k = np.where(k > length // 2, k - length, k)  # circular, symmetric kernel
@@ -99,7 +110,7 @@ def filter_sinogram(sino: np.ndarray, name: str = "parzen", *, workers: int | No
     Returns
     -------
     numpy.ndarray
-        float32 array of the same shape.
+        Float32 array of the same shape.
     """
     from scipy import fft
 

@@ -1,4 +1,4 @@
-"""Tiled storage: an embedded server, the run catalogs and the raw-run writer.
+"""Tiled storage: an embedded server, the run catalogs and the run writers.
 
 Heavy imports (tiled client, TiledWriter) happen inside the functions.
 """
@@ -9,6 +9,7 @@ from .catalog import (
     connect,
     ensure_run_catalogs,
     make_raw_writer,
+    make_run_writer,
     replay_backups,
     stream_array,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "connect",
     "ensure_run_catalogs",
     "make_raw_writer",
+    "make_run_writer",
     "replay_backups",
     "resolve_api_key",
     "stream_array",

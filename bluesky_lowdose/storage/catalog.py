@@ -14,6 +14,7 @@ __all__ = [
     "connect",
     "ensure_run_catalogs",
     "make_raw_writer",
+    "make_run_writer",
     "replay_backups",
     "stream_array",
 ]
@@ -76,8 +77,9 @@ def make_raw_writer(
     """A ``TiledWriter`` into the ``raw`` run catalog, with a JSON-lines backup.
 
     If a write fails (Tiled down, a bad document), the whole run is written as JSON lines
-    into ``backup_directory`` (replay it later with :func:`replay_backups`); image data
-    stays in the detector's HDF5 files either way.
+    into ``backup_directory`` (:class:`~bluesky_lowdose.storage.backup.BackedUpWriter`;
+    replay it later with :func:`replay_backups`); image data stays in the detector's HDF5
+    files either way.
 
     Parameters
     ----------
@@ -92,17 +94,36 @@ def make_raw_writer(
 
     Returns
     -------
-    bluesky_tiled_plugins.TiledWriter
+    callable
+        A ``TiledWriter``, wrapped in a ``BackedUpWriter`` when ``backup_directory`` is given.
+    """
+    ensure_run_catalogs(client, (catalog,))
+    return make_run_writer(client[catalog], backup_directory=backup_directory, batch_size=batch_size)
+
+
+def make_run_writer(catalog_node: Any, *, backup_directory: str | Path | None, batch_size: int = 20) -> Any:
+    """A ``TiledWriter`` into an existing run-catalog node (makes no request to the server).
+
+    Parameters
+    ----------
+    catalog_node : tiled.client.container.Container
+        A ``CatalogOfBlueskyRuns`` container, e.g. ``client["processed"]``.
+    backup_directory : str or Path or None
+        Where runs go as JSON lines if a write fails.
+    batch_size : int
+        Events/StreamDatums per write.
+
+    Returns
+    -------
+    callable
+        A ``TiledWriter``, wrapped in a ``BackedUpWriter`` when ``backup_directory`` is given.
     """
     from bluesky_tiled_plugins import TiledWriter
 
-    ensure_run_catalogs(client, (catalog,))
-    return TiledWriter(
-        client[catalog],
-        backup_directory=None if backup_directory is None else str(backup_directory),
-        batch_size=batch_size,
-        max_array_size=0,
-    )
+    from .backup import BackedUpWriter
+
+    writer = TiledWriter(catalog_node, batch_size=batch_size, max_array_size=0)
+    return writer if backup_directory is None else BackedUpWriter(writer, backup_directory)
 
 
 def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str = RAW) -> list[str]:

@@ -1,0 +1,398 @@
+"""A ready-to-use beamline namespace: RunEngine, Tiled, simulated TXM and plans.
+
+The startup files under ``profile/startup`` (shared by the IPython profile and the
+bluesky-queueserver RE Manager) call these functions and put what they return into the
+user namespace; all the logic lives here.
+
+================  =================================================================
+name              what it is
+================  =================================================================
+``RE``            ``bluesky.RunEngine``; ``RE.md`` persists in the data directory
+``tiled_client``  root of the Tiled server (``raw`` and ``processed`` run catalogs)
+``raw``           the ``raw`` run catalog (``raw[-1]``, ``raw[uid]``, ``raw[scan_id]``)
+``tiled_server``  the embedded :class:`~bluesky_lowdose.storage.TiledServer`, or None
+``tiled_writer``  the ``TiledWriter`` subscription (on its own thread)
+``enhancer``      the streaming CNN enhancer subscription, or None
+``txm``           :class:`~bluesky_lowdose.devices.TXMDevices`
+``txm_cam``       the camera; ``rotation``, ``shutter``, ``sample_x`` the other devices
+plans             ``lowdose_tomo_scan`` (queue-annotated), ``count``, ``mv``
+================  =================================================================
+
+Configuration comes from arguments or, for the startup files, from environment variables
+(:meth:`BeamlineConfig.from_env`):
+
+=========================  ==========================================================
+variable                   meaning (default)
+=========================  ==========================================================
+``LOWDOSE_DATA_DIR``       data directory: RE metadata, backups, detector files, and the
+                           embedded Tiled catalog (``./lowdose-data``)
+``LOWDOSE_TILED_URI``      use this Tiled server instead of starting one; key from
+                           ``TILED_API_KEY``
+``LOWDOSE_DETECTOR_DIR``   where the camera writes HDF5 files; the Tiled server must be
+                           able to read it (``<data dir>/detector``)
+``LOWDOSE_SIZE``           detector/phantom size in pixels (128)
+``LOWDOSE_SEED``           seed of phantom and noise (0)
+``LOWDOSE_MOTION_DELAY``   seconds per stage move (0)
+``LOWDOSE_TIME_SCALE``     fraction of the exposure time the camera really waits (0)
+``LOWDOSE_ENHANCE``        subscribe the streaming CNN enhancer when available (1)
+=========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV",
+    "BeamlineConfig",
+    "beamline_from_env",
+    "setup_beamline",
+    "setup_devices",
+    "setup_plans",
+    "setup_run_engine",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables read by :meth:`BeamlineConfig.from_env`, by field.
+ENV: dict[str, str] = {
+    "data_dir": "LOWDOSE_DATA_DIR",
+    "tiled_uri": "LOWDOSE_TILED_URI",
+    "detector_dir": "LOWDOSE_DETECTOR_DIR",
+    "size": "LOWDOSE_SIZE",
+    "seed": "LOWDOSE_SEED",
+    "motion_delay": "LOWDOSE_MOTION_DELAY",
+    "time_scale": "LOWDOSE_TIME_SCALE",
+    "enhance": "LOWDOSE_ENHANCE",
+}
+
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class BeamlineConfig:
+    """What :func:`setup_beamline` builds.
+
+    Attributes
+    ----------
+    data_dir : Path
+        Data directory (RE metadata, backups, detector files, embedded Tiled catalog).
+    tiled_uri : str or None
+        Tiled server to use; None starts an embedded one serving ``data_dir``.
+    api_key : str or None
+        Tiled API key (default: ``$TILED_API_KEY``, or the key kept in ``data_dir``).
+    detector_dir : Path or None
+        Directory of the camera's HDF5 files (default ``<data_dir>/detector``); it must be
+        readable by the Tiled server.
+    size : int
+        Detector/phantom size in pixels.
+    seed : int
+        Seed of phantom and noise.
+    motion_delay : float
+        Seconds per stage move (0: instant).
+    time_scale : float
+        Fraction of the exposure time the camera really waits (0: instant).
+    enhance : bool
+        Subscribe the streaming CNN enhancer when ``bluesky_lowdose.callbacks`` provides one.
+    persistent_md : bool
+        Keep ``RE.md`` (hence ``scan_id``) in ``<data_dir>/runengine-metadata``.
+    """
+
+    data_dir: Path = Path("lowdose-data")
+    tiled_uri: str | None = None
+    api_key: str | None = None
+    detector_dir: Path | None = None
+    size: int = 128
+    seed: int = 0
+    motion_delay: float = 0.0
+    time_scale: float = 0.0
+    enhance: bool = True
+    persistent_md: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BeamlineConfig:
+        """The configuration given by ``LOWDOSE_*`` environment variables (see :data:`ENV`).
+
+        Parameters
+        ----------
+        environ : mapping, optional
+            Environment (default ``os.environ``).
+        **overrides
+            Fields that take precedence over the environment.
+
+        Returns
+        -------
+        BeamlineConfig
+            Defaults, overridden by the environment, overridden by ``overrides``.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        def get(field: str) -> str | None:
+            value = env.get(ENV[field])
+            return None if value is None or value.strip() == "" else value.strip()
+
+        for field, convert in (
+            ("data_dir", Path),
+            ("tiled_uri", str),
+            ("detector_dir", Path),
+            ("size", int),
+            ("seed", int),
+            ("motion_delay", float),
+            ("time_scale", float),
+        ):
+            raw = get(field)
+            if raw is not None:
+                try:
+                    values[field] = convert(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{ENV[field]}={raw!r}: {exc}") from None
+        enhance = env.get(ENV["enhance"])
+        if enhance is not None:
+            values["enhance"] = enhance.strip().lower() not in _FALSE
+        if env.get("TILED_API_KEY"):
+            values["api_key"] = env["TILED_API_KEY"]
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def detector_directory(self) -> Path:
+        """Where the camera writes (``detector_dir`` or ``<data_dir>/detector``)."""
+        if self.detector_dir is not None:
+            return Path(self.detector_dir).expanduser().resolve()
+        from .storage import DataDirectory
+
+        return DataDirectory(Path(self.data_dir).expanduser().resolve()).detector
+
+
+class _Closer:
+    """Flush the Tiled writer, then stop the embedded server, once, at process exit.
+
+    Parameters
+    ----------
+    writer : ThreadedCallback or None
+        The raw-run writer.
+    server : TiledServer or None
+        The embedded server.
+    """
+
+    def __init__(self, writer: Any, server: Any) -> None:
+        self.writer = writer
+        self.server = server
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.writer is not None:
+            if not self.writer.flush(timeout=60):
+                logger.error("Tiled writes still pending at exit; runs are kept in the backup directory")
+            self.writer.close(timeout=5)
+        if self.server is not None:
+            self.server.close()
+
+
+def _at_exit(func: Any) -> None:
+    # multiprocessing's finalizers run at interpreter exit (via atexit) *and* when a
+    # multiprocessing child ends (the RE Manager's worker), where atexit does not run.
+    from multiprocessing.util import Finalize
+
+    Finalize(None, func, exitpriority=10)
+
+
+def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
+    """RunEngine, Tiled connection (or embedded server) and the raw-run writer.
+
+    Parameters
+    ----------
+    config : BeamlineConfig
+        The configuration.
+
+    Returns
+    -------
+    dict
+        ``RE``, ``tiled_client``, ``raw``, ``tiled_server`` (None when ``tiled_uri`` is
+        given), ``tiled_writer`` and ``enhancer`` (None when not subscribed).
+    """
+    from bluesky import RunEngine
+    from bluesky.utils import PersistentDict
+
+    from .callbacks import ThreadedCallback
+    from .storage import RAW, DataDirectory, TiledServer, connect, make_raw_writer
+
+    layout = DataDirectory.create(config.data_dir)
+    server = None
+    if config.tiled_uri:
+        client = connect(config.tiled_uri, api_key=config.api_key)
+    else:
+        server = TiledServer(layout.root, api_key=config.api_key).start()
+        client = server.client()
+
+    RE = RunEngine({}, call_returns_result=False)
+    if config.persistent_md:
+        RE.md = PersistentDict(str(layout.root / "runengine-metadata"))
+    RE.md.setdefault("beamline_id", "lowdose-sim-txm")
+
+    writer = ThreadedCallback(make_raw_writer(client, backup_directory=layout.backup), name="tiled-raw")
+    RE.subscribe(writer)
+    enhancer = _subscribe_enhancer(RE, client, config) if config.enhance else None
+    _at_exit(_Closer(writer, server))
+    return {
+        "RE": RE,
+        "tiled_client": client,
+        "raw": client[RAW],
+        "tiled_server": server,
+        "tiled_writer": writer,
+        "enhancer": enhancer,
+    }
+
+
+def _subscribe_enhancer(RE: Any, client: Any, config: BeamlineConfig) -> Any:
+    from . import callbacks
+
+    factory = getattr(callbacks, "make_enhancer_callback", None)
+    if factory is None:
+        logger.info("bluesky_lowdose.callbacks has no make_enhancer_callback: raw runs only")
+        return None
+    enhancer = factory(client)
+    RE.subscribe(enhancer)
+    return enhancer
+
+
+def setup_devices(config: BeamlineConfig) -> dict[str, Any]:
+    """The simulated TXM, by device name, plus ``txm`` (the :class:`TXMDevices`).
+
+    Parameters
+    ----------
+    config : BeamlineConfig
+        The configuration (size, seed, delays, detector directory).
+
+    Returns
+    -------
+    dict
+        ``txm``, ``txm_cam``, ``rotation``, ``shutter``, ``sample_x``.
+    """
+    from .devices import make_devices
+
+    detector_dir = config.detector_directory
+    detector_dir.mkdir(parents=True, exist_ok=True)
+    txm = make_devices(
+        detector_dir,
+        size=config.size,
+        seed=config.seed,
+        motion_delay=config.motion_delay,
+        time_scale=config.time_scale,
+    )
+    return {"txm": txm, **txm.as_dict()}
+
+
+def setup_plans() -> dict[str, Any]:
+    """The plans offered to users: ``lowdose_tomo_scan`` (queue-annotated), ``count``, ``mv``.
+
+    Returns
+    -------
+    dict
+        Plans by name.
+    """
+    from bluesky.plan_stubs import mv
+    from bluesky.plans import count
+
+    from .plans.queue_annotations import lowdose_tomo_scan
+
+    return {"lowdose_tomo_scan": lowdose_tomo_scan, "count": count, "mv": mv}
+
+
+def setup_beamline(
+    data_dir: str | Path | None = None,
+    tiled_uri: str | None = None,
+    *,
+    api_key: str | None = None,
+    detector_dir: str | Path | None = None,
+    size: int = 128,
+    seed: int = 0,
+    motion_delay: float = 0.0,
+    time_scale: float = 0.0,
+    enhance: bool = True,
+    persistent_md: bool = True,
+) -> dict[str, Any]:
+    """Everything a session needs, as a namespace dict.
+
+    Parameters
+    ----------
+    data_dir : str or Path, optional
+        Data directory (default ``./lowdose-data``).
+    tiled_uri : str, optional
+        Tiled server to use (default: start an embedded one serving ``data_dir``).
+    api_key : str, optional
+        Tiled API key (default ``$TILED_API_KEY`` or the key kept in ``data_dir``).
+    detector_dir : str or Path, optional
+        Directory of the camera's files (default ``<data_dir>/detector``).
+    size : int
+        Detector/phantom size in pixels.
+    seed : int
+        Seed of phantom and noise.
+    motion_delay : float
+        Seconds per stage move.
+    time_scale : float
+        Fraction of the exposure time the camera really waits.
+    enhance : bool
+        Subscribe the streaming CNN enhancer when available.
+    persistent_md : bool
+        Keep ``RE.md`` in the data directory.
+
+    Returns
+    -------
+    dict
+        See the module docstring for the names.
+
+    Examples
+    --------
+    >>> globals().update(setup_beamline(size=64))  # doctest: +SKIP
+    >>> RE(lowdose_tomo_scan(txm_cam, rotation, shutter, sample_x, num_angles=91))  # doctest: +SKIP
+    """
+    config = BeamlineConfig(
+        tiled_uri=tiled_uri,
+        api_key=api_key,
+        detector_dir=None if detector_dir is None else Path(detector_dir),
+        size=size,
+        seed=seed,
+        motion_delay=motion_delay,
+        time_scale=time_scale,
+        enhance=enhance,
+        persistent_md=persistent_md,
+    )
+    if data_dir is not None:
+        config = replace(config, data_dir=Path(data_dir))
+    return _setup(config)
+
+
+def beamline_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """:func:`setup_beamline` configured by ``LOWDOSE_*`` environment variables.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Environment (default ``os.environ``).
+    **overrides
+        :class:`BeamlineConfig` fields that take precedence over the environment.
+
+    Returns
+    -------
+    dict
+        The namespace.
+    """
+    return _setup(BeamlineConfig.from_env(environ, **overrides))
+
+
+def _setup(config: BeamlineConfig) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"beamline_config": config}
+    namespace.update(setup_run_engine(config))
+    namespace.update(setup_devices(config))
+    namespace.update(setup_plans())
+    return namespace

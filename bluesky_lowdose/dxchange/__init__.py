@@ -1,0 +1,71 @@
+"""Data Exchange HDF5 (APS/TomoBank layout): read/write, export of runs, offline enhancement.
+
+Importing this package loads numpy only: h5py, Tiled, bluesky and Keras are imported inside
+the functions that need them.
+
+- :class:`DataExchange`, :func:`read_dxfile`, :func:`write_dxfile`, :func:`write_enhanced`,
+  :class:`DataExchangeError` -- the file format (``io``; pure h5py)
+- :func:`export_run`, :func:`run_to_dataexchange` -- a raw run from Tiled to a file (``runs``)
+- :func:`enhance_file`, :func:`training_pairs`, :func:`match_angles` -- offline enhancement
+  (``offline``)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .io import DX_PATHS, DataExchange, DataExchangeError, read_dxfile, write_dxfile, write_enhanced
+
+__all__ = [
+    "DX_PATHS",
+    "DataExchange",
+    "DataExchangeError",
+    "EnhanceResult",
+    "enhance_file",
+    "export_run",
+    "match_angles",
+    "read_dxfile",
+    "run_to_dataexchange",
+    "training_pairs",
+    "write_dxfile",
+    "write_enhanced",
+]
+
+_LAZY = {
+    "export_run": "runs",
+    "run_to_dataexchange": "runs",
+    "enhance_file": "offline",
+    "EnhanceResult": "offline",
+    "training_pairs": "offline",
+    "match_angles": "offline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``runs``/``offline`` on first use.
+
+    Parameters
+    ----------
+    name : str
+        Attribute name.
+
+    Returns
+    -------
+    Any
+        The attribute.
+
+    Raises
+    ------
+    AttributeError
+        No such attribute.
+    """
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

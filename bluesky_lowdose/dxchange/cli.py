@@ -1,0 +1,218 @@
+"""Command-line glue: ``lowdose-tomo enhance`` and ``lowdose-tomo export``.
+
+Wire into the main parser with::
+
+    p = sub.add_parser("enhance", help="enhance a Data Exchange file offline")
+    configure_parser(p); p.set_defaults(func=run)
+    p = sub.add_parser("export", help="export a raw run from Tiled to Data Exchange")
+    configure_export_parser(p); p.set_defaults(func=run_export)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .io import DataExchangeError
+
+__all__ = ["configure_export_parser", "configure_parser", "run", "run_export"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``lowdose-tomo enhance`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A (sub)parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The same parser.
+    """
+    parser.description = (
+        "Enhance every projection of a short-exposure Data Exchange file with a CNN trained on "
+        "long/short reference pairs; write the enhanced flat/dark-corrected transmission as Data Exchange."
+    )
+    parser.add_argument("file", help="short-exposure Data Exchange file (.h5) with its flats/darks")
+    parser.add_argument(
+        "--long",
+        default=None,
+        metavar="FILE_LONG.h5",
+        help="long-exposure Data Exchange file (a few angles, own flats/darks); not needed when FILE holds "
+        "/exchange/reference_long (lowdose-tomo export)",
+    )
+    parser.add_argument(
+        "--reference-angles",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="DEG",
+        help="train on these reference angles only (degrees)",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=0.05, help="angle matching tolerance in degrees (default 0.05)"
+    )
+    parser.add_argument("--model", choices=("unet", "paper"), default="unet", help="network (default unet)")
+    parser.add_argument("--epochs", type=int, default=40, help="maximum training epochs (default 40)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--patch-size", type=int, default=None, help="training patch edge, a multiple of 8 (default 32)"
+    )
+    parser.add_argument("--stride", type=int, default=None, help="step between training patches (default 8)")
+    parser.add_argument("--out", default=None, help="output file (default: FILE_enhanced.h5 beside FILE)")
+    parser.add_argument("--save-model", default=None, metavar="M.keras", help="save the trained enhancer")
+    parser.add_argument("--model-in", default=None, metavar="M.keras", help="use this enhancer, do not train")
+    parser.add_argument(
+        "--theta-units",
+        choices=("degrees", "radians"),
+        default=None,
+        help="units of angles stored without a 'units' attribute",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    return parser
+
+
+def _default_out(path: str) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}_enhanced{p.suffix or '.h5'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lowdose-tomo enhance``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by a parser set up with :func:`configure_parser`.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for bad input (the message goes to stderr).
+    """
+    from .offline import enhance_file
+
+    out = Path(args.out) if args.out else _default_out(args.file)
+    train_options = {k: v for k in ("patch_size", "stride") if (v := getattr(args, k, None)) is not None}
+    try:
+        result = enhance_file(
+            args.file,
+            out,
+            long=args.long,
+            reference_angles=args.reference_angles,
+            tolerance=args.tolerance,
+            model=args.model,
+            epochs=args.epochs,
+            seed=args.seed,
+            model_in=args.model_in,
+            save_model=args.save_model,
+            theta_units=args.theta_units,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            train_options=train_options,
+        )
+    except (DataExchangeError, FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"lowdose-tomo enhance: error: {err}", file=sys.stderr)
+        return 2
+    for note in result.provenance["input"]["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    summary = {
+        "out": str(result.path),
+        "shape": list(result.shape),
+        "reference_theta": result.reference_theta,
+        "mse_short": result.mse_short,
+        "mse_enhanced": result.mse_enhanced,
+        "model_hash": result.provenance["enhancer"].get("model_hash"),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"enhanced   {result.shape[0]} projections {result.shape[1]}x{result.shape[2]} -> {result.path}"
+        )
+        if result.reference_theta:
+            print(f"references {', '.join(f'{t:g}' for t in result.reference_theta)} deg")
+            for t, s, e in zip(result.reference_theta, result.mse_short, result.mse_enhanced, strict=True):
+                print(f"  {t:8.3f} deg  MSE vs long: short {s:.3g}  enhanced {e:.3g}")
+    return 0
+
+
+def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``lowdose-tomo export`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A (sub)parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The same parser.
+    """
+    from .runs import EXPORT_EXPOSURES
+
+    parser.description = (
+        "Export a raw low-dose run from Tiled to a Data Exchange HDF5 file (API key from $TILED_API_KEY)."
+    )
+    parser.add_argument("out", help="output Data Exchange file (.h5)")
+    parser.add_argument("--tiled-uri", required=True, help="Tiled server, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--uid", required=True, help="run uid (or scan_id, or -1 for the latest run)")
+    parser.add_argument("--catalog", default="raw", help="run catalog (default raw)")
+    parser.add_argument(
+        "--exposure",
+        choices=EXPORT_EXPOSURES,
+        default="both",
+        help="both (default): short rotation + reference pairs; short: plain Data Exchange of the "
+        "rotation; long: the long-exposure references (the --long file of enhance)",
+    )
+    parser.add_argument("--compression", default=None, help="h5py compression of the frames, e.g. gzip")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run ``lowdose-tomo export``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by a parser set up with :func:`configure_export_parser`.
+
+    Returns
+    -------
+    int
+        0 on success, 2 when the run cannot be found or exported (message on stderr).
+    """
+    from ..storage import connect
+    from .runs import export_run
+
+    try:
+        client = connect(args.tiled_uri, api_key=os.environ.get("TILED_API_KEY"), create=False)
+        catalog = client[args.catalog]
+        key: str | int = args.uid
+        if args.uid.lstrip("-").isdigit():
+            key = int(args.uid)
+        try:
+            run_node = catalog[key]
+        except KeyError:
+            print(
+                f"lowdose-tomo export: error: no run {args.uid!r} in catalog {args.catalog!r}",
+                file=sys.stderr,
+            )
+            return 2
+        path = export_run(
+            run_node, args.out, exposure=args.exposure, overwrite=args.overwrite, compression=args.compression
+        )
+    except (DataExchangeError, FileExistsError) as err:
+        print(f"lowdose-tomo export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported run {run_node.metadata['start']['uid']} ({args.exposure}) -> {path}")
+    return 0

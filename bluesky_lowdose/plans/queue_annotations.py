@@ -1,0 +1,149 @@
+"""Plans as the bluesky-queueserver sees them: generator functions with parameter annotations.
+
+The queueserver lists as plans only generator functions (or functions marked by
+``bluesky.utils.plan``). :func:`~bluesky_lowdose.plans.tomo.lowdose_tomo_scan` is a plain
+function that validates its parameters eagerly and then returns a generator, so the
+queueserver would not list it. :func:`annotate_lowdose_tomo_scan` wraps it in a generator
+function with the same name, signature and docstring (``functools.wraps``), and attaches a
+``bluesky_queueserver.parameter_annotation_decorator`` annotation so that the RE Manager
+rejects bad items at ``item_add``, before they reach the queue:
+
+- device parameters accept only the names of the devices listed for each role;
+- angles lie in [-360, 360] degrees, exposures in [1 µs, 3600 s], ``num_angles`` in
+  [2, 10000], ``num_darks``/``num_flats`` in [0, 1000].
+
+Parameter descriptions are not repeated here: the queueserver takes them from the numpydoc
+docstring of the plan. The plan itself still validates everything (e.g. ``start < stop``,
+reference angles within the rotation, ``long_exposure > short_exposure``) when it starts.
+
+In IPython the wrapped plan behaves like the original except that bad parameters raise when
+``RE`` starts the plan rather than when the plan is called.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bluesky.utils import MsgGenerator
+
+from .tomo import lowdose_tomo_scan as _lowdose_tomo_scan
+
+__all__ = [
+    "ANGLE_RANGE",
+    "COUNT_RANGE",
+    "EXPOSURE_RANGE",
+    "NUM_ANGLES_RANGE",
+    "annotate_lowdose_tomo_scan",
+    "as_generator_function",
+    "lowdose_tomo_scan",
+    "lowdose_tomo_scan_annotation",
+]
+
+#: Inclusive bounds (degrees) of ``start``, ``stop`` and every reference angle.
+ANGLE_RANGE: tuple[float, float] = (-360.0, 360.0)
+#: Inclusive bounds (seconds) of the exposure times; the annotation cannot say "> 0", so 1 µs.
+EXPOSURE_RANGE: tuple[float, float] = (1e-6, 3600.0)
+#: Inclusive bounds of ``num_angles``.
+NUM_ANGLES_RANGE: tuple[int, int] = (2, 10000)
+#: Inclusive bounds of ``num_darks`` and ``num_flats``.
+COUNT_RANGE: tuple[int, int] = (0, 1000)
+
+
+def as_generator_function(func: Callable[..., Any]) -> Callable[..., MsgGenerator[Any]]:
+    """Wrap a function that returns a plan into a generator function (a plan for the queueserver).
+
+    Parameters
+    ----------
+    func : callable
+        A function returning a generator (or any iterable of messages).
+
+    Returns
+    -------
+    callable
+        A generator function with ``func``'s name, docstring and signature (via ``__wrapped__``)
+        that yields from ``func(*args, **kwargs)`` and returns its return value.
+    """
+
+    @functools.wraps(func)
+    def plan(*args: Any, **kwargs: Any) -> MsgGenerator[Any]:
+        return (yield from func(*args, **kwargs))
+
+    return plan
+
+
+def _range(bounds: tuple[float, float]) -> dict[str, float]:
+    return {"min": bounds[0], "max": bounds[1]}
+
+
+def lowdose_tomo_scan_annotation(
+    *,
+    detectors: Sequence[str] = ("txm_cam",),
+    rotations: Sequence[str] = ("rotation",),
+    shutters: Sequence[str] = ("shutter",),
+    sample_stages: Sequence[str] = ("sample_x",),
+) -> dict[str, Any]:
+    """The ``parameter_annotation_decorator`` annotation of ``lowdose_tomo_scan``.
+
+    Parameters
+    ----------
+    detectors, rotations, shutters, sample_stages : sequence of str
+        Names of the devices the queue accepts for each role (names in the RE Worker
+        namespace; ``:regex`` patterns as in the queueserver's device lists also work).
+
+    Returns
+    -------
+    dict
+        The annotation (JSON-serialisable).
+    """
+    return {
+        "parameters": {
+            "detector": {"annotation": "Detectors", "devices": {"Detectors": list(detectors)}},
+            "rotation": {"annotation": "RotationStages", "devices": {"RotationStages": list(rotations)}},
+            "shutter": {"annotation": "Shutters", "devices": {"Shutters": list(shutters)}},
+            "sample_stage": {"annotation": "SampleStages", "devices": {"SampleStages": list(sample_stages)}},
+            "start": {"annotation": "float", **_range(ANGLE_RANGE)},
+            "stop": {"annotation": "float", **_range(ANGLE_RANGE)},
+            "num_angles": {"annotation": "int", **_range(NUM_ANGLES_RANGE)},
+            "short_exposure": {"annotation": "float", **_range(EXPOSURE_RANGE)},
+            "long_exposure": {"annotation": "float", **_range(EXPOSURE_RANGE)},
+            "reference_angles": {"annotation": "typing.List[float]", **_range(ANGLE_RANGE)},
+            "num_darks": {"annotation": "int", **_range(COUNT_RANGE)},
+            "num_flats": {"annotation": "int", **_range(COUNT_RANGE)},
+            "flat_position": {"annotation": "float"},
+            "md": {"annotation": "typing.Optional[typing.Dict[str, typing.Any]]"},
+        }
+    }
+
+
+def annotate_lowdose_tomo_scan(
+    *,
+    detectors: Sequence[str] = ("txm_cam",),
+    rotations: Sequence[str] = ("rotation",),
+    shutters: Sequence[str] = ("shutter",),
+    sample_stages: Sequence[str] = ("sample_x",),
+) -> Callable[..., MsgGenerator[str]]:
+    """``lowdose_tomo_scan`` as a queueserver plan that accepts only the given device names.
+
+    Parameters
+    ----------
+    detectors, rotations, shutters, sample_stages : sequence of str
+        Names of the devices the queue accepts for each role.
+
+    Returns
+    -------
+    callable
+        The annotated generator function (name, signature and docstring of the plan).
+    """
+    from bluesky_queueserver import parameter_annotation_decorator
+
+    annotation = lowdose_tomo_scan_annotation(
+        detectors=detectors, rotations=rotations, shutters=shutters, sample_stages=sample_stages
+    )
+    return parameter_annotation_decorator(annotation)(as_generator_function(_lowdose_tomo_scan))
+
+
+#: ``lowdose_tomo_scan`` for the queueserver, for the default device names of
+#: :func:`bluesky_lowdose.devices.make_devices` (``txm_cam``, ``rotation``, ``shutter``, ``sample_x``).
+lowdose_tomo_scan = annotate_lowdose_tomo_scan()

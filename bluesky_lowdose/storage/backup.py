@@ -1,0 +1,81 @@
+"""Keep every document of a run when Tiled cannot take it: JSON lines, numpy included."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from event_model import RunRouter
+
+__all__ = ["BackedUpWriter", "dumps"]
+
+logger = logging.getLogger(__name__)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps(name: str, doc: dict) -> str:
+    """One JSON line ``{"name": ..., "doc": ...}`` (numpy arrays become lists)."""
+    return json.dumps({"name": name, "doc": doc}, default=_default)
+
+
+class _RunBackup:
+    def __init__(self, primary: Callable[[str, dict], Any], directory: Path, start: dict) -> None:
+        self.primary = primary
+        self.path = directory / f"{start['uid']}.jsonl"
+        self.buffer: list[tuple[str, dict]] = []
+        self.failed = False
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if not self.failed:
+            self.buffer.append((name, doc))
+            try:
+                self.primary(name, doc)
+            except Exception:
+                logger.exception("writing a %r document to Tiled failed; the run goes to %s", name, self.path)
+                self.failed = True
+            if name == "stop" and not self.failed:
+                self.buffer.clear()
+            if not self.failed:
+                return
+            pending, self.buffer = self.buffer, []
+        else:
+            pending = [(name, doc)]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            for n, d in pending:
+                f.write(dumps(n, d) + "\n")
+
+
+class BackedUpWriter:
+    """Send documents to ``primary``; once a write fails, the whole run goes to JSON lines.
+
+    Like bluesky-tiled-plugins' own backup, but the files also hold inline numpy arrays
+    (enhanced frames, reconstructed slices, the model), so nothing is lost. Replay them with
+    :func:`bluesky_lowdose.storage.replay_backups`.
+
+    Parameters
+    ----------
+    primary : callable
+        E.g. a ``TiledWriter``.
+    directory : str or Path
+        Where ``<run uid>.jsonl`` files go.
+    """
+
+    def __init__(self, primary: Callable[[str, dict], Any], directory: str | Path) -> None:
+        self.primary = primary
+        self.directory = Path(directory)
+        self._router = RunRouter([lambda name, start: ([_RunBackup(self.primary, self.directory, start)], [])])
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self._router(name, doc)

@@ -1,0 +1,225 @@
+"""The real queue: Redis + RE Manager (profile/startup) + the session's Tiled server, on loopback.
+
+The tests share one stack and run in file order: open the environment, reject bad items at
+``item_add``, run a scan into Tiled, abort a scan through the API.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bluesky_lowdose.queue import QueueStack, RedisNotFoundError, find_redis_server
+
+pytestmark = [pytest.mark.queueserver, pytest.mark.tiled, pytest.mark.timeout(180)]
+
+DEVICES = ("txm_cam", "rotation", "shutter", "sample_x")
+IMAGE_KEY = "txm_cam_image"
+SIZE = 32
+PROFILE = Path(__file__).resolve().parents[1] / "profile"
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """The ``redis-server`` binary; its absence FAILS the tests (the set-up installs it)."""
+    try:
+        return find_redis_server()
+    except RedisNotFoundError as exc:
+        pytest.fail(
+            f"{exc}\nThe queueserver tests need a real Redis server: run the project's set-up.", pytrace=False
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server_binary, tiled_server, tmp_path_factory: pytest.TempPathFactory):
+    """Redis and the RE Manager, writing into the session's Tiled server; stopped in teardown."""
+    stack = QueueStack(
+        data_dir=Path(tmp_path_factory.mktemp("queue-data")),
+        tiled_uri=tiled_server.uri,
+        api_key=tiled_server.api_key,
+        detector_dir=tiled_server.layout.detector,
+        beamline_env={
+            "LOWDOSE_SIZE": str(SIZE),
+            "LOWDOSE_ENHANCE": "0",  # the enhancer has its own tests; keep TensorFlow out of the worker
+            "LOWDOSE_MOTION_DELAY": "0.02",  # so that a 400-angle scan lasts long enough to abort
+        },
+    )
+    try:
+        stack.start_redis()
+        stack.start_manager()
+        yield stack
+    finally:
+        procs = dict(stack._procs)
+        stack.stop()
+        alive = {name: proc.pid for name, proc in procs.items() if proc.poll() is None}
+        assert not alive, f"still running after stop: {alive}"
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    """An ``REManagerAPI`` returning failures instead of raising them."""
+    client = stack.api(request_fail_exceptions=False)
+    yield client
+    client.close()
+
+
+def _plan(*devices: str, **kwargs: Any):
+    from bluesky_queueserver_api import BPlan
+
+    return BPlan("lowdose_tomo_scan", *(devices or DEVICES), **kwargs)
+
+
+def _wait_for_run(raw, uid: str, timeout: float = 30.0):
+    """The run once its stop document has reached Tiled (the writer runs on its own thread)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if uid in raw:
+            run = raw[uid]
+            if run.metadata.get("stop"):
+                return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {uid} has no stop document in Tiled after {timeout} s")
+        time.sleep(0.1)
+
+
+def test_environment_opens_with_the_profile(api):
+    assert api.environment_open()["success"] is True
+    api.wait_for_condition(
+        lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle", timeout=90
+    )
+    plans = api.plans_allowed()["plans_allowed"]
+    devices = api.devices_allowed()["devices_allowed"]
+    assert {"lowdose_tomo_scan", "count", "mv"} <= set(plans)
+    assert set(DEVICES) <= set(devices)
+    params = {p["name"]: p for p in plans["lowdose_tomo_scan"]["parameters"]}
+    # descriptions come from the numpydoc docstring, limits from the annotation
+    assert params["num_angles"]["description"].startswith("Number of short-exposure projections")
+    assert (params["num_angles"]["min"], params["num_angles"]["max"]) == ("2", "10000")
+    assert params["detector"]["annotation"]["devices"] == {"Detectors": ["txm_cam"]}
+
+
+def test_committed_plan_list_matches_the_startup_files(api):
+    """profile/existing_plans_and_devices.yaml is what qserver-list-plans-devices makes today."""
+    import yaml
+
+    committed = yaml.safe_load((PROFILE / "existing_plans_and_devices.yaml").read_text())
+    live = api.plans_existing()["plans_existing"]
+    assert set(live) == set(committed["existing_plans"])
+    for name, plan in live.items():
+        assert plan == committed["existing_plans"][name], (
+            f"{name} changed: regenerate with `qserver-list-plans-devices --startup-dir profile/startup "
+            "--file-dir profile` (see docs/queueserver.md)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("item_args", "item_kwargs", "expected"),
+    [
+        (("nonexistent_cam", "rotation", "shutter", "sample_x"), {}, "input_value='nonexistent_cam'"),
+        (("txm_cam", "sample_x", "shutter", "rotation"), {}, "Input should be 'rotation'"),  # wrong roles
+        ((), {"num_angles": 0}, "key='num_angles', value='0'"),
+        ((), {"num_angles": 20000}, "key='num_angles', value='20000'"),
+        ((), {"short_exposure": -1}, "key='short_exposure', value='-1'"),
+        ((), {"long_exposure": 7200}, "key='long_exposure', value='7200'"),
+        ((), {"reference_angles": [30, 999]}, "Value 999 is out of range [-360, 360]"),
+        ((), {"start": -400}, "key='start', value='-400'"),
+        ((), {"num_darks": -1}, "key='num_darks', value='-1'"),
+        ((), {"no_such_parameter": 1}, "no_such_parameter"),
+    ],
+)
+def test_bad_items_are_rejected_at_item_add(api, item_args, item_kwargs, expected):
+    response = api.item_add(_plan(*item_args, **item_kwargs))
+    assert response["success"] is False
+    assert "validation failed" in response["msg"]
+    assert expected in response["msg"]
+    assert api.queue_get()["items"] == []
+
+
+def test_scan_runs_from_the_queue_into_tiled(api, tiled_client):
+    response = api.item_add(_plan(num_angles=6, num_darks=1, num_flats=1, md={"operator": "queue-test"}))
+    assert response["success"] is True, response["msg"]
+    assert api.queue_start()["success"] is True
+    api.wait_for_idle(timeout=60)
+
+    result = api.history_get()["items"][-1]["result"]
+    assert result["exit_status"] == "completed", result
+    (uid,) = result["run_uids"]
+    run = _wait_for_run(tiled_client["raw"], uid)
+    assert run.metadata["stop"]["exit_status"] == "success"
+    start = run.metadata["start"]
+    assert start["plan_name"] == "lowdose_tomo_scan"
+    assert start["operator"] == "queue-test"
+    assert start["scan_id"] == result["scan_ids"][0]
+    frames = run["primary"][IMAGE_KEY]
+    assert frames.shape == (6, SIZE, SIZE)
+    assert frames.read().max() > 0
+    assert run.metadata["stop"]["num_events"]["dark_long"] == 1
+
+
+def test_inconsistent_parameters_fail_when_the_plan_starts(api):
+    """Relations between parameters are the plan's to check: the item fails, no run is opened."""
+    n_runs = len(api.history_get()["items"])
+    item = _plan(short_exposure=30, long_exposure=2, num_angles=3)  # each value in range, not the pair
+    assert api.item_add(item)["success"] is True
+    assert api.queue_start()["success"] is True
+    api.wait_for_idle(timeout=60)
+    history = api.history_get()["items"]
+    assert len(history) == n_runs + 1
+    result = history[-1]["result"]
+    assert result["exit_status"] == "failed"
+    assert result["run_uids"] == []
+    assert "must be longer than short_exposure" in result["msg"] + result["traceback"]
+    assert len(api.queue_get()["items"]) == 1  # a failed item goes back to the queue and stops it
+    assert api.queue_clear()["success"] is True
+
+
+def test_abort_through_the_api_leaves_a_consistent_run(api, tiled_client):
+    raw = tiled_client["raw"]
+    num_angles = 400  # 0.02 s per move: about 10 s in all
+    assert api.item_add(_plan(num_angles=num_angles, num_darks=1, num_flats=1))["success"] is True
+    assert api.queue_start()["success"] is True
+    api.wait_for_condition(lambda s: s["manager_state"] == "executing_queue", timeout=30)
+    uid = _wait_for_running_uid(api)
+    _wait_for_primary_frames(raw, uid)
+
+    assert api.re_pause("immediate")["success"] is True
+    api.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
+    assert api.re_abort()["success"] is True
+    api.wait_for_idle(timeout=30)
+
+    result = api.history_get()["items"][-1]["result"]
+    assert result["exit_status"] == "aborted", result
+    run = _wait_for_run(raw, uid)
+    assert run.metadata["start"]["scan_id"] == result["scan_ids"][0]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "abort"
+    num_events = stop["num_events"]["primary"]
+    assert 0 < num_events < num_angles
+    frames = run["primary"][IMAGE_KEY]
+    assert frames.shape[0] == num_events
+    assert frames.read().shape == (num_events, SIZE, SIZE)
+    # an aborted item goes back to the front of the queue; leave the queue empty
+    assert api.queue_clear()["success"] is True
+
+
+def _wait_for_running_uid(api, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        uids = api.re_runs(option="open")["run_list"]
+        if uids:
+            return uids[-1]["uid"]
+        time.sleep(0.05)
+    raise AssertionError("no run opened")
+
+
+def _wait_for_primary_frames(raw, uid: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if uid in raw and "primary" in raw[uid] and IMAGE_KEY in raw[uid]["primary"]:
+            if raw[uid]["primary"][IMAGE_KEY].shape[0] > 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no primary frames of run {uid} in Tiled after {timeout} s")

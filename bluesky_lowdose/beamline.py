@@ -98,7 +98,7 @@ class BeamlineConfig:
     time_scale : float
         Fraction of the exposure time the camera really waits (0: instant).
     enhance : bool
-        Subscribe the streaming CNN enhancer when ``bluesky_lowdose.callbacks`` provides one.
+        Subscribe the streaming CNN enhancer (:class:`~bluesky_lowdose.callbacks.ProjectionEnhancer`).
     persistent_md : bool
         Keep ``RE.md`` (hence ``scan_id``) in ``<data_dir>/runengine-metadata``.
     """
@@ -179,17 +179,22 @@ class _Closer:
         The raw-run writer.
     server : TiledServer or None
         The embedded server.
+    enhancer : ProjectionEnhancer or None
+        Waited for (up to 10 minutes) so that processed runs are complete.
     """
 
-    def __init__(self, writer: Any, server: Any) -> None:
+    def __init__(self, writer: Any, server: Any, enhancer: Any = None) -> None:
         self.writer = writer
         self.server = server
+        self.enhancer = enhancer
         self.done = False
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
+        if self.enhancer is not None and not self.enhancer.wait(timeout=600):
+            logger.error("the enhancer was still working at exit; its processed run is partial or missing")
         if self.writer is not None:
             if not self.writer.flush(timeout=60):
                 logger.error("Tiled writes still pending at exit; runs are kept in the backup directory")
@@ -241,8 +246,8 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
 
     writer = ThreadedCallback(make_raw_writer(client, backup_directory=layout.backup), name="tiled-raw")
     RE.subscribe(writer)
-    enhancer = _subscribe_enhancer(RE, client, config) if config.enhance else None
-    _at_exit(_Closer(writer, server))
+    enhancer = _subscribe_enhancer(RE, client, layout) if config.enhance else None
+    _at_exit(_Closer(writer, server, enhancer))
     return {
         "RE": RE,
         "tiled_client": client,
@@ -253,14 +258,10 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
     }
 
 
-def _subscribe_enhancer(RE: Any, client: Any, config: BeamlineConfig) -> Any:
-    from . import callbacks
+def _subscribe_enhancer(RE: Any, client: Any, layout: Any) -> Any:
+    from .callbacks import ProjectionEnhancer
 
-    factory = getattr(callbacks, "make_enhancer_callback", None)
-    if factory is None:
-        logger.info("bluesky_lowdose.callbacks has no make_enhancer_callback: raw runs only")
-        return None
-    enhancer = factory(client)
+    enhancer = ProjectionEnhancer(client, backup_directory=layout.backup)
     RE.subscribe(enhancer)
     return enhancer
 

@@ -36,9 +36,8 @@ def _demo(args: argparse.Namespace) -> int:
         dose = summary["dose"]
         print(f"raw run        {summary['raw_uid']}  ({summary['frames']} projections, catalog 'raw')")
         if summary.get("processed_uid"):
-            print(
-                f"processed run  {summary['processed_uid']}  (catalog 'processed', status {summary['status']})"
-            )
+            status = summary["status"]
+            print(f"processed run  {summary['processed_uid']}  (catalog 'processed', status {status})")
             for reason in summary.get("reasons", []):
                 print(f"               ! {reason}")
         print(f"tiled          {summary['tiled_uri']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import uuid
 from pathlib import Path
 
 import h5py
@@ -83,11 +84,12 @@ def test_raw_run_reads_back_through_tiled_and_databroker(RE, served_txm, tiled_s
 
 def test_runs_are_searchable_and_visible_by_scan_id(RE, served_txm, tiled_server, tiled_client) -> None:
     writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
-    uid, _ = _run(RE, served_txm, writer, md={"sample": "needle-7"})
+    sample = f"needle-{uuid.uuid4().hex[:8]}"  # the server is shared by the session's tests
+    uid, _ = _run(RE, served_txm, writer, md={"sample": sample})
     writer.flush(timeout=60)
     from tiled.queries import Key
 
-    found = tiled_client[RAW].search(Key("start.sample") == "needle-7")
+    found = tiled_client[RAW].search(Key("start.sample") == sample)
     assert list(found) == [uid]
 
 

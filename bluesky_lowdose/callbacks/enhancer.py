@@ -217,6 +217,10 @@ class _RunProcessor(DocumentRouter):
                 kind = frame.stream.removeprefix("reference_")
                 angle = round(float(frame.data.get(self.angle_key, np.nan)), 6)
                 self.refs.setdefault(kind, {})[angle] = (frame.image, frame.event_uid)
+                expected = len(self.ld.get("reference_angles", ()))
+                complete = all(len(self.refs.get(k, {})) >= expected for k in ("short", "long"))
+                if expected and complete and not self.training_sent:
+                    self._send_training()  # the pairs are in: train while the rotation runs
 
     def _corrector(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         if kind not in self.flat_dark:
@@ -360,7 +364,9 @@ class _RunProcessor(DocumentRouter):
         self.progress["stage"] = "enhancing" if enhancer is not None else "collecting (no model)"
         return enhancer
 
-    def _enhance(self, enhancer: Any, batch: list[tuple[int, float, np.ndarray, str, float]], out: dict) -> None:
+    def _enhance(
+        self, enhancer: Any, batch: list[tuple[int, float, np.ndarray, str, float]], out: dict
+    ) -> None:
         t = time.perf_counter()
         stack = np.stack([b[2] for b in batch])
         try:
@@ -641,9 +647,7 @@ class ProjectionEnhancer:
         self._catalog = None
         self._writer: ThreadedCallback | None = None
         if client is not None:
-            from ..storage import PROCESSED, ensure_run_catalogs
-
-            from ..storage import make_run_writer
+            from ..storage import PROCESSED, ensure_run_catalogs, make_run_writer
 
             ensure_run_catalogs(client, (PROCESSED,))
             # made now, while Tiled answers: a TiledWriter contacts the server when created,

@@ -10,4 +10,12 @@ from ..streams import (
     reference_stream,
 )
 
-__all__ = ["EXPOSURES", "PRIMARY", "STREAM_ORDER", "Exposure", "dark_stream", "flat_stream", "reference_stream"]
+__all__ = [
+    "EXPOSURES",
+    "PRIMARY",
+    "STREAM_ORDER",
+    "Exposure",
+    "dark_stream",
+    "flat_stream",
+    "reference_stream",
+]

@@ -164,7 +164,7 @@ def rotation_scan(
 def take_reference_frames(
     detector: Triggerable, rotation: Movable, angles: Sequence[float], *, stream: str
 ) -> MsgGenerator[None]:
-    """Frames at the reference angles (the training pairs), one stream per exposure.
+    """Take frames at the reference angles (the training pairs), one stream per exposure.
 
     Parameters
     ----------
@@ -260,7 +260,10 @@ def lowdose_tomo_scan(
 
     See Also
     --------
-    take_darks, take_flats, take_reference_frames, rotation_scan
+    take_darks : Dark frames with the shutter closed.
+    take_flats : Flat fields with the sample out of the beam.
+    take_reference_frames : The long/short training pairs.
+    rotation_scan : The short-exposure rotation.
 
     Examples
     --------

@@ -75,7 +75,9 @@ class BackedUpWriter:
     def __init__(self, primary: Callable[[str, dict], Any], directory: str | Path) -> None:
         self.primary = primary
         self.directory = Path(directory)
-        self._router = RunRouter([lambda name, start: ([_RunBackup(self.primary, self.directory, start)], [])])
+        self._router = RunRouter(
+            [lambda name, start: ([_RunBackup(self.primary, self.directory, start)], [])]
+        )
 
     def __call__(self, name: str, doc: dict) -> None:
         self._router(name, doc)

@@ -252,3 +252,28 @@ def test_tiled_down_during_the_run_loses_nothing(RE, tmp_path, monkeypatch) -> N
         np.testing.assert_allclose(stream_array(processed, "enhanced", "enhanced_image").read(), res.enhanced)
     finally:
         server.close()
+
+
+def test_enhanced_frames_are_in_tiled_while_the_scan_runs(streamed, tiled_server, tiled_client) -> None:
+    """With the scan paced like a real one, enhanced frames are readable before it ends."""
+    from bluesky_lowdose.devices import make_devices
+
+    txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1, time_scale=0.05)  # 0.1 s frames
+    RE = _new_re()
+    enhancer = ProjectionEnhancer(tiled_client, model=streamed["res"].enhancer, reconstruct=False, batch_size=5)
+    RE.subscribe(enhancer)
+    seen_at_stop: list[int] = []
+
+    def count_at_raw_stop(name, doc):
+        if name == "stop":  # runs on the RunEngine thread: only acceptable in a test
+            res = enhancer.results[doc["run_start"]]
+            proc = tiled_client[PROCESSED][res.processed_uid]
+            seen_at_stop.append(stream_array(proc, "enhanced", "enhanced_image").shape[0])
+
+    RE.subscribe(count_at_raw_stop)
+    RE(_scan(txm, num_angles=40, num_darks=2, num_flats=2))
+    assert enhancer.wait(timeout=300)
+    assert seen_at_stop and seen_at_stop[0] >= 10, seen_at_stop
+    res = next(iter(enhancer.results.values()))
+    final = stream_array(tiled_client[PROCESSED][res.processed_uid], "enhanced", "enhanced_image")
+    assert final.shape[0] == 40

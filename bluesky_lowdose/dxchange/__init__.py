@@ -12,9 +12,7 @@ the functions that need them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_attributes
 from .io import DX_PATHS, DataExchange, DataExchangeError, read_dxfile, write_dxfile, write_enhanced
 
 __all__ = [
@@ -42,30 +40,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import ``runs``/``offline`` on first use.
-
-    Parameters
-    ----------
-    name : str
-        Attribute name.
-
-    Returns
-    -------
-    Any
-        The attribute.
-
-    Raises
-    ------
-    AttributeError
-        No such attribute.
-    """
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -16,9 +16,7 @@ The public API:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_attributes
 from ._checks import TrainingError
 from .normalization import Normalization
 from .patches import extract_patches, patch_starts, reassemble_patches
@@ -49,31 +47,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the Keras-dependent parts of the package on first use.
-
-    Parameters
-    ----------
-    name : str
-        Attribute name.
-
-    Returns
-    -------
-    Any
-        The attribute.
-
-    Raises
-    ------
-    AttributeError
-        No such attribute.
-    """
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -69,6 +69,7 @@ ENV: dict[str, str] = {
     "motion_delay": "LOWDOSE_MOTION_DELAY",
     "time_scale": "LOWDOSE_TIME_SCALE",
     "enhance": "LOWDOSE_ENHANCE",
+    "epochs": "LOWDOSE_EPOCHS",
 }
 
 _FALSE = {"0", "false", "no", "off", ""}
@@ -101,6 +102,8 @@ class BeamlineConfig:
         Subscribe the streaming CNN enhancer (:class:`~bluesky_lowdose.callbacks.ProjectionEnhancer`).
     persistent_md : bool
         Keep ``RE.md`` (hence ``scan_id``) in ``<data_dir>/runengine-metadata``.
+    epochs : int
+        Training epochs of the streaming enhancer.
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -113,6 +116,7 @@ class BeamlineConfig:
     time_scale: float = 0.0
     enhance: bool = True
     persistent_md: bool = True
+    epochs: int = 15
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BeamlineConfig:
@@ -145,6 +149,7 @@ class BeamlineConfig:
             ("seed", int),
             ("motion_delay", float),
             ("time_scale", float),
+            ("epochs", int),
         ):
             raw = get(field)
             if raw is not None:
@@ -246,7 +251,7 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
 
     writer = ThreadedCallback(make_raw_writer(client, backup_directory=layout.backup), name="tiled-raw")
     RE.subscribe(writer)
-    enhancer = _subscribe_enhancer(RE, client, layout) if config.enhance else None
+    enhancer = _subscribe_enhancer(RE, client, layout, config.epochs) if config.enhance else None
     _at_exit(_Closer(writer, server, enhancer))
     return {
         "RE": RE,
@@ -258,10 +263,10 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
     }
 
 
-def _subscribe_enhancer(RE: Any, client: Any, layout: Any) -> Any:
+def _subscribe_enhancer(RE: Any, client: Any, layout: Any, epochs: int) -> Any:
     from .callbacks import ProjectionEnhancer
 
-    enhancer = ProjectionEnhancer(client, backup_directory=layout.backup)
+    enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, train_kwargs={"epochs": epochs})
     RE.subscribe(enhancer)
     return enhancer
 

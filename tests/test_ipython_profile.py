@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bluesky_lowdose.storage import stream_array
+
 pytestmark = [pytest.mark.tiled, pytest.mark.timeout(240)]
 
 PROFILE = Path(__file__).resolve().parents[1] / "profile"
@@ -75,7 +77,7 @@ def test_startup_files_give_a_working_session(tiled_server, tmp_path, monkeypatc
         assert ns["tiled_writer"].flush(timeout=60)
         assert ns["tiled_writer"].errors == []
         run = ns["raw"][uid]
-        assert run["primary"]["txm_cam_image"].shape == (4, SIZE, SIZE)
+        assert stream_array(run, "primary", "txm_cam_image").shape == (4, SIZE, SIZE)
         scan_id = run.metadata["start"]["scan_id"]
 
         # A new session on the same data directory continues the scan ids (RE.md persists).
@@ -118,4 +120,4 @@ def test_ipython_runs_the_readme_line(tiled_server, tmp_path):
     (uid,) = result["uids"]
     run = tiled_server.client()["raw"][uid]
     assert run.metadata["stop"]["exit_status"] == "success"
-    assert run["primary"]["txm_cam_image"].shape == (361, SIZE, SIZE)
+    assert stream_array(run, "primary", "txm_cam_image").shape == (361, SIZE, SIZE)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bluesky_lowdose.queue import QueueStack, RedisNotFoundError, find_redis_server
+from bluesky_lowdose.storage import stream_array
 
 pytestmark = [pytest.mark.queueserver, pytest.mark.tiled, pytest.mark.timeout(180)]
 
@@ -43,7 +44,8 @@ def stack(redis_server_binary, tiled_server, tmp_path_factory: pytest.TempPathFa
         detector_dir=tiled_server.layout.detector,
         beamline_env={
             "LOWDOSE_SIZE": str(SIZE),
-            "LOWDOSE_ENHANCE": "0",  # the enhancer has its own tests; keep TensorFlow out of the worker
+            "LOWDOSE_ENHANCE": "1",  # the streaming enhancer runs in the worker, as at a beamline
+            "LOWDOSE_EPOCHS": "2",  # tiny: this test checks the plumbing, test_streaming the quality
             "LOWDOSE_MOTION_DELAY": "0.02",  # so that a 400-angle scan lasts long enough to abort
         },
     )
@@ -83,6 +85,22 @@ def _wait_for_run(raw, uid: str, timeout: float = 30.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"run {uid} has no stop document in Tiled after {timeout} s")
         time.sleep(0.1)
+
+
+def _wait_for_processed(client, raw_uid: str, timeout: float = 120.0):
+    """The processed run of ``raw_uid`` once the enhancer has recorded its final status."""
+    from tiled.queries import Key
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = client["processed"].search(Key("start.original_run_uid") == raw_uid)
+        if len(found):
+            run = found.values().first()
+            if run.metadata["start"]["provenance"].get("status") not in (None, "running"):
+                return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no finished processed run for {raw_uid} after {timeout} s")
+        time.sleep(0.5)
 
 
 def test_environment_opens_with_the_profile(api):
@@ -153,10 +171,15 @@ def test_scan_runs_from_the_queue_into_tiled(api, tiled_client):
     assert start["plan_name"] == "lowdose_tomo_scan"
     assert start["operator"] == "queue-test"
     assert start["scan_id"] == result["scan_ids"][0]
-    frames = run["primary"][IMAGE_KEY]
+    frames = stream_array(run, "primary", IMAGE_KEY)
     assert frames.shape == (6, SIZE, SIZE)
     assert frames.read().max() > 0
     assert run.metadata["stop"]["num_events"]["dark_long"] == 1
+    # the processed run written by the enhancer in the worker, linked to the raw run
+    processed = _wait_for_processed(tiled_client, uid)
+    assert processed.metadata["start"]["original_run_uid"] == uid
+    assert stream_array(processed, "enhanced", "enhanced_image").shape == (6, SIZE, SIZE)
+    assert processed.metadata["start"]["provenance"]["status"] in ("complete", "partial")
 
 
 def test_inconsistent_parameters_fail_when_the_plan_starts(api):
@@ -198,7 +221,7 @@ def test_abort_through_the_api_leaves_a_consistent_run(api, tiled_client):
     assert stop["exit_status"] == "abort"
     num_events = stop["num_events"]["primary"]
     assert 0 < num_events < num_angles
-    frames = run["primary"][IMAGE_KEY]
+    frames = stream_array(run, "primary", IMAGE_KEY)
     assert frames.shape[0] == num_events
     assert frames.read().shape == (num_events, SIZE, SIZE)
     # an aborted item goes back to the front of the queue; leave the queue empty
@@ -219,7 +242,7 @@ def _wait_for_primary_frames(raw, uid: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if uid in raw and "primary" in raw[uid] and IMAGE_KEY in raw[uid]["primary"]:
-            if raw[uid]["primary"][IMAGE_KEY].shape[0] > 0:
+            if stream_array(raw[uid], "primary", IMAGE_KEY).shape[0] > 0:
                 return
         time.sleep(0.1)
     raise AssertionError(f"no primary frames of run {uid} in Tiled after {timeout} s")

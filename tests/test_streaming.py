@@ -260,7 +260,9 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(streamed, tiled_server
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1, time_scale=0.05)  # 0.1 s frames
     RE = _new_re()
-    enhancer = ProjectionEnhancer(tiled_client, model=streamed["res"].enhancer, reconstruct=False, batch_size=5)
+    enhancer = ProjectionEnhancer(
+        tiled_client, model=streamed["res"].enhancer, reconstruct=False, batch_size=5
+    )
     RE.subscribe(enhancer)
     seen_at_stop: list[int] = []
 

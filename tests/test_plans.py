@@ -211,10 +211,11 @@ def test_abort_closes_shutter_and_returns_stages(RE, txm) -> None:
     assert txm.rotation.position == 0.0 and txm.sample_stage.position == 0.0
 
 
-def test_pause_resume_gives_no_duplicate_or_missing_frames(RE, txm) -> None:
+@pytest.mark.parametrize("between", ["trigger", "read"])
+def test_pause_resume_gives_no_duplicate_or_missing_frames(RE, txm, between) -> None:
     docs = _collect(RE)
     with pytest.raises(RunEngineInterrupted):
-        RE(pause_after_primary_trigger(_plan(txm), txm, 4))
+        RE(pause_after_primary_trigger(_plan(txm), txm, 4, command=between))
     assert RE.state == "paused"
     RE.resume()
     primary = [d for s, d in _events_by_stream(docs) if s == PRIMARY]
@@ -230,6 +231,23 @@ def test_pause_resume_gives_no_duplicate_or_missing_frames(RE, txm) -> None:
         assert ranges == [(i, i + 1) for i in range(len(ranges))]
     assert len(datums) == len(_events_by_stream(docs))
     assert docs[-1][1]["exit_status"] == "success"
+    # and each primary row of the file is the frame of its event's angle
+    resources = {d["uid"]: d for n, d in docs if n == "stream_resource"}
+    descs = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    prim = [d for d in datums if descs[d["descriptor"]] == PRIMARY]
+    path = resources[prim[0]["stream_resource"]]["uri"].replace("file://localhost", "")
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        rows = f["/entry/data/data"][:]
+    assert rows.shape[0] == 7
+    for event, row in zip(primary, rows, strict=True):
+        ideal = txm.physics.ideal_frame(event["data"]["rotation"], 2.0)
+        others = [
+            txm.physics.ideal_frame(a, 2.0) for a in np.linspace(0, 180, 7) if a != event["data"]["rotation"]
+        ]
+        err = np.abs(row - ideal).mean()
+        assert all(err < np.abs(row - o).mean() for o in others)
 
 
 class _PlainCamera(Device):

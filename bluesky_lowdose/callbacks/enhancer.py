@@ -151,6 +151,7 @@ class _RunProcessor(DocumentRouter):
         self.flat_dark: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.training_sent = False
         self.primary_seen: set[int] = set()
+        self._calib_seen: set[tuple[str, int]] = set()
         self.progress: dict[str, Any] = {"stage": "waiting for references", "frames_received": 0,
                                          "frames_enhanced": 0, "epoch": 0,
                                          "frames_expected": int(self.ld.get("num_angles", 0))}  # fmt: skip
@@ -162,6 +163,8 @@ class _RunProcessor(DocumentRouter):
         self.processed_start: dict[str, Any] | None = None
         self.compose: Any = None
         self.stream_bundles: dict[str, Any] = {}
+        self._bar: Any = None
+        self._stopped = False
         self.doc_thread.start()
         self.compute_thread.start()
 
@@ -212,15 +215,26 @@ class _RunProcessor(DocumentRouter):
             if frame.stream == PRIMARY:
                 self._primary(frame)
             elif frame.stream.startswith(("dark_", "flat_")):
-                self.calib.setdefault(frame.stream, []).append(frame.image)
+                if (frame.stream, frame.seq_num) not in self._calib_seen:  # a rewind may repeat one
+                    self._calib_seen.add((frame.stream, frame.seq_num))
+                    self.calib.setdefault(frame.stream, []).append(frame.image)
             elif frame.stream.startswith("reference_"):
                 kind = frame.stream.removeprefix("reference_")
-                angle = round(float(frame.data.get(self.angle_key, np.nan)), 6)
+                angle = self._nominal_angle(float(frame.data.get(self.angle_key, np.nan)))
                 self.refs.setdefault(kind, {})[angle] = (frame.image, frame.event_uid)
                 expected = len(self.ld.get("reference_angles", ()))
                 complete = all(len(self.refs.get(k, {})) >= expected for k in ("short", "long"))
                 if expected and complete and not self.training_sent:
                     self._send_training()  # the pairs are in: train while the rotation runs
+
+    def _nominal_angle(self, readback: float) -> float:
+        """The planned reference angle a readback belongs to (real motors jitter)."""
+        planned = [float(a) for a in self.ld.get("reference_angles", ())]
+        if planned:
+            nearest = min(planned, key=lambda a: abs(a - readback))
+            if abs(nearest - readback) <= self.parent.angle_tolerance:
+                return nearest
+        return round(readback, 6)
 
     def _corrector(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         if kind not in self.flat_dark:
@@ -280,7 +294,14 @@ class _RunProcessor(DocumentRouter):
         self._put(_Item("frame", (frame.seq_num, angle, corrected, frame.event_uid, time.perf_counter())))
 
     def _put(self, item: _Item) -> None:
-        self.work.put(item)  # blocks this thread (never the RunEngine) when the queue is full
+        # blocks this thread (never the RunEngine) while the queue is full, unless the
+        # compute thread has died: then the item is dropped instead of hanging forever
+        while self.compute_thread.is_alive():
+            try:
+                self.work.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _fail(self, reason: str) -> None:
         if reason not in self.result.reasons:
@@ -335,10 +356,14 @@ class _RunProcessor(DocumentRouter):
             logger.error("lowdose enhancer crashed:\n%s", traceback.format_exc())
             try:
                 self._open_processed(enhancer, None)
-                self._close_processed(stop_doc)
+                if not self._stopped:
+                    self._close_processed(stop_doc)
             except Exception:
-                logger.exception("could not close the processed run")
+                logger.exception("could not close the processed run normally; closing it as failed")
+                self._emergency_stop()
         finally:
+            if self._bar is not None:
+                self._bar.close()
             timings["total_s"] = time.perf_counter() - self.t0
             self.progress["stage"] = "done"
             self.result.done.set()
@@ -382,6 +407,12 @@ class _RunProcessor(DocumentRouter):
             self._emit_event("enhanced", {"enhanced_image": frame, "angle": angle, "raw_seq_num": seq,
                                           "raw_event_uid": uid})  # fmt: skip
         self.progress["frames_enhanced"] += len(batch)
+        if self.parent.progress:
+            if self._bar is None:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self.progress["frames_expected"] or None, desc="enhance", unit="frame")
+            self._bar.update(len(batch))
 
     # ---------------------------------------------------------------- processed run
     def _open_processed(self, enhancer: Any, pairs: dict[str, Any] | None) -> None:
@@ -525,16 +556,29 @@ class _RunProcessor(DocumentRouter):
                 f"{res.metrics['reference_psnr_short_db']:.1f} dB raw): undertrained or diverged"
             )
 
+    def _emergency_stop(self) -> None:
+        if self._stopped or self.compose is None:
+            return
+        self._stopped = True
+        self.result.status = "partial"
+        reason = "partial: " + "; ".join(self.result.reasons)
+        try:
+            self._write("stop", self.compose.compose_stop(exit_status="fail", reason=reason))
+        except Exception:
+            logger.exception("could not even write the stop document of %s", self.result.processed_uid)
+
     def _close_processed(self, stop_doc: dict[str, Any]) -> None:
         res = self.result
-        res.status = "complete" if not res.reasons else "partial"
-        if self.parent.extra_metrics is not None and res.status == "complete":
+        if self.parent.extra_metrics is not None and not res.reasons:
             try:
-                res.metrics.update(self.parent.extra_metrics(res))
+                extra = self.parent.extra_metrics(res)
+                res.metrics.update({k: float(v) for k, v in extra.items() if _is_number(v)})
             except Exception as exc:
                 logger.exception("extra metrics failed")
-                res.metrics["extra_metrics_error"] = float("nan")
-                res.reasons.append(f"extra metrics failed: {exc!r}")
+                self._fail(f"extra metrics failed: {exc!r}")
+        if self.writer is not None and self.parent._writer_failed(res.processed_uid):
+            self._fail("writing to Tiled failed: the processed run is in the backup directory")
+        res.status = "complete" if not res.reasons else "partial"
         res.timings["total_s"] = time.perf_counter() - self.t0
         data: dict[str, Any] = {f"timing_{k}": float(v) for k, v in res.timings.items()}
         data.update({k: float(v) for k, v in res.metrics.items()})
@@ -545,6 +589,7 @@ class _RunProcessor(DocumentRouter):
             exit_status="success" if res.status == "complete" else "fail",
             reason="" if res.status == "complete" else "partial: " + "; ".join(res.reasons),
         )
+        self._stopped = True
         self._write("stop", stop)
         if self.writer is not None:
             if not self.writer.flush(timeout=self.parent.write_timeout):
@@ -598,6 +643,11 @@ class ProjectionEnhancer:
     extra_metrics : callable, optional
         ``f(RunResult) -> dict[str, float]`` added to the metrics (e.g. against a simulator's
         reference).
+    write_timeout : float
+        Seconds to wait for the Tiled writes of a run at its end.
+    angle_tolerance : float
+        Degrees within which a reference frame's rotation readback is matched to a planned
+        reference angle (real stages do not return exactly).
 
     Examples
     --------
@@ -624,6 +674,7 @@ class ProjectionEnhancer:
         sink: Callable[[str, dict], Any] | None = None,
         extra_metrics: Callable[[RunResult], dict[str, float]] | None = None,
         write_timeout: float = 600.0,
+        angle_tolerance: float = 0.05,
     ) -> None:
         if frame_queue_size < 1 or enhance_batch < 1 or min_pairs < 1:
             raise ValueError("frame_queue_size, enhance_batch and min_pairs must be >= 1")
@@ -641,6 +692,7 @@ class ProjectionEnhancer:
         self.sink = sink
         self.extra_metrics = extra_metrics
         self.write_timeout = write_timeout
+        self.angle_tolerance = angle_tolerance
         self.results: dict[str, RunResult] = {}
         self._runs: dict[str, _RunProcessor] = {}
         self._router = RunRouter([self._factory])
@@ -659,10 +711,13 @@ class ProjectionEnhancer:
             )
 
     def __call__(self, name: str, doc: dict) -> None:
-        self._router(name, doc)
+        try:
+            self._router(name, doc)
+        except Exception:  # nothing raised here may reach the RunEngine
+            logger.exception("lowdose enhancer could not route a %r document; ignored", name)
 
     def _factory(self, name: str, start: dict) -> tuple[list, list]:
-        if "lowdose" not in start:
+        if not isinstance(start.get("lowdose"), dict):
             return [], []
         run = _RunProcessor(self, start)
         self._runs[start["uid"]] = run
@@ -671,6 +726,10 @@ class ProjectionEnhancer:
 
     def _writer_for_run(self) -> ThreadedCallback | None:
         return self._writer
+
+    def _writer_failed(self, uid: str) -> bool:
+        target = getattr(self._writer, "target", None)
+        return uid in getattr(target, "failed_runs", ())
 
     def _mark_status(self, res: RunResult) -> None:
         """Record the final status and timings in the processed run's metadata (searchable)."""

@@ -165,6 +165,7 @@ class SimTXMDetector(Device):
         self._path: Path | None = None
         self._compose_datum: Any = None
         self._pending: deque[tuple[str, dict]] = deque()
+        self._handed_out: list[tuple[str, dict]] = []
         self._rows_announced = 0
         self._row_written: int | None = None
         self._frame_counter = itertools.count()
@@ -217,6 +218,7 @@ class SimTXMDetector(Device):
         )
         self._compose_datum = bundle.compose_stream_datum
         self._pending = deque([("stream_resource", bundle.stream_resource_doc)])
+        self._handed_out = []
         self._rows_announced = 0
         self._row_written = None
         return super().stage()
@@ -239,6 +241,7 @@ class SimTXMDetector(Device):
         """
         if self._file is None:
             raise RuntimeError(f"{self.name} must be staged before it is triggered")
+        self._reclaim_unemitted()
         status = DeviceStatus(self)
         exposure = float(self.exposure_time.get())
         frame = self.current_frame()
@@ -275,12 +278,38 @@ class SimTXMDetector(Device):
     def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
         """Yield the pending StreamResource and a StreamDatum for the last triggered frame."""
         while self._pending:
-            yield self._pending.popleft()
+            name, doc = self._pending.popleft()
+            self._handed_out.append((name, doc))
+            yield name, doc
         if self._row_written is not None and self._row_written >= self._rows_announced:
             start = self._rows_announced
             stop = self._row_written + 1
             self._rows_announced = stop
-            yield "stream_datum", self._compose_datum(StreamRange(start=start, stop=stop))
+            datum = self._compose_datum(StreamRange(start=start, stop=stop))
+            self._handed_out.append(("stream_datum", datum))
+            yield "stream_datum", datum
+
+    def _reclaim_unemitted(self) -> None:
+        """Take back documents that were collected at ``read`` but never emitted.
+
+        The RunEngine collects asset documents at ``read`` and emits them at ``save``; an
+        immediate pause in between drops them and rewinds. The RunEngine fills in
+        ``run_start`` (StreamResource) and ``descriptor`` (StreamDatum) only when it emits, so
+        a document without them was dropped: its StreamResource goes back to the queue and
+        its rows are written again, keeping the file in step with the events.
+        """
+        dropped = [
+            (n, d)
+            for n, d in self._handed_out
+            if (n == "stream_resource" and not d.get("run_start"))
+            or (n == "stream_datum" and not d["descriptor"])
+        ]
+        self._handed_out.clear()
+        for n, d in dropped:
+            if n == "stream_resource":
+                self._pending.appendleft((n, d))
+            else:
+                self._rows_announced = min(self._rows_announced, d["indices"]["start"])
 
     def get_index(self) -> int:
         """Number of frames announced in the current file."""

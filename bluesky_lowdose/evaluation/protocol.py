@@ -385,9 +385,15 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> No
     n_ref = 10
 
     def scan(exposure: float, tag: int) -> tuple[np.ndarray, float]:
-        """Flat/dark-corrected transmission and its floor: half a detected photon of the open beam."""
+        """Flat/dark-corrected transmission and its floor: half a detected photon of the open beam.
+
+        Flats cost the sample no dose, so they are always taken at the long exposure and scaled
+        to the scan's exposure (with darks at the scan's exposure): short-exposure flats would
+        imprint their own photon noise on every projection (stripes, i.e. rings).
+        """
         physics.rng = np.random.default_rng([cfg.seed, tag, 2])  # each scan independent of the others
-        flats = np.stack([physics.frame(0.0, exposure, sample_offset_mm=10.0) for _ in range(n_ref)])
+        flats = np.stack([physics.frame(0.0, cfg.exposure, sample_offset_mm=10.0) for _ in range(n_ref)])
+        darks_long = np.stack([physics.frame(0.0, cfg.exposure, shutter_open=False) for _ in range(n_ref)])
         darks = np.stack([physics.frame(0.0, exposure, shutter_open=False) for _ in range(n_ref)])
         frames = np.stack(
             [
@@ -395,9 +401,10 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> No
                 for t in tqdm(theta, desc=f"scan {exposure:g} s", leave=False, disable=not cfg.progress)
             ]
         )
-        open_beam = float(np.median(np.median(flats, axis=0) - np.median(darks, axis=0)))
-        floor = 0.5 * physics.detector.gain / max(open_beam, 1.0)
-        return flat_dark_correct(frames, flats, darks, floor=floor), floor
+        beam = (np.median(flats, axis=0) - np.median(darks_long, axis=0)) * (exposure / cfg.exposure)
+        flat = beam + np.median(darks, axis=0)
+        floor = 0.5 * physics.detector.gain / max(float(np.median(beam)), 1.0)
+        return flat_dark_correct(frames, flat, darks, floor=floor), floor
 
     t_long, floor_long = scan(cfg.exposure, 0)
     clock.add("simulate", t0)

@@ -30,8 +30,12 @@ def dumps(name: str, doc: dict) -> str:
 
 
 class _RunBackup:
-    def __init__(self, primary: Callable[[str, dict], Any], directory: Path, start: dict) -> None:
+    def __init__(
+        self, primary: Callable[[str, dict], Any], directory: Path, start: dict, failed: set[str]
+    ) -> None:
         self.primary = primary
+        self.uid = start["uid"]
+        self.failed_runs = failed
         self.path = directory / f"{start['uid']}.jsonl"
         self.buffer: list[tuple[str, dict]] = []
         self.failed = False
@@ -44,17 +48,18 @@ class _RunBackup:
             except Exception:
                 logger.exception("writing a %r document to Tiled failed; the run goes to %s", name, self.path)
                 self.failed = True
+                self.failed_runs.add(self.uid)
             if name == "stop" and not self.failed:
                 self.buffer.clear()
             if not self.failed:
                 return
-            pending, self.buffer = self.buffer, []
+            pending = self.buffer
         else:
             pending = [(name, doc)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            for n, d in pending:
-                f.write(dumps(n, d) + "\n")
+            f.writelines(dumps(n, d) + "\n" for n, d in pending)
+        self.buffer = []
 
 
 class BackedUpWriter:
@@ -75,8 +80,10 @@ class BackedUpWriter:
     def __init__(self, primary: Callable[[str, dict], Any], directory: str | Path) -> None:
         self.primary = primary
         self.directory = Path(directory)
+        #: Uids of the runs whose Tiled writes failed (they are in the backup directory).
+        self.failed_runs: set[str] = set()
         self._router = RunRouter(
-            [lambda name, start: ([_RunBackup(self.primary, self.directory, start)], [])]
+            [lambda name, start: ([_RunBackup(self.primary, self.directory, start, self.failed_runs)], [])]
         )
 
     def __call__(self, name: str, doc: dict) -> None:

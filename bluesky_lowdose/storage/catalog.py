@@ -126,10 +126,15 @@ def make_run_writer(catalog_node: Any, *, backup_directory: str | Path | None, b
     return writer if backup_directory is None else BackedUpWriter(writer, backup_directory)
 
 
-def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str = RAW) -> list[str]:
+def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | None = None) -> list[str]:
     """Write runs kept as JSON lines (after a Tiled outage) into Tiled.
 
-    Each replayed file is renamed ``*.jsonl.replayed``; runs already present are skipped.
+    Each file goes to the ``processed`` catalog when its start document has
+    ``original_run_uid`` (a result of the enhancer), otherwise to ``raw`` — unless
+    ``catalog`` says where. A replayed file is renamed ``*.jsonl.replayed``. A run that is
+    already complete in Tiled is skipped (and its file renamed); one that is there but
+    incomplete (Tiled failed mid-run) is left alone, with a warning, for a person to decide.
+    A file that cannot be parsed is reported and skipped; the others are still replayed.
 
     Parameters
     ----------
@@ -137,26 +142,41 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str = 
         Root of the Tiled server.
     backup_directory : str or Path
         Directory of ``*.jsonl`` backups.
-    catalog : str
-        Key of the run catalog to write into.
+    catalog : str, optional
+        Key of the run catalog to write every file into.
 
     Returns
     -------
     list of str
         Uids of the runs written.
     """
-    from bluesky_tiled_plugins import TiledWriter
+    from tiled.client.utils import ClientError
 
-    ensure_run_catalogs(client, (catalog,))
     written = []
     for path in sorted(Path(backup_directory).glob("*.jsonl")):
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, json.JSONDecodeError) as exc:
+            logger.error("skipping %s: %s", path, exc)
+            continue
         if not lines or lines[0]["name"] != "start":
             logger.warning("skipping %s: does not start with a start document", path)
             continue
-        uid = lines[0]["doc"]["uid"]
-        if uid not in client[catalog]:
-            writer = TiledWriter(client[catalog], batch_size=1000, max_array_size=0)
+        start = lines[0]["doc"]
+        target = catalog or (PROCESSED if "original_run_uid" in start else RAW)
+        ensure_run_catalogs(client, (target,))
+        node = client[target]
+        uid = start["uid"]
+        if uid in node:
+            try:
+                complete = bool(node[uid].metadata.get("stop"))
+            except ClientError:
+                complete = False
+            if not complete:
+                logger.warning("%s: run %s is in Tiled but incomplete; not replayed over it", path, uid)
+                continue
+        else:
+            writer = make_run_writer(node, backup_directory=None, batch_size=1000)
             for item in lines:
                 writer(item["name"], item["doc"])
             written.append(uid)

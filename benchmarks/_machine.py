@@ -24,5 +24,6 @@ def machine() -> str:
             mem = f", {kb / 1024**2:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    load = ", load %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, {platform.system()}{load}"
+    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    py = platform.python_version()
+    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {py}, {platform.system()}{load}"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine  # noqa: E402
+from _machine import machine
 
 
 def run_once(size: int, angles: int, with_tiled: bool, server=None, client=None) -> tuple[int, float]:
@@ -58,9 +58,12 @@ def main() -> None:
             n1, t1 = run_once(size, args.angles, True, server, client)
             rows.append((size, n0, n0 / t0, n1 / t1, t1 / t0))
     print(f"machine: {machine()}")
-    print(f"command: python benchmarks/bench_scan.py --sizes {' '.join(map(str, args.sizes))} --angles {args.angles}")
+    sizes = " ".join(map(str, args.sizes))
+    print(f"command: python benchmarks/bench_scan.py --sizes {sizes} --angles {args.angles}")
     print()
-    print("| frame | frames per scan | frames/s, no Tiled | frames/s, TiledWriter (HDF5 registered) | time ratio |")
+    print(
+        "| frame | frames per scan | frames/s, no Tiled | frames/s, TiledWriter (HDF5 registered) | ratio |"
+    )
     print("|---|---|---|---|---|")
     for size, n, f0, f1, ratio in rows:
         print(f"| {size}×{size} | {n} | {f0:.0f} | {f1:.0f} | {ratio:.2f}× |")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine  # noqa: E402
+from _machine import machine
 
 
 def scan(size: int, angles: int, time_scale: float, enhance: bool, server, client, epochs: int) -> dict:
@@ -87,7 +87,8 @@ def main() -> None:
     print(f"| training time | {withe['training_s']:.1f} s |")
     print(f"| enhancement compute per frame | {withe['enhance_per_frame_s'] * 1000:.1f} ms |")
     print(f"| short exposure (as paced) | {short * 1000:.0f} ms |")
-    print(f"| median frame latency (arrival → enhanced, incl. waiting for the model) | {withe['latency_median_s']:.1f} s |")
+    lat = withe["latency_median_s"]
+    print(f"| median frame latency (arrival → enhanced, incl. waiting for the model) | {lat:.1f} s |")
     print(f"| end-to-end (scan start → processed run written) | {withe['end_to_end_s']:.1f} s |")
     print(f"| status | {withe['status']} |")
 

@@ -280,3 +280,19 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(streamed, tiled_server
     res = next(iter(enhancer.results.values()))
     final = stream_array(tiled_client[PROCESSED][res.processed_uid], "enhanced", "enhanced_image")
     assert final.shape[0] == 40
+
+
+def test_processed_run_exports_to_data_exchange(streamed, tiled_client, tmp_path) -> None:
+    import h5py
+
+    from bluesky_lowdose.dxchange import export_run, read_dxfile
+
+    res = streamed["res"]
+    path = export_run(tiled_client[PROCESSED][res.processed_uid], tmp_path / "enhanced.h5")
+    dx = read_dxfile(path)
+    np.testing.assert_array_equal(dx.data, stream_array(tiled_client[PROCESSED][res.processed_uid],
+                                                        "enhanced", "enhanced_image").read())  # fmt: skip
+    np.testing.assert_allclose(dx.theta, res.theta)
+    with h5py.File(path, "r") as f:
+        assert f["/exchange"].attrs["corrected"]
+        assert "model_hash" in f["/process/bluesky_lowdose/provenance"][()].decode()

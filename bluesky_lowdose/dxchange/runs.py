@@ -212,7 +212,12 @@ def export_run(
     overwrite: bool = False,
     compression: str | None = None,
 ) -> Path:
-    """Write a raw low-dose run from Tiled to a Data Exchange HDF5 file.
+    """Write a low-dose run from Tiled to a Data Exchange HDF5 file.
+
+    A raw run (catalog ``raw``) is written as measured; a processed run of the streaming
+    enhancer (its start document has ``original_run_uid``) is written with
+    :func:`~bluesky_lowdose.dxchange.io.write_enhanced`: the enhanced transmission, its angles
+    and the run's provenance.
 
     Parameters
     ----------
@@ -221,7 +226,7 @@ def export_run(
     path : str or os.PathLike
         Output file.
     exposure : {"both", "short", "long"}
-        What goes into the file (see :func:`run_to_dataexchange`).
+        What goes into the file of a raw run (see :func:`run_to_dataexchange`).
     overwrite : bool
         Replace an existing file.
     compression : str, optional
@@ -242,5 +247,32 @@ def export_run(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True / --overwrite to replace it)")
+    start = run.metadata["start"]
+    if "original_run_uid" in start:
+        return _export_processed(run, path, overwrite=overwrite, compression=compression)
     dx = run_to_dataexchange(run, exposure=exposure)
     return write_dxfile(path, dx, overwrite=overwrite, compression=compression)
+
+
+def _export_processed(run: Any, path: Path, *, overwrite: bool, compression: str | None) -> Path:
+    from .io import write_enhanced
+
+    start = run.metadata["start"]
+    if "enhanced" not in run:
+        status = start.get("provenance", {}).get("status")
+        raise DataExchangeError(f"processed run {start['uid']} has no 'enhanced' stream (status {status!r})")
+    enhanced = _read(run, "enhanced", "enhanced_image").astype(np.float32)
+    theta = _read(run, "enhanced", "angle").astype(np.float64)
+    ld = start.get("lowdose", {})
+    return write_enhanced(
+        path,
+        enhanced,
+        theta,
+        json.loads(json.dumps(start.get("provenance", {}), default=_default)),
+        exposure_time=ld.get("short_exposure"),
+        sample_name=start.get("sample") if isinstance(start.get("sample"), str) else None,
+        run_uid=start["original_run_uid"],
+        metadata={"processed_run_uid": start["uid"]},
+        overwrite=overwrite,
+        compression=compression,
+    )

@@ -198,7 +198,7 @@ class _Closer:
         if self.done:
             return
         self.done = True
-        if self.enhancer is not None and not self.enhancer.wait(timeout=600):
+        if self.enhancer is not None and not self.enhancer.close(timeout=600):
             logger.error("the enhancer was still working at exit; its processed run is partial or missing")
         if self.writer is not None:
             if not self.writer.flush(timeout=60):

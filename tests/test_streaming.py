@@ -296,3 +296,16 @@ def test_processed_run_exports_to_data_exchange(streamed, tiled_client, tmp_path
     with h5py.File(path, "r") as f:
         assert f["/exchange"].attrs["corrected"]
         assert "model_hash" in f["/process/bluesky_lowdose/provenance"][()].decode()
+
+
+def test_close_ends_a_run_whose_stop_never_comes_and_forget_frees_it(streamed) -> None:
+    res = streamed["res"]
+    enhancer = ProjectionEnhancer(None, model=res.enhancer, reconstruct=False)
+    run = compose_run(metadata={"lowdose": {"num_angles": 5, "rotation": "theta", "detector": "cam"}})
+    enhancer("start", run.start_doc)  # ... and then the scan dies: no stop document
+    assert not enhancer.wait(timeout=0.5)
+    assert enhancer.close(timeout=60)
+    out = enhancer.results[run.start_doc["uid"]]
+    assert out.status == "partial" and any("closed before the run ended" in r for r in out.reasons)
+    forgotten = enhancer.forget(run.start_doc["uid"])
+    assert forgotten.raw is None and run.start_doc["uid"] not in enhancer.results

@@ -784,6 +784,53 @@ class ProjectionEnhancer:
                 return False
         return True
 
+    def close(self, timeout: float | None = 600.0) -> bool:
+        """Finish every run, also those whose stop document never came, and wait for them.
+
+        A run still open (its scan was killed, or the enhancer was unsubscribed mid-run) is
+        ended with what has arrived: its processed run is closed as partial.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait in total.
+
+        Returns
+        -------
+        bool
+            True when everything finished in time.
+        """
+        for uid, run in list(self._runs.items()):
+            if not run.result.done.is_set() and run.doc_thread.is_alive():
+                reason = "the enhancer was closed before the run ended"
+                stop = {"uid": f"{uid}-abandoned", "run_start": uid, "time": time.time(),
+                        "exit_status": "abort", "reason": reason}  # fmt: skip
+                run.handle("stop", stop)
+        return self.wait(timeout)
+
+    def forget(self, raw_uid: str) -> RunResult:
+        """Drop a finished run's in-memory arrays and state (they are in Tiled); return its result.
+
+        Long beamtimes otherwise keep every run's stacks in memory.
+
+        Parameters
+        ----------
+        raw_uid : str
+            The raw run.
+
+        Returns
+        -------
+        RunResult
+            The result, without its arrays.
+        """
+        res = self.results.pop(raw_uid)
+        if not res.done.is_set():
+            self.results[raw_uid] = res
+            raise RuntimeError(f"run {raw_uid} is still being processed")
+        self._runs.pop(raw_uid, None)
+        res.raw = res.enhanced = res.recon_raw = res.recon_enhanced = None
+        return res
+
 
 def make_enhancer_callback(client: Any = None, **kwargs: Any) -> ProjectionEnhancer:
     """A :class:`ProjectionEnhancer` writing into ``client`` (see its parameters)."""

@@ -9,9 +9,6 @@ import json
 
 import numpy as np
 import pytest
-
-pytest.importorskip("keras")
-
 from model_helpers import make_physics, pairs, psnr
 
 from bluesky_lowdose import model as bm

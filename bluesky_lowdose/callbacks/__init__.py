@@ -1,6 +1,6 @@
 """Document callbacks (``event_model.DocumentRouter`` agents) for low-dose scans."""
 
-from .enhancer import ProjectionEnhancer, RunResult, make_enhancer_callback
+from .enhancer import ProjectionEnhancer, RunResult
 from .frames import Frame, FrameResolver, FrameResolverError
 from .progress import ScanProgress
 from .threaded import ThreadedCallback
@@ -13,5 +13,4 @@ __all__ = [
     "RunResult",
     "ScanProgress",
     "ThreadedCallback",
-    "make_enhancer_callback",
 ]

@@ -37,7 +37,7 @@ from event_model import DocumentRouter, RunRouter, compose_run
 from .frames import Frame, FrameResolver
 from .threaded import ThreadedCallback
 
-__all__ = ["ProjectionEnhancer", "RunResult", "make_enhancer_callback"]
+__all__ = ["ProjectionEnhancer", "RunResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,28 +93,16 @@ class RunResult:
 
 
 def _software_versions(backend: str | None) -> dict[str, str]:
+    import os
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str] = {}
-    for dist in (
-        "bluesky-lowdose",
-        "bluesky",
-        "event-model",
-        "tiled",
-        "bluesky-tiled-plugins",
-        "keras",
-        "numpy",
-    ):
+    for dist in ("bluesky-lowdose", "bluesky", "event-model", "tiled", "bluesky-tiled-plugins", "keras",
+                 "numpy", "tensorflow-cpu", "tensorflow", "torch", "jax"):  # fmt: skip
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
-            pass
-    for dist in ("tensorflow-cpu", "tensorflow", "torch", "jax"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    import os
+            pass  # not installed: nothing to record
 
     out["keras_backend"] = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend:
@@ -152,6 +140,7 @@ class _RunProcessor(DocumentRouter):
         self.training_sent = False
         self.primary_seen: set[int] = set()
         self._calib_seen: set[tuple[str, int]] = set()
+        self._pairs: dict[str, Any] | None = None
         self.progress: dict[str, Any] = {"stage": "waiting for references", "frames_received": 0,
                                          "frames_enhanced": 0, "epoch": 0,
                                          "frames_expected": int(self.ld.get("num_angles", 0))}  # fmt: skip
@@ -251,12 +240,9 @@ class _RunProcessor(DocumentRouter):
         flats, darks = self._corrector(kind)
         return flat_dark_correct(frames, flats, darks)
 
-    def _send_training(self) -> None:
-        self.training_sent = True
-        if self.parent.model is not None:
-            self._put(_Item("model", self.parent.model))
-            return
-        try:
+    def _reference_pairs(self) -> dict[str, Any]:
+        """The flat/dark-corrected reference pairs (built once; raises when there are none)."""
+        if self._pairs is None:
             angles = sorted(set(self.refs["short"]) & set(self.refs["long"]))
             if not angles:
                 raise LookupError(
@@ -268,13 +254,22 @@ class _RunProcessor(DocumentRouter):
             long_ = np.stack([self.refs["long"][a][0] for a in angles])
             if short.shape != long_.shape:
                 raise ValueError(f"short references {short.shape} and long references {long_.shape} differ")
-            pairs = {
+            self._pairs = {
                 "short": self._correct("short", short),
                 "long": self._correct("long", long_),
                 "angles": angles,
                 "short_uids": [self.refs["short"][a][1] for a in angles],
                 "long_uids": [self.refs["long"][a][1] for a in angles],
             }
+        return self._pairs
+
+    def _send_training(self) -> None:
+        self.training_sent = True
+        if self.parent.model is not None:
+            self._put(_Item("model", self.parent.model))
+            return
+        try:
+            pairs = self._reference_pairs()
         except Exception as exc:
             self._fail(f"training not possible: {exc}")
             self._put(_Item("no-model"))
@@ -448,7 +443,7 @@ class _RunProcessor(DocumentRouter):
         self.compose = bundle
         self.processed_start = bundle.start_doc
         self.result.processed_uid = bundle.start_doc["uid"]
-        self.writer = self.parent._writer_for_run()
+        self.writer = self.parent._writer
         self._write("start", bundle.start_doc)
         if enhancer is not None:
             self.result.enhancer = enhancer
@@ -541,9 +536,8 @@ class _RunProcessor(DocumentRouter):
         if enh is None or not self.refs["short"]:
             return
         try:
-            angles = sorted(set(self.refs["short"]) & set(self.refs["long"]))
-            short = self._correct("short", np.stack([self.refs["short"][a][0] for a in angles]))
-            long_ = self._correct("long", np.stack([self.refs["long"][a][0] for a in angles]))
+            pairs = self._reference_pairs()  # already corrected for training, unless a model was reused
+            short, long_ = pairs["short"], pairs["long"]
             res.metrics["reference_psnr_short_db"] = psnr(short, long_)
             res.metrics["reference_psnr_enhanced_db"] = psnr(enh.enhance(short), long_)
         except Exception as exc:
@@ -686,8 +680,6 @@ class ProjectionEnhancer:
         self.frame_queue_size = frame_queue_size
         self.enhance_batch = enhance_batch
         self.min_pairs = min_pairs
-        self.backup_directory = backup_directory
-        self.batch_size = batch_size
         self.progress = progress
         self.sink = sink
         self.extra_metrics = extra_metrics
@@ -723,9 +715,6 @@ class ProjectionEnhancer:
         self._runs[start["uid"]] = run
         self.results[start["uid"]] = run.result
         return [run.handle], []
-
-    def _writer_for_run(self) -> ThreadedCallback | None:
-        return self._writer
 
     def _writer_failed(self, uid: str) -> bool:
         target = getattr(self._writer, "target", None)
@@ -830,8 +819,3 @@ class ProjectionEnhancer:
         self._runs.pop(raw_uid, None)
         res.raw = res.enhanced = res.recon_raw = res.recon_enhanced = None
         return res
-
-
-def make_enhancer_callback(client: Any = None, **kwargs: Any) -> ProjectionEnhancer:
-    """A :class:`ProjectionEnhancer` writing into ``client`` (see its parameters)."""
-    return ProjectionEnhancer(client, **kwargs)

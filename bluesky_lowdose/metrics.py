@@ -9,6 +9,9 @@ Conventions (the same for every number this package reports):
   give ``inf`` (not a cap; JSON output writes it as ``null``).
 - :func:`ssim` is scikit-image's SSIM (7x7 uniform window, K1 = 0.01, K2 = 0.03) computed
   on each selected 2-D slice ``[z]`` and averaged; identical images give 1.
+- With a ``mask`` (e.g. the voxels inside the object, :func:`object_mask`), PSNR is the mean
+  squared error over the masked voxels and SSIM the mean of the SSIM map over them: scores then
+  measure the object, not the air around it.  The data range is still the reference's.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["compare", "data_range", "histogram", "phase_histograms", "psnr", "ssim"]
+__all__ = ["compare", "data_range", "histogram", "object_mask", "phase_histograms", "psnr", "ssim"]
 
 
 def _pair(test: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +66,7 @@ def psnr(
     reference: np.ndarray,
     *,
     slices: Sequence[int] | slice | None = None,
+    mask: np.ndarray | None = None,
 ) -> float:
     """Peak signal-to-noise ratio in dB, data range from the reference.
 
@@ -72,6 +76,8 @@ def psnr(
         Images ``[y, x]`` or volumes ``[z, y, x]`` of one shape.
     slices : sequence of int or slice, optional
         Slices ``z`` to score (default: the whole volume).
+    mask : numpy.ndarray of bool, optional
+        Score only these voxels (shape of ``test``); at least one must be True.
 
     Returns
     -------
@@ -80,8 +86,9 @@ def psnr(
     """
     t, r = _pair(test, reference)
     rng = data_range(r)
+    m = _mask(mask, t.shape, slices)
     t, r = _select(t, slices), _select(r, slices)
-    mse = float(np.mean((t - r) ** 2))
+    mse = float(np.mean((t - r)[m] ** 2)) if m is not None else float(np.mean((t - r) ** 2))
     if mse == 0.0:
         return float("inf")
     return float(10.0 * np.log10(rng * rng / mse))
@@ -92,6 +99,7 @@ def ssim(
     reference: np.ndarray,
     *,
     slices: Sequence[int] | slice | None = None,
+    mask: np.ndarray | None = None,
 ) -> float:
     """Structural similarity, per 2-D slice averaged over the selected slices.
 
@@ -101,6 +109,8 @@ def ssim(
         Images ``[y, x]`` or volumes ``[z, y, x]`` of one shape (each slice >= 7x7).
     slices : sequence of int or slice, optional
         Slices ``z`` to score (default: all).
+    mask : numpy.ndarray of bool, optional
+        Average the SSIM map over these voxels only (shape of ``test``).
 
     Returns
     -------
@@ -111,11 +121,17 @@ def ssim(
 
     t, r = _pair(test, reference)
     rng = data_range(r)
+    m = _mask(mask, t.shape, slices)
     t, r = _select(t, slices), _select(r, slices)
     if t.shape[0] == 0:
         raise ValueError("no slices selected")
-    vals = [structural_similarity(a, b, data_range=rng) for a, b in zip(t, r, strict=True)]
-    return float(np.mean(vals))
+    if m is None:
+        vals = [structural_similarity(a, b, data_range=rng) for a, b in zip(t, r, strict=True)]
+        return float(np.mean(vals))
+    maps = np.stack(
+        [structural_similarity(a, b, data_range=rng, full=True)[1] for a, b in zip(t, r, strict=True)]
+    )
+    return float(np.mean(maps[m]))
 
 
 def compare(
@@ -123,6 +139,7 @@ def compare(
     reference: np.ndarray,
     *,
     slices: Sequence[int] | slice | None = None,
+    mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     """PSNR and SSIM of ``test`` against ``reference`` (see :func:`psnr`, :func:`ssim`).
 
@@ -132,13 +149,64 @@ def compare(
         Images or volumes of one shape.
     slices : sequence of int or slice, optional
         Slices ``z`` to score.
+    mask : numpy.ndarray of bool, optional
+        Score only these voxels.
 
     Returns
     -------
     dict
         ``{"psnr": float, "ssim": float}``.
     """
-    return {"psnr": psnr(test, reference, slices=slices), "ssim": ssim(test, reference, slices=slices)}
+    return {
+        "psnr": psnr(test, reference, slices=slices, mask=mask),
+        "ssim": ssim(test, reference, slices=slices, mask=mask),
+    }
+
+
+def _mask(
+    mask: np.ndarray | None, shape: tuple[int, ...], slices: Sequence[int] | slice | None
+) -> np.ndarray | None:
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype != bool:
+        raise TypeError(f"mask must be boolean, got {m.dtype}")
+    if m.shape != shape:
+        raise ValueError(f"mask {m.shape} and images {shape} differ in shape")
+    m = _select(m, slices)
+    if not m.any():
+        raise ValueError("the mask selects no voxel")
+    return m
+
+
+def object_mask(reference: np.ndarray, *, fraction: float = 0.1, dilate: int = 2) -> np.ndarray:
+    """Voxels inside the object: where the reference exceeds ``fraction`` of its range, dilated.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray
+        The ground-truth image or volume ``[z, y, x]`` (0 in air).
+    fraction : float
+        Threshold as a fraction of the reference's range above its minimum.
+    dilate : int
+        Pixels added around the object in each slice (its edges belong to it).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The mask, shape of ``reference``.
+    """
+    from scipy import ndimage
+
+    r = np.asarray(reference, dtype=np.float64)
+    lo = float(r.min())
+    m = r > lo + fraction * data_range(r)
+    if dilate > 0 and m.any():
+        structure = np.zeros((1, 3, 3) if m.ndim == 3 else (3, 3), bool)
+        structure[..., 1, :] = True
+        structure[..., :, 1] = True
+        m = ndimage.binary_dilation(m, structure=structure, iterations=dilate)
+    return m
 
 
 def histogram(

@@ -19,6 +19,7 @@ from bluesky_lowdose.dxchange import (
     write_enhanced,
 )
 from bluesky_lowdose.dxchange.offline import angle_difference, match_angles
+from bluesky_lowdose.pipeline import angles as pipeline_angles
 
 RNG = np.random.default_rng(0)
 
@@ -100,6 +101,29 @@ def test_write_enhanced_stores_transmission_without_flats(tmp_path: Path) -> Non
         assert f["/exchange/data"].attrs["units"] == "transmission"
         assert f["/exchange"].attrs["corrected"]
         assert f["/process/bluesky_lowdose"].attrs["model_hash"] == "abc"
+        assert "exchange_1" not in f and f["implements"][()].decode() == "exchange:measurement:process"
+
+
+def test_write_enhanced_with_a_reconstruction(tmp_path: Path) -> None:
+    volume = RNG.random((8, 12, 12)).astype(np.float32)
+    path = write_enhanced(
+        tmp_path / "r.h5",
+        RNG.random((3, 8, 12)).astype(np.float32),
+        [0.0, 60.0, 120.0],
+        {"kind": "test"},
+        reconstruction=volume,
+        data_description="projections, not enhanced",
+    )
+    back = read_dxfile(path)
+    np.testing.assert_array_equal(back.reconstruction, volume)
+    assert back.data_description == "projections, not enhanced"
+    with h5py.File(path, "r") as f:  # Data Exchange: processed data in an additional exchange_N group
+        assert f["/exchange_1/data"].attrs["axes"] == "z:y:x"
+        assert f["/exchange_1/data"].attrs["units"] == "1/pixel"
+        assert f["/exchange_1/title"][()].decode() == "tomography reconstruction"
+        assert f["implements"][()].decode() == "exchange:exchange_1:measurement:process"
+    with pytest.raises(DataExchangeError, match=r"exchange_1/data must be a 3-D stack \(z, y, x\)"):
+        write_enhanced(tmp_path / "bad.h5", volume[:3], [0, 1, 2], {}, reconstruction=volume[0])
 
 
 # -- bad files -------------------------------------------------------------------------------------
@@ -230,6 +254,8 @@ def test_write_rejects_inconsistent_content(tmp_path: Path) -> None:
 
 
 def test_match_angles_wraps_and_respects_tolerance() -> None:
+    assert match_angles is pipeline_angles.match_angles  # one implementation, the pipeline's
+    assert angle_difference is pipeline_angles.angle_difference
     assert angle_difference(359.9, 0.1) == pytest.approx(-0.2)
     idx = match_angles([0.0, 45.02, 90.0, 360.0, 180.0], [0.0, 45.0, 135.0], tolerance=0.05)
     assert idx.tolist() == [0, 1, -1, 0, -1]
@@ -278,3 +304,213 @@ def test_importing_the_file_layer_loads_no_bluesky_tiled_or_keras() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- offline enhancement through the pipeline ------------------------------------------------------
+
+SIZE, N_ANGLES, REF_INDEX = 32, 12, [2, 8]
+N2I = {"steps": 30, "crop": 32}
+FAST_TRAINING = {"patch_size": 16, "stride": 8}
+
+
+def _raw_scan(*, references: bool, n_flats: int = 4, seed: int = 0) -> DataExchange:
+    """A 32^3 cube-of-spheres scan as raw counts (gain 2 ADU/photon), short exposure 1 s, long 20 s."""
+    from bluesky_lowdose.physics.phantom import make_phantom
+
+    rng = np.random.default_rng(seed)
+    theta = np.linspace(0.0, 180.0, N_ANGLES, endpoint=False)
+    li = make_phantom(SIZE, seed=seed).project_many(theta) * 0.1
+
+    def counts(line_integrals: np.ndarray, photons: float, offset: float) -> np.ndarray:
+        signal = rng.poisson(photons * np.exp(-line_integrals)) * 2.0 + offset
+        return (signal + rng.normal(0.0, 2.0, line_integrals.shape)).astype(np.float32)
+
+    open_beam, shape = np.zeros((n_flats, SIZE, SIZE)), (n_flats, SIZE, SIZE)
+    long = {}
+    if references:
+        long = {
+            "reference_long": counts(li[REF_INDEX], 2000.0, 140.0),
+            "reference_theta": theta[REF_INDEX],
+            "data_white_long": counts(open_beam, 2000.0, 140.0),
+            "data_dark_long": counts(np.zeros(shape), 0.0, 140.0),
+            "exposure_time_long": 20.0,
+        }
+    return DataExchange(
+        data=counts(li, 100.0, 100.0),
+        theta=theta,
+        data_white=counts(open_beam, 100.0, 100.0),
+        data_dark=counts(np.zeros(shape), 0.0, 100.0),
+        exposure_time=1.0,
+        **long,
+    )
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("offline")
+    return {
+        "plain": write_dxfile(d / "plain.h5", _raw_scan(references=False)),
+        "both": write_dxfile(d / "both.h5", _raw_scan(references=True)),
+        "one_flat": write_dxfile(d / "one_flat.h5", _raw_scan(references=False, n_flats=1)),
+    }
+
+
+def _enhance_cli(argv: list[str]) -> int:
+    import argparse
+
+    from bluesky_lowdose.dxchange import cli as dxcli
+
+    parser = dxcli.configure_parser(argparse.ArgumentParser())
+    return dxcli.run(parser.parse_args(argv))
+
+
+def test_training_pairs_use_the_pipelines_flat_policy() -> None:
+    from bluesky_lowdose.dxchange.offline import projection_flat_field, training_pairs
+    from bluesky_lowdose.pipeline import flat_field
+
+    dx = _raw_scan(references=True).validate()
+    flat = projection_flat_field(dx)
+    expected = flat_field(
+        dx.data_white,
+        dx.data_dark,
+        exposure=1.0,
+        long_flats=dx.data_white_long,
+        long_darks=dx.data_dark_long,
+        long_exposure=20.0,
+    )
+    assert flat.policy == "long flats scaled by the exposure ratio" and flat.exposure_ratio == 0.05
+    np.testing.assert_array_equal(flat.flat, expected.flat)
+    np.testing.assert_array_equal(flat.dark, expected.dark)  # the short exposure's own darks
+    pairs = training_pairs(dx)
+    np.testing.assert_array_equal(pairs.short, expected.correct(dx.data[REF_INDEX]))
+    long_flat = flat_field(dx.data_white_long, dx.data_dark_long)  # the long frames: their own flats
+    np.testing.assert_array_equal(pairs.long, long_flat.correct(dx.reference_long))
+    dx.exposure_time_long = None  # without both exposure times: the exposure's own flats
+    assert projection_flat_field(dx).policy == "own flats"
+
+
+def test_auto_without_references_is_n2i_and_writes_a_volume(
+    scans: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    from bluesky_lowdose.pipeline import enhance_scan, flat_field, photon_statistics
+
+    out = tmp_path / "n2i.h5"
+    argv = [str(scans["plain"]), "--out", str(out), "--n2i-steps", "30", "--no-progress", "--json"]
+    assert _enhance_cli(argv) == 0  # no --long, no references: auto -> n2i
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["method"] == "n2i" and summary["volume_shape"] == [SIZE, SIZE, SIZE]
+    assert summary["projections_enhanced"] is False and summary["slice_model_hash"]
+    back = read_dxfile(out)
+    src = read_dxfile(scans["plain"])
+    flat = flat_field(src.data_white, src.data_dark, exposure=1.0)
+    transmission = flat.correct(src.data)
+    # /exchange/data: the corrected input (n2i enhances the reconstruction, not the projections)
+    np.testing.assert_array_equal(back.data, transmission)
+    assert "not enhanced" in back.data_description
+    assert back.reconstruction.shape == (SIZE, SIZE, SIZE) and np.all(np.isfinite(back.reconstruction))
+    prov = back.provenance
+    assert prov["method"] == "n2i" and prov["pipeline"]["method"] == "n2i"
+    assert prov["correction"]["projections"]["policy"] == "own flats"
+    assert prov["photon_statistics"]["available"] and prov["pipeline"]["log"]["bias_correction"] is not None
+    assert prov["pipeline"]["slice_step"]["model_hash"] == summary["slice_model_hash"]
+    # one pipeline: the file's volume is enhance_scan's on the same corrected input, same seed
+    stats = photon_statistics(src.data_white, src.data_dark)
+    direct = enhance_scan(
+        transmission,
+        src.theta,
+        method="n2i",
+        input="transmission",
+        open_beam_counts=stats.open_beam_counts,
+        read_noise=stats.read_noise,
+        n2i_options={"steps": 30},
+        seed=0,
+    )
+    np.testing.assert_array_equal(back.reconstruction, direct.volume)
+
+
+def test_paper_method_matches_enhance_scan(scans: dict[str, Path], tmp_path: Path) -> None:
+    from bluesky_lowdose.dxchange.offline import enhance_file
+    from bluesky_lowdose.pipeline import PROJECTION_TRAINING, enhance_scan, flat_field, photon_statistics
+
+    model = tmp_path / "m.keras"
+    result = enhance_file(
+        scans["both"],
+        tmp_path / "paper.h5",
+        method="paper",
+        epochs=2,
+        train_options=FAST_TRAINING,
+        save_model=model,
+        progress=False,
+    )
+    assert result.method == "paper" and result.projections_enhanced and model.exists()
+    assert result.reference_theta == read_dxfile(scans["both"]).reference_theta.tolist()
+    prov = result.provenance
+    assert prov["projection_training"] == {**PROJECTION_TRAINING, "epochs": 2, **FAST_TRAINING}
+    assert prov["correction"]["projections"]["policy"] == "long flats scaled by the exposure ratio"
+    assert prov["photon_statistics"]["exposure_ratio"] == 0.05
+    assert prov["enhancer"]["epochs_run"] == 2 and prov["reference"]["source"] == "extension"
+    src = read_dxfile(scans["both"])
+    flat = flat_field(
+        src.data_white,
+        src.data_dark,
+        exposure=1.0,
+        long_flats=src.data_white_long,
+        long_darks=src.data_dark_long,
+        long_exposure=20.0,
+    )
+    stats = photon_statistics(src.data_white_long, src.data_dark_long, exposure_ratio=0.05)
+    transmission = flat.correct(src.data)
+    direct = enhance_scan(
+        transmission,
+        src.theta,
+        short_refs=transmission[REF_INDEX],
+        long_refs=flat_field(src.data_white_long, src.data_dark_long).correct(src.reference_long),
+        reference_angles=src.reference_theta,
+        method="paper",
+        open_beam_counts=stats.open_beam_counts,
+        read_noise=stats.read_noise,
+        projection_training={"epochs": 2, **FAST_TRAINING},
+        seed=0,
+    )
+    back = read_dxfile(result.path)
+    np.testing.assert_array_equal(back.data, direct.projections)  # bit-identical on CPU
+    np.testing.assert_array_equal(back.reconstruction, direct.volume)
+    np.testing.assert_array_equal(back.reference_theta, src.reference_theta)
+
+
+def test_enhance_refuses_early_and_clearly(
+    scans: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import bluesky_lowdose.pipeline as pipeline
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before checking the inputs and the output")
+
+    monkeypatch.setattr(pipeline, "enhance_scan", no_training)
+    out = str(tmp_path / "x.h5")
+    # the paper's method needs reference pairs
+    assert _enhance_cli([str(scans["plain"]), "--method", "paper", "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "needs long/short reference pairs" in err and "no /exchange/reference_long" in err
+    assert "Traceback" not in err and not Path(out).exists()
+    # an output directory that does not exist, a model path that is not .keras, a model for no CNN
+    cases = {
+        ("--out", str(tmp_path / "missing" / "x.h5")): "does not exist",
+        ("--out", str(tmp_path)): "is a directory",
+        ("--out", out, "--method", "paper", "--save-model", str(tmp_path / "m.h5")): "must end with .keras",
+        ("--out", out, "--method", "n2i", "--save-model", str(tmp_path / "m.keras")): "has none",
+        ("--out", out, "--method", "paper", "--save-slice-model", str(tmp_path / "s.keras")): "has none",
+    }
+    for extra, message in cases.items():
+        assert _enhance_cli([str(scans["both"]), *extra, "--no-progress"]) == 2, extra
+        assert message in capsys.readouterr().err
+
+
+def test_without_photon_statistics_provenance_says_why(scans: dict[str, Path], tmp_path: Path) -> None:
+    from bluesky_lowdose.dxchange.offline import enhance_file
+
+    result = enhance_file(scans["one_flat"], tmp_path / "none.h5", method="none", progress=False)
+    stats = result.provenance["photon_statistics"]
+    assert stats["available"] is False and "1 flats and 1 darks (>= 2 each needed)" in stats["reason"]
+    assert result.provenance["pipeline"]["log"]["floor"] == "transmission 1e-06"
+    assert read_dxfile(result.path).reconstruction.shape == (SIZE, SIZE, SIZE)

@@ -20,8 +20,8 @@ from bluesky_lowdose.storage import RAW, stream_array
 pytestmark = pytest.mark.tiled
 
 SCAN = {"num_angles": 9, "num_darks": 2, "num_flats": 3, "reference_angles": (45.0, 135.0)}
-# tiny, fast training: 32x32 frames, 16x16 patches, 2 epochs
-FAST = ["--epochs", "2", "--patch-size", "16", "--stride", "4", "--no-progress"]
+# the paper's method, tiny and fast: 32x32 frames, 16x16 patches, 2 epochs
+FAST = ["--method", "paper", "--epochs", "2", "--patch-size", "16", "--stride", "4", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,7 @@ def test_enhance_one_file(files: dict[str, Path], trained: dict[str, Path]) -> N
     assert enh.corrected and enh.data_white is None and enh.data_dark is None
     np.testing.assert_array_equal(enh.theta, src.theta)
     assert enh.exposure_time == 2.0 and enh.run_uid == src.run_uid
+    assert enh.reconstruction.shape == (32, 32, 32) and np.all(np.isfinite(enh.reconstruction))
     # No quality assertion: after 2 epochs on 32x32 frames the network is not reliably better than the
     # raw short frames (measured: reference MSE 0.0021 raw vs 0.001-0.005 enhanced with 491 patches and
     # 2 epochs depending on the seed, ~1 with the 50 patches used here); tests/test_model_learning.py
@@ -144,10 +145,15 @@ def test_enhance_one_file(files: dict[str, Path], trained: dict[str, Path]) -> N
     with h5py.File(trained["out"], "r") as f:
         prov = json.loads(f["/process/bluesky_lowdose/provenance"][()])
     assert prov == enh.provenance
+    assert prov["method"] == "paper" and prov["pipeline"]["method"] == "paper"
+    # the run has long flats and both exposure times: the pipeline's policy scales the long flats
+    assert prov["correction"]["projections"]["policy"] == "long flats scaled by the exposure ratio"
+    assert prov["correction"]["projections"]["exposure_ratio"] == pytest.approx(2.0 / 30.0)
     assert prov["reference"]["theta_deg"] == [45.0, 135.0]
     assert prov["reference"]["source"] == "extension"
     assert len(prov["reference"]["mse_enhanced"]) == 2
     assert prov["enhancer"]["epochs_run"] == 2 and prov["enhancer"]["training_data"]["n_pairs"] == 2
+    assert prov["pipeline"]["projection_step"]["model_hash"] == prov["enhancer"]["model_hash"]
     assert prov["input"]["run_uid"] == src.run_uid and prov["saved_model"] == str(trained["model"].resolve())
     assert len(prov["enhancer"]["model_hash"]) == 64
     np.testing.assert_array_equal(enh.reference_theta, [45.0, 135.0])  # corrected long frames kept
@@ -158,27 +164,47 @@ def test_enhance_two_files_with_the_saved_model(
 ) -> None:
     out = tmp_path / "enhanced2.h5"
     argv = [str(files["short"]), "--long", str(files["long"]), "--out", str(out)]
-    argv += ["--model-in", str(trained["model"]), "--no-progress", "--json"]
+    argv += ["--method", "paper", "--model-in", str(trained["model"]), "--no-progress", "--json"]
     assert _enhance(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["reference_theta"] == [45.0, 135.0] and summary["shape"] == [9, 32, 32]
+    assert summary["method"] == "paper" and summary["volume_shape"] == [32, 32, 32]
     enh, enh1 = read_dxfile(out), read_dxfile(trained["out"])
-    np.testing.assert_allclose(enh.data, enh1.data, rtol=1e-5, atol=1e-6)  # same model, same input
+    # same model, same input (the --long file's flats are the run's long flats: the same flat field)
+    np.testing.assert_allclose(enh.data, enh1.data, rtol=1e-5, atol=1e-6)
+    assert "--long file" in enh.provenance["correction"]["projections"]["long_flats"]
     assert enh.provenance["reference"]["source"] == "long file"
     assert enh.provenance["enhancer"]["model_hash"] == enh1.provenance["enhancer"]["model_hash"]
     assert enh.provenance["model_in"] == str(trained["model"].resolve())
     # a subset of the reference angles
     argv = [str(files["short"]), "--long", str(files["long"]), "--out", str(tmp_path / "e3.h5")]
-    argv += ["--model-in", str(trained["model"]), "--reference-angles", "135", "--no-progress", "--json"]
+    argv += ["--method", "paper", "--model-in", str(trained["model"]), "--reference-angles", "135"]
+    argv += ["--no-progress", "--json"]
     assert _enhance(argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reference_theta"] == [135.0]
 
 
+def test_enhance_short_file_without_references(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """``auto`` without any long exposure is Noise2Inverse: a volume, no enhanced projections."""
+    out = tmp_path / "n2i.h5"
+    argv = [str(files["short"]), "--out", str(out), "--n2i-steps", "30", "--save-slice-model"]
+    argv += [str(tmp_path / "s.keras"), "--no-progress", "--json"]
+    assert _enhance(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["method"] == "n2i" and summary["projections_enhanced"] is False
+    enh = read_dxfile(out)
+    assert enh.reconstruction.shape == (32, 32, 32) and "not enhanced" in enh.data_description
+    assert enh.provenance["correction"]["projections"]["policy"] == "own flats"
+    assert enh.provenance["saved_slice_model"] == str((tmp_path / "s.keras").resolve())
+    assert (tmp_path / "s.keras").exists()
+
+
 def test_enhance_reports_bad_input(files: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "x.h5")
-    # a short-only file and no --long: nothing to train on
+    # a short-only file and no --long: nothing to train the paper's CNN on
     assert _enhance([str(files["short"]), "--out", out, *FAST]) == 2
-    assert "no /exchange/reference_long" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no /exchange/reference_long" in err and "--method auto, n2i" in err
     # long-exposure angles that are not among the projection angles
     shifted = tmp_path / "long_shifted.h5"
     shifted.write_bytes(files["long"].read_bytes())

@@ -6,8 +6,9 @@ the functions that need them.
 - :class:`DataExchange`, :func:`read_dxfile`, :func:`write_dxfile`, :func:`write_enhanced`,
   :class:`DataExchangeError` -- the file format (``io``; pure h5py)
 - :func:`export_run`, :func:`run_to_dataexchange` -- a raw run from Tiled to a file (``runs``)
-- :func:`enhance_file`, :func:`training_pairs`, :func:`match_angles` -- offline enhancement
-  (``offline``)
+- :func:`enhance_file`, :func:`training_pairs`, :func:`projection_flat_field` -- offline
+  enhancement through :func:`bluesky_lowdose.pipeline.enhance_scan` (``offline``);
+  :func:`match_angles` and :func:`angle_difference` are :mod:`bluesky_lowdose.pipeline.angles`'s
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ __all__ = [
     "DataExchange",
     "DataExchangeError",
     "EnhanceResult",
+    "angle_difference",
     "enhance_file",
     "export_run",
     "match_angles",
+    "projection_flat_field",
     "read_dxfile",
     "run_to_dataexchange",
     "training_pairs",
@@ -37,6 +40,8 @@ _LAZY = {
     "EnhanceResult": "offline",
     "training_pairs": "offline",
     "match_angles": "offline",
+    "angle_difference": "offline",
+    "projection_flat_field": "offline",
 }
 
 

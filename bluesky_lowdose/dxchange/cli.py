@@ -21,6 +21,16 @@ from .io import DataExchangeError
 __all__ = ["configure_export_parser", "configure_parser", "run", "run_export"]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the arguments of ``lowdose-tomo enhance`` to ``parser``.
 
@@ -34,17 +44,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     argparse.ArgumentParser
         The same parser.
     """
+    from ..pipeline import AUTO_WITH_PAIRS, AUTO_WITHOUT_PAIRS, DEFAULT_TOLERANCE, METHODS, N2I_OPTIONS
+    from ..pipeline import PROJECTION_TRAINING as TRAINING
+
     parser.description = (
-        "Enhance every projection of a short-exposure Data Exchange file with a CNN trained on "
-        "long/short reference pairs; write the enhanced flat/dark-corrected transmission as Data Exchange."
+        "Enhance and reconstruct a short-exposure Data Exchange file with the package's scan pipeline "
+        "(bluesky_lowdose.pipeline.enhance_scan): flat/dark correction, the method's projection step "
+        "(e.g. a CNN trained on long/short reference pairs), reconstruction and its slice step "
+        "(e.g. Noise2Inverse). Writes the enhanced projections (or, for slice-only methods, the corrected "
+        "input) and the enhanced reconstruction as Data Exchange."
     )
     parser.add_argument("file", help="short-exposure Data Exchange file (.h5) with its flats/darks")
+    parser.add_argument(
+        "--method",
+        choices=("auto", *METHODS),
+        default="auto",
+        help=f"enhancement method (default auto: {AUTO_WITH_PAIRS} with reference pairs, "
+        f"{AUTO_WITHOUT_PAIRS} without); {', '.join(k for k, v in METHODS.items() if v.pairs)} need "
+        "reference pairs (--long, the file's /exchange/reference_long, or --model-in for the CNN methods)",
+    )
     parser.add_argument(
         "--long",
         default=None,
         metavar="FILE_LONG.h5",
         help="long-exposure Data Exchange file (a few angles, own flats/darks); not needed when FILE holds "
-        "/exchange/reference_long (lowdose-tomo export)",
+        "/exchange/reference_long (lowdose-tomo export) or for methods without pairs",
     )
     parser.add_argument(
         "--reference-angles",
@@ -52,21 +76,50 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         nargs="+",
         default=None,
         metavar="DEG",
-        help="train on these reference angles only (degrees)",
+        help="use these reference angles only (degrees)",
     )
     parser.add_argument(
-        "--tolerance", type=float, default=0.05, help="angle matching tolerance in degrees (default 0.05)"
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"angle matching tolerance in degrees (default {DEFAULT_TOLERANCE:g})",
     )
-    parser.add_argument("--model", choices=("unet", "paper"), default="unet", help="network (default unet)")
-    parser.add_argument("--epochs", type=int, default=40, help="maximum training epochs (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--model",
+        choices=("unet", "paper"),
+        default=None,
+        help=f"projection network (default {TRAINING['model']})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"maximum training epochs of the projection network (default {TRAINING['epochs']})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every learned step (default 0)")
     parser.add_argument(
         "--patch-size", type=int, default=None, help="training patch edge, a multiple of 8 (default 32)"
     )
     parser.add_argument("--stride", type=int, default=None, help="step between training patches (default 8)")
+    parser.add_argument(
+        "--n2i-steps",
+        type=_positive_int,
+        default=None,
+        help=f"Noise2Inverse training steps (default {N2I_OPTIONS['steps']})",
+    )
     parser.add_argument("--out", default=None, help="output file (default: FILE_enhanced.h5 beside FILE)")
-    parser.add_argument("--save-model", default=None, metavar="M.keras", help="save the trained enhancer")
-    parser.add_argument("--model-in", default=None, metavar="M.keras", help="use this enhancer, do not train")
+    parser.add_argument(
+        "--save-model", default=None, metavar="M.keras", help="save the projection CNN (CNN methods)"
+    )
+    parser.add_argument(
+        "--save-slice-model",
+        default=None,
+        metavar="S.keras",
+        help="save the Noise2Inverse slice denoiser (n2i, hybrid)",
+    )
+    parser.add_argument(
+        "--model-in", default=None, metavar="M.keras", help="use this projection CNN, do not train one"
+    )
     parser.add_argument(
         "--theta-units",
         choices=("degrees", "radians"),
@@ -95,16 +148,20 @@ def run(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0 on success, 2 for bad input (the message goes to stderr).
+        0 on success, 2 for bad input or an output that cannot be written (the message goes to
+        stderr; checked before any training).
     """
+    from ..model import TrainingError
     from .offline import enhance_file
 
     out = Path(args.out) if args.out else _default_out(args.file)
     train_options = {k: v for k in ("patch_size", "stride") if (v := getattr(args, k, None)) is not None}
+    n2i_steps = getattr(args, "n2i_steps", None)
     try:
         result = enhance_file(
             args.file,
             out,
+            method=getattr(args, "method", "auto"),
             long=args.long,
             reference_angles=args.reference_angles,
             tolerance=args.tolerance,
@@ -113,30 +170,44 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             model_in=args.model_in,
             save_model=args.save_model,
+            save_slice_model=getattr(args, "save_slice_model", None),
+            n2i_options=None if n2i_steps is None else {"steps": n2i_steps},
             theta_units=args.theta_units,
             progress=not args.no_progress,
             overwrite=args.overwrite,
             train_options=train_options,
         )
-    except (DataExchangeError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (DataExchangeError, OSError, ValueError, TrainingError) as err:
         print(f"lowdose-tomo enhance: error: {err}", file=sys.stderr)
         return 2
     for note in result.provenance["input"]["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    stats = result.provenance["photon_statistics"]
+    if not stats["available"]:
+        print(f"note: no photon statistics ({stats['reason']})", file=sys.stderr)
+    enhancer = result.provenance.get("enhancer") or {}
+    denoiser = result.provenance.get("slice_denoiser") or {}
     summary = {
         "out": str(result.path),
+        "method": result.method,
         "shape": list(result.shape),
+        "projections_enhanced": result.projections_enhanced,
+        "volume_shape": list(result.volume_shape),
         "reference_theta": result.reference_theta,
         "mse_short": result.mse_short,
         "mse_enhanced": result.mse_enhanced,
-        "model_hash": result.provenance["enhancer"].get("model_hash"),
+        "model_hash": enhancer.get("model_hash"),
+        "slice_model_hash": denoiser.get("model_hash"),
     }
     if args.json:
         print(json.dumps(summary))
     else:
-        print(
-            f"enhanced   {result.shape[0]} projections {result.shape[1]}x{result.shape[2]} -> {result.path}"
-        )
+        what = "enhanced" if result.projections_enhanced else "corrected (not enhanced)"
+        n, rows, cols = result.shape
+        print(f"method     {result.method}")
+        print(f"{what} {n} projections {rows}x{cols} -> {result.path}:/exchange/data")
+        z, y, x = result.volume_shape
+        print(f"volume     {z}x{y}x{x} -> {result.path}:/exchange_1/data")
         if result.reference_theta:
             print(f"references {', '.join(f'{t:g}' for t in result.reference_theta)} deg")
             for t, s, e in zip(result.reference_theta, result.mse_short, result.mse_enhanced, strict=True):

@@ -49,6 +49,7 @@ DX_PATHS: dict[str, str] = {
     "run_uid": "/process/bluesky_lowdose/run_uid",
     "metadata": "/process/bluesky_lowdose/metadata",
     "provenance": "/process/bluesky_lowdose/provenance",
+    "reconstruction": "/exchange_1/data",
 }
 
 #: Frame stacks (n, rows, cols) and the exposure each one was taken with.
@@ -70,6 +71,8 @@ _DESCRIPTIONS = {
     "data_white_long": "flat fields at the long exposure",
     "data_dark_long": "dark fields at the long exposure",
 }
+#: The additional exchange group holding a reconstruction (Data Exchange's ``exchange_N``).
+RECONSTRUCTION_GROUP = "/exchange_1"
 _DEGREES = {"degrees", "degree", "deg"}
 _RADIANS = {"radians", "radian", "rad"}
 _SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -106,9 +109,16 @@ class DataExchange:
         Extension: flat and dark fields taken with ``exposure_time_long``.
     exposure_time_long : float or None
         Exposure of ``reference_long`` and the long flats/darks, seconds.
+    reconstruction : numpy.ndarray or None
+        A reconstructed volume ``(z, y, x)`` (``/exchange_1/data``, the additional exchange
+        group Data Exchange uses for processed data), attenuation per pixel; not tied to the
+        frame shape of ``data``.
     corrected : bool
         True when every frame stack holds flat/dark-corrected transmission ``(I - D)/(F - D)``
         (then flats and darks are not stored).
+    data_description : str or None
+        The ``description`` attribute of ``/exchange/data`` (default ``"projections"``), e.g. to
+        say that corrected projections were not enhanced.
     sample_name : str or None
         Sample name (``/measurement/sample/name``).
     run_uid : str or None
@@ -133,7 +143,9 @@ class DataExchange:
     data_white_long: np.ndarray | None = None
     data_dark_long: np.ndarray | None = None
     exposure_time_long: float | None = None
+    reconstruction: np.ndarray | None = None
     corrected: bool = False
+    data_description: str | None = None
     sample_name: str | None = None
     run_uid: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -193,6 +205,13 @@ class DataExchange:
                 raise DataExchangeError(f"{DX_PATHS[name]} is empty")
             setattr(out, name, stack)
         out.theta = _check_angles(self.theta, "theta", out.data.shape[0], "data")
+        if self.reconstruction is not None:
+            out.reconstruction = _check_stack(self.reconstruction, "reconstruction")
+            if 0 in out.reconstruction.shape:
+                raise DataExchangeError(f"{DX_PATHS['reconstruction']} is empty")
+        if self.data_description is not None and not isinstance(self.data_description, str):
+            kind = type(self.data_description).__name__
+            raise DataExchangeError(f"data_description must be a str, got {kind}")
         refs = [n for n in ("reference_short", "reference_long") if getattr(out, n) is not None]
         if refs and self.reference_theta is None:
             raise DataExchangeError(f"{DX_PATHS[refs[0]]} needs {DX_PATHS['reference_theta']} (its angles)")
@@ -246,10 +265,11 @@ def _check_stack(value: Any, name: str) -> np.ndarray:
         raise DataExchangeError(
             f"{path} has dtype {arr.dtype}: frames must be real numbers (integer or floating point)"
         )
-    if arr.ndim == 2 and name != "data":
+    if arr.ndim == 2 and name not in ("data", "reconstruction"):
         arr = arr[None]
     if arr.ndim != 3:
-        raise DataExchangeError(f"{path} must be a 3-D stack (n, rows, cols), got shape {arr.shape}")
+        axes = "(z, y, x)" if name == "reconstruction" else "(n, rows, cols)"
+        raise DataExchangeError(f"{path} must be a 3-D stack {axes}, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise DataExchangeError(f"{path} contains {bad} NaN or infinite values")
@@ -332,7 +352,10 @@ def write_dxfile(
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("implements", data=IMPLEMENTS)
+            implements = IMPLEMENTS
+            if dx.reconstruction is not None:
+                implements = IMPLEMENTS.replace("exchange:", f"exchange:{RECONSTRUCTION_GROUP[1:]}:", 1)
+            f.create_dataset("implements", data=implements)
             f.attrs["creator"] = "bluesky_lowdose"
             for name, exposure in _STACKS.items():
                 arr = getattr(dx, name)
@@ -347,9 +370,20 @@ def write_dxfile(
                 ds.attrs["axes"] = (
                     "theta:y:x" if name in ("data", "reference_short", "reference_long") else "z:y:x"
                 )
-                ds.attrs["description"] = _DESCRIPTIONS[name]
+                ds.attrs["description"] = (
+                    dx.data_description if name == "data" and dx.data_description else _DESCRIPTIONS[name]
+                )
                 ds.attrs["exposure"] = exposure
                 ds.attrs["units"] = "transmission" if dx.corrected else "counts"
+            if dx.reconstruction is not None:
+                rec = dx.reconstruction
+                ds = f.create_dataset(
+                    DX_PATHS["reconstruction"], data=rec, chunks=(1, *rec.shape[1:]), compression=compression
+                )
+                ds.attrs["axes"] = "z:y:x"
+                ds.attrs["description"] = "reconstructed volume (see /process/bluesky_lowdose/provenance)"
+                ds.attrs["units"] = "1/pixel"
+                f[RECONSTRUCTION_GROUP].create_dataset("title", data="tomography reconstruction")
             exchange = f["exchange"]
             exchange.attrs["corrected"] = bool(dx.corrected)
             if dx.corrected:
@@ -413,6 +447,8 @@ def write_enhanced(
     sample_name: str | None = None,
     run_uid: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    reconstruction: np.ndarray | None = None,
+    data_description: str | None = None,
     overwrite: bool = False,
     compression: str | None = None,
 ) -> Path:
@@ -420,7 +456,8 @@ def write_enhanced(
 
     ``/exchange/data`` holds ``enhanced`` as float32 transmission; no flats or darks are
     written and ``/exchange`` carries ``corrected=True`` (a reader that wants line integrals
-    takes ``-log`` directly).  ``provenance`` goes to ``/process/bluesky_lowdose/provenance``.
+    takes ``-log`` directly).  ``provenance`` goes to ``/process/bluesky_lowdose/provenance``;
+    a ``reconstruction`` goes to ``/exchange_1/data`` (``z:y:x``, float32).
 
     Parameters
     ----------
@@ -442,6 +479,10 @@ def write_enhanced(
         Sample name and source run uid.
     metadata : mapping, optional
         Further JSON-serialisable metadata.
+    reconstruction : numpy.ndarray, optional
+        ``(z, y, x)`` reconstructed volume (attenuation per pixel).
+    data_description : str, optional
+        The ``description`` attribute of ``/exchange/data`` (default ``"projections"``).
     overwrite : bool
         Replace an existing file.
     compression : str, optional
@@ -463,6 +504,8 @@ def write_enhanced(
         run_uid=run_uid,
         metadata=dict(metadata or {}),
         provenance=dict(provenance),
+        reconstruction=None if reconstruction is None else np.asarray(reconstruction, dtype=np.float32),
+        data_description=data_description,
     )
     return write_dxfile(path, dx, overwrite=overwrite, compression=compression)
 
@@ -544,6 +587,10 @@ def read_dxfile(
                 except json.JSONDecodeError as err:
                     raise DataExchangeError(f"{path}: {DX_PATHS[name]} is not valid JSON: {err}") from err
         corrected = bool(f["exchange"].attrs.get("corrected", False))
+        values["reconstruction"] = _read_array(f, "reconstruction", path)
+        description = f[DX_PATHS["data"]].attrs.get("description")
+        if description is not None:
+            values["data_description"] = _attr_str(description)
     dx = DataExchange(**values, corrected=corrected, notes=notes)
     try:
         dx = dx.validate()
@@ -614,6 +661,12 @@ def _read_theta(ds: Any, theta_units: ThetaUnits | None, notes: list[str], path:
         notes.append(f"{where} converted from radians to degrees")
         logger.info("%s: %s converted from radians to degrees", path, where)
     return theta
+
+
+def _attr_str(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _read_seconds(ds: Any, name: str, path: Path) -> float:

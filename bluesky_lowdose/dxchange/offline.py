@@ -1,6 +1,14 @@
-"""Offline enhancement of Data Exchange files: match reference angles, correct, train, enhance.
+"""Offline enhancement of Data Exchange files through the package's one scan pipeline.
 
-Pure: numpy, h5py and (inside the functions) :mod:`bluesky_lowdose.recon` and
+:func:`enhance_file` reads the files, applies the flat/dark policy of
+:func:`bluesky_lowdose.pipeline.flat_field`, measures the photon statistics
+(:func:`bluesky_lowdose.pipeline.photon_statistics`), matches the long-exposure references to the
+projections (:func:`bluesky_lowdose.pipeline.match_angles`) and hands everything to
+:func:`bluesky_lowdose.pipeline.enhance_scan`; it only adds file handling and the file's
+provenance.  ``angle_difference``, ``match_angles`` and ``DEFAULT_TOLERANCE`` are re-exported
+from :mod:`bluesky_lowdose.pipeline.angles` for compatibility.
+
+Pure: numpy, h5py and (inside the functions) the pipeline, :mod:`bluesky_lowdose.recon` and
 :mod:`bluesky_lowdose.model` (Keras).  No bluesky, ophyd or tiled.
 """
 
@@ -8,16 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io import DataExchange, DataExchangeError, ThetaUnits, read_dxfile, write_enhanced
+from ..pipeline.angles import DEFAULT_TOLERANCE, angle_difference, match_angles
+from .io import DX_PATHS, DataExchange, DataExchangeError, ThetaUnits, read_dxfile, write_enhanced
+
+if TYPE_CHECKING:
+    from ..pipeline import FlatField, PhotonStatistics, ScanResult
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -26,76 +40,134 @@ __all__ = [
     "angle_difference",
     "enhance_file",
     "match_angles",
+    "projection_flat_field",
     "training_pairs",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Default tolerance (degrees) when matching reference angles to projection angles.
-DEFAULT_TOLERANCE = 0.05
+
+# -- flat/dark policy ------------------------------------------------------------------------------
 
 
-def angle_difference(a: Any, b: Any) -> np.ndarray:
-    """Signed difference ``a - b`` in degrees, wrapped into ``[-180, 180)``.
+def _flat(what: str, flats: Any, darks: Any, **long: Any) -> FlatField:
+    """:func:`pipeline.flat_field` with file-specific messages."""
+    from ..pipeline import flat_field
 
-    Parameters
-    ----------
-    a, b : array_like
-        Angles in degrees (broadcast together).
-
-    Returns
-    -------
-    numpy.ndarray
-        The wrapped difference.
-    """
-    return (np.asarray(a, np.float64) - np.asarray(b, np.float64) + 180.0) % 360.0 - 180.0
-
-
-def match_angles(wanted: Any, available: Any, tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
-    """For each wanted angle, the index of the nearest available angle within ``tolerance``.
-
-    Angles are compared modulo 360 degrees (0 and 360 match; 0 and 180 do not: those are
-    mirrored projections).
-
-    Parameters
-    ----------
-    wanted, available : array_like
-        1-D angles in degrees.
-    tolerance : float
-        Largest accepted difference in degrees.
-
-    Returns
-    -------
-    numpy.ndarray
-        An int array of ``len(wanted)``: index into ``available``, or -1 where nothing lies within
-        ``tolerance``.
-    """
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0 degrees, got {tolerance}")
-    w = np.atleast_1d(np.asarray(wanted, np.float64))
-    a = np.atleast_1d(np.asarray(available, np.float64))
-    if a.size == 0:
-        return np.full(w.shape, -1, dtype=np.int64)
-    dist = np.abs(angle_difference(w[:, None], a[None, :]))
-    nearest = np.argmin(dist, axis=1)
-    ok = dist[np.arange(len(w)), nearest] <= tolerance
-    return np.where(ok, nearest, -1).astype(np.int64)
-
-
-def _correct(frames: np.ndarray, flats: np.ndarray | None, darks: np.ndarray | None, what: str) -> np.ndarray:
-    from ..recon import flat_dark_correct
-
-    if flats is None or darks is None:
-        missing = [n for n, v in (("flats", flats), ("darks", darks)) if v is None]
+    missing = [n for n, v in (("flats", flats), ("darks", darks)) if v is None]
+    if darks is None or (flats is None and long.get("long_flats") is None):
         raise DataExchangeError(f"{what}: no {' and no '.join(missing)} to flat/dark-correct with")
-    return flat_dark_correct(frames, flats, darks)
+    try:
+        return flat_field(flats, darks, **long)
+    except ValueError as err:
+        raise DataExchangeError(f"{what}: {err}") from None
 
 
-def _transmission(dx: DataExchange) -> np.ndarray:
-    """``/exchange/data`` as transmission (corrected with its own flats/darks unless already)."""
-    if dx.corrected:
-        return np.asarray(dx.data, np.float32)
-    return _correct(dx.data, dx.data_white, dx.data_dark, "/exchange/data")
+def _long_flats_for(short: DataExchange, long: DataExchange | None) -> tuple[dict[str, Any], str | None]:
+    """Long-exposure flats/darks/exposure for the short exposure's flat, and where they come from."""
+    if short.data_white_long is not None and short.data_dark_long is not None and short.exposure_time_long:
+        return {
+            "long_flats": short.data_white_long,
+            "long_darks": short.data_dark_long,
+            "long_exposure": short.exposure_time_long,
+        }, f"{DX_PATHS['data_white_long']} and {DX_PATHS['data_dark_long']} of FILE"
+    if (
+        long is not None
+        and not long.corrected
+        and long.data_white is not None
+        and long.data_dark is not None
+        and long.exposure_time
+        and long.frame_shape == short.frame_shape
+    ):
+        return {
+            "long_flats": long.data_white,
+            "long_darks": long.data_dark,
+            "long_exposure": long.exposure_time,
+        }, f"{DX_PATHS['data_white']} and {DX_PATHS['data_dark']} of the --long file"
+    return {}, None
+
+
+def projection_flat_field(short: DataExchange, long: DataExchange | None = None) -> FlatField | None:
+    """The flat field of the short-exposure projections under the pipeline's policy.
+
+    Darks of the short exposure always; the flat is the long-exposure flat scaled by the
+    exposure ratio when long flats and darks (``/exchange/data_white_long`` etc. of ``short``, or
+    the flats/darks of the ``long`` file) and both exposure times are known, else the short
+    flats (see :mod:`bluesky_lowdose.pipeline.flatfield`).
+
+    Parameters
+    ----------
+    short : DataExchange
+        The short-exposure file.
+    long : DataExchange, optional
+        A long-exposure file (its flats/darks are used when ``short`` has no long ones).
+
+    Returns
+    -------
+    FlatField or None
+        None when ``short`` holds corrected transmission already.
+
+    Raises
+    ------
+    DataExchangeError
+        No darks, no usable flats, or shapes that differ.
+    """
+    if short.corrected:
+        return None
+    long_kw, _ = _long_flats_for(short, long)
+    return _flat(DX_PATHS["data"], short.data_white, short.data_dark, exposure=short.exposure_time, **long_kw)
+
+
+def _long_flat_field(short: DataExchange, long: DataExchange | None) -> FlatField | None:
+    """Flat field of the long-exposure references (their own flats and darks)."""
+    if long is not None:
+        if long.corrected:
+            return None
+        return _flat("long file", long.data_white, long.data_dark)
+    if short.corrected:
+        return None
+    return _flat(DX_PATHS["reference_long"], short.data_white_long, short.data_dark_long)
+
+
+def _apply(ff: FlatField | None, frames: np.ndarray) -> np.ndarray:
+    return np.asarray(frames, np.float32) if ff is None else ff.correct(frames)
+
+
+def _photon_statistics(
+    short: DataExchange, ff: FlatField | None, long: DataExchange | None
+) -> tuple[PhotonStatistics | None, dict[str, Any]]:
+    """Photon statistics of the projections' open beam, from the frames that made their flat."""
+    from ..pipeline import photon_statistics
+
+    if ff is None:
+        return None, {"available": False, "reason": "the input is corrected transmission: no raw flats/darks"}
+    candidates: list[tuple[Any, Any, float, str]] = []
+    if ff.exposure_ratio is not None:
+        long_kw, source = _long_flats_for(short, long)
+        candidates.append((long_kw["long_flats"], long_kw["long_darks"], ff.exposure_ratio, str(source)))
+    candidates.append(
+        (short.data_white, short.data_dark, 1.0, f"{DX_PATHS['data_white']} and {DX_PATHS['data_dark']}")
+    )
+    reasons = []
+    for flats, darks, ratio, source in candidates:
+        if flats is None or darks is None or len(flats) < 2 or len(darks) < 2:
+            n_f, n_d = (0 if a is None else len(a) for a in (flats, darks))
+            reasons.append(f"{source}: {n_f} flats and {n_d} darks (>= 2 each needed)")
+            continue
+        try:
+            stats = photon_statistics(flats, darks, exposure_ratio=ratio)
+        except ValueError as err:
+            reasons.append(f"{source}: {err}")
+            continue
+        return stats, {"available": True, "source": source, "exposure_ratio": ratio, **stats.describe()}
+    return None, {
+        "available": False,
+        "reason": "; ".join(reasons),
+        "consequence": "transmission floor 1e-6 and no low-count -log bias correction",
+    }
+
+
+# -- training pairs --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -126,16 +198,19 @@ def training_pairs(
     long: DataExchange | None = None,
     *,
     short_transmission: np.ndarray | None = None,
+    short_flat: FlatField | None = None,
     reference_angles: Sequence[float] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> TrainingPairs:
-    """Pair short- and long-exposure frames at common angles, each corrected with its own flats/darks.
+    """Pair short- and long-exposure frames at common angles, corrected under the pipeline's policy.
 
     With ``long`` given, its ``/exchange/data`` frames are the long references and the short
-    partners are the projections of ``short`` at the same angles (within ``tolerance``);
-    otherwise ``short`` must carry the ``bluesky_lowdose`` extension
-    (``/exchange/reference_long`` etc.), whose short partners are ``/exchange/reference_short``
-    (or, without it, the projections at the reference angles).
+    partners are the projections of ``short`` at the same angles (within ``tolerance``, see
+    :func:`bluesky_lowdose.pipeline.match_angles`); otherwise ``short`` must carry the
+    ``bluesky_lowdose`` extension (``/exchange/reference_long`` etc.), whose short partners are
+    ``/exchange/reference_short`` (or, without it, the projections at the reference angles).
+    The long frames are corrected with their own flats and darks, the short ones with the flat
+    field of the projections (:func:`projection_flat_field`).
 
     Parameters
     ----------
@@ -145,6 +220,8 @@ def training_pairs(
         A long-exposure file (its own flats/darks).
     short_transmission : numpy.ndarray, optional
         ``short.data`` already corrected (saves correcting it twice).
+    short_flat : FlatField, optional
+        The flat field of the short exposure (default: :func:`projection_flat_field`).
     reference_angles : sequence of float, optional
         Use only these reference angles (degrees; each must match one within ``tolerance``).
     tolerance : float
@@ -167,36 +244,21 @@ def training_pairs(
                 f"long-exposure frames are {long.frame_shape} but short-exposure frames are "
                 f"{short.frame_shape}"
             )
-        long_frames = (
-            long.data if long.corrected else _correct(long.data, long.data_white, long.data_dark, "long file")
-        )
-        long_theta = long.theta
-        source = "long file"
-        short_frames = None
+        long_raw, long_theta, source = long.data, long.theta, "long file"
+        short_raw = None
     else:
         if not short.has_references:
             raise DataExchangeError(
                 "the file holds no /exchange/reference_long (long-exposure references): give the "
-                "long-exposure file with --long, or export the run with exposure='both'"
+                "long-exposure file with --long, export the run with exposure='both', or use a method "
+                "without reference pairs (--method n2i)"
             )
         assert short.reference_long is not None and short.reference_theta is not None
-        long_theta = short.reference_theta
-        source = "extension"
-        if short.corrected:
-            long_frames = short.reference_long
-        else:
-            long_frames = _correct(
-                short.reference_long, short.data_white_long, short.data_dark_long, "/exchange/reference_long"
-            )
-        short_frames = None
-        if short.reference_short is not None:
-            short_frames = (
-                short.reference_short
-                if short.corrected
-                else _correct(
-                    short.reference_short, short.data_white, short.data_dark, "/exchange/reference_short"
-                )
-            )
+        long_raw, long_theta, source = short.reference_long, short.reference_theta, "extension"
+        short_raw = short.reference_short
+    long_flat = _long_flat_field(short, long)
+    if short_flat is None and (short_raw is not None or short_transmission is None):
+        short_flat = projection_flat_field(short, long)
     long_theta = np.asarray(long_theta, np.float64)
     keep = np.arange(len(long_theta))
     if reference_angles is not None:
@@ -208,8 +270,10 @@ def training_pairs(
                 f"{long_theta.tolist()} (tolerance {tolerance} deg)"
             )
         keep = np.unique(idx)
-    if short_frames is not None:
-        pairs_short, pairs_long, theta = short_frames[keep], long_frames[keep], long_theta[keep]
+    if short_raw is not None:
+        pairs_short = _apply(short_flat, short_raw[keep])
+        pairs_long = _apply(long_flat, long_raw[keep])
+        theta = long_theta[keep]
         unmatched: list[float] = []
     else:
         idx = match_angles(long_theta[keep], short.theta, tolerance)
@@ -223,9 +287,11 @@ def training_pairs(
             )
         if unmatched:
             logger.warning("long-exposure angles %s have no short-exposure projection; skipped", unmatched)
-        trans = short_transmission if short_transmission is not None else _transmission(short)
-        pairs_short = trans[idx[found]]
-        pairs_long = long_frames[keep[found]]
+        if short_transmission is not None:
+            pairs_short = np.asarray(short_transmission, np.float32)[idx[found]]
+        else:
+            pairs_short = _apply(short_flat, short.data[idx[found]])
+        pairs_long = _apply(long_flat, long_raw[keep[found]])
         theta = long_theta[keep[found]]
     return TrainingPairs(
         short=np.asarray(pairs_short, np.float32),
@@ -236,6 +302,9 @@ def training_pairs(
     )
 
 
+# -- enhance_file ----------------------------------------------------------------------------------
+
+
 @dataclass
 class EnhanceResult:
     """What :func:`enhance_file` did.
@@ -243,24 +312,38 @@ class EnhanceResult:
     Attributes
     ----------
     path : pathlib.Path
-        The enhanced Data Exchange file.
+        The output Data Exchange file.
     shape : tuple of int
-        Shape of the enhanced stack.
+        Shape of ``/exchange/data`` (the enhanced projections, or the corrected input for methods
+        without a projection step).
+    volume_shape : tuple of int
+        Shape of the enhanced reconstruction (``/exchange_1/data``).
+    method : str
+        The method run (``"auto"`` resolved).
+    projections_enhanced : bool
+        Whether ``/exchange/data`` holds enhanced projections.
     reference_theta : list of float
         Angles of the training (or comparison) pairs, degrees.
     mse_short, mse_enhanced : list of float
         Mean squared error against the long-exposure reference at those angles, of the corrected
-        short frame and of its enhanced version (at training angles: optimistic).
+        short frame and of its enhanced version (at training angles: optimistic); empty for
+        methods without a projection step.
     provenance : dict
         The record written to ``/process/bluesky_lowdose/provenance``.
+    scan : ScanResult
+        The pipeline's result (volumes, enhanced projections, models, its provenance).
     """
 
     path: Path
     shape: tuple[int, ...]
+    volume_shape: tuple[int, ...]
+    method: str
+    projections_enhanced: bool
     reference_theta: list[float]
     mse_short: list[float]
     mse_enhanced: list[float]
     provenance: dict[str, Any]
+    scan: ScanResult = field(repr=False)
 
 
 def _describe_file(path: Path, dx: DataExchange) -> dict[str, Any]:
@@ -270,6 +353,7 @@ def _describe_file(path: Path, dx: DataExchange) -> dict[str, Any]:
         "run_uid": dx.run_uid,
         "sample_name": dx.sample_name,
         "exposure_time_s": dx.exposure_time,
+        "exposure_time_long_s": dx.exposure_time_long,
         "corrected": dx.corrected,
         "data_shape": list(data.shape),
         "data_dtype": data.dtype.str,
@@ -278,30 +362,70 @@ def _describe_file(path: Path, dx: DataExchange) -> dict[str, Any]:
     }
 
 
+def _check_writable(path: Path, what: str, suffix: str | None = None) -> None:
+    """Fail now, not after training, when ``path`` cannot be written."""
+    if suffix is not None and path.suffix != suffix:
+        raise ValueError(f"{what} {path} must end with {suffix}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{what} {path}: directory {parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{what} {path}: cannot write in {parent} ({err.strerror or err})") from None
+
+
+def _json_ready(value: Any) -> Any:
+    """Numpy scalars/arrays to Python, non-finite floats to None (the file's JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_ready(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
 def enhance_file(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
+    method: str = "auto",
     long: str | os.PathLike[str] | None = None,
     reference_angles: Sequence[float] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    model: str = "unet",
-    epochs: int = 40,
+    model: str | None = None,
+    epochs: int | None = None,
     seed: int = 0,
     model_in: str | os.PathLike[str] | None = None,
     save_model: str | os.PathLike[str] | None = None,
+    save_slice_model: str | os.PathLike[str] | None = None,
+    n2i_options: dict[str, Any] | None = None,
     theta_units: ThetaUnits | None = None,
     progress: bool = True,
     overwrite: bool = False,
     train_options: dict[str, Any] | None = None,
 ) -> EnhanceResult:
-    """Enhance every projection of a Data Exchange file with a CNN trained on its reference pairs.
+    """Enhance and reconstruct a Data Exchange scan with :func:`bluesky_lowdose.pipeline.enhance_scan`.
 
-    Reads ``path`` (and ``long``), flat/dark-corrects each exposure with its own flats and darks,
-    trains an enhancer on the matched pairs (or loads ``model_in``), enhances the whole
-    short-exposure stack and writes ``out`` with :func:`~bluesky_lowdose.dxchange.write_enhanced`:
-    ``/exchange/data`` = enhanced **transmission** (no flats/darks, ``corrected=True``), the
-    corrected long references for comparison, and the provenance.
+    Reads ``path`` (and ``long``), corrects the projections under the pipeline's flat/dark policy
+    (:func:`projection_flat_field`), measures the open beam's photon statistics when the raw
+    flats/darks allow it, pairs the long-exposure references with the projections (methods that
+    use pairs), runs the pipeline with ``input="transmission"`` and writes ``out`` with
+    :func:`~bluesky_lowdose.dxchange.write_enhanced`: ``/exchange/data`` = the enhanced
+    **transmission** (methods with a projection step) or the corrected, not enhanced, input
+    (slice-only methods such as ``n2i``), the enhanced reconstruction in ``/exchange_1/data``,
+    the corrected long references and the provenance.  The output location (and the model paths)
+    are checked before anything is trained.
 
     Parameters
     ----------
@@ -309,54 +433,76 @@ def enhance_file(
         Short-exposure Data Exchange file (with flats/darks, or corrected transmission).
     out : str or os.PathLike
         Output file.
+    method : str
+        ``"auto"`` or a key of :data:`bluesky_lowdose.pipeline.METHODS`; ``"auto"`` is
+        :data:`~bluesky_lowdose.pipeline.AUTO_WITH_PAIRS` with references (or ``model_in``),
+        else :data:`~bluesky_lowdose.pipeline.AUTO_WITHOUT_PAIRS`.
     long : str or os.PathLike, optional
-        Long-exposure Data Exchange file (projections at a few angles, its own flats/darks);
-        without it ``path`` must carry ``/exchange/reference_long`` (``export_run(...,
-        exposure="both")``) unless ``model_in`` is given.
+        Long-exposure Data Exchange file (projections at a few angles, its own flats/darks).
+        Methods with pairs need it unless ``path`` carries ``/exchange/reference_long``
+        (``export_run(..., exposure="both")``) or ``model_in`` is given.
     reference_angles : sequence of float, optional
-        Train on these reference angles only (degrees).
+        Use these reference angles only (degrees).
     tolerance : float
         Angle matching tolerance in degrees.
-    model : {"unet", "paper"}
-        Network to train.
-    epochs : int
-        Maximum training epochs.
+    model : {"unet", "paper"}, optional
+        Projection network (default: :data:`~bluesky_lowdose.pipeline.PROJECTION_TRAINING`).
+    epochs : int, optional
+        Maximum training epochs of the projection network (default: ``PROJECTION_TRAINING``).
     seed : int
-        Training seed.
+        Seeds every learned step.
     model_in : str or os.PathLike, optional
-        A saved enhancer (``.keras``) to use instead of training.
+        A saved projection enhancer (``.keras``) to use instead of training (CNN methods).
     save_model : str or os.PathLike, optional
-        Where to save the trained enhancer.
+        Where to save the projection enhancer (``.keras``; CNN methods).
+    save_slice_model : str or os.PathLike, optional
+        Where to save the Noise2Inverse slice denoiser (``.keras``; ``n2i``, ``hybrid``).
+    n2i_options : dict, optional
+        Overrides of :data:`bluesky_lowdose.pipeline.N2I_OPTIONS` (``steps``, ``crop``, ...).
     theta_units : {"degrees", "radians"}, optional
         Units of angles stored without a ``units`` attribute.
     progress : bool
-        Progress bars for training and enhancement.
+        Progress bars.
     overwrite : bool
         Replace ``out`` if it exists.
     train_options : dict, optional
-        Further keyword arguments of :func:`bluesky_lowdose.model.train` (e.g. ``patch_size``).
+        Further overrides of the projection training (e.g. ``patch_size``, ``stride``).
 
     Returns
     -------
     EnhanceResult
-        The output path, shapes, reference-angle MSEs and the provenance.
+        The output path, shapes, method, reference-angle MSEs, provenance and the pipeline's result.
 
     Raises
     ------
     DataExchangeError
-        Bad or inconsistent input files, no common reference angle.
-    FileExistsError
-        ``out`` exists and ``overwrite`` is false.
+        Bad or inconsistent input files, no common reference angle, a method that needs reference
+        pairs without any.
+    ValueError
+        Unknown method, options that do not fit the method, bad model paths.
+    OSError
+        ``out`` exists (``FileExistsError``) and ``overwrite`` is false, or a path cannot be
+        written (checked before training).
     """
-    from .. import model as bm
+    from .. import pipeline
 
     path, out = Path(path), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
-    if out.resolve() in {path.resolve(), Path(long).resolve() if long is not None else None}:
+    inputs = {path.resolve(), *([Path(long).resolve()] if long is not None else [])}
+    if out.resolve() in inputs:
         raise ValueError(f"--out {out} would overwrite an input file")
+    if out.exists() and not out.is_dir() and not overwrite:
+        raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    _check_writable(out, "--out")
+    if method != "auto" and method not in pipeline.METHODS:
+        raise ValueError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(pipeline.METHODS)}")
+
     short_dx = read_dxfile(path, theta_units=theta_units, require_flat_dark=True)
     long_dx = read_dxfile(long, theta_units=theta_units, require_flat_dark=True) if long is not None else None
+    if long_dx is not None and long_dx.frame_shape != short_dx.frame_shape:
+        raise DataExchangeError(
+            f"long-exposure frames are {long_dx.frame_shape} but short-exposure frames are "
+            f"{short_dx.frame_shape}"
+        )
     if (
         long_dx is not None
         and long_dx.exposure_time is not None
@@ -368,50 +514,124 @@ def enhance_file(
             long_dx.exposure_time,
             short_dx.exposure_time,
         )
-    transmission = _transmission(short_dx)
+
+    # the method, and what it needs
+    has_refs = long_dx is not None or short_dx.has_references
+    try:
+        resolved = pipeline.resolve_method(method, has_refs or model_in is not None)
+    except ValueError:
+        raise DataExchangeError(
+            f"method {method!r} needs long/short reference pairs: {path} holds no "
+            f"{DX_PATHS['reference_long']} and no --long file (or --model-in) was given; without "
+            f"references use --method auto, n2i or bm3d-slices"
+        ) from None
+    spec = pipeline.METHODS[resolved]
+    if model_in is not None and spec.projection != "cnn":
+        raise ValueError(f"--model-in is a projection CNN; method {resolved!r} has no CNN projection step")
+    if save_model is not None:
+        if spec.projection != "cnn":
+            raise ValueError(f"--save-model saves the projection CNN; method {resolved!r} has none")
+        _check_writable(Path(save_model), "--save-model", ".keras")
+    if save_slice_model is not None:
+        if spec.slices != "n2i":
+            raise ValueError(
+                f"--save-slice-model saves the Noise2Inverse slice denoiser; method {resolved!r} has none"
+            )
+        _check_writable(Path(save_slice_model), "--save-slice-model", ".keras")
+
+    # flat/dark policy and photon statistics (bluesky_lowdose.pipeline.flatfield)
+    flat = projection_flat_field(short_dx, long_dx)
+    transmission = _apply(flat, short_dx.data)
+    stats, stats_record = _photon_statistics(short_dx, flat, long_dx)
     pairs: TrainingPairs | None = None
-    if model_in is None or long_dx is not None or short_dx.has_references:
+    if spec.pairs and has_refs:
         pairs = training_pairs(
             short_dx,
             long_dx,
             short_transmission=transmission,
+            short_flat=flat,
             reference_angles=reference_angles,
             tolerance=tolerance,
         )
+    projection_model = None
     if model_in is not None:
-        enhancer = bm.load(model_in)
-    else:
-        assert pairs is not None
-        enhancer = bm.train(
-            pairs.short,
-            pairs.long,
-            model=model,
-            epochs=epochs,
-            seed=seed,
-            progress=progress,
-            **(train_options or {}),
-        )
-    if save_model is not None:
-        enhancer.save(save_model)
-    enhanced = enhancer.enhance(transmission, progress=progress)
+        from .. import model as bm
+
+        projection_model = bm.load(model_in)
+    overrides = {
+        **({"model": model} if model is not None else {}),
+        **({"epochs": epochs} if epochs is not None else {}),
+        **(train_options or {}),
+    }
+    scan = pipeline.enhance_scan(
+        transmission,
+        short_dx.theta,
+        short_refs=None if pairs is None else pairs.short,
+        long_refs=None if pairs is None else pairs.long,
+        reference_angles=None if pairs is None else pairs.theta,
+        input="transmission",
+        method=resolved,
+        open_beam_counts=None if stats is None else stats.open_beam_counts,
+        read_noise=0.0 if stats is None else stats.read_noise,
+        projection_model=projection_model,
+        projection_training=overrides,
+        n2i_options=n2i_options,
+        keep_projections=True,
+        tolerance=tolerance,
+        progress=progress,
+        seed=seed,
+    )
+    proj_model = scan.models.get("projection")
+    slice_model = scan.models.get("slices")
+    if save_model is not None and proj_model is not None:
+        proj_model.save(save_model)
+    if save_slice_model is not None and slice_model is not None:
+        slice_model.save(save_slice_model)
+
     mse_short: list[float] = []
     mse_enhanced: list[float] = []
-    if pairs is not None:
-        pairs_enhanced = enhancer.enhance(pairs.short)
+    if pairs is not None and proj_model is not None:
+        pairs_enhanced = proj_model.enhance(pairs.short)
         for s, e, lg in zip(pairs.short, pairs_enhanced, pairs.long, strict=True):
             mse_short.append(float(np.mean((s.astype(np.float64) - lg) ** 2)))
             mse_enhanced.append(float(np.mean((e.astype(np.float64) - lg) ** 2)))
+    enhanced = scan.projections is not None
+    data = scan.projections if enhanced else transmission
+    data_text = (
+        f"flat/dark-corrected transmission (I - D)/(F - D), enhanced by the projection step of {resolved!r}"
+        if enhanced
+        else f"flat/dark-corrected transmission (I - D)/(F - D), NOT enhanced: method {resolved!r} has "
+        "no projection step (its result is the reconstruction)"
+    )
+    long_flat = None
+    if pairs is not None:
+        long_flat = _long_flat_field(short_dx, long_dx)
     provenance: dict[str, Any] = {
         "kind": "bluesky_lowdose.dxchange.enhance_file",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "output": "flat/dark-corrected transmission (I - D)/(F - D), CNN-enhanced",
+        "method": resolved,
+        "method_requested": method,
+        "output": {
+            DX_PATHS["data"]: data_text,
+            DX_PATHS["reconstruction"]: (
+                f"reconstruction enhanced by {resolved!r} (pipeline.reconstruction below), attenuation "
+                "per pixel, z:y:x"
+            ),
+            DX_PATHS["reference_long"]: None if pairs is None else "corrected long-exposure references",
+        },
         "input": _describe_file(path, short_dx),
         "long_input": None if long_dx is None or long is None else _describe_file(Path(long), long_dx),
         "correction": {
-            "function": "bluesky_lowdose.recon.flat_dark_correct",
-            "average": "median",
-            "note": "each exposure corrected with flats/darks of its own exposure time",
+            "function": "bluesky_lowdose.pipeline.flat_field",
+            "projections": None if flat is None else {
+                **flat.describe(),
+                "long_flats": _long_flats_for(short_dx, long_dx)[1] if flat.exposure_ratio else None,
+            },
+            "long_references": None if long_flat is None else long_flat.describe(),
+            "note": "darks of each exposure's own exposure time; the flat with the most photons "
+            "(long flats scaled by the exposure ratio when available)",
         },
+        "photon_statistics": stats_record,
         "reference": None
         if pairs is None
         else {
@@ -426,13 +646,20 @@ def enhance_file(
                 "pairs unless model_in was given, so the numbers are optimistic"
             ),
         },
+        "projection_training": None
+        if spec.projection != "cnn" or model_in is not None
+        else {**pipeline.PROJECTION_TRAINING, **overrides},
         "model_in": None if model_in is None else str(Path(model_in).resolve()),
         "saved_model": None if save_model is None else str(Path(save_model).resolve()),
-        "enhancer": enhancer.provenance,
-    }
+        "saved_slice_model": None if save_slice_model is None else str(Path(save_slice_model).resolve()),
+        "enhancer": None if proj_model is None else getattr(proj_model, "provenance", None),
+        "slice_denoiser": None if slice_model is None else slice_model.provenance,
+        "pipeline": scan.provenance,
+    }  # fmt: skip
+    provenance = _json_ready(provenance)
     written = write_enhanced(
         out,
-        enhanced,
+        data,
         short_dx.theta,
         provenance,
         exposure_time=short_dx.exposure_time,
@@ -441,13 +668,19 @@ def enhance_file(
         sample_name=short_dx.sample_name,
         run_uid=short_dx.run_uid,
         metadata={"source": short_dx.metadata},
+        reconstruction=scan.volume,
+        data_description=None if enhanced else "projections, flat/dark-corrected, not enhanced",
         overwrite=overwrite,
     )
     return EnhanceResult(
         path=written,
-        shape=tuple(enhanced.shape),
+        shape=tuple(np.shape(data)),
+        volume_shape=tuple(scan.volume.shape),
+        method=resolved,
+        projections_enhanced=enhanced,
         reference_theta=[] if pairs is None else pairs.theta.tolist(),
         mse_short=mse_short,
         mse_enhanced=mse_enhanced,
         provenance=provenance,
+        scan=scan,
     )

@@ -150,7 +150,7 @@ def reassemble_patches(
     return (acc / count).astype(dtype, copy=False)
 
 
-def dihedral(batch: np.ndarray, ops: np.ndarray) -> np.ndarray:
+def dihedral(batch: np.ndarray, ops: np.ndarray, *, inverse: bool = False) -> np.ndarray:
     """Apply one of the 8 flips/rotations by 90 degrees to each square patch of a batch.
 
     Parameters
@@ -160,6 +160,8 @@ def dihedral(batch: np.ndarray, ops: np.ndarray) -> np.ndarray:
     ops : numpy.ndarray
         ``(n,)`` integers in ``0..7``: rotation by ``op % 4`` quarter turns, then a left-right
         flip when ``op >= 4``.  0 is the identity.
+    inverse : bool
+        Undo the transforms instead (flip first, then rotate back).
 
     Returns
     -------
@@ -171,8 +173,12 @@ def dihedral(batch: np.ndarray, ops: np.ndarray) -> np.ndarray:
         sel = np.flatnonzero(ops == op)
         if sel.size == 0:
             continue
-        part = np.rot90(batch[sel], k=op % 4, axes=(1, 2))
-        if op >= 4:
-            part = part[:, :, ::-1]
+        if inverse:
+            part = batch[sel][:, :, ::-1] if op >= 4 else batch[sel]
+            part = np.rot90(part, k=-(op % 4), axes=(1, 2))
+        else:
+            part = np.rot90(batch[sel], k=op % 4, axes=(1, 2))
+            if op >= 4:
+                part = part[:, :, ::-1]
         out[sel] = part
     return out

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import platform
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 import keras
@@ -149,25 +147,11 @@ def _describe(arr: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+def _versions() -> dict[str, str]:
+    from ..versions import software_versions
 
-    backend = keras.backend.backend()
-    out: dict[str, str | None] = {
-        "bluesky_lowdose": version("bluesky-lowdose"),
-        "keras": keras.__version__,
-        "keras_backend": backend,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-    if backend == "tensorflow":
-        out["tensorflow"] = version("tensorflow-cpu") or version("tensorflow")
-    elif backend in ("torch", "jax"):
-        out[backend] = version(backend)
+    out = software_versions()
+    out["keras_backend"] = keras.backend.backend()
     return out
 
 

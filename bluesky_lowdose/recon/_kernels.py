@@ -53,14 +53,23 @@ def _backproject(
                 row[ix] += (1.0 - w) * line[j] + w * line[j + 1]
 
 
-def backproject(sino: np.ndarray, theta_rad: np.ndarray, center: float, size: int) -> np.ndarray:
+def backproject(
+    sino: np.ndarray, theta_rad: np.ndarray, center: float, size: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Back-project filtered sinograms ``(n_angles, n_slices, width)`` onto ``(n_slices, size, size)``.
 
     Voxel ``[s, y, x]`` (centred coordinates ``x - (size-1)/2``) reads detector position
-    ``u = x cos(theta) + y sin(theta) + center``.
+    ``u = x cos(theta) + y sin(theta) + center``.  With ``out`` (float32, C-contiguous) the
+    projections are added to it, angle after angle in the given order: back-projecting a scan in
+    pieces, in acquisition order, gives bit-for-bit the result of one call.
     """
     sino = np.ascontiguousarray(sino, dtype=np.float32)
-    out = np.zeros((sino.shape[1], size, size), dtype=np.float32)
+    if out is None:
+        out = np.zeros((sino.shape[1], size, size), dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != (sino.shape[1], size, size) or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be C-contiguous float32 {(sino.shape[1], size, size)}, got {out.dtype} {out.shape}"
+        )
     _backproject(
         sino,
         np.cos(theta_rad).astype(np.float64),

@@ -97,15 +97,18 @@ def flat_dark_correct(
     return out.astype(np.float32, copy=False)
 
 
-def transmission_to_line_integrals(transmission: np.ndarray, *, floor: float = 1e-6) -> np.ndarray:
+def transmission_to_line_integrals(
+    transmission: np.ndarray, *, floor: float | np.ndarray = 1e-6
+) -> np.ndarray:
     """``-log`` of a transmission, the line integrals reconstruction expects.
 
     Parameters
     ----------
     transmission : numpy.ndarray
         Transmission values; those below ``floor`` are raised to it first.
-    floor : float
-        Positive lower bound (caps the line integral at ``-log(floor)``).
+    floor : float or numpy.ndarray
+        Positive lower bound (caps the line integral at ``-log(floor)``); an array (e.g. half a
+        photon of each pixel's open beam) broadcasts against the frames.
 
     Returns
     -------
@@ -117,12 +120,13 @@ def transmission_to_line_integrals(transmission: np.ndarray, *, floor: float = 1
     ValueError
         For NaN in the input or a non-positive floor.
     """
-    if not floor > 0:
+    fl = np.asarray(floor, dtype=np.float32)
+    if not (fl.size and np.all(fl > 0)):
         raise ValueError(f"floor must be positive, got {floor}")
     t = np.asarray(transmission, dtype=np.float32)
     if np.isnan(t).any():
         raise ValueError("transmission contains NaN")
-    return (-np.log(np.maximum(t, np.float32(floor)))).astype(np.float32)
+    return (-np.log(np.maximum(t, fl))).astype(np.float32)
 
 
 def to_line_integrals(

@@ -1,0 +1,150 @@
+"""Building the ``processed`` run of one raw run: documents composed with event-model.
+
+The start document says what will be done (the method, the pairs, the flat policy, software);
+the outcome -- status, reasons, metrics, the full provenance of the models -- goes into the
+``metrics`` and ``provenance`` streams and the stop document, written once at the end.  Nothing
+is patched afterwards, so a run replayed from a backup reads exactly like a live one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from event_model import compose_run
+
+__all__ = ["PROCESSED_STREAMS", "ProcessedRun"]
+
+logger = logging.getLogger(__name__)
+
+#: Streams a processed run may hold.
+PROCESSED_STREAMS = (
+    "training",
+    "training_n2i",
+    "model",
+    "model_n2i",
+    "enhanced",
+    "recon_raw",
+    "recon_enhanced",
+    "metrics",
+    "provenance",
+)
+
+
+def is_number(v: Any) -> bool:
+    """Whether ``v`` is a real number (not a bool).
+
+    Parameters
+    ----------
+    v : object
+        Anything.
+
+    Returns
+    -------
+    bool
+        True for ints and floats, numpy's included.
+    """
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _data_key(v: Any) -> dict[str, Any]:
+    if isinstance(v, str):
+        return {"source": "lowdose", "dtype": "string", "shape": []}
+    arr = np.asarray(v)
+    return {"source": "lowdose", "dtype": "array" if arr.ndim else "number", "shape": list(arr.shape),
+            "dtype_numpy": arr.dtype.str}  # fmt: skip
+
+
+class ProcessedRun:
+    """One processed run: a start document, streams of events, one stop document.
+
+    Parameters
+    ----------
+    metadata : dict
+        Start-document metadata.
+    write : callable
+        ``write(name, doc)`` for every document (Tiled writer, sink).
+    """
+
+    def __init__(self, metadata: dict[str, Any], write: Callable[[str, dict], None]) -> None:
+        self._bundle = compose_run(metadata=json.loads(json.dumps(metadata, default=str)))
+        self._write = write
+        self._streams: dict[str, Any] = {}
+        self.closed = False
+        self.uid: str = self._bundle.start_doc["uid"]
+        write("start", self._bundle.start_doc)
+
+    def emit(self, stream: str, data: dict[str, Any]) -> None:
+        """Emit one event into ``stream`` (its descriptor is made from the first event).
+
+        Parameters
+        ----------
+        stream : str
+            Stream name.
+        data : dict
+            Values: numbers, strings or arrays.
+        """
+        if self.closed:
+            raise RuntimeError(f"processed run {self.uid} is closed")
+        if stream not in self._streams:
+            keys = {k: _data_key(v) for k, v in data.items()}
+            desc = self._bundle.compose_descriptor(name=stream, data_keys=keys)
+            self._streams[stream] = desc
+            self._write("descriptor", desc.descriptor_doc)
+        now = time.time()
+        ev = self._streams[stream].compose_event(data=data, timestamps=dict.fromkeys(data, now))
+        self._write("event", ev)
+
+    def emit_history(self, stream: str, history: dict[str, list[float]]) -> None:
+        """Emit a Keras history (``{name: [value per epoch]}``) as one event per epoch.
+
+        Parameters
+        ----------
+        stream : str
+            Stream name.
+        history : dict
+            Loss curves.
+        """
+        n = max((len(v) for v in history.values()), default=0)
+        for i in range(n):
+            row = {k: float(v[i]) for k, v in history.items() if i < len(v) and is_number(v[i])}
+            self.emit(stream, {"epoch": i + 1, **row})
+
+    def emit_model(self, stream: str, key: str, enhancer: Any) -> None:
+        """Emit a trained network (its ``.keras`` bytes) and its hash.
+
+        Parameters
+        ----------
+        stream : str
+            Stream name.
+        key : str
+            Data key of the bytes.
+        enhancer : bluesky_lowdose.model.Enhancer
+            The model.
+        """
+        blob = np.frombuffer(enhancer.to_bytes(), dtype=np.uint8)
+        self.emit(stream, {key: blob, "model_hash": enhancer.model_hash})
+
+    def close(self, status: str, reasons: list[str]) -> None:
+        """Write the stop document: ``success`` when complete, ``fail`` with the reasons otherwise.
+
+        Parameters
+        ----------
+        status : {"complete", "partial"}
+            The outcome.
+        reasons : list of str
+            Why it is partial.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        complete = status == "complete"
+        stop = self._bundle.compose_stop(
+            exit_status="success" if complete else "fail",
+            reason="" if complete else "partial: " + "; ".join(reasons),
+        )
+        self._write("stop", stop)

@@ -1,0 +1,62 @@
+"""The scan pipeline: flat/dark policy, pairing, methods, reconstruction, scoring (pure).
+
+One module owns every scientific step from corrected frames to a scored volume; the
+streaming enhancer (:mod:`bluesky_lowdose.callbacks`), ``lowdose-tomo enhance`` and
+``lowdose-tomo evaluate`` all call it.  No bluesky, ophyd or tiled imports; Keras, numba and
+BM3D are imported on first use.
+
+- :func:`enhance_scan` -- one scan, one method, the whole chain; :class:`ScanResult`
+- :class:`ScanPipeline` -- the same, fed frame by frame (streaming)
+- :data:`METHODS`, :func:`resolve_method` -- ``"paper"``, ``"n2i"``, ``"hybrid"``, baselines
+- :func:`flat_field`, :class:`FlatField`, :func:`photon_statistics` -- the flat/dark policy and
+  the open-beam photon counts
+- :func:`debias_line_integrals` -- the low-count ``-log`` bias correction
+- :func:`match_angles`, :func:`angle_difference`, :func:`nominal_angle` -- angle matching
+- :func:`score_volume` -- PSNR and SSIM inside the object
+"""
+
+from __future__ import annotations
+
+from .._lazy import lazy_attributes
+from .angles import DEFAULT_TOLERANCE, angle_difference, match_angles, nominal_angle
+from .flatfield import FlatField, PhotonStatistics, flat_field, photon_statistics
+from .scan import (
+    AUTO_WITH_PAIRS,
+    AUTO_WITHOUT_PAIRS,
+    METHODS,
+    N2I_OPTIONS,
+    PROJECTION_TRAINING,
+    MethodSpec,
+    ScanPipeline,
+    ScanResult,
+    enhance_scan,
+    pair_from_projections,
+    resolve_method,
+)
+from .scoring import score_volume
+
+__all__ = [
+    "AUTO_WITHOUT_PAIRS",
+    "AUTO_WITH_PAIRS",
+    "DEFAULT_TOLERANCE",
+    "METHODS",
+    "N2I_OPTIONS",
+    "PROJECTION_TRAINING",
+    "FlatField",
+    "MethodSpec",
+    "PhotonStatistics",
+    "ScanPipeline",
+    "ScanResult",
+    "angle_difference",
+    "debias_line_integrals",
+    "enhance_scan",
+    "flat_field",
+    "match_angles",
+    "nominal_angle",
+    "pair_from_projections",
+    "photon_statistics",
+    "resolve_method",
+    "score_volume",
+]
+
+__getattr__, __dir__ = lazy_attributes(__name__, {"debias_line_integrals": "logbias"}, __all__)

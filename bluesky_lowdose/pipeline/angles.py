@@ -1,0 +1,86 @@
+"""Angles: wrapped differences and matching reference angles to projection angles (pure numpy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_TOLERANCE", "angle_difference", "match_angles", "nominal_angle"]
+
+#: Default tolerance (degrees) when matching reference angles to projection angles.
+DEFAULT_TOLERANCE = 0.05
+
+
+def angle_difference(a: Any, b: Any) -> np.ndarray:
+    """Signed difference ``a - b`` in degrees, wrapped into ``[-180, 180)``.
+
+    Parameters
+    ----------
+    a, b : array_like
+        Angles in degrees (broadcast together).
+
+    Returns
+    -------
+    numpy.ndarray
+        The wrapped difference.
+    """
+    return (np.asarray(a, np.float64) - np.asarray(b, np.float64) + 180.0) % 360.0 - 180.0
+
+
+def match_angles(wanted: Any, available: Any, tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
+    """For each wanted angle, the index of the nearest available angle within ``tolerance``.
+
+    Angles are compared modulo 360 degrees (0 and 360 match; 0 and 180 do not: those are
+    mirrored projections).
+
+    Parameters
+    ----------
+    wanted, available : array_like
+        1-D angles in degrees.
+    tolerance : float
+        Largest accepted difference in degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        An int array of ``len(wanted)``: index into ``available``, or -1 where nothing lies within
+        ``tolerance``.
+
+    Raises
+    ------
+    ValueError
+        A negative or NaN tolerance.
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 degrees, got {tolerance}")
+    w = np.atleast_1d(np.asarray(wanted, np.float64))
+    a = np.atleast_1d(np.asarray(available, np.float64))
+    if a.size == 0:
+        return np.full(w.shape, -1, dtype=np.int64)
+    dist = np.abs(angle_difference(w[:, None], a[None, :]))
+    nearest = np.argmin(dist, axis=1)
+    ok = dist[np.arange(len(w)), nearest] <= tolerance
+    return np.where(ok, nearest, -1).astype(np.int64)
+
+
+def nominal_angle(readback: float, planned: Any, tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """The planned angle a motor readback belongs to (real stages jitter), else the readback.
+
+    Parameters
+    ----------
+    readback : float
+        The measured angle, degrees.
+    planned : array_like
+        The planned angles, degrees.
+    tolerance : float
+        Largest accepted difference (modulo 360 degrees).
+
+    Returns
+    -------
+    float
+        The matching planned angle, or the readback rounded to 1e-6 degree.
+    """
+    planned = np.atleast_1d(np.asarray(planned, np.float64))
+    idx = match_angles([readback], planned, tolerance)[0] if planned.size else -1
+    return float(planned[idx]) if idx >= 0 else round(float(readback), 6)

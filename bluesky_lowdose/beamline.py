@@ -35,6 +35,9 @@ variable                   meaning (default)
 ``LOWDOSE_MOTION_DELAY``   seconds per stage move (0)
 ``LOWDOSE_TIME_SCALE``     fraction of the exposure time the camera really waits (0)
 ``LOWDOSE_ENHANCE``        subscribe the streaming CNN enhancer when available (1)
+``LOWDOSE_EPOCHS``         training epochs of the projection CNN (15)
+``LOWDOSE_METHOD``         pipeline method of the enhancer (``auto``: the best measured)
+``LOWDOSE_N2I_STEPS``      Noise2Inverse training steps (the pipeline's default)
 =========================  ==========================================================
 """
 
@@ -70,6 +73,8 @@ ENV: dict[str, str] = {
     "time_scale": "LOWDOSE_TIME_SCALE",
     "enhance": "LOWDOSE_ENHANCE",
     "epochs": "LOWDOSE_EPOCHS",
+    "method": "LOWDOSE_METHOD",
+    "n2i_steps": "LOWDOSE_N2I_STEPS",
 }
 
 _FALSE = {"0", "false", "no", "off", ""}
@@ -103,7 +108,11 @@ class BeamlineConfig:
     persistent_md : bool
         Keep ``RE.md`` (hence ``scan_id``) in ``<data_dir>/runengine-metadata``.
     epochs : int
-        Training epochs of the streaming enhancer.
+        Training epochs of the projection CNN of the streaming enhancer.
+    method : str
+        Pipeline method of the streaming enhancer (``"auto"``: the best measured).
+    n2i_steps : int or None
+        Noise2Inverse training steps (None: the pipeline's default).
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -117,6 +126,8 @@ class BeamlineConfig:
     enhance: bool = True
     persistent_md: bool = True
     epochs: int = 15
+    method: str = "auto"
+    n2i_steps: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BeamlineConfig:
@@ -150,6 +161,8 @@ class BeamlineConfig:
             ("motion_delay", float),
             ("time_scale", float),
             ("epochs", int),
+            ("method", str),
+            ("n2i_steps", int),
         ):
             raw = get(field)
             if raw is not None:
@@ -251,7 +264,7 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
 
     writer = ThreadedCallback(make_raw_writer(client, backup_directory=layout.backup), name="tiled-raw")
     RE.subscribe(writer)
-    enhancer = _subscribe_enhancer(RE, client, layout, config.epochs) if config.enhance else None
+    enhancer = _subscribe_enhancer(RE, client, layout, config) if config.enhance else None
     _at_exit(_Closer(writer, server, enhancer))
     return {
         "RE": RE,
@@ -263,10 +276,12 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
     }
 
 
-def _subscribe_enhancer(RE: Any, client: Any, layout: Any, epochs: int) -> Any:
+def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfig) -> Any:
     from .callbacks import ProjectionEnhancer
 
-    enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, train_kwargs={"epochs": epochs})
+    n2i = {} if config.n2i_steps is None else {"steps": config.n2i_steps}
+    enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,
+                                  train_kwargs={"epochs": config.epochs}, n2i_options=n2i)  # fmt: skip
     RE.subscribe(enhancer)
     return enhancer
 

@@ -1,9 +1,12 @@
 """The main job: a low-dose experiment on the simulated TXM, end to end.
 
-Simulated TXM -> ``lowdose_tomo_scan`` -> streaming enhancement (training starts when the
-reference pairs are in) -> reconstructions -> Tiled (``raw`` and ``processed`` catalogs),
-then a summary with PSNR/SSIM against the reference the simulator can provide (the
-reconstruction of noise-free projections) and figures in ``<data_dir>/results``.
+Simulated TXM -> ``lowdose_tomo_scan`` -> streaming enhancement with the best measured method
+(training starts when the reference pairs are in) -> reconstructions -> Tiled (``raw`` and
+``processed`` catalogs).  Then, for comparison, what a beamline scientist wants side by side:
+the raw low-dose reconstruction, the paper's method (projection CNN only), the best method, and
+a conventional full-dose scan (every angle at the long exposure, simulated on the same
+microscope), each scored inside the object against the reference the simulator can provide
+(the reconstruction of noise-free projections).  Figures in ``<data_dir>/results``.
 
 ``lowdose-tomo demo`` (and ``make demo``) calls :func:`run_demo`.
 """
@@ -51,8 +54,14 @@ class DemoConfig:
         Show progress bars.
     enhance : bool
         Subscribe the streaming enhancer (False: raw acquisition only).
+    method : str
+        Pipeline method of the streaming enhancer (``"auto"``: the best measured).
     train_kwargs : dict
-        Training parameters of the enhancer.
+        Training parameters of the projection CNN.
+    n2i_options : dict
+        Noise2Inverse parameters (fewer steps than the evaluation, to stay within 3 minutes).
+    compare : bool
+        Also reconstruct the paper's method and a simulated conventional full-dose scan.
     figures : bool
         Write PNG figures into ``<data_dir>/results``.
     """
@@ -69,9 +78,12 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
     enhance: bool = True
+    method: str = "auto"
     train_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"epochs": 15, "patience": 5, "max_patches": 2048}
     )
+    n2i_options: dict[str, Any] = field(default_factory=lambda: {"steps": 600})
+    compare: bool = True
     figures: bool = True
     extra_md: dict[str, Any] = field(default_factory=dict)
 
@@ -99,6 +111,86 @@ def simulator_reference(physics: Any, theta: np.ndarray, *, backend: str | None 
     return reconstruct(line_integrals, theta, backend=backend)
 
 
+def conventional_scan(
+    physics: Any, theta: np.ndarray, exposure: float, *, n_ref: int = 10, seed: int = 12345
+) -> np.ndarray:
+    """A conventional scan: every angle at ``exposure``, flat/dark-corrected, reconstructed.
+
+    Simulated on a copy of the microscope (same phantom, beam and detector, its own noise), so
+    the low-dose scan is compared with what the same instrument gives at full dose.
+
+    Parameters
+    ----------
+    physics : bluesky_lowdose.physics.TXMPhysics
+        The simulated microscope of the low-dose scan.
+    theta : numpy.ndarray
+        Angles in degrees.
+    exposure : float
+        Exposure per frame, seconds (the long exposure).
+    n_ref : int
+        Flats and darks.
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    numpy.ndarray
+        The reconstruction ``[z, y, x]`` (pipeline method ``"none"``).
+    """
+    import copy
+
+    from .pipeline import enhance_scan, flat_field
+
+    sim = copy.copy(physics)
+    sim.rng = np.random.default_rng(seed)
+    flats = np.stack([sim.frame(0.0, exposure, sample_offset_mm=10.0) for _ in range(n_ref)])
+    darks = np.stack([sim.frame(0.0, exposure, shutter_open=False) for _ in range(n_ref)])
+    frames = np.stack([sim.frame(float(t), exposure) for t in theta])
+    transmission = flat_field(flats, darks).correct(frames)
+    return enhance_scan(transmission, theta, method="none").volume
+
+
+def compare_methods(res: Any, physics: Any, reference: np.ndarray, long_exposure: float) -> dict[str, Any]:
+    """Raw low-dose, the paper's method, the streamed (best) method and a full-dose scan, scored.
+
+    Parameters
+    ----------
+    res : bluesky_lowdose.callbacks.RunResult
+        The streaming enhancer's result (corrected frames, pairs, models, volumes).
+    physics : bluesky_lowdose.physics.TXMPhysics
+        The simulated microscope.
+    reference : numpy.ndarray
+        Reconstruction of noise-free projections.
+    long_exposure : float
+        Exposure of the full-dose scan, seconds.
+
+    Returns
+    -------
+    dict
+        ``volumes`` (name -> volume) and ``scores`` (name -> PSNR/SSIM inside the object).
+    """
+    from .metrics import object_mask
+    from .pipeline import enhance_scan, score_volume
+
+    volumes: dict[str, np.ndarray] = {"raw low-dose": res.recon_raw}
+    if res.method != "paper":
+        if res.enhancer is not None:  # the streamed method had the paper's step: reuse its network
+            paper = enhance_scan(res.raw, res.theta, method="paper", projection_model=res.enhancer)
+        elif res.pairs is not None:
+            p = res.pairs
+            paper = enhance_scan(res.raw, res.theta, short_refs=p["short"], long_refs=p["long"],
+                                 reference_angles=p["angles"], method="paper")  # fmt: skip
+        else:
+            paper = None
+        if paper is not None:
+            volumes["paper (Yang 2018)"] = paper.volume
+    volumes[f"{res.method} (streamed)"] = res.recon_enhanced
+    volumes["full dose"] = conventional_scan(physics, res.theta, long_exposure)
+    mask = object_mask(reference)
+    scores = {name: score_volume(vol, reference, mask=mask) for name, vol in volumes.items()}
+    return {"volumes": volumes, "scores": scores}
+
+
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the main job and return its summary.
 
@@ -110,8 +202,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``raw_uid``, ``processed_uid``, ``tiled_uri`` (without key), ``data_dir``,
-        ``status``, ``metrics``, ``dose``, ``figures`` and ``timings``.
+        ``raw_uid``, ``processed_uid``, ``tiled_uri`` (without key), ``data_dir``, ``status``,
+        ``method``, ``metrics``, ``comparison`` (PSNR/SSIM inside the object of the raw
+        low-dose, paper, streamed and full-dose reconstructions, and the dose of each),
+        ``dose``, ``figures`` and ``timings``.
     """
     from bluesky import RunEngine
 
@@ -155,7 +249,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         if config.enhance:
             enhancer = ProjectionEnhancer(
                 client,
+                method=config.method,
                 train_kwargs=config.train_kwargs,
+                n2i_options=config.n2i_options,
                 backup_directory=layout.backup,
                 progress=config.progress,
                 extra_metrics=against_simulator,
@@ -190,28 +286,46 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             raise RuntimeError(f"writing the raw run to Tiled failed: {writer.errors[0][1]!r}")
         run = client["raw"][raw_uid]
         n_frames = stream_array(run, "primary", devices.detector.image_key).shape[0]
+        dose = dict(run.metadata["start"]["lowdose"]["dose"])
         summary: dict[str, Any] = {
             "raw_uid": raw_uid,
             "processed_uid": None,
             "tiled_uri": uri,
             "data_dir": str(layout.root),
             "frames": int(n_frames),
-            "dose": dict(run.metadata["start"]["lowdose"]["dose"]),
+            "dose": dose,
         }
         if enhancer is not None:
             if not enhancer.wait(timeout=1800):
                 raise TimeoutError("the enhancer did not finish within 30 minutes")
+            timings["last_frame_to_processed_run_s"] = time.perf_counter() - t2
             res = enhancer.results[raw_uid]
             timings.update({f"enhancer_{k}": v for k, v in res.timings.items()})
             summary.update(
                 processed_uid=res.processed_uid,
                 status=res.status,
+                method=res.method,
                 reasons=res.reasons,
                 metrics={k: round(float(v), 4) for k, v in res.metrics.items()},
             )
+            comparison = None
+            if config.compare and res.recon_enhanced is not None and "volume" in reference:
+                t3 = time.perf_counter()
+                comparison = compare_methods(res, devices.physics, reference["volume"], config.long_exposure)
+                timings["comparison_s"] = time.perf_counter() - t3
+                full_dose_s = config.long_exposure * config.angles
+                summary["comparison"] = {
+                    "scored": "PSNR/SSIM inside the object against the noise-free reconstruction",
+                    "scores": {k: {m: round(v, 4) for m, v in sc.items()}
+                               for k, sc in comparison["scores"].items()},
+                    "sample_exposure_s": {
+                        "low-dose scan (sample in the beam)": dose.get("sample_exposure_s"),
+                        "full dose": dose.get("conventional_exposure_s", full_dose_s),
+                    },
+                }  # fmt: skip
             if config.figures:
                 summary["figures"] = write_figures(
-                    layout.results, res, devices.physics, reference.get("volume")
+                    layout.results, res, devices.physics, reference.get("volume"), comparison
                 )
         timings["after_scan_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
@@ -219,8 +333,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         return summary
 
 
-def write_figures(directory: Path, res: Any, physics: Any, reference: np.ndarray | None) -> list[str]:
-    """Projection raw/enhanced/long, reconstructed slice raw/enhanced/reference, training curve.
+def write_figures(
+    directory: Path,
+    res: Any,
+    physics: Any,
+    reference: np.ndarray | None,
+    comparison: dict[str, Any] | None = None,
+) -> list[str]:
+    """Projection raw/enhanced/noise-free, slices of every method side by side, training curves.
 
     Parameters
     ----------
@@ -232,6 +352,8 @@ def write_figures(directory: Path, res: Any, physics: Any, reference: np.ndarray
         The simulator (for the noise-free projection).
     reference : numpy.ndarray, optional
         Reconstruction of noise-free projections.
+    comparison : dict, optional
+        From :func:`compare_methods`: ``volumes`` and ``scores`` shown side by side.
 
     Returns
     -------
@@ -265,37 +387,46 @@ def write_figures(directory: Path, res: Any, physics: Any, reference: np.ndarray
         plt.close(fig)
     if res.recon_raw is not None:
         z = res.recon_raw.shape[0] // 2
-        vols = [
-            ("raw", res.recon_raw),
-            ("enhanced", res.recon_enhanced),
-            ("reference (noise-free)", reference),
-        ]
+        if comparison is not None:
+            vols = [(f"{name}\nSSIM {comparison['scores'][name]['ssim']:.3f}, "
+                     f"{comparison['scores'][name]['psnr']:.1f} dB", vol)
+                    for name, vol in comparison["volumes"].items()]  # fmt: skip
+        else:
+            vols = [("raw", res.recon_raw), ("enhanced", res.recon_enhanced)]
+        vols.append(("reference (noise-free)", reference))
         vols = [(t, v) for t, v in vols if v is not None]
         ref = reference if reference is not None else res.recon_raw
         lo, hi = np.percentile(ref[z], [0.5, 99.5])
         fig, axes = plt.subplots(2, len(vols), figsize=(4 * len(vols), 8), squeeze=False)
         for k, (title, vol) in enumerate(vols):
             axes[0, k].imshow(vol[z], cmap="gray", vmin=lo, vmax=hi)
-            axes[0, k].set_title(f"{title}, slice {z}")
+            axes[0, k].set_title(title, fontsize=9)
             axes[0, k].axis("off")
             axes[1, k].hist(vol[z].ravel(), bins=100, range=(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo)))
             axes[1, k].set_yscale("log")
             axes[1, k].set_xlabel("attenuation per voxel")
-        fig.suptitle("Reconstruction and histogram (background, cube and spheres)")
+        fig.suptitle(f"Slice {z} and histograms; scores inside the object against the noise-free reference")
         fig.tight_layout()
         paths.append(str(directory / "reconstruction.png"))
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
-    if res.history:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        epochs = [h["epoch"] for h in res.history]
-        for key in ("loss", "val_loss"):
-            if all(key in h for h in res.history):
-                ax.plot(epochs, [h[key] for h in res.history], marker="o", label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("1 / PSNR")
-        ax.legend()
-        ax.set_title("Training curve")
+    curves = [
+        (h, t, y)
+        for h, t, y in ((res.history, "projection CNN (pairs)", "1 / PSNR"),
+                        (res.n2i_history, "Noise2Inverse (per 100 steps)", "MSE"))
+        if h
+    ]  # fmt: skip
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+        for ax, (hist, title, ylabel) in zip(axes[0], curves, strict=True):
+            epochs = [h["epoch"] for h in hist]
+            for key in ("loss", "val_loss"):
+                if all(key in h for h in hist):
+                    ax.plot(epochs, [h[key] for h in hist], marker="o", label=key)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.legend()
+            ax.set_title(title)
         fig.tight_layout()
         paths.append(str(directory / "training.png"))
         fig.savefig(paths[-1], dpi=100)

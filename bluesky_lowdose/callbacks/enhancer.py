@@ -79,6 +79,8 @@ class RunResult:
         Seconds from each frame's arrival to the end of its processing.
     provenance : dict
         The pipeline's provenance (also in the ``provenance`` stream).
+    pairs : dict or None
+        The corrected reference pairs (``short``, ``long``, ``angles``) the run brought.
     """
 
     raw_uid: str
@@ -99,6 +101,7 @@ class RunResult:
     n2i_history: list[dict[str, float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    pairs: dict[str, Any] | None = None
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
@@ -137,6 +140,8 @@ class _Job:
     # ------------------------------------------------------------------ set-up and training
     def start(self, setup: dict[str, Any]) -> None:
         self.setup = setup
+        if setup.get("pairs") is not None:
+            self.result.pairs = {k: setup["pairs"][k] for k in ("short", "long", "angles")}
         p = self.parent
         pairs = setup.get("pairs")
         has_pairs = pairs is not None or p.model is not None
@@ -177,7 +182,8 @@ class _Job:
                 open_beam_counts=None if photon is None else photon.open_beam_counts,
                 read_noise=0.0 if photon is None else photon.read_noise,
                 projection_model=p.model, projection_training=p.train_kwargs, n2i_options=p.n2i_options,
-                backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress, on_epoch=on_epoch,
+                backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress,
+                on_epoch=on_epoch,
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
@@ -197,9 +203,9 @@ class _Job:
         if model is not None and hasattr(model, "to_bytes"):
             self.result.enhancer = model
             self.run.emit_model("model", "model_keras", model)
-            hist = (model.provenance.get("history") or {}) if not self.result.history else {
-                k: [h[k] for h in self.result.history if k in h] for k in self.result.history[0] if k != "epoch"
-            }  # fmt: skip
+            rows = self.result.history
+            hist = {k: [h[k] for h in rows if k in h] for k in rows[0] if k != "epoch"} if rows else None
+            hist = hist if hist is not None else (model.provenance.get("history") or {})
             self.run.emit_history("training", hist)
         self.progress["stage"] = "enhancing"
 
@@ -214,7 +220,7 @@ class _Job:
             "method": method,
             "requested_method": p.method,
             "description": METHODS[method].description,
-            "pipeline": "bluesky_lowdose.pipeline.ScanPipeline (the same as lowdose-tomo enhance and evaluate)",
+            "pipeline": "bluesky_lowdose.pipeline.ScanPipeline (as lowdose-tomo enhance and evaluate)",
             "input": "flat/dark-corrected transmission",
             "flat_field": setup.get("flat_field"),
             "photon_statistics": None if photon is None else photon.describe(),
@@ -273,9 +279,8 @@ class _Job:
         res = self.result
         t_last = time.perf_counter()
         if stop_doc.get("exit_status", "success") != "success":
-            self.fail(
-                f"raw run ended with exit_status={stop_doc.get('exit_status')!r}: {stop_doc.get('reason', '')}"
-            )
+            status, why = stop_doc.get("exit_status"), stop_doc.get("reason", "")
+            self.fail(f"raw run ended with exit_status={status!r}: {why}")
         n = 0 if self.pipeline is None else self.pipeline.n_frames
         expected = int(self.ld.get("num_angles", n))
         if n < expected:
@@ -314,7 +319,8 @@ class _Job:
         for stream, vol in (("recon_raw", out.raw_volume), ("recon_enhanced", out.volume)):
             for z, sl in enumerate(vol):
                 self.run.emit(stream, {"slice": sl.astype(np.float32), "z": z})
-        self.run.emit("provenance", {"provenance_json": json.dumps(out.provenance, default=str)})
+        blob = json.dumps(out.provenance, default=str).encode()
+        self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
     def _metrics(self) -> None:
         """Scalars anyone can check without a ground truth: the reference pairs."""
@@ -573,7 +579,7 @@ class ProjectionEnhancer:
     def _job_of_descriptor(self, doc: dict) -> _Job | None:
         desc = doc.get("descriptor")
         for uid, reader in self._readers.items():
-            if desc and desc in reader.resolver._streams:
+            if desc and desc in reader.resolver._descriptors:
                 return self._jobs.get(uid)
         return None
 
@@ -726,5 +732,5 @@ class ProjectionEnhancer:
             raise RuntimeError(f"run {raw_uid} is still being processed")
         self._jobs.pop(raw_uid, None)
         self._readers.pop(raw_uid, None)
-        res.raw = res.enhanced = res.recon_raw = res.recon_enhanced = None
+        res.raw = res.enhanced = res.recon_raw = res.recon_enhanced = res.pairs = None
         return res

@@ -179,8 +179,10 @@ class RunReader(DocumentRouter):
             if not darks or not (flats or (long_flats and long_darks)):
                 missing = [s for s, v in ((dark_stream(kind), darks), (flat_stream(kind), flats)) if not v]
                 raise LookupError(f"missing stream(s) {missing}: cannot flat/dark-correct {kind} exposures")
-            self._fields[kind] = flat_field(flats, darks, exposure=self._exposure(kind), long_flats=long_flats,
-                                            long_darks=long_darks, long_exposure=self._exposure("long"))  # fmt: skip
+            self._fields[kind] = flat_field(
+                flats, darks, exposure=self._exposure(kind), long_flats=long_flats, long_darks=long_darks,
+                long_exposure=self._exposure("long"),
+            )  # fmt: skip
         return self._fields[kind]
 
     def _photon_statistics(self) -> Any:
@@ -192,8 +194,9 @@ class RunReader(DocumentRouter):
             if ratio and flats and darks and len(flats) >= 2 and len(darks) >= 2:
                 short_darks = self.calib.get(dark_stream("short"))
                 try:
+                    noise_darks = np.stack(short_darks) if short_darks else None
                     return photon_statistics(np.stack(flats), np.stack(darks), exposure_ratio=ratio,
-                                             read_noise_darks=np.stack(short_darks) if short_darks else None)  # fmt: skip
+                                             read_noise_darks=noise_darks)  # fmt: skip
                 except ValueError as exc:
                     logger.info("no photon statistics from the %s flats: %s", kind, exc)
         return None

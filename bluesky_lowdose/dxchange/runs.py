@@ -258,17 +258,32 @@ def _export_processed(run: Any, path: Path, *, overwrite: bool, compression: str
     from .io import write_enhanced
 
     start = run.metadata["start"]
+    stop = run.metadata.get("stop") or {}
+    method = start.get("provenance", {}).get("method")
     if "enhanced" not in run:
-        status = start.get("provenance", {}).get("status")
-        raise DataExchangeError(f"processed run {start['uid']} has no 'enhanced' stream (status {status!r})")
+        raise DataExchangeError(
+            f"processed run {start['uid']} has no 'enhanced' stream: method {method!r} enhances no "
+            "projections "
+            f"(its result is the reconstruction, stream 'recon_enhanced'), or the run failed "
+            f"(stop: {stop.get('exit_status')!r} {stop.get('reason', '')!r})"
+        )
     enhanced = _read(run, "enhanced", "enhanced_image").astype(np.float32)
     theta = _read(run, "enhanced", "angle").astype(np.float64)
     ld = start.get("lowdose", {})
+    provenance: dict[str, Any] = {
+        **start.get("provenance", {}),
+        "outcome": {"exit_status": stop.get("exit_status"), "reason": stop.get("reason")},
+    }
+    if "provenance" in run:  # the pipeline's full record, written at the end of the run
+        blob = _read(run, "provenance", "provenance_json").astype(np.uint8).ravel()
+        provenance["pipeline"] = json.loads(blob.tobytes().decode())
+    volume = _read(run, "recon_enhanced", "slice").astype(np.float32) if "recon_enhanced" in run else None
     return write_enhanced(
         path,
         enhanced,
         theta,
-        json.loads(json.dumps(start.get("provenance", {}), default=_default)),
+        json.loads(json.dumps(provenance, default=_default)),
+        reconstruction=volume,
         exposure_time=ld.get("short_exposure"),
         sample_name=start.get("sample") if isinstance(start.get("sample"), str) else None,
         run_uid=start["original_run_uid"],

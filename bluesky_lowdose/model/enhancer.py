@@ -115,6 +115,17 @@ class Enhancer:
         return str(self._provenance["architecture"])
 
     @property
+    def in_channels(self) -> int:
+        """Input channels of the network (1 for frames; more for slice models with neighbours).
+
+        Returns
+        -------
+        int
+            The channel count.
+        """
+        return int(self.network.input_shape[-1])
+
+    @property
     def patch_size(self) -> int:
         """Training patch edge (the fixed input size of the paper network).
 
@@ -194,6 +205,11 @@ class Enhancer:
         ValueError
             Wrong ndim, empty, NaN or infinite values, or a bad batch size/stride.
         """
+        if self.in_channels != 1:
+            raise ValueError(
+                f"this network takes {self.in_channels} input channels (a Noise2Inverse slice model with "
+                "neighbouring slices): apply it with bluesky_lowdose.model.n2i.denoise_splits"
+            )
         stack, single = as_frames(frames, "frames")
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")

@@ -35,6 +35,9 @@ from .training import _EpochHook, _Guard, _versions
 
 __all__ = ["N2I_DEFAULTS", "denoise_splits", "train_noise2inverse"]
 
+#: Pixels (times channels) per network call when denoising slices.
+_PIXELS_PER_CALL = 1 << 22
+
 #: Default hyper-parameters of :func:`train_noise2inverse` (measured on 128^3 and 256^3 scans).
 N2I_DEFAULTS: dict[str, Any] = {
     "steps": 1200,
@@ -43,11 +46,16 @@ N2I_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "final_learning_rate_fraction": 0.05,
     "base_filters": 16,
+    "context": 1,
 }
 
 
 class _SplitCrops(keras.utils.PyDataset):
-    """Random crops of (input subset, target subset) slices, both directions, dihedral augmentation."""
+    """Random crops of (input subset, target subset) slices, both directions, dihedral augmentation.
+
+    The input holds the slice and ``context`` neighbours on each side as channels (their noise is
+    independent: each detector row is reconstructed on its own); the target is the slice itself.
+    """
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class _SplitCrops(keras.utils.PyDataset):
         steps: int,
         seed: int,
         weights: np.ndarray,
+        context: int,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         self.splits = splits
@@ -67,30 +76,29 @@ class _SplitCrops(keras.utils.PyDataset):
         self.steps = steps
         self.rng = np.random.default_rng(seed)
         self.weights = weights
+        self.context = context
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         k, z, h, w = self.splits.shape
-        c = self.crop
-        x = np.empty((self.batch_size, c, c), np.float32)
-        y = np.empty_like(x)
+        c, ctx = self.crop, self.context
+        x = np.empty((self.batch_size, c, c, 2 * ctx + 1), np.float32)
+        y = np.empty((self.batch_size, c, c, 1), np.float32)
         zs = self.rng.choice(z, self.batch_size, p=self.weights)
         for i, zi in enumerate(zs):
-            src = int(self.rng.integers(k))
-            dst = (src + 1 + int(self.rng.integers(k - 1))) % k if k > 1 else src
+            dst = int(self.rng.integers(k))
             r0 = int(self.rng.integers(0, h - c + 1))
             c0 = int(self.rng.integers(0, w - c + 1))
-            if k > 2:  # input: the mean of every subset but the target (the N2I "X:1" strategy)
-                others = [j for j in range(k) if j != dst]
-                x[i] = self.splits[others, zi, r0 : r0 + c, c0 : c0 + c].mean(axis=0)
-            else:
-                x[i] = self.splits[src, zi, r0 : r0 + c, c0 : c0 + c]
-            y[i] = self.splits[dst, zi, r0 : r0 + c, c0 : c0 + c]
+            near = np.clip(np.arange(zi - ctx, zi + ctx + 1), 0, z - 1)
+            # input: the mean of every subset but the target (the N2I "X:1" strategy; K = 2: the other)
+            others = [j for j in range(k) if j != dst]
+            block = self.splits[others][:, near, r0 : r0 + c, c0 : c0 + c].mean(axis=0)
+            x[i] = np.moveaxis(block, 0, -1)
+            y[i, :, :, 0] = self.splits[dst, zi, r0 : r0 + c, c0 : c0 + c]
         ops = self.rng.integers(0, 8, self.batch_size)
-        x, y = dihedral(self.norm.forward(x), ops), dihedral(self.norm.forward(y), ops)
-        return x[..., None], y[..., None]
+        return dihedral(self.norm.forward(x), ops), dihedral(self.norm.forward(y), ops)
 
 
 class _StepProgress(keras.callbacks.Callback):
@@ -134,6 +142,7 @@ def train_noise2inverse(
     learning_rate: float = N2I_DEFAULTS["learning_rate"],
     final_learning_rate_fraction: float = N2I_DEFAULTS["final_learning_rate_fraction"],
     base_filters: int = N2I_DEFAULTS["base_filters"],
+    context: int = N2I_DEFAULTS["context"],
     seed: int = 0,
     progress: bool = False,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
@@ -157,6 +166,9 @@ def train_noise2inverse(
         Learning rate at the last step, as a fraction of the first.
     base_filters : int
         Filters of the U-Net's first layer.
+    context : int
+        Neighbouring slices on each side given to the network as extra input channels (0: the
+        slice alone).
     seed : int
         Seeds the crops, the augmentation and the network's initial weights.
     progress : bool
@@ -185,6 +197,7 @@ def train_noise2inverse(
     base_filters = check_positive_int(base_filters, "base_filters")
     seed = check_positive_int(seed, "seed", minimum=0)
     crop = check_positive_int(crop, "crop", minimum=DOWNSAMPLING)
+    context = check_positive_int(context, "context", minimum=0)
     if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     if not 0 < final_learning_rate_fraction <= 1:
@@ -203,14 +216,14 @@ def train_noise2inverse(
     weights /= weights.sum()
 
     keras.utils.set_random_seed(seed)
-    network = build_network("unet", base_filters=base_filters)
+    network = build_network("unet", base_filters=base_filters, in_channels=2 * context + 1)
     schedule = keras.optimizers.schedules.CosineDecay(
         float(learning_rate), decay_steps=steps, alpha=float(final_learning_rate_fraction)
     )
     network.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss="mse")
     block = min(100, steps)
     epochs = math.ceil(steps / block)
-    data = _SplitCrops(arr, norm, crop, batch_size, block, seed + 1, weights)
+    data = _SplitCrops(arr, norm, crop, batch_size, block, seed + 1, weights, context)
     guard = _Guard()
     callbacks: list[keras.callbacks.Callback] = [guard, _StepProgress(epochs * block, progress)]
     if on_epoch is not None:
@@ -238,6 +251,7 @@ def train_noise2inverse(
             "loss": "mean squared error against the other subset's reconstruction",
             "augment": True,
             "base_filters": base_filters,
+            "context_slices": context,
             "output_activation": "linear",
         },
         "n_parameters": int(trained.count_params()),
@@ -281,9 +295,32 @@ def denoise_splits(
     ops = range(8) if tta and arr.shape[-1] == arr.shape[-2] else range(1)
     out = np.zeros(arr.shape[1:], np.float64)
     for j in tqdm(range(k), desc="denoise subsets", disable=not progress, leave=False):
-        inp = arr[j] if k == 2 else np.delete(arr, j, axis=0).mean(axis=0)
+        inp = np.delete(arr, j, axis=0).mean(axis=0)  # K = 2: the other subset
         for op in ops:
-            codes = np.full(len(inp), op)
-            pred = denoiser.enhance(dihedral(inp, codes))
-            out += dihedral(pred, codes, inverse=True)
+            out += _predict_volume(denoiser, inp, op)
     return (out / (k * len(ops))).astype(np.float32)
+
+
+def _predict_volume(denoiser: Enhancer, volume: np.ndarray, op: int) -> np.ndarray:
+    """The network's prediction for every slice of ``volume`` (with its neighbours), under one
+    flip/rotation ``op`` of the slices (undone on the output)."""
+    net, norm = denoiser.network, denoiser.normalization
+    channels = denoiser.in_channels
+    ctx = channels // 2
+    z, h, w = volume.shape
+    rows, cols = -(-h // DOWNSAMPLING) * DOWNSAMPLING, -(-w // DOWNSAMPLING) * DOWNSAMPLING
+    near = np.clip(np.arange(z)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, z - 1)
+    per_call = max(1, _PIXELS_PER_CALL // (rows * cols * channels))
+    out = np.empty(volume.shape, np.float32)
+    for s0 in range(0, z, per_call):
+        x = np.moveaxis(norm.forward(volume[near[s0 : s0 + per_call]]), 1, -1)  # (b, h, w, channels)
+        codes = np.full(len(x), op)
+        x = dihedral(x.astype(np.float32), codes)
+        hh, ww = x.shape[1:3]
+        rr, cc = (rows, cols) if (hh, ww) == (h, w) else (cols, rows)
+        x = np.pad(
+            x, ((0, 0), (0, rr - hh), (0, cc - ww), (0, 0)), mode="reflect" if min(hh, ww) > 1 else "edge"
+        )
+        pred = np.asarray(keras.ops.convert_to_numpy(net.predict_on_batch(x)))[:, :hh, :ww, 0]
+        out[s0 : s0 + per_call] = norm.inverse(dihedral(pred, codes, inverse=True))
+    return out

@@ -181,7 +181,9 @@ class InversePSNRLoss(keras.losses.Loss):
         return config
 
 
-def build_network(architecture: str, *, patch_size: int | None = None, base_filters: int = 16) -> keras.Model:
+def build_network(
+    architecture: str, *, patch_size: int | None = None, base_filters: int = 16, in_channels: int = 1
+) -> keras.Model:
     """Build the encoder-decoder network.
 
     Encoder: 8 convolutions 3x3 with ReLU, three of them stride 2.  Decoder: 9 transposed
@@ -198,11 +200,13 @@ def build_network(architecture: str, *, patch_size: int | None = None, base_filt
         Input edge for ``"paper"`` (a multiple of 8); ignored by ``"unet"``.
     base_filters : int
         Filters of the first layer.
+    in_channels : int
+        Input channels (1: a frame; 3: a slice with its two neighbours, for the slice denoiser).
 
     Returns
     -------
     keras.Model
-        Input and output ``(batch, H, W, 1)`` float32.
+        Input ``(batch, H, W, in_channels)``, output ``(batch, H, W, 1)``, float32.
 
     Raises
     ------
@@ -213,12 +217,14 @@ def build_network(architecture: str, *, patch_size: int | None = None, base_filt
         raise ValueError(f"unknown architecture {architecture!r}; choose 'unet' or 'paper'")
     if base_filters < 1:
         raise ValueError(f"base_filters must be >= 1, got {base_filters}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if architecture == "paper":
         if patch_size is None or patch_size < DOWNSAMPLING or patch_size % DOWNSAMPLING:
             raise ValueError(f"the paper network needs a patch_size multiple of 8, got {patch_size}")
-        shape: tuple[int | None, ...] = (patch_size, patch_size, 1)
+        shape: tuple[int | None, ...] = (patch_size, patch_size, in_channels)
     else:
-        shape = (None, None, 1)
+        shape = (None, None, in_channels)
     inputs = keras.Input(shape=shape, name="frames")
     x = EnhancerMetadata(name=METADATA_LAYER)(inputs)
     skips = []

@@ -341,7 +341,7 @@ class ScanPipeline:
         angles = None if reference_angles is None else [float(a) for a in np.atleast_1d(reference_angles)]
         if angles is not None and len(angles) != len(short):
             raise ValueError(f"{len(angles)} reference angle(s) for {len(short)} reference pair(s)")
-        self.pairs_record = {"n_pairs": int(len(short)), "angles_deg": angles}
+        self.pairs_record = {"n_pairs": len(short), "angles_deg": angles}
         if not self.needs_fit:
             return self.models.get("projection")
         t0 = time.perf_counter()
@@ -559,7 +559,7 @@ class ScanPipeline:
                                              self.projection_model is not None),
             "slice_step": slice_record,
             "reconstruction": {"backend": backend, "filter": "parzen",
-                               "center": self.center if self.center is not None else (self.shape[1] - 1) / 2.0,
+                               "center": (self.shape[1] - 1) / 2.0 if self.center is None else self.center,
                                "angle_subsets": self.subsets, "subset_rule": "frame i -> subset i % K"},
             "seed": self.seed,
         }  # fmt: skip

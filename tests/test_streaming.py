@@ -12,7 +12,6 @@ from plan_helpers import pause_after_primary_trigger
 from tiled.queries import Key
 
 from bluesky_lowdose.callbacks import ProjectionEnhancer, ThreadedCallback
-from bluesky_lowdose.metrics import compare
 from bluesky_lowdose.model import from_bytes
 from bluesky_lowdose.plans import PRIMARY, lowdose_tomo_scan
 from bluesky_lowdose.storage import PROCESSED, RAW, make_raw_writer, replay_backups, stream_array
@@ -42,12 +41,11 @@ def streamed(tiled_server, tiled_client):
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1)
     RE = _new_re()
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
-    enhancer = ProjectionEnhancer(
-        tiled_client,
-        train_kwargs=FAST_TRAIN,
-        n2i_options=FAST_N2I,
-        backup_directory=tiled_server.layout.backup,
-    )
+    # "hybrid" runs both learned steps (the paper's projection CNN, then Noise2Inverse): every stream
+    backup = tiled_server.layout.backup
+    enhancer = ProjectionEnhancer(tiled_client, method="hybrid", train_kwargs=FAST_TRAIN,
+                                  n2i_options=FAST_N2I,
+                                  backup_directory=backup)  # fmt: skip
     RE.subscribe(raw_writer)
     RE.subscribe(enhancer)
     (uid,) = RE(_scan(txm))
@@ -84,7 +82,7 @@ def test_provenance_is_present_and_meaningful(streamed, tiled_client) -> None:
     prov = processed.metadata["start"]["provenance"]
     # the start says what will be done; the outcome is never patched into it (a replay reads the same)
     assert "status" not in prov and "reasons" not in prov
-    assert prov["method"] == res.method == "hybrid" and prov["requested_method"] == "auto"
+    assert prov["method"] == res.method == prov["requested_method"] == "hybrid"
     assert prov["flat_field"]["policy"] == "long flats scaled by the exposure ratio"
     assert prov["photon_statistics"]["median_open_beam_photons"] > 0
     pairs = prov["training_pairs"]
@@ -114,12 +112,28 @@ def test_model_from_tiled_reproduces_the_enhanced_frames(streamed, tiled_client)
     np.testing.assert_array_equal(again, stored)
 
 
-def test_enhanced_reconstruction_beats_raw(streamed) -> None:
-    res, ref = streamed["res"], streamed["reference"]
-    raw = compare(res.recon_raw, ref)
-    enh = compare(res.recon_enhanced, ref)
+def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(
+    tiled_server, tiled_client
+) -> None:
+    """What a user gets without choosing: ``method="auto"`` (Noise2Inverse), streamed."""
+    from bluesky_lowdose.demo import simulator_reference
+    from bluesky_lowdose.devices import make_devices
+    from bluesky_lowdose.pipeline import score_volume
+
+    txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=4)
+    RE = _new_re()
+    enhancer = ProjectionEnhancer(tiled_client, n2i_options=FAST_N2I)
+    RE.subscribe(enhancer)
+    (uid,) = RE(_scan(txm))
+    assert enhancer.wait(timeout=600)
+    res = enhancer.results[uid]
+    assert res.status == "complete", res.reasons
+    assert res.method == "n2i" and res.enhancer is None and res.slice_model is not None
+    ref = simulator_reference(txm.physics, res.theta)
+    raw, enh = score_volume(res.recon_raw, ref), score_volume(res.recon_enhanced, ref)
     assert enh["ssim"] > raw["ssim"] + 0.03, (raw, enh)
-    assert enh["psnr"] > raw["psnr"], (raw, enh)
+    assert enh["psnr"] > raw["psnr"] + 1.0, (raw, enh)
+    assert "enhanced" not in tiled_client[PROCESSED][res.processed_uid]  # no projection step
 
 
 # bluesky-tiled-plugins names inline array dims by size, so square frames get the same name
@@ -347,7 +361,7 @@ def test_streaming_gives_exactly_what_enhance_scan_gives_on_the_raw_run(streamed
     out = enhance_scan(
         projections, res.theta, short_refs=short_ff.correct(frames("reference_short")),
         long_refs=long_ff.correct(frames("reference_long")), reference_angles=ld["reference_angles"],
-        method="auto", open_beam_counts=photon.open_beam_counts, read_noise=photon.read_noise,
+        method="hybrid", open_beam_counts=photon.open_beam_counts, read_noise=photon.read_noise,
         projection_training=FAST_TRAIN, n2i_options=FAST_N2I, seed=0,
     )  # fmt: skip
     assert out.method == res.method

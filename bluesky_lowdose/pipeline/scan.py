@@ -95,8 +95,10 @@ METHODS: dict[str, MethodSpec] = {
                               "of one angle subset best predicts the other's"),
 }  # fmt: skip
 
-#: ``method="auto"`` with reference pairs, and without.
-AUTO_WITH_PAIRS = "hybrid"
+#: ``method="auto"`` with reference pairs, and without.  Measured (docs/evaluation.md): Noise2Inverse
+#: beats the pair-trained projection CNN and the hybrid of both in both protocols, so the pairs are
+#: not used by default (they stay the input of ``"paper"`` and ``"hybrid"``).
+AUTO_WITH_PAIRS = "n2i"
 AUTO_WITHOUT_PAIRS = "n2i"
 
 #: Training of the projection CNN (the paper's step): one set of defaults for every entry point.

@@ -149,7 +149,7 @@ class _Job:
         try:
             from ..pipeline import resolve_method
 
-            method = resolve_method(method, has_pairs)
+            method = resolve_method(method, has_pairs, has_projection_model=p.model is not None)
         except ValueError as exc:
             self.fail(
                 f"method {p.method!r} not possible: {exc}; {setup.get('pairs_error') or ''}".rstrip("; ")
@@ -414,7 +414,8 @@ class ProjectionEnhancer:
         Pipeline method (:data:`bluesky_lowdose.pipeline.METHODS`): ``"auto"`` (default: the best
         measured with pairs, ``"hybrid"``), ``"paper"``, ``"n2i"``, ...
     model : bluesky_lowdose.model.Enhancer, optional
-        Reuse this projection model instead of training on the run's reference pairs.
+        Reuse this projection model instead of training on the run's reference pairs (with
+        ``method="auto"`` the method is then ``"paper"``: the model is applied).
     train_kwargs : dict, optional
         Overrides of :data:`bluesky_lowdose.pipeline.PROJECTION_TRAINING` (the projection CNN).
     n2i_options : dict, optional

@@ -107,7 +107,7 @@ PROJECTION_TRAINING: dict[str, Any] = {"model": "unet", "epochs": 25, "patience"
 N2I_OPTIONS: dict[str, Any] = {"steps": 1200, "crop": 64, "batch_size": 16}
 
 
-def resolve_method(method: str, has_pairs: bool) -> str:
+def resolve_method(method: str, has_pairs: bool, *, has_projection_model: bool = False) -> str:
     """The method ``method`` stands for (``"auto"`` resolved), checked against the inputs.
 
     Parameters
@@ -116,6 +116,8 @@ def resolve_method(method: str, has_pairs: bool) -> str:
         A key of :data:`METHODS` or ``"auto"``.
     has_pairs : bool
         Whether long/short reference pairs (or a trained projection model) are available.
+    has_projection_model : bool
+        A trained projection model was given: ``"auto"`` then applies it (``"paper"``).
 
     Returns
     -------
@@ -128,6 +130,8 @@ def resolve_method(method: str, has_pairs: bool) -> str:
         Unknown method, or one that needs pairs when there are none.
     """
     if method == "auto":
+        if has_projection_model:
+            return "paper"
         return AUTO_WITH_PAIRS if has_pairs else AUTO_WITHOUT_PAIRS
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(METHODS)}")
@@ -253,7 +257,11 @@ class ScanPipeline:
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"shape must be (n_slices, width), got {shape}")
-        self.method = resolve_method(method, has_pairs or projection_model is not None)
+        self.method = resolve_method(
+            method,
+            has_pairs or projection_model is not None,
+            has_projection_model=projection_model is not None,
+        )
         self.spec = METHODS[self.method]
         if self.spec.slices == "n2i" and subsets < 2:
             raise ValueError(f"Noise2Inverse needs at least 2 angle subsets, got {subsets}")

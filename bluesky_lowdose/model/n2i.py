@@ -40,7 +40,7 @@ _PIXELS_PER_CALL = 1 << 22
 
 #: Default hyper-parameters of :func:`train_noise2inverse` (measured on 128^3 and 256^3 scans).
 N2I_DEFAULTS: dict[str, Any] = {
-    "steps": 1200,
+    "steps": 2400,
     "crop": 64,
     "batch_size": 16,
     "learning_rate": 1e-3,

@@ -104,7 +104,7 @@ AUTO_WITHOUT_PAIRS = "n2i"
 #: Training of the projection CNN (the paper's step): one set of defaults for every entry point.
 PROJECTION_TRAINING: dict[str, Any] = {"model": "unet", "epochs": 25, "patience": 6}
 #: Noise2Inverse options (see :func:`bluesky_lowdose.model.n2i.train_noise2inverse`).
-N2I_OPTIONS: dict[str, Any] = {"steps": 1200, "crop": 64, "batch_size": 16}
+N2I_OPTIONS: dict[str, Any] = {"steps": 2400, "crop": 64, "batch_size": 16}
 
 
 def resolve_method(method: str, has_pairs: bool, *, has_projection_model: bool = False) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import keras
@@ -27,11 +26,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._checks import TrainingError, check_positive_int
-from .enhancer import Enhancer, weights_sha256
+from .enhancer import Enhancer
 from .networks import DOWNSAMPLING, build_network
 from .normalization import Normalization
 from .patches import dihedral
-from .training import _EpochHook, _Guard, _versions
+from .training import _EpochHook, _Guard, finish_enhancer
 
 __all__ = ["N2I_DEFAULTS", "denoise_splits", "train_noise2inverse"]
 
@@ -260,12 +259,8 @@ def train_noise2inverse(
         "history": hist,
         "epochs_run": len(hist.get("loss", [])),
         "seed": seed,
-        "versions": _versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    provenance["model_hash"] = weights_sha256(trained)
-    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    return Enhancer(trained, norm, provenance)
+    return finish_enhancer(trained, norm, provenance, started)
 
 
 def denoise_splits(

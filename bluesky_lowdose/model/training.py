@@ -382,9 +382,33 @@ def train(
         "final_val_loss": hist["val_loss"][-1] if "val_loss" in hist else None,
         "stopped_early": best.stopped_early,
         "seed": seed,
-        "versions": _versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    provenance["model_hash"] = weights_sha256(trained)
+    return finish_enhancer(trained, norm, provenance, started)
+
+
+def finish_enhancer(
+    network: keras.Model, norm: Normalization, provenance: dict[str, Any], started: float
+) -> Enhancer:
+    """Stamp versions, creation time, weights hash and wall time into ``provenance``; wrap the network.
+
+    Parameters
+    ----------
+    network : keras.Model
+        The trained (uncompiled) network.
+    norm : Normalization
+        Its input normalisation.
+    provenance : dict
+        The training record so far.
+    started : float
+        ``time.perf_counter()`` when training started.
+
+    Returns
+    -------
+    Enhancer
+        The enhancer.
+    """
+    provenance["versions"] = _versions()
+    provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    provenance["model_hash"] = weights_sha256(network)
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    return Enhancer(trained, norm, provenance)
+    return Enhancer(network, norm, provenance)

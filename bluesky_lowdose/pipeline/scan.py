@@ -358,15 +358,8 @@ class ScanPipeline:
         if self.spec.projection == "cnn":
             from ..model import train
 
-            hook = None
-            if self.on_epoch is not None:
-                on_epoch = self.on_epoch
-
-                def hook(epoch: int, logs: dict[str, float]) -> None:
-                    on_epoch("projection", epoch, logs)
-
             opts = {"seed": self.seed, **self.projection_training}
-            model = train(short, long_, progress=self.progress, on_epoch=hook, **opts)
+            model = train(short, long_, progress=self.progress, on_epoch=self._hook("projection"), **opts)
         else:
             from ..model import baseline
 
@@ -374,6 +367,17 @@ class ScanPipeline:
         self.models["projection"] = model
         self.timings["projection_training_s"] = time.perf_counter() - t0
         return model
+
+    def _hook(self, stage: str) -> Callable[[int, dict[str, float]], None] | None:
+        """``on_epoch`` of a training, tagged with its stage, or None."""
+        if self.on_epoch is None:
+            return None
+        on_epoch = self.on_epoch
+
+        def hook(epoch: int, logs: dict[str, float]) -> None:
+            on_epoch(stage, epoch, logs)
+
+        return hook
 
     # ------------------------------------------------------------------ frames
     def _floor(self) -> float | np.ndarray:
@@ -527,15 +531,10 @@ class ScanPipeline:
         if self.spec.slices == "n2i":
             from ..model.n2i import denoise_splits, train_noise2inverse
 
-            hook = None
-            if self.on_epoch is not None:
-                on_epoch = self.on_epoch
-
-                def hook(epoch: int, logs: dict[str, float]) -> None:
-                    on_epoch("slices", epoch, logs)
-
             opts = {"seed": self.seed, **self.n2i_options}
-            denoiser = train_noise2inverse(parts, progress=self.progress, on_epoch=hook, **opts)
+            denoiser = train_noise2inverse(
+                parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
+            )
             self.models["slices"] = denoiser
             volume = denoise_splits(denoiser, parts, progress=self.progress)
             slice_record = {"kind": "noise2inverse", "model_hash": denoiser.model_hash,

@@ -9,7 +9,7 @@ import numpy as np
 __all__ = ["bm3d_slices"]
 
 #: Multiples of the measured noise level tried when tuning sigma.
-FACTORS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8)
+FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
 #: Slices used for tuning.
 TUNING_SLICES = 6
 

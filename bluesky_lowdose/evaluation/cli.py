@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -24,14 +25,22 @@ def _angle_set(text: str) -> tuple[float, ...]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` options to ``parser``.
 
+    Defaults of ``--epochs`` and ``--n2i-steps`` are the pipeline's
+    (:data:`bluesky_lowdose.pipeline.PROJECTION_TRAINING`, :data:`bluesky_lowdose.pipeline.N2I_OPTIONS`).
+
     Parameters
     ----------
     parser : argparse.ArgumentParser
         The (sub)parser to fill.
     """
+    from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS, METHODS, N2I_OPTIONS, PROJECTION_TRAINING
+
+    from .protocol import DEFAULT_METHODS, DOSE_LADDER
+
     parser.description = (
-        "Benchmark CNN enhancement against noisy data and median/TV/BM3D baselines on the simulated "
-        "cube-of-spheres phantom (the protocol of Yang et al., Sci. Rep. 8:2575, 2018)."
+        "Benchmark the enhancement methods of bluesky_lowdose.pipeline (the paper's CNN, Noise2Inverse, "
+        "the hybrid, BM3D on projections and on slices) on the simulated cube-of-spheres phantom (the "
+        "protocol of Yang et al., Sci. Rep. 8:2575, 2018, and a TXM photon-noise variant)."
     )
     parser.add_argument(
         "--mode",
@@ -45,43 +54,68 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--noise",
         type=float,
         nargs="+",
-        default=[5, 10, 15, 20, 25, 30],
+        default=[5, 10, 20, 30],
         metavar="PERCENT",
-        help="Gaussian sigma in %% of the max clean normalised projection (default 5..30)",
+        help="Gaussian sigma in %% of the max clean normalised projection (default 5 10 20 30)",
     )
     parser.add_argument(
         "--dose-ratio",
         type=float,
         nargs="+",
-        default=[10, 15],
+        default=[10],
         metavar="R",
-        help="Poisson mode: long / short exposure ratios (default 10 15)",
+        help="Poisson mode: long / short exposure ratios (default 10)",
+    )
+    parser.add_argument(
+        "--dose-ladder",
+        type=float,
+        nargs="*",
+        default=list(DOSE_LADDER),
+        metavar="R",
+        help="Poisson mode: dose ratios of extra plain scans for the equivalent dose "
+        f"(default {' '.join(f'{r:g}' for r in DOSE_LADDER)}; 1 and --dose-ratio are always included)",
     )
     parser.add_argument(
         "--exposure", type=float, default=1.0, help="Poisson mode: long exposure, s (default 1)"
     )
     parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"methods to run: {', '.join(METHODS)} or auto (= {AUTO_WITH_PAIRS}) "
+        f"(default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
         "--train-angles",
         type=_angle_set,
-        nargs="+",
-        default=[(0.0, 45.0, 90.0)],
+        default=(0.0, 45.0, 90.0),
         metavar="DEG,DEG",
-        help="one CNN per comma-separated angle set (default 0,45,90)",
-    )
-    parser.add_argument("--model", default="unet", help="CNN architecture (default unet)")
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs per CNN (default 25)")
-    parser.add_argument(
-        "--train-stride", type=int, default=8, help="step between training patches, pixels (default 8)"
+        help="angles of the reference pairs, comma-separated (default 0,45,90)",
     )
     parser.add_argument(
-        "--baselines",
-        nargs="*",
-        default=["median", "tv", "bm3d"],
-        choices=("median", "tv", "bm3d"),
-        help="classical baselines (default all)",
+        "--model", default=None, help=f"projection-CNN architecture (default {PROJECTION_TRAINING['model']})"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=PROJECTION_TRAINING["epochs"],
+        help=f"projection-CNN epochs, at most (default {PROJECTION_TRAINING['epochs']})",
+    )
+    parser.add_argument(
+        "--n2i-steps",
+        type=int,
+        default=N2I_OPTIONS["steps"],
+        help=f"Noise2Inverse optimisation steps (default {N2I_OPTIONS['steps']})",
     )
     parser.add_argument(
         "--slices", type=int, default=None, help="central slices scored (default size/8; 0: all)"
+    )
+    parser.add_argument(
+        "--margin",
+        type=int,
+        default=8,
+        help="detector rows run beyond the scored slices, each side (default 8)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of phantom, noise and training")
     parser.add_argument(
@@ -92,7 +126,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="tqdm progress bars on stderr (default: when stderr is a terminal)",
+        help="tqdm progress bars and per-level lines on stderr (default: when stderr is a terminal)",
     )
 
 
@@ -107,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 for invalid parameters.
+        Exit status: 0 on success, 2 for invalid parameters (checked before anything runs).
     """
     from .protocol import EvaluationConfig, run_evaluation
     from .report import machine_info, to_json, to_markdown, write_report
@@ -119,18 +153,22 @@ def run(args: argparse.Namespace) -> int:
         angles=args.angles,
         noise_levels=tuple(v / 100.0 for v in args.noise),
         dose_ratios=tuple(args.dose_ratio),
+        dose_ladder=tuple(args.dose_ladder),
         exposure=args.exposure,
         train_angles=tuple(args.train_angles),
-        model=args.model,
+        methods=tuple(args.methods),
         epochs=args.epochs,
-        train_stride=args.train_stride,
-        baselines=tuple(args.baselines),
+        model=args.model,
+        n2i_steps=args.n2i_steps,
         slices=args.slices,
+        margin=args.margin,
         seed=args.seed,
         progress=progress,
     )
     try:
         cfg.validate()
+        if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out!r} exists and is not a directory")
     except ValueError as exc:
         print(f"lowdose-tomo evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -1,50 +1,60 @@
 """The synthetic evaluation protocol of Yang et al. (2018), Gaussian and Poisson variants (pure).
 
+Every scientific step -- flat/dark correction, ``-log`` (with its low-count bias correction),
+training of the projection CNN, tuning of the baselines, Noise2Inverse, reconstruction and
+scoring -- is :mod:`bluesky_lowdose.pipeline`'s: this module only simulates the data, calls
+:func:`~bluesky_lowdose.pipeline.enhance_scan` once per method and level, and scores the
+volumes with :func:`~bluesky_lowdose.pipeline.score_volume`.
+
 Gaussian mode (the paper's protocol)
     1. The cube-of-spheres phantom is projected exactly at ``angles`` equally spaced angles over
-       [0, 180] degrees inclusive: line integrals ``P``.  ``P_o = P / max(P)`` are the clean,
-       normalised projections (values in [0, 1]).
-    2. ``P_n = P_o + N(0, sigma^2)`` with ``sigma = level * max(P_o) = level``: a noise level of
-       10 % is a standard deviation of 10 % of the brightest clean projection value.  One noise
-       realisation per level (seeded).
-    3. A CNN is trained per level on the pairs ``(P_n, P_o)`` at the training angles only (the
-       "long" references are the clean projections, as in the paper) and enhances every
-       projection: ``P_e``.  Median, TV and BM3D baselines are tuned on the same pairs
-       (:func:`bluesky_lowdose.model.baseline`) and applied the same way.
-    4. Every projection set is scaled back to line integrals and reconstructed identically
-       (:func:`bluesky_lowdose.recon.reconstruct`, FBP with a Parzen filter): ``R_o``, ``R_n``,
-       ``R_e``, ``R_median``, ``R_tv``, ``R_bm3d``.
-    5. PSNR and SSIM of each against ``R_o`` (:mod:`bluesky_lowdose.metrics`; data range of
-       ``R_o``; SSIM per slice averaged).
+       [0, 180] degrees inclusive: line integrals ``P``; ``P_o = P / max(P)`` in [0, 1].
+    2. ``P_n = P_o + N(0, sigma^2)`` with ``sigma = level * max(P_o) = level``.  One seeded
+       realisation per level.
+    3. Each method runs on ``P_n * max(P)`` (line integrals, ``input="line_integrals"``); the
+       methods with pairs get the clean projections at the training angles as the "long"
+       references (as in the paper), their short partners are the noisy projections there.
+    4. ``R_o``, the reference, is the clean projections through the same pipeline (method
+       ``"none"``).
 
 Poisson mode (physically realistic)
-    The TXM simulator (:class:`bluesky_lowdose.physics.TXMPhysics`) records a full-dose scan at the
-    long exposure and a low-dose scan at ``long / ratio``, each with its own flats and darks.
-    The CNN and the baselines are trained/tuned on short/long pairs of flat/dark-corrected
-    transmission at the training angles and enhance the low-dose transmission, which is then
-    ``-log``-ed and reconstructed (transmission floored at half a detected photon of the open beam,
-    so a pixel that caught no photon does not become an outlier).  The reference ``R_o`` is the
-    noise-free reconstruction; the full-dose reconstruction ``R_full`` is scored too: a dose
-    reduction by ``ratio`` holds when ``R_e`` scores at least as well as ``R_full``.
+    The TXM simulator (:class:`bluesky_lowdose.physics.TXMPhysics`) records a full-dose scan at
+    the long exposure and a low-dose scan at ``long / ratio``, each with its own long-exposure
+    flats (10, out of the beam: they cost the sample no dose) and darks of its own exposure (10).
+    Frames are corrected with :func:`~bluesky_lowdose.pipeline.flat_field` (the long flats scaled
+    by the exposure ratio), and the open-beam photon counts and read noise measured from the long
+    flats and darks with :func:`~bluesky_lowdose.pipeline.photon_statistics` go to
+    :func:`~bluesky_lowdose.pipeline.enhance_scan` (``open_beam_counts``, ``read_noise``): the
+    ``-log`` floor is half a photon and methods without a projection step correct the low-count
+    bias.  The pairs are the long exposures of the full-dose scan at the training angles and the
+    low-dose projections there.  ``R_o`` is the noise-free reconstruction (``mu`` x exact line
+    integrals); ``full-dose`` is the long scan with method ``"none"``.  Plain reconstructions of
+    further scans at intermediate doses (``dose_ladder``) give each method's *equivalent dose*:
+    the dose at which plain FBP scores as well as the method does at ``1 / ratio``.
 
-Scored slices: by default the central ``size // 8`` slices (through the middle of the cube),
-where every method is reconstructed; BM3D, the slow baseline, denoises only the projection
-rows of those slices plus a margin of 8 rows on each side (its output on the scored rows is then
-that of a full-frame run up to edge effects in the margin).  ``slices=0`` scores every slice.
+Slab and scores
+    Only the central ``size // 8`` slices are scored (through the middle of the cube).  For speed
+    every method runs on a slab of detector rows: those slices plus ``margin`` (8) rows on each
+    side, so that edge effects of the projection filters stay out of the scored slices.  Scores are
+    PSNR and SSIM inside the object (:func:`bluesky_lowdose.metrics.object_mask` of ``R_o``), data
+    range of ``R_o``; the air around the object is not scored.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_METHODS",
+    "OPTIONAL_METHODS",
     "PAPER_SSIM",
+    "TARGETS",
     "EvaluationConfig",
     "run_evaluation",
 ]
@@ -59,8 +69,23 @@ PAPER_SSIM: dict[float, tuple[float, float]] = {
     0.30: (0.02, 0.71),
 }
 
-#: Rows of context around the scored rows given to BM3D.
-BM3D_MARGIN = 8
+#: Methods run by default (keys of :data:`bluesky_lowdose.pipeline.METHODS`), in report order.
+DEFAULT_METHODS: tuple[str, ...] = ("none", "paper", "n2i", "hybrid", "bm3d", "bm3d-slices")
+#: Further methods that can be selected.
+OPTIONAL_METHODS: tuple[str, ...] = ("median", "tv")
+#: The baselines the default method is measured against (best of those run, per metric).
+TARGET_BASELINES: tuple[str, ...] = ("bm3d", "bm3d-slices")
+#: Margins (default method minus best baseline) the default method must reach, per mode:
+#: strictly more than 0 where the value is 0.
+TARGETS: dict[str, dict[str, float]] = {
+    "gaussian": {"ssim": 0.05, "psnr": 1.0},
+    "poisson": {"ssim": 0.0, "psnr": 0.0},
+}
+
+#: Flats and darks per scan (Poisson mode).
+N_REFERENCE_FRAMES = 10
+#: Default dose ratios of the extra plain scans (Poisson mode, besides 1 and the levels).
+DOSE_LADDER = (1.5, 2.0, 3.0, 5.0)
 
 
 @dataclass
@@ -83,46 +108,52 @@ class EvaluationConfig:
         Poisson mode: long / short exposure ratios.
     exposure : float
         Poisson mode: the long (full-dose) exposure in seconds.
-    train_angles : sequence of sequence of float
-        One CNN per set of training angles (degrees; the nearest scan angles are used).
-    model : str
-        Network architecture for :func:`bluesky_lowdose.model.train`.
-    epochs : int
-        Training epochs (no early stopping).
-    train_stride : int
-        Step between training patches (smaller: more patches per epoch).
-    patch_size : int or None
-        Training patch edge; None: 64, or ``size // 2`` rounded down to a multiple of 8 for small
-        phantoms.
-    baselines : sequence of str
-        Classical denoisers to compare (``"median"``, ``"tv"``, ``"bm3d"``).
+    dose_ladder : sequence of float
+        Poisson mode: dose ratios of extra scans reconstructed without enhancement, for the
+        equivalent dose of each method (1 and the levels are always included).
+    train_angles : sequence of float
+        Angles (degrees) of the reference pairs; the nearest scan angles are used.
+    methods : sequence of str
+        Keys of :data:`bluesky_lowdose.pipeline.METHODS` (``"auto"``: the default method with
+        pairs, :data:`bluesky_lowdose.pipeline.AUTO_WITH_PAIRS`).
+    epochs : int, optional
+        Projection-CNN epochs; None: :data:`bluesky_lowdose.pipeline.PROJECTION_TRAINING`.
+    model : str, optional
+        Projection-CNN architecture; None: the pipeline's default.
+    n2i_steps : int, optional
+        Noise2Inverse optimisation steps; None: :data:`bluesky_lowdose.pipeline.N2I_OPTIONS`.
     slices : int or None
         Number of central slices scored; None: ``size // 8``; 0: all.
+    margin : int
+        Detector rows run on each side of the scored slices (not scored).
     seed : int
-        Seeds the phantom, the noise and the training.
+        Seeds the phantom, the noise and every learned step.
     progress : bool
-        Show tqdm progress bars.
+        Show tqdm progress bars and a line per level.
     """
 
     mode: str = "gaussian"
     size: int = 128
     angles: int = 181
-    noise_levels: Sequence[float] = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
-    dose_ratios: Sequence[float] = (10.0, 15.0)
+    noise_levels: Sequence[float] = (0.05, 0.10, 0.20, 0.30)
+    dose_ratios: Sequence[float] = (10.0,)
     exposure: float = 1.0
-    train_angles: Sequence[Sequence[float]] = ((0.0, 45.0, 90.0),)
-    model: str = "unet"
-    epochs: int = 25
-    train_stride: int = 8
-    patch_size: int | None = None
-    baselines: Sequence[str] = ("median", "tv", "bm3d")
+    dose_ladder: Sequence[float] = DOSE_LADDER
+    train_angles: Sequence[float] = (0.0, 45.0, 90.0)
+    methods: Sequence[str] = DEFAULT_METHODS
+    epochs: int | None = None
+    model: str | None = None
+    n2i_steps: int | None = None
     slices: int | None = None
+    margin: int = 8
     seed: int = 0
     progress: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Raise ValueError for inconsistent parameters."""
+        """Raise ValueError for inconsistent parameters (nothing heavy is imported)."""
+        from bluesky_lowdose.pipeline import METHODS
+
         if self.mode not in ("gaussian", "poisson"):
             raise ValueError(f"mode must be 'gaussian' or 'poisson', got {self.mode!r}")
         if self.size < 16:
@@ -131,36 +162,51 @@ class EvaluationConfig:
             raise ValueError(f"angles must be >= 8, got {self.angles}")
         if self.mode == "gaussian" and (not self.noise_levels or min(self.noise_levels) <= 0):
             raise ValueError("noise levels must be positive fractions (0.05 is 5 %)")
-        if self.mode == "poisson" and (not self.dose_ratios or min(self.dose_ratios) < 1):
-            raise ValueError("dose ratios must be >= 1")
-        if self.exposure <= 0:
+        if self.mode == "poisson" and (not self.dose_ratios or min(self.dose_ratios) <= 1):
+            raise ValueError("dose ratios must be > 1 (long / short exposure)")
+        if any(not r > 1 for r in self.dose_ladder):
+            raise ValueError("dose ladder ratios must be > 1")
+        if not self.exposure > 0:
             raise ValueError("exposure must be positive")
-        if not self.train_angles or any(len(a) < 1 for a in self.train_angles):
-            raise ValueError("give at least one set of training angles")
-        if self.epochs < 1:
-            raise ValueError("epochs must be >= 1")
-        if self.train_stride < 1:
-            raise ValueError("train_stride must be >= 1")
-        unknown = set(self.baselines) - {"median", "tv", "bm3d"}
+        if not self.train_angles or not all(0 <= a <= 180 for a in self.train_angles):
+            raise ValueError("give at least one training angle in [0, 180] degrees")
+        if not self.methods:
+            raise ValueError("give at least one method")
+        unknown = [m for m in self.methods if m != "auto" and m not in METHODS]
         if unknown:
-            raise ValueError(f"unknown baselines {sorted(unknown)}")
+            raise ValueError(f"unknown methods {unknown}; choose 'auto' or among {', '.join(METHODS)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.n2i_steps is not None and self.n2i_steps < 1:
+            raise ValueError(f"n2i steps must be >= 1, got {self.n2i_steps}")
         if self.slices is not None and not 0 <= self.slices <= self.size:
             raise ValueError(f"slices must lie in [0, size], got {self.slices}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0 rows, got {self.margin}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.slab_rows().stop - self.slab_rows().start < 8:
+            raise ValueError("the slab (scored slices and margins) must be at least 8 detector rows")
 
-    def training_patch(self) -> int:
-        """Return the patch edge used for training.
+    def method_list(self) -> list[str]:
+        """The methods to run, ``"auto"`` resolved, without duplicates, in the given order.
 
         Returns
         -------
-        int
-            Pixels.
+        list of str
+            Keys of :data:`bluesky_lowdose.pipeline.METHODS`.
         """
-        if self.patch_size is not None:
-            return self.patch_size
-        return int(min(64, max(8, (self.size // 2) // 8 * 8)))
+        from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS
+
+        out: list[str] = []
+        for m in self.methods:
+            m = AUTO_WITH_PAIRS if m == "auto" else m
+            if m not in out:
+                out.append(m)
+        return out
 
     def scored_rows(self) -> slice:
-        """Return the detector rows (= volume slices) that are reconstructed and scored.
+        """Return the detector rows (= volume slices) that are scored.
 
         Returns
         -------
@@ -173,26 +219,45 @@ class EvaluationConfig:
         start = (self.size - k) // 2
         return slice(start, start + k)
 
+    def slab_rows(self) -> slice:
+        """Return the detector rows every method runs on: the scored rows and the margins.
 
-def cnn_label(angles: Sequence[float]) -> str:
-    """Return the method name of the CNN trained at ``angles``.
+        Returns
+        -------
+        slice
+            Rows of the full projections.
+        """
+        rows = self.scored_rows()
+        return slice(max(rows.start - self.margin, 0), min(rows.stop + self.margin, self.size))
 
-    Parameters
-    ----------
-    angles : sequence of float
-        Training angles.
+    def projection_training(self) -> dict[str, Any]:
+        """Overrides of :data:`bluesky_lowdose.pipeline.PROJECTION_TRAINING` for this run.
 
-    Returns
-    -------
-    str
-        ``cnn-2`` for two angles, etc.
-    """
-    return f"cnn-{len(angles)}"
+        Returns
+        -------
+        dict
+            ``epochs``/``model`` when set; ``patch_size`` when the slab is thinner than the
+            default patch (32 rows).
+        """
+        out: dict[str, Any] = {}
+        if self.epochs is not None:
+            out["epochs"] = int(self.epochs)
+        if self.model is not None:
+            out["model"] = self.model
+        rows = self.slab_rows().stop - self.slab_rows().start
+        if rows < 32:
+            out["patch_size"] = rows // 8 * 8
+        return out
 
+    def n2i_options(self) -> dict[str, Any]:
+        """Overrides of :data:`bluesky_lowdose.pipeline.N2I_OPTIONS` for this run.
 
-def _nearest_indices(theta: np.ndarray, angles: Sequence[float]) -> list[int]:
-    idx = sorted({int(np.argmin(np.abs(theta - a))) for a in angles})
-    return idx
+        Returns
+        -------
+        dict
+            ``steps`` when set.
+        """
+        return {} if self.n2i_steps is None else {"steps": int(self.n2i_steps)}
 
 
 def _tag(value: float) -> int:
@@ -217,31 +282,113 @@ class _Clock:
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
 
 
-def _score(
-    volumes: dict[str, np.ndarray], reference: np.ndarray, labels: np.ndarray
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    from bluesky_lowdose.metrics import compare, phase_histograms
-
-    scores = {}
-    separation = {}
-    for name, vol in volumes.items():
-        scores[name] = compare(vol, reference)
-        separation[name] = phase_histograms(vol, labels, bins=64)["separation"]
-    return scores, separation
-
-
-def _keep_for_figures(
-    volumes: dict[str, np.ndarray], store: dict[str, Any], key: str, labels: np.ndarray
-) -> None:
-    mid = next(iter(volumes.values())).shape[0] // 2
-    store[key] = {
-        "slices": {name: vol[mid].copy() for name, vol in volumes.items()},
-        "values": {name: vol[labels >= 0].ravel()[::7].copy() for name, vol in volumes.items()},
-    }
+def _brief(record: Any) -> Any:
+    """Provenance without the bulky parts (loss curves, normalisation, versions, timestamps)."""
+    drop = {"history", "normalization", "versions", "software", "created"}
+    if isinstance(record, dict):
+        return {k: _brief(v) for k, v in record.items() if k not in drop}
+    if isinstance(record, (list, tuple)):
+        return [_brief(v) for v in record]
+    if isinstance(record, np.generic):
+        return record.item()
+    return record
 
 
-def _report_level(name: str, scores: dict[str, dict[str, float]], progress: bool) -> None:
+class _Scorer:
+    """Scores volumes of the slab inside the object of ``R_o`` (the pipeline's definition)."""
+
+    def __init__(self, reference: np.ndarray, scored: slice, labels: np.ndarray) -> None:
+        from bluesky_lowdose.metrics import object_mask
+
+        self.scored = scored
+        self.reference = reference[scored]
+        self.mask = object_mask(self.reference)
+        self.labels = labels
+
+    def __call__(self, volume: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+        from bluesky_lowdose.metrics import phase_histograms
+        from bluesky_lowdose.pipeline import score_volume
+
+        vol = volume[self.scored]
+        scores = score_volume(vol, self.reference, mask=self.mask)
+        separation = phase_histograms(vol, self.labels, bins=64)["separation"]
+        return scores, separation
+
+
+def _plain(projections: np.ndarray, theta: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """The pipeline's reconstruction without enhancement (method ``"none"``)."""
+    from bluesky_lowdose.pipeline import enhance_scan
+
+    return enhance_scan(projections, theta, method="none", **kwargs).volume
+
+
+def _run_methods(
+    cfg: EvaluationConfig,
+    projections: np.ndarray,
+    theta: np.ndarray,
+    long_refs: np.ndarray,
+    reference_angles: np.ndarray,
+    scorer: _Scorer,
+    *,
+    input: str,
+    seed: int,
+    open_beam_counts: np.ndarray | None = None,
+    read_noise: float = 0.0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run every method through :func:`enhance_scan`; return the level's entry and middle slices."""
+    from bluesky_lowdose.pipeline import METHODS, enhance_scan
+
+    entry: dict[str, Any] = {"scores": {}, "separation": {}, "seconds": {}, "provenance": {}}
+    slices: dict[str, np.ndarray] = {}
+    mid = scorer.scored.start + (scorer.scored.stop - scorer.scored.start) // 2
+    for method in cfg.method_list():
+        pairs = METHODS[method].pairs
+        t0 = time.perf_counter()
+        result = enhance_scan(
+            projections,
+            theta,
+            long_refs=long_refs if pairs else None,
+            reference_angles=reference_angles if pairs else None,
+            input=input,
+            method=method,
+            open_beam_counts=open_beam_counts,
+            read_noise=read_noise,
+            projection_training=cfg.projection_training(),
+            n2i_options=cfg.n2i_options(),
+            keep_projections=False,
+            progress=cfg.progress,
+            seed=seed,
+        )
+        entry["seconds"][method] = round(time.perf_counter() - t0, 2)
+        entry["scores"][method], entry["separation"][method] = scorer(result.volume)
+        entry["provenance"][method] = _brief(result.provenance)
+        slices[method] = result.volume[mid].copy()
+        _progress_line(f"  {method}", entry["scores"][method], entry["seconds"][method], cfg.progress)
+    return entry, slices
+
+
+def _progress_line(name: str, score: dict[str, float], seconds: float, progress: bool) -> None:
+    text = f"{name}: SSIM {score['ssim']:.3f}, PSNR {score['psnr']:.2f} dB ({seconds:.0f} s)"
+    logger.info(text)
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+
+def _report_level(name: str, entry: dict[str, Any], mode: str, progress: bool) -> None:
+    from .report import target_check
+
+    scores = entry["scores"]
     text = ", ".join(f"{m} {s['ssim']:.3f}/{s['psnr']:.1f} dB" for m, s in scores.items())
+    check = target_check(scores, mode)
+    if check is not None:
+        text += (
+            f" | {check['default']} - best baseline: {check['margin']['ssim']:+.3f} SSIM, "
+            f"{check['margin']['psnr']:+.2f} dB: {'met' if check['met'] else 'missed'}"
+        )
     logger.info("%s: SSIM/PSNR %s", name, text)
     if progress:
         import sys
@@ -251,78 +398,17 @@ def _report_level(name: str, scores: dict[str, dict[str, float]], progress: bool
         tqdm.write(f"{name}: SSIM/PSNR {text}", file=sys.stderr)
 
 
-def _denoise_all(
-    short_refs: np.ndarray,
-    long_refs: np.ndarray,
-    frames: np.ndarray,
-    rows: slice,
-    cfg: EvaluationConfig,
-    clock: _Clock,
-    post: Callable[[np.ndarray], np.ndarray],
-    info: dict[str, Any],
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Enhance ``frames`` with each CNN and baseline; return line integrals of the scored rows."""
-    from bluesky_lowdose.model import baseline, train
-
-    out: dict[str, np.ndarray] = {}
-    theta_refs = info["train_sets"]
-    for label, idx in theta_refs.items():
-        t0 = time.perf_counter()
-        enhancer = train(
-            short_refs[idx],
-            long_refs[idx],
-            model=cfg.model,
-            epochs=cfg.epochs,
-            stride=min(cfg.train_stride, cfg.training_patch() // 2),
-            patch_size=cfg.training_patch(),
-            patience=None,
-            seed=seed,
-            progress=cfg.progress,
-        )
-        clock.add(f"train {label}", t0)
-        t0 = time.perf_counter()
-        enhanced = enhancer.enhance(frames, progress=cfg.progress)
-        clock.add(f"enhance {label}", t0)
-        out[label] = post(enhanced[:, rows, :])
-    # baselines are tuned on the pairs of the largest training set
-    idx = max(theta_refs.values(), key=len)
-    bm3d_rows = slice(max(rows.start - BM3D_MARGIN, 0), min(rows.stop + BM3D_MARGIN, frames.shape[1]))
-    for name in cfg.baselines:
-        t0 = time.perf_counter()
-        if name == "bm3d":
-            sub = slice(rows.start - bm3d_rows.start, rows.stop - bm3d_rows.start)
-            b = baseline(name, short_refs[idx][:, bm3d_rows], long_refs[idx][:, bm3d_rows])
-            den = b.enhance(frames[:, bm3d_rows, :], progress=cfg.progress)[:, sub, :]
-        else:
-            b = baseline(name, short_refs[idx], long_refs[idx])
-            den = b.enhance(frames, progress=cfg.progress)[:, rows, :]
-        info.setdefault("baseline_parameters", {})[name] = b.provenance.get("value")
-        clock.add(f"baseline {name}", t0)
-        out[name] = post(den)
-    return out
-
-
-def _reconstruct_all(
-    sinos: dict[str, np.ndarray], theta: np.ndarray, clock: _Clock, progress: bool
-) -> dict[str, np.ndarray]:
-    from bluesky_lowdose.recon import reconstruct
-
-    vols = {}
-    t0 = time.perf_counter()
-    for name, p in sinos.items():
-        vols[name] = reconstruct(p, theta, progress=False)
-    clock.add("reconstruct", t0)
-    return vols
+def _reference_indices(theta: np.ndarray, angles: Sequence[float]) -> np.ndarray:
+    return np.array(sorted({int(np.argmin(np.abs(theta - a))) for a in angles}), dtype=np.int64)
 
 
 def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> None:
     from tqdm.auto import tqdm
 
     from bluesky_lowdose.physics import make_phantom
-    from bluesky_lowdose.recon import reconstruct
 
-    rows = cfg.scored_rows()
+    rows, slab = cfg.scored_rows(), cfg.slab_rows()
+    scored = slice(rows.start - slab.start, rows.stop - slab.start)
     t0 = time.perf_counter()
     phantom = make_phantom(cfg.size, seed=cfg.seed)
     theta = np.linspace(0.0, 180.0, cfg.angles)
@@ -330,124 +416,193 @@ def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> N
     scale = float(p_clean.max())
     p_o = p_clean / scale
     labels = _labels(phantom, rows)
+    ref_idx = _reference_indices(theta, cfg.train_angles)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
-    r_o = reconstruct(p_clean[:, rows, :], theta)
-    clock.add("reconstruct", t0)
-    train_sets = {cnn_label(a): _nearest_indices(theta, a) for a in cfg.train_angles}
-    result["train_angles_deg"] = {k: [float(theta[i]) for i in v] for k, v in train_sets.items()}
+    r_o = _plain(p_clean[:, slab], theta, input="line_integrals")
+    clock.add("reference", t0)
+    scorer = _Scorer(r_o, scored, labels)
+    long_refs = p_clean[ref_idx][:, slab]
+    result["train_angles_deg"] = [float(theta[i]) for i in ref_idx]
     result["line_integral_scale"] = scale
     result["levels"] = []
     figures: dict[str, Any] = {}
-    levels = list(cfg.noise_levels)
-    for level in tqdm(levels, desc="noise levels", disable=not cfg.progress):
+    mid = scored.start + (scored.stop - scored.start) // 2
+    for level in tqdm(list(cfg.noise_levels), desc="noise levels", disable=not cfg.progress):
         tag = _tag(level)
         rng = np.random.default_rng([cfg.seed, tag, 1])
         t0 = time.perf_counter()
         p_n = (p_o + level * rng.standard_normal(p_o.shape)).astype(np.float32)
+        proj = p_n[:, slab] * np.float32(scale)
         clock.add("simulate", t0)
-        info: dict[str, Any] = {"train_sets": train_sets}
-        sinos = {"noisy": p_n[:, rows, :] * scale}
-        sinos.update(_denoise_all(p_n, p_o, p_n, rows, cfg, clock, lambda x: x * scale, info, cfg.seed + tag))
-        vols = _reconstruct_all(sinos, theta, clock, cfg.progress)
         t0 = time.perf_counter()
-        scores, sep = _score(vols, r_o, labels)
-        clock.add("metrics", t0)
-        entry = {
-            "level": float(level),
-            "scores": scores,
-            "separation": sep,
-            "baseline_parameters": info.get("baseline_parameters", {}),
-        }
+        entry, slices = _run_methods(cfg, proj, theta, long_refs, theta[ref_idx], scorer,
+                                     input="line_integrals", seed=cfg.seed + tag)  # fmt: skip
+        clock.add("methods", t0)
+        entry = {"level": float(level), **entry}
         paper = PAPER_SSIM.get(round(float(level), 2))
         if paper is not None:
             entry["paper_ssim"] = {"noisy": paper[0], "enhanced": paper[1]}
         result["levels"].append(entry)
-        _keep_for_figures({"reference": r_o, **vols}, figures, f"{level:g}", labels)
-        _report_level(f"noise {100 * level:g} %", scores, cfg.progress)
+        figures[f"{level:g}"] = {"slices": {"reference": r_o[mid].copy(), **slices}}
+        _report_level(f"noise {100 * level:g} %", entry, cfg.mode, cfg.progress)
     result["_figures"] = figures
-    result["_labels"] = labels
+
+
+def _equivalent_dose(score: float, ladder: dict[float, float]) -> dict[str, Any]:
+    """Dose (fraction of full) at which plain FBP scores ``score``, interpolated in log dose.
+
+    ``ladder`` maps dose ratios (1: full dose) to plain-FBP scores.  Returns ``{"dose", "bound"}``:
+    ``bound`` is ``"at least"`` when ``score`` reaches the full dose's, ``"below"`` when it is
+    under the lowest dose's, else None.
+    """
+    points = sorted((1.0 / r, s) for r, s in ladder.items())
+    dose = np.array([p[0] for p in points])
+    vals = np.maximum.accumulate(np.array([p[1] for p in points]))  # more dose never scores worse
+    if score >= vals[-1]:
+        return {"dose": float(dose[-1]), "bound": "at least"}
+    if score < vals[0]:
+        return {"dose": float(dose[0]), "bound": "below"}
+    return {"dose": float(np.exp(np.interp(score, vals, np.log(dose)))), "bound": None}
 
 
 def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> None:
     from tqdm.auto import tqdm
 
     from bluesky_lowdose.physics import TXMPhysics, make_phantom
-    from bluesky_lowdose.recon import flat_dark_correct, reconstruct, transmission_to_line_integrals
+    from bluesky_lowdose.pipeline import flat_field, photon_statistics
 
-    rows = cfg.scored_rows()
+    rows, slab = cfg.scored_rows(), cfg.slab_rows()
+    scored = slice(rows.start - slab.start, rows.stop - slab.start)
     t0 = time.perf_counter()
     phantom = make_phantom(cfg.size, seed=cfg.seed)
-    physics = TXMPhysics(phantom, seed=cfg.seed + 2)
     theta = np.linspace(0.0, 180.0, cfg.angles)
+    # the clean projections are cached: every scan sees the same sample
+    physics = TXMPhysics(phantom, seed=cfg.seed + 2, cache_size=cfg.angles + 8)
     p_clean = phantom.project_many(theta)
     labels = _labels(phantom, rows)
-    n_ref = 10
+    ref_idx = _reference_indices(theta, cfg.train_angles)
+    clock.add("simulate", t0)
 
-    def scan(exposure: float, tag: int) -> tuple[np.ndarray, float]:
-        """Flat/dark-corrected transmission and its floor: half a detected photon of the open beam.
-
-        Flats cost the sample no dose, so they are always taken at the long exposure and scaled
-        to the scan's exposure (with darks at the scan's exposure): short-exposure flats would
-        imprint their own photon noise on every projection (stripes, i.e. rings).
-        """
-        physics.rng = np.random.default_rng([cfg.seed, tag, 2])  # each scan independent of the others
-        flats = np.stack([physics.frame(0.0, cfg.exposure, sample_offset_mm=10.0) for _ in range(n_ref)])
-        darks_long = np.stack([physics.frame(0.0, cfg.exposure, shutter_open=False) for _ in range(n_ref)])
-        darks = np.stack([physics.frame(0.0, exposure, shutter_open=False) for _ in range(n_ref)])
-        frames = np.stack(
-            [
-                physics.frame(t, exposure)
-                for t in tqdm(theta, desc=f"scan {exposure:g} s", leave=False, disable=not cfg.progress)
-            ]
+    def scan(ratio: float) -> dict[str, Any]:
+        """One scan at ``exposure / ratio``: corrected transmission of the slab, photon statistics."""
+        exposure = cfg.exposure / ratio
+        physics.rng = np.random.default_rng([cfg.seed, _tag(ratio), 2])  # scans are independent
+        n = N_REFERENCE_FRAMES
+        long_flats = np.stack([physics.frame(0.0, cfg.exposure, sample_offset_mm=10.0) for _ in range(n)])
+        long_darks = np.stack([physics.frame(0.0, cfg.exposure, shutter_open=False) for _ in range(n)])
+        darks = (
+            long_darks
+            if ratio == 1.0
+            else np.stack([physics.frame(0.0, exposure, shutter_open=False) for _ in range(n)])
         )
-        beam = (np.median(flats, axis=0) - np.median(darks_long, axis=0)) * (exposure / cfg.exposure)
-        flat = beam + np.median(darks, axis=0)
-        floor = 0.5 * physics.detector.gain / max(float(np.median(beam)), 1.0)
-        return flat_dark_correct(frames, flat, darks, floor=floor), floor
+        frames = np.stack([
+            physics.frame(t, exposure)
+            for t in tqdm(theta, desc=f"scan {exposure:g} s", leave=False, disable=not cfg.progress)
+        ])  # fmt: skip
+        ff = flat_field(None, darks, exposure=exposure, long_flats=long_flats, long_darks=long_darks,
+                        long_exposure=cfg.exposure)  # fmt: skip
+        stats = photon_statistics(long_flats, long_darks, exposure_ratio=exposure / cfg.exposure)
+        return {
+            "transmission": ff.correct(frames)[:, slab],
+            "open_beam_counts": stats.open_beam_counts[slab],
+            "read_noise": stats.read_noise,
+            "record": {"exposure_s": exposure, "flat_field": ff.describe(), "photons": stats.describe()},
+        }
 
-    t_long, floor_long = scan(cfg.exposure, 0)
+    t0 = time.perf_counter()
+    full = scan(1.0)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
-    r_o = reconstruct(physics.mu * p_clean[:, rows, :], theta)
-    r_full = reconstruct(transmission_to_line_integrals(t_long[:, rows, :], floor=floor_long), theta)
-    clock.add("reconstruct", t0)
-    train_sets = {cnn_label(a): _nearest_indices(theta, a) for a in cfg.train_angles}
-    result["train_angles_deg"] = {k: [float(theta[i]) for i in v] for k, v in train_sets.items()}
+    r_o = _plain(physics.mu * p_clean[:, slab], theta, input="line_integrals")
+    scorer = _Scorer(r_o, scored, labels)
+    plain_kw = {"input": "transmission"}
+    r_full = _plain(full["transmission"], theta, open_beam_counts=full["open_beam_counts"],
+                    read_noise=full["read_noise"], **plain_kw)  # fmt: skip
+    full_scores, full_sep = scorer(r_full)
+    clock.add("reference", t0)
+    long_refs = full["transmission"][ref_idx]
+    ladder: dict[float, dict[str, float]] = {1.0: full_scores}
+    result["train_angles_deg"] = [float(theta[i]) for i in ref_idx]
     result["attenuation_scale_mu"] = float(physics.mu)
+    result["full_dose_scan"] = full["record"]
     result["levels"] = []
     figures: dict[str, Any] = {}
+    mid = scored.start + (scored.stop - scored.start) // 2
     for ratio in tqdm(list(cfg.dose_ratios), desc="dose ratios", disable=not cfg.progress):
         tag = _tag(ratio)
         t0 = time.perf_counter()
-        t_short, floor = scan(cfg.exposure / ratio, tag)
+        low = scan(float(ratio))
         clock.add("simulate", t0)
-        info: dict[str, Any] = {"train_sets": train_sets}
-
-        def to_li(t: np.ndarray, floor: float = floor) -> np.ndarray:
-            return transmission_to_line_integrals(t, floor=floor)
-
-        sinos = {"noisy": to_li(t_short[:, rows, :])}
-        sinos.update(_denoise_all(t_short, t_long, t_short, rows, cfg, clock, to_li, info, cfg.seed + tag))
-        vols = _reconstruct_all(sinos, theta, clock, cfg.progress)
-        vols["full-dose"] = r_full
         t0 = time.perf_counter()
-        scores, sep = _score(vols, r_o, labels)
-        clock.add("metrics", t0)
-        result["levels"].append(
-            {
-                "dose_ratio": float(ratio),
-                "short_exposure_s": cfg.exposure / ratio,
-                "transmission_floor": floor,
-                "scores": scores,
-                "separation": sep,
-                "baseline_parameters": info.get("baseline_parameters", {}),
-            }
-        )
-        _keep_for_figures({"reference": r_o, **vols}, figures, f"{ratio:g}", labels)
-        _report_level(f"dose 1/{ratio:g}", scores, cfg.progress)
+        entry, slices = _run_methods(cfg, low["transmission"], theta, long_refs, theta[ref_idx], scorer,
+                                     input="transmission", seed=cfg.seed + tag,
+                                     open_beam_counts=low["open_beam_counts"],
+                                     read_noise=low["read_noise"])  # fmt: skip
+        clock.add("methods", t0)
+        if "none" in entry["scores"]:
+            ladder[float(ratio)] = entry["scores"]["none"]
+        else:
+            t0 = time.perf_counter()
+            ladder[float(ratio)] = scorer(_plain(low["transmission"], theta,
+                                                 open_beam_counts=low["open_beam_counts"],
+                                                 read_noise=low["read_noise"], **plain_kw))[0]  # fmt: skip
+            clock.add("dose ladder", t0)
+        entry["scores"]["full-dose"] = full_scores
+        entry["separation"]["full-dose"] = full_sep
+        entry = {"dose_ratio": float(ratio), "scan": low["record"], **entry}
+        result["levels"].append(entry)
+        figures[f"{ratio:g}"] = {"slices": {"reference": r_o[mid].copy(), **slices, "full-dose": r_full[mid]}}
+        _report_level(f"dose 1/{ratio:g}", entry, cfg.mode, cfg.progress)
+    extra = sorted({float(r) for r in cfg.dose_ladder} - set(ladder))
+    for ratio in tqdm(extra, desc="dose ladder", disable=not cfg.progress):
+        t0 = time.perf_counter()
+        sc = scan(ratio)
+        clock.add("simulate", t0)
+        t0 = time.perf_counter()
+        ladder[ratio] = scorer(_plain(sc["transmission"], theta, open_beam_counts=sc["open_beam_counts"],
+                                      read_noise=sc["read_noise"], **plain_kw))[0]  # fmt: skip
+        clock.add("dose ladder", t0)
+    result["dose_ladder"] = {f"{r:g}": ladder[r] for r in sorted(ladder)}
+    for entry in result["levels"]:
+        ratio = entry["dose_ratio"]
+        entry["equivalent_dose"] = {}
+        for method, sc in entry["scores"].items():
+            if method == "full-dose":
+                continue
+            eq = {}
+            for metric in ("ssim", "psnr"):
+                e = _equivalent_dose(sc[metric], {r: s[metric] for r, s in ladder.items()})
+                e["reduction"] = e["dose"] * ratio
+                eq[metric] = e
+            entry["equivalent_dose"][method] = eq
     result["_figures"] = figures
-    result["_labels"] = labels
+
+
+def source_digest() -> str:
+    """SHA-256 over the source of the modules that compute the scores (pipeline, model, recon, metrics).
+
+    Recorded at the start and the end of a run: a run whose code changed under it is flagged.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(
+        [*root.joinpath("pipeline").glob("*.py"), *root.joinpath("model").glob("*.py"),
+         *root.joinpath("recon").glob("*.py"), root / "metrics.py", root / "physics" / "detector.py",
+         root / "physics" / "phantom.py"]
+    )  # fmt: skip
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
@@ -461,27 +616,52 @@ def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``config``, ``levels`` (one entry per noise level or dose ratio with ``scores``:
-        ``{method: {"psnr", "ssim"}}`` for ``noisy``, each ``cnn-<k>``, each baseline and, in
-        Poisson mode, ``full-dose``; ``separation``: phase separation per method; the paper's
-        SSIM where it reports one), ``seconds`` per stage, ``backend`` of the reconstruction.
-        Keys starting with ``_`` hold arrays for the figures (not JSON).
+        ``config``; ``methods`` run and ``default_method``; ``scored_slices`` and ``slab_rows``;
+        ``levels`` (one entry per noise level or dose ratio: ``scores`` ``{method: {"psnr",
+        "ssim"}}`` (Poisson: plus ``full-dose``), ``separation`` (phase separation per method),
+        ``seconds`` per method, brief ``provenance`` per method, the paper's SSIM where it reports
+        one; Poisson: ``equivalent_dose`` per method and metric); Poisson: ``dose_ladder``
+        (scores of plain FBP per dose ratio); ``seconds`` per stage; ``software``;
+        ``source_sha256`` (:func:`source_digest` at the start and the end).  Keys starting
+        with ``_`` hold arrays for the figures (not JSON).
+
+    Raises
+    ------
+    ValueError
+        Inconsistent parameters (:meth:`EvaluationConfig.validate`).
     """
     cfg.validate()
-    from bluesky_lowdose.recon import resolve_backend
+    from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS, N2I_OPTIONS, PROJECTION_TRAINING
+    from bluesky_lowdose.versions import software_versions
 
     clock = _Clock()
     started = time.perf_counter()
-    rows = cfg.scored_rows()
+    digest = source_digest()
+    rows, slab = cfg.scored_rows(), cfg.slab_rows()
     result: dict[str, Any] = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "extra")},
+        "methods": cfg.method_list(),
+        "default_method": AUTO_WITH_PAIRS,
         "scored_slices": [rows.start, rows.stop],
-        "reconstruction": {"backend": resolve_backend(None), "filter": "parzen"},
+        "slab_rows": [slab.start, slab.stop],
+        "projection_training": {**PROJECTION_TRAINING, **cfg.projection_training()},
+        "n2i_options": {**N2I_OPTIONS, **cfg.n2i_options()},
+        "reconstruction": {"backend": "fbp", "filter": "parzen", "pipeline": "bluesky_lowdose.pipeline"},
+        "scoring": "pipeline.score_volume inside metrics.object_mask(R_o), scored slices only",
     }
     if cfg.mode == "gaussian":
         _gaussian(cfg, result, clock)
     else:
         _poisson(cfg, result, clock)
+    result["software"] = software_versions("fbp")
+    result["source_sha256"] = {"start": digest, "end": source_digest()}
+    if digest != result["source_sha256"]["end"]:
+        logger.warning("the pipeline's source changed during the run: its scores mix two versions")
     result["seconds"] = {k: round(v, 2) for k, v in clock.seconds.items()}
+    per_method: dict[str, float] = {}
+    for entry in result["levels"]:
+        for m, s in entry["seconds"].items():
+            per_method[m] = round(per_method.get(m, 0.0) + s, 2)
+    result["seconds_per_method"] = per_method
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     return result

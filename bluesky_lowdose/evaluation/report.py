@@ -1,4 +1,4 @@
-"""Markdown tables, figures and the machine record of an evaluation run."""
+"""Markdown tables, targets, figures and the machine record of an evaluation run."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["machine_info", "methods", "summary", "to_json", "to_markdown", "write_report"]
+__all__ = ["machine_info", "methods", "summary", "target_check", "to_json", "to_markdown", "write_report"]
 
-_METHOD_ORDER = ("noisy", "full-dose", "cnn-2", "cnn-3", "cnn-4", "median", "tv", "bm3d")
-_BASELINES = ("median", "tv", "bm3d")
+_LEARNED = ("paper", "n2i", "hybrid")
+_METHOD_ORDER = ("none", "full-dose", "paper", "n2i", "hybrid", "bm3d", "bm3d-slices", "median", "tv")
 
 
 def machine_info() -> dict[str, Any]:
@@ -56,11 +56,64 @@ def methods(result: dict[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        Method names.
+        Method names (``"full-dose"`` included in Poisson mode).
     """
     found = set(result["levels"][0]["scores"]) if result["levels"] else set()
     ordered = [m for m in _METHOD_ORDER if m in found]
     return ordered + sorted(found - set(ordered))
+
+
+def _default(result_or_none: dict[str, Any] | None = None) -> str:
+    if result_or_none and "default_method" in result_or_none:
+        return str(result_or_none["default_method"])
+    from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS
+
+    return AUTO_WITH_PAIRS
+
+
+def target_check(
+    scores: dict[str, dict[str, float]], mode: str, default: str | None = None
+) -> dict[str, Any] | None:
+    """Margin of the default method over the best BM3D baseline, and whether the target is met.
+
+    The best baseline is taken per metric among :data:`~bluesky_lowdose.evaluation.protocol.TARGET_BASELINES`
+    that were run; the margin is ``default - best``; the target
+    (:data:`~bluesky_lowdose.evaluation.protocol.TARGETS`) is met when both margins reach it
+    (strictly exceed it where it is 0).
+
+    Parameters
+    ----------
+    scores : dict
+        ``{method: {"psnr", "ssim"}}`` of one level.
+    mode : {"gaussian", "poisson"}
+        Selects the target.
+    default : str, optional
+        The default method (default :data:`bluesky_lowdose.pipeline.AUTO_WITH_PAIRS`).
+
+    Returns
+    -------
+    dict or None
+        ``default``, ``best_baseline`` and ``margin`` per metric, ``required``, ``met``; None when
+        the default method or every baseline is missing.
+    """
+    from .protocol import TARGET_BASELINES, TARGETS
+
+    default = default or _default()
+    base = [m for m in TARGET_BASELINES if m in scores]
+    if default not in scores or not base:
+        return None
+    required = TARGETS[mode]
+    best: dict[str, str] = {}
+    margin: dict[str, float] = {}
+    met = True
+    for metric in ("ssim", "psnr"):
+        b = max(base, key=lambda m, metric=metric: scores[m][metric])
+        best[metric] = b
+        margin[metric] = float(scores[default][metric] - scores[b][metric])
+        need = required[metric]
+        met = met and (margin[metric] > 0 if need == 0 else margin[metric] >= need)
+    return {"default": default, "best_baseline": best, "margin": margin, "required": dict(required),
+            "met": bool(met)}  # fmt: skip
 
 
 def _level_name(entry: dict[str, Any]) -> str:
@@ -73,8 +126,12 @@ def _key(entry: dict[str, Any]) -> str:
     return f"{entry['level']:g}" if "level" in entry else f"{entry['dose_ratio']:g}"
 
 
+def _finite(v: float, digits: int = 4) -> float | None:
+    return None if not math.isfinite(v) else round(float(v), digits)
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """Summarise a result compactly: per level, PSNR/SSIM of every method.
+    """Summarise a result compactly: per level, PSNR/SSIM of every method, targets.
 
     ``inf`` PSNR is written as None (JSON has no infinity).
 
@@ -86,47 +143,38 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"mode", "size", "angles", "backend", "seconds", "levels": {level: {method:
-        {"psnr", "ssim"}}}, "cnn_beats": {level: {"noisy", "best_baseline", "paper"}}}``.
+        ``{"mode", "size", "angles", "backend", "seconds", "default_method", "levels": {level:
+        {method: {"psnr", "ssim"}}}, "targets": {level: target_check(...)}}``; Poisson mode adds
+        ``equivalent_dose`` ``{level: {method: {metric: {"dose", "bound", "reduction"}}}}``.
     """
     cfg = result["config"]
+    default = _default(result)
     levels: dict[str, Any] = {}
-    beats: dict[str, Any] = {}
+    targets: dict[str, Any] = {}
+    equivalent: dict[str, Any] = {}
     for entry in result["levels"]:
         key = _key(entry)
         scores = entry["scores"]
-        levels[key] = {
-            m: {k: (None if not math.isfinite(v) else round(float(v), 4)) for k, v in s.items()}
-            for m, s in scores.items()
-        }
-        cnns = [m for m in scores if m.startswith("cnn-")]
-        if cnns:
-            best_cnn = max(cnns, key=lambda m: scores[m]["ssim"])
-            base = [m for m in _BASELINES if m in scores]
-            best_base = max(base, key=lambda m: scores[m]["ssim"]) if base else None
-            beats[key] = {
-                "cnn": best_cnn,
-                "noisy": bool(scores[best_cnn]["ssim"] > scores["noisy"]["ssim"]),
-                "best_baseline": best_base,
-                "beats_best_baseline": (
-                    None if best_base is None else bool(scores[best_cnn]["ssim"] > scores[best_base]["ssim"])
-                ),
-            }
-            if "paper_ssim" in entry:
-                beats[key]["beats_paper"] = bool(scores[best_cnn]["ssim"] > entry["paper_ssim"]["enhanced"])
-            if "full-dose" in scores:
-                beats[key]["matches_full_dose"] = bool(
-                    scores[best_cnn]["ssim"] >= scores["full-dose"]["ssim"]
-                )
-    return {
+        levels[key] = {m: {k: _finite(v) for k, v in s.items()} for m, s in scores.items()}
+        check = target_check(scores, cfg["mode"], default)
+        if check is not None:
+            check["margin"] = {k: _finite(v) for k, v in check["margin"].items()}
+        targets[key] = check
+        if "equivalent_dose" in entry:
+            equivalent[key] = entry["equivalent_dose"]
+    out = {
         "mode": cfg["mode"],
         "size": cfg["size"],
         "angles": cfg["angles"],
         "backend": result["reconstruction"]["backend"],
         "seconds": result["seconds"].get("total"),
+        "default_method": default,
         "levels": levels,
-        "cnn_beats": beats,
+        "targets": targets,
     }
+    if equivalent:
+        out["equivalent_dose"] = equivalent
+    return out
 
 
 def to_json(result: dict[str, Any]) -> str:
@@ -149,10 +197,24 @@ def _fmt(v: float, digits: int) -> str:
     return "inf" if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*lines, ""]
+
+
+def _dose_text(e: dict[str, Any]) -> str:
+    if e["bound"] == "at least":
+        return f"full dose reached (>= {e['reduction']:.3g}x)"
+    if e["bound"] == "below":
+        return f"< {e['dose']:.3g} (< {e['reduction']:.3g}x)"
+    return f"{e['dose']:.3g} ({e['reduction']:.3g}x)"
+
+
 def to_markdown(
     result: dict[str, Any], *, command: str | None = None, figures: dict[str, str] | None = None
 ) -> str:
-    """Format the results as Markdown: SSIM and PSNR tables, phase separation, timings, machine.
+    """Format the results as Markdown: SSIM and PSNR tables, targets, separation, timings, machine.
 
     Parameters
     ----------
@@ -168,30 +230,38 @@ def to_markdown(
     str
         Markdown text.
     """
+    from .protocol import TARGETS
+
     cfg = result["config"]
     ms = methods(result)
+    default = _default(result)
     gaussian = cfg["mode"] == "gaussian"
+    label = {m: (f"{m} (default)" if m == default else m) for m in ms}
     lines = [f"## Results: {cfg['mode']} mode, {cfg['size']}^3 voxels, {cfg['angles']} angles", ""]
-    rows = result["scored_slices"]
+    rows, slab = result["scored_slices"], result.get("slab_rows", result["scored_slices"])
+    pt, n2i = result.get("projection_training", {}), result.get("n2i_options", {})
     lines.append(
-        f"Scored slices {rows[0]}-{rows[1] - 1} of {cfg['size']}; reconstruction "
-        f"`{result['reconstruction']['backend']}` with a {result['reconstruction']['filter']} filter; "
-        f"CNN `{cfg['model']}`, {cfg['epochs']} epochs, trained at {result['train_angles_deg']} degrees; "
-        f"seed {cfg['seed']}."
+        f"Every method ran through `bluesky_lowdose.pipeline.enhance_scan` on detector rows "
+        f"{slab[0]}-{slab[1] - 1} (the scored slices {rows[0]}-{rows[1] - 1} of {cfg['size']} and "
+        f"{cfg.get('margin', 0)} rows of margin on each side); PSNR and SSIM against R_o **inside the "
+        f"object** (`pipeline.score_volume` with `metrics.object_mask(R_o)`; the air is not scored), "
+        f"scored slices only. Reconstruction `{result['reconstruction']['backend']}` "
+        f"({result['reconstruction']['filter']} filter). Pairs at {result['train_angles_deg']} degrees; "
+        f"projection CNN `{pt.get('model')}`, at most {pt.get('epochs')} epochs (patience "
+        f"{pt.get('patience')}); Noise2Inverse {n2i.get('steps')} steps; seed {cfg['seed']}. "
+        f"Default method (`auto` with pairs): `{default}`."
     )
     lines.append("")
     for metric, digits in (("ssim", 3), ("psnr", 2)):
         unit = " (dB)" if metric == "psnr" else ""
-        head = ["level", *[f"{m}" for m in ms]]
+        head = ["level", *[label[m] for m in ms]]
         if gaussian and metric == "ssim":
             head += ["paper noisy", "paper enhanced"]
-        lines.append(f"### {metric.upper()}{unit} against R_o")
-        lines.append("")
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "---|" * len(head))
+        table = []
         for entry in result["levels"]:
             sc = entry["scores"]
-            best = max((m for m in ms if m not in ("noisy",)), key=lambda m: sc[m][metric], default=None)
+            cands = [m for m in ms if m not in ("none", "full-dose")]
+            best = max(cands, key=lambda m, sc=sc, metric=metric: sc[m][metric], default=None)
             cells = [_level_name(entry)]
             for m in ms:
                 txt = _fmt(sc[m][metric], digits)
@@ -199,57 +269,101 @@ def to_markdown(
             if gaussian and metric == "ssim":
                 paper = entry.get("paper_ssim")
                 cells += [f"{paper['noisy']:.2f}", f"{paper['enhanced']:.2f}"] if paper else ["-", "-"]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    lines.append("### Verdict per level (best CNN by SSIM)")
-    lines.append("")
-    verdict = summary(result)["cnn_beats"]
-    head = ["level", "CNN", "beats noisy", "best baseline", "beats it"]
-    if gaussian:
-        head.append("beats paper")
-    else:
-        head.append("matches full dose")
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+            table.append(cells)
+        lines += [f"### {metric.upper()}{unit} against R_o, inside the object", ""]
+        lines += _table(head, table)
+    req = TARGETS[cfg["mode"]]
+    need = " and ".join(
+        (f">= {req[m]:g}" if req[m] else "> 0") + (" dB PSNR" if m == "psnr" else " SSIM")
+        for m in ("ssim", "psnr")
+    )
+    lines += [
+        f"### Target: `{default}` minus the best BM3D baseline (bm3d, bm3d-slices; per metric) {need}",
+        "",
+    ]
+    table = []
+    learned_rows = []
     for entry in result["levels"]:
-        v = verdict.get(_key(entry))
-        if not v:
-            continue
-        yn = {True: "yes", False: "no", None: "-"}
-        extra = v.get("beats_paper") if gaussian else v.get("matches_full_dose")
+        sc = entry["scores"]
+        chk = target_check(sc, cfg["mode"], default)
+        if chk is None:
+            table.append([_level_name(entry), "-", "-", "-", "-", "n/a (default or baselines not run)"])
+        else:
+            mg, bb = chk["margin"], chk["best_baseline"]
+            table.append([
+                _level_name(entry), bb["ssim"], f"{mg['ssim']:+.3f}", bb["psnr"], f"{mg['psnr']:+.2f}",
+                "**met**" if chk["met"] else "**missed**",
+            ])  # fmt: skip
+        learned = [m for m in _LEARNED if m in sc]
+        if learned and chk is not None:
+            best = max(learned, key=lambda m, sc=sc: sc[m]["ssim"])
+            other = target_check(sc, cfg["mode"], best)
+            if other is not None:
+                mg = other["margin"]
+                learned_rows.append([
+                    _level_name(entry), best, f"{mg['ssim']:+.3f}", f"{mg['psnr']:+.2f}",
+                    "met" if other["met"] else "missed",
+                ])  # fmt: skip
+    lines += _table(["level", "best SSIM baseline", "SSIM margin", "best PSNR baseline", "PSNR margin (dB)",
+                     "target"], table)  # fmt: skip
+    if learned_rows:
+        lines += [
+            "For comparison, the same margins for the best learned method of each level (by SSIM, among "
+            f"{', '.join(_LEARNED)}):",
+            "",
+        ]
+        lines += _table(["level", "method", "SSIM margin", "PSNR margin (dB)", "target"], learned_rows)
+    if not gaussian and "dose_ladder" in result:
+        lines += ["### Dose reached: plain-FBP-equivalent dose", ""]
         lines.append(
-            f"| {_level_name(entry)} | {v['cnn']} | {yn[v['noisy']]} | {v['best_baseline'] or '-'} | "
-            f"{yn[v['beats_best_baseline']]} | {yn[extra]} |"
+            "The dose (fraction of the full dose) at which plain reconstruction (method `none`) scores as "
+            "well as the method does at the reduced dose, interpolated in log dose between plain scans at "
+            f"dose ratios {', '.join(result['dose_ladder'])}; in brackets the dose reduction the method "
+            "reaches (equivalent dose x ratio). `full dose reached` means the method at the reduced dose "
+            "scores at least as well as the full-dose scan."
         )
-    lines.append("")
-    lines.append("### Phase separation (|mean_a - mean_b| / (std_a + std_b); > 1: resolved)")
-    lines.append("")
-    lines.append("Phases: 0 background, 1 cube, 2 spheres.")
-    lines.append("")
+        lines.append("")
+        table = []
+        for entry in result["levels"]:
+            for m in ms:
+                eq = entry.get("equivalent_dose", {}).get(m)
+                if eq is None:
+                    continue
+                table.append([_level_name(entry), label[m], _dose_text(eq["ssim"]), _dose_text(eq["psnr"])])
+        lines += _table(["level", "method", "by SSIM", "by PSNR"], table)
+        lines += ["Plain reconstruction per dose ratio (the ladder):", ""]
+        lines += _table(
+            ["dose ratio", "SSIM", "PSNR (dB)"],
+            [[f"1/{r}", _fmt(s["ssim"], 3), _fmt(s["psnr"], 2)] for r, s in result["dose_ladder"].items()],
+        )
+    lines += ["### Phase separation (|mean_a - mean_b| / (std_a + std_b); > 1: resolved)", ""]
+    lines += ["Phases: 0 background (air included), 1 cube, 2 spheres; whole scored slices.", ""]
     pairs = sorted({p for e in result["levels"] for s in e["separation"].values() for p in s})
-    head = ["level", "method", *pairs]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    for entry in result["levels"]:
-        for m in ms:
-            sep = entry["separation"][m]
-            lines.append(
-                "| "
-                + " | ".join([_level_name(entry), m, *[_fmt(sep.get(p, float("nan")), 2) for p in pairs]])
-                + " |"
-            )
-    lines.append("")
-    params = {_level_name(e): e.get("baseline_parameters", {}) for e in result["levels"]}
-    lines.append("Baseline parameters tuned on the training pairs (median size, TV weight, BM3D sigma): ")
-    lines.append("")
-    for lvl, p in params.items():
-        lines.append(f"- {lvl}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.items()))
-    lines.append("")
+    table = [
+        [_level_name(e), label[m], *[_fmt(e["separation"][m].get(p, float("nan")), 2) for p in pairs]]
+        for e in result["levels"]
+        for m in ms
+    ]
+    lines += _table(["level", "method", *pairs], table)
+    tuned = []
+    for e in result["levels"]:
+        parts = []
+        for m, prov in e.get("provenance", {}).items():
+            proj = (prov or {}).get("projection_step") or {}
+            value = (proj.get("model") or {}).get("value")
+            if value is not None:
+                parts.append(f"{m} {(proj.get('model') or {}).get('parameter', 'value')} {value:.4g}")
+            sl = (prov or {}).get("slice_step") or {}
+            if sl.get("kind") == "bm3d":
+                parts.append(f"{m} sigma {sl['sigma']:.4g} ({sl['factor']:g} x the measured noise)")
+        if parts:
+            tuned.append(f"- {_level_name(e)}: " + "; ".join(parts))
+    if tuned:
+        lines += ["Baseline parameters tuned by the pipeline:", "", *tuned, ""]
     if figures:
         for caption, path in figures.items():
             lines += [f"![{caption}]({path})", ""]
-    lines.append("### Run")
-    lines.append("")
+    lines += ["### Run", ""]
     mach = result.get("machine") or machine_info()
     if command:
         lines.append(f"- command: `{command}`")
@@ -258,6 +372,20 @@ def to_markdown(
     )
     secs = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
     lines.append(f"- wall time: {secs}")
+    src = result.get("source_sha256")
+    if src:
+        same = src["start"] == src["end"]
+        lines.append(
+            f"- source of pipeline/model/recon/metrics/physics: sha256 `{src['start'][:16]}`"
+            + (
+                ""
+                if same
+                else f" at the start, `{src['end'][:16]}` at the end: **the code changed during the run**"
+            )
+        )
+    per = result.get("seconds_per_method")
+    if per:
+        lines.append("- per method (all levels): " + ", ".join(f"{k} {v:.0f} s" for k, v in per.items()))
     lines.append("")
     return "\n".join(lines)
 
@@ -270,42 +398,40 @@ def _bars(result: dict[str, Any], path: Path) -> None:
 
     ms = methods(result)
     entries = result["levels"]
+    gaussian = result["config"]["mode"] == "gaussian"
     names = [_level_name(e) for e in entries]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    width = 0.8 / (len(ms) + (1 if result["config"]["mode"] == "gaussian" else 0))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
+    width = 0.8 / len(ms)
     x = np.arange(len(entries))
+    default = _default(result)
     for ax, metric in zip(axes, ("ssim", "psnr"), strict=True):
         for j, m in enumerate(ms):
             vals = [e["scores"][m][metric] for e in entries]
-            ax.bar(x + (j - len(ms) / 2) * width, vals, width, label=m)
-        if metric == "ssim" and result["config"]["mode"] == "gaussian":
+            name = m + (" (default)" if m == default else "")
+            edge = "k" if m == default else None
+            ax.bar(x + (j - (len(ms) - 1) / 2) * width, vals, width, label=name, edgecolor=edge)
+        if metric == "ssim" and gaussian:
             px = [i for i, e in enumerate(entries) if "paper_ssim" in e]
             if px:
-                ax.scatter(
-                    x[px],
-                    [entries[i]["paper_ssim"]["enhanced"] for i in px],
-                    marker="*",
-                    s=120,
-                    color="k",
-                    zorder=5,
-                    label="paper R_e",
-                )
-                ax.scatter(
-                    x[px],
-                    [entries[i]["paper_ssim"]["noisy"] for i in px],
-                    marker="x",
-                    s=60,
-                    color="k",
-                    zorder=5,
-                    label="paper R_n",
-                )
+                ax.scatter(x[px], [entries[i]["paper_ssim"]["enhanced"] for i in px], marker="*", s=120,
+                           color="k", zorder=5, label="paper R_e")  # fmt: skip
+                ax.scatter(x[px], [entries[i]["paper_ssim"]["noisy"] for i in px], marker="x", s=60,
+                           color="k", zorder=5, label="paper R_n")  # fmt: skip
         ax.set_xticks(x, names)
         ax.set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
-        ax.set_title(f"{metric.upper()} of reconstructions vs R_o")
+        ax.set_title(f"{metric.upper()} vs R_o inside the object")
         ax.grid(axis="y", alpha=0.3)
+        if metric == "psnr":
+            lo = min(
+                e["scores"][m]["psnr"] for e in entries for m in ms if math.isfinite(e["scores"][m]["psnr"])
+            )
+            ax.set_ylim(bottom=max(0.0, lo - 3.0))
     axes[0].legend(fontsize=8, ncol=2)
+    fig.suptitle(
+        f"{result['config']['mode']} mode, {result['config']['size']}^3, {result['config']['angles']} angles"
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -315,39 +441,32 @@ def _panel(result: dict[str, Any], key: str, path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig_data = result["_figures"][key]
+    slices = result["_figures"][key]["slices"]
     scores = next(e["scores"] for e in result["levels"] if _key(e) == key)
-    cnns = [m for m in scores if m.startswith("cnn-")]
-    base = [m for m in _BASELINES if m in scores]
-    show = ["reference", "noisy"]
-    if "full-dose" in scores:
-        show.append("full-dose")
-    if cnns:
-        show.append(max(cnns, key=lambda m: scores[m]["ssim"]))
-    if base:
-        show.append(max(base, key=lambda m: scores[m]["ssim"]))
-    ref = fig_data["slices"]["reference"]
+    show = ["reference", *[m for m in methods(result) if m in slices]]
+    ref = slices["reference"]
     lo, hi = float(ref.min()), float(ref.max())
-    pad = 0.25 * (hi - lo)
-    fig, axes = plt.subplots(2, len(show), figsize=(3.2 * len(show), 6.4))
+    n = ref.shape[-1]
+    z0, z1 = n // 2 - n // 6, n // 2 + n // 6
+    fig, axes = plt.subplots(2, len(show), figsize=(2.4 * len(show), 5.2), squeeze=False)
+    default = _default(result)
     for j, m in enumerate(show):
-        ax = axes[0, j]
-        ax.imshow(fig_data["slices"][m], cmap="gray", vmin=lo, vmax=hi)
-        title = "R_o (clean)" if m == "reference" else m
+        img = slices[m]
+        title = "R_o (clean)" if m == "reference" else m + (" (default)" if m == default else "")
         if m != "reference":
-            title += f"\nSSIM {scores[m]['ssim']:.3f}, PSNR {scores[m]['psnr']:.1f} dB"
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-        hx = axes[1, j]
-        hx.hist(fig_data["values"][m], bins=120, range=(lo - pad, hi + pad), color="C0")
-        hx.set_yscale("log")
-        hx.set_xlabel("grey value")
-        hx.set_title(f"histogram ({m})", fontsize=9)
+            title += f"\nSSIM {scores[m]['ssim']:.3f}, {scores[m]['psnr']:.1f} dB"
+        axes[0, j].imshow(img, cmap="gray", vmin=lo, vmax=hi)
+        axes[0, j].set_title(title, fontsize=8)
+        axes[1, j].imshow(img[z0:z1, z0:z1], cmap="gray", vmin=lo, vmax=hi)
+        for ax in axes[:, j]:
+            ax.axis("off")
     fig.suptitle(
-        f"{result['config']['mode']} mode, level {_level_name_from_key(result, key)}: middle scored slice"
+        f"{result['config']['mode']} mode, {_level_name_from_key(result, key)}: middle scored slice "
+        "(bottom: its centre, enlarged; grey scale of R_o)",
+        fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -357,12 +476,11 @@ def _level_name_from_key(result: dict[str, Any], key: str) -> str:
 
 def write_report(
     result: dict[str, Any], out_dir: str | os.PathLike[str], *, command: str | None = None
-) -> dict[str, Path]:
+) -> dict[str, Any]:
     """Write Markdown, JSON and PNG figures of ``result`` under ``out_dir``.
 
-    Files: ``evaluation-<mode>.md``, ``evaluation-<mode>.json`` and
-    ``figures/evaluation-<mode>-bars.png``, ``figures/evaluation-<mode>-slices-<level>.png``
-    (for the second level, or the only one).
+    Files (``<run>`` is ``<mode>-<size>``): ``evaluation-<run>.md``, ``evaluation-<run>.json``,
+    ``<run>-bars.png`` and one ``<run>-slices-<level>.png`` per level.
 
     Parameters
     ----------
@@ -371,32 +489,31 @@ def write_report(
     out_dir : path
         Directory (created).
     command : str, optional
-        Recorded in the Markdown.
+        Recorded in the Markdown and the JSON.
 
     Returns
     -------
     dict
-        ``{"markdown", "json", "bars", "slices"}`` paths.
+        ``{"markdown", "json", "bars"}`` paths and ``"slices"``: a list of paths.
     """
     out = Path(out_dir)
-    figdir = out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    mode = result["config"]["mode"]
+    out.mkdir(parents=True, exist_ok=True)
+    run = f"{result['config']['mode']}-{result['config']['size']}"
     result.setdefault("machine", machine_info())
-    paths: dict[str, Path] = {}
-    paths["bars"] = figdir / f"evaluation-{mode}-bars.png"
+    if command:
+        result.setdefault("command", command)
+    paths: dict[str, Any] = {"bars": out / f"{run}-bars.png", "slices": []}
     _bars(result, paths["bars"])
-    keys = [_key(e) for e in result["levels"]]
-    key = keys[1] if len(keys) > 1 else keys[0]
-    paths["slices"] = figdir / f"evaluation-{mode}-slices-{key}.png"
-    _panel(result, key, paths["slices"])
-    figs = {
-        "SSIM and PSNR per level": f"figures/{paths['bars'].name}",
-        f"Slices and histograms at {_level_name_from_key(result, key)}": f"figures/{paths['slices'].name}",
-    }
-    paths["markdown"] = out / f"evaluation-{mode}.md"
+    figs = {"SSIM and PSNR per level (inside the object)": paths["bars"].name}
+    for entry in result["levels"]:
+        key = _key(entry)
+        p = out / f"{run}-slices-{key}.png"
+        _panel(result, key, p)
+        paths["slices"].append(p)
+        figs[f"Middle scored slice at {_level_name(entry)}"] = p.name
+    paths["markdown"] = out / f"evaluation-{run}.md"
     paths["markdown"].write_text(to_markdown(result, command=command, figures=figs), encoding="utf-8")
-    paths["json"] = out / f"evaluation-{mode}.json"
+    paths["json"] = out / f"evaluation-{run}.json"
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     public["summary"] = summary(result)
     paths["json"].write_text(json.dumps(public, indent=1, default=_jsonable) + "\n", encoding="utf-8")

@@ -80,7 +80,7 @@ class DemoConfig:
     enhance: bool = True
     method: str = "auto"
     train_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"epochs": 15, "patience": 5, "max_patches": 2048}
+        default_factory=lambda: {"epochs": 15, "patience": 5, "max_patches": 1024}
     )
     n2i_options: dict[str, Any] = field(default_factory=lambda: {"steps": 600})
     compare: bool = True
@@ -150,7 +150,13 @@ def conventional_scan(
     return enhance_scan(transmission, theta, method="none").volume
 
 
-def compare_methods(res: Any, physics: Any, reference: np.ndarray, long_exposure: float) -> dict[str, Any]:
+def compare_methods(
+    res: Any,
+    physics: Any,
+    reference: np.ndarray,
+    long_exposure: float,
+    projection_training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Raw low-dose, the paper's method, the streamed (best) method and a full-dose scan, scored.
 
     Parameters
@@ -163,6 +169,8 @@ def compare_methods(res: Any, physics: Any, reference: np.ndarray, long_exposure
         Reconstruction of noise-free projections.
     long_exposure : float
         Exposure of the full-dose scan, seconds.
+    projection_training : dict, optional
+        Training of the paper's CNN when the streamed method had none to reuse.
 
     Returns
     -------
@@ -179,7 +187,8 @@ def compare_methods(res: Any, physics: Any, reference: np.ndarray, long_exposure
         elif res.pairs is not None:
             p = res.pairs
             paper = enhance_scan(res.raw, res.theta, short_refs=p["short"], long_refs=p["long"],
-                                 reference_angles=p["angles"], method="paper")  # fmt: skip
+                                 reference_angles=p["angles"], method="paper",
+                                 projection_training=projection_training)  # fmt: skip
         else:
             paper = None
         if paper is not None:
@@ -311,7 +320,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             comparison = None
             if config.compare and res.recon_enhanced is not None and "volume" in reference:
                 t3 = time.perf_counter()
-                comparison = compare_methods(res, devices.physics, reference["volume"], config.long_exposure)
+                comparison = compare_methods(
+                    res, devices.physics, reference["volume"], config.long_exposure, config.train_kwargs
+                )
                 timings["comparison_s"] = time.perf_counter() - t3
                 full_dose_s = config.long_exposure * config.angles
                 summary["comparison"] = {

@@ -120,6 +120,7 @@ class _Job:
         self.pipeline: Any = None
         self.run: ProcessedRun | None = None
         self.setup: dict[str, Any] | None = None
+        self._pending: dict[str, Any] = {}  # method, pairs and photon statistics chosen at set-up
         self.theta: list[float] = []
         self.raw_frames: list[np.ndarray] = []
         self.enhanced_frames: list[np.ndarray] = []

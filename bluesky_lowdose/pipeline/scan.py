@@ -544,7 +544,9 @@ class ScanPipeline:
 
             volume, slice_record = bm3d_slices(parts, full, progress=self.progress)
         if self.spec.slices is not None:
-            _mask_circle(volume)
+            from ..recon.core import zero_outside_circle
+
+            zero_outside_circle(volume)
             self.timings["slice_step_s"] = time.perf_counter() - t1
         projections = np.concatenate(self._frames) if self._frames else None
         backend = resolve_backend(self.backend) if self.backend else "fbp"
@@ -578,12 +580,6 @@ class ScanPipeline:
         prov["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         return ScanResult(volume=volume, raw_volume=raw, projections=projections, method=self.method,
                           provenance=prov, models=dict(self.models), timings=dict(self.timings))  # fmt: skip
-
-
-def _mask_circle(volume: np.ndarray) -> None:
-    w = volume.shape[-1]
-    c = np.arange(w) - (w - 1) / 2.0
-    volume[..., c[None, :] ** 2 + c[:, None] ** 2 > (w / 2.0) ** 2] = 0.0
 
 
 def _model_record(model: Any, kind: str | None, reused: bool) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import numpy as np
 from .backends import resolve_backend
 from .filters import FILTERS
 
-__all__ = ["reconstruct"]
+__all__ = ["reconstruct", "zero_outside_circle"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,25 @@ def _validate(projections: np.ndarray, theta_deg: np.ndarray) -> tuple[np.ndarra
     if not np.all(np.isfinite(theta)):
         raise ValueError("theta_deg contains NaN or infinite values")
     return p, theta, squeeze
+
+
+def zero_outside_circle(volume: np.ndarray) -> np.ndarray:
+    """Zero, in place, every voxel outside the inscribed circle of radius ``width / 2`` of each slice.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        ``(..., width, width)`` slices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``volume`` itself.
+    """
+    w = volume.shape[-1]
+    c = np.arange(w) - (w - 1) / 2.0
+    volume[..., c[None, :] ** 2 + c[:, None] ** 2 > (w / 2.0) ** 2] = 0.0
+    return volume
 
 
 def reconstruct(
@@ -135,9 +154,7 @@ def reconstruct(
         if bar is not None:
             bar.close()
     if mask:
-        cc = np.arange(width) - (width - 1) / 2.0
-        outside = cc[None, :] ** 2 + cc[:, None] ** 2 > (width / 2.0) ** 2
-        out[:, outside] = 0.0
+        zero_outside_circle(out)
     elapsed = time.perf_counter() - t0
     logger.debug(
         "reconstructed %d slices of %d^2 from %d angles with %s in %.2f s", n_sl, width, n_ang, name, elapsed

@@ -180,8 +180,9 @@ class SubsetBackprojector:
     def _finish(self, total: np.ndarray, theta_deg: np.ndarray, mask: bool) -> np.ndarray:
         vol = total * np.float32(angle_weight(np.deg2rad(theta_deg)))
         if mask:
-            c = np.arange(self.width) - (self.width - 1) / 2.0
-            vol[:, c[None, :] ** 2 + c[:, None] ** 2 > (self.width / 2.0) ** 2] = 0.0
+            from .core import zero_outside_circle
+
+            zero_outside_circle(vol)
         return vol
 
     def subset_volumes(self, *, mask: bool = True) -> list[np.ndarray]:

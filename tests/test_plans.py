@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections import Counter
 
 import numpy as np
@@ -52,19 +53,20 @@ def test_message_order_without_hardware(txm) -> None:
     # close the shutter and put the stages back, then close the run
     shutter_state, seen = None, []
     for m in msgs:
-        if m.command == "set" and m.obj is txm.shutter:
+        if m.command == "set" and getattr(m.obj, "shutter", m.obj) is txm.shutter:  # the pause-closing view
             shutter_state = m.args[0]
         if m.command == "create":
             seen.append((m.kwargs["name"], shutter_state))
     assert {s for name, s in seen if name.startswith("dark")} == {"close"}
     assert {s for name, s in seen if not name.startswith("dark")} == {"open"}
-    tail = [(m.command, getattr(m.obj, "name", None), m.args) for m in msgs[-6:]]
+    tail = [(m.command, getattr(m.obj, "name", None), m.args) for m in msgs[-8:]]
     assert tail[-1][0] == "close_run"
     assert ("set", "shutter", ("close",)) in tail
     assert any(c == "set" and n == "rotation" for c, n, _ in tail)
-    # exposure changes exactly twice: long first, then short for the rest of the run
+    # the exposure is set after each staging (ophyd-async forgets it at stage): the long
+    # segments (darks, flats, references) first, then the short ones and the rotation
     exposures = [m.args[0] for m in msgs if m.command == "set" and m.obj is txm.detector.exposure_time]
-    assert exposures == [30.0, 2.0]
+    assert exposures == [30.0] * 3 + [2.0] * 4
 
 
 def test_documents_per_stream_and_frames(RE, txm) -> None:
@@ -152,12 +154,29 @@ def test_dose_ratio_of_the_default_scan_is_about_ten() -> None:
         ({"num_flats": -2}, ValueError, "num_flats"),
         ({"start": 10.0, "stop": 10.0}, ValueError, "differ"),
         ({"md": ["not", "a", "dict"]}, TypeError, "md"),
+        (
+            {"md": {"lowdose": {"dose_ratio": 100}}},
+            ValueError,
+            "lowdose",
+        ),  # the dose accounting is the plan's
+        ({"md": {"sample": {"density": float("nan")}}}, ValueError, "finite"),
+        ({"md": {"tags": {"a", "b"}}}, TypeError, "JSON"),  # would leave an unserialisable start document
+        ({"md": {1: "x"}}, TypeError, "non-string key"),
+        ({"shutter_open": "close"}, ValueError, "both"),
+        ({"shutter_open": None}, TypeError, "shutter_open"),
+        ({"shutter_close": [0]}, TypeError, "shutter_close"),
+        ({"timeout": -1.0}, ValueError, "timeout"),
+        ({"timeout": "60"}, TypeError, "timeout"),
+        ({"exposure_signal": object()}, TypeError, "exposure_signal"),
     ],
 )
-def test_bad_input_rejected_before_any_motion(txm, kwargs, error, match) -> None:
+def test_bad_input_rejected_before_any_motion(RE, txm, kwargs, error, match) -> None:
     positions = (txm.rotation.position, txm.sample_stage.position, txm.shutter.state.get())
+    docs = _collect(RE)
+    plan = _plan(txm, **kwargs)  # one callable for IPython and the queue: checks run when it starts
     with pytest.raises(error, match=match):
-        _plan(txm, **kwargs)
+        RE(plan)
+    assert docs == []  # before the first message: no run was opened
     assert (txm.rotation.position, txm.sample_stage.position, txm.shutter.state.get()) == positions
 
 
@@ -173,9 +192,9 @@ class _ReadOnly:
 
 def test_untriggerable_detector_rejected(txm) -> None:
     with pytest.raises(TypeError, match="Triggerable"):
-        lowdose_tomo_scan(_ReadOnly(), txm.rotation, txm.shutter, txm.sample_stage)
+        next(lowdose_tomo_scan(_ReadOnly(), txm.rotation, txm.shutter, txm.sample_stage))
     with pytest.raises(TypeError, match="Movable"):
-        lowdose_tomo_scan(txm.detector, object(), txm.shutter, txm.sample_stage)
+        next(lowdose_tomo_scan(txm.detector, object(), txm.shutter, txm.sample_stage))
 
 
 def test_cleanup_when_the_plan_fails_mid_rotation(RE, txm) -> None:
@@ -287,3 +306,86 @@ def test_failed_status_is_a_failure_not_a_hang(RE, txm) -> None:
         RE(_plan(txm))
     assert docs[-1][1]["exit_status"] == "fail"
     assert txm.shutter.state.get() == 0
+
+
+def test_pause_closes_the_shutter_and_resume_reopens_it(RE, txm) -> None:
+    """No dose while paused: the shutter is closed during the pause and open again for the
+    frames after it; every primary frame is a bright (open-shutter) frame."""
+    docs = _collect(RE)
+    with pytest.raises(RunEngineInterrupted):
+        RE(pause_after_primary_trigger(_plan(txm), txm, 3))
+    assert RE.state == "paused"
+    assert txm.shutter.state.get() == 0  # closed by the pause, not by the plan's end
+    RE.resume()
+    assert docs[-1][1]["exit_status"] == "success"
+    darks = [d["data"]["txm_cam_mean_counts"] for s, d in _events_by_stream(docs) if s == "dark_short"]
+    primary = [d["data"]["txm_cam_mean_counts"] for s, d in _events_by_stream(docs) if s == PRIMARY]
+    flats = [d["data"]["txm_cam_mean_counts"] for s, d in _events_by_stream(docs) if s == "flat_short"]
+    assert len(primary) == 7
+    # reopened before the next exposure: no primary frame is a dark one
+    assert min(primary) > max(darks) + 0.3 * (min(flats) - max(darks))
+    # the dose block of the start document stays true: no frame taken while paused
+    assert docs[0][1]["lowdose"]["dose"]["sample_exposure_s"] == pytest.approx(7 * 2.0 + 2 * (2.0 + 30.0))
+
+
+def test_abort_while_paused_keeps_the_shutter_closed(RE, txm) -> None:
+    docs = _collect(RE)
+    with pytest.raises(RunEngineInterrupted):
+        RE(pause_after_primary_trigger(_plan(txm), txm, 2))
+    assert txm.shutter.state.get() == 0
+    RE.abort("beam lost")
+    assert docs[-1][1]["exit_status"] == "abort" and txm.shutter.state.get() == 0
+
+
+class _NumericShutter(SynAxis):
+    """A caller's shutter that only takes 1/0 (as many EPICS shutters do)."""
+
+    def set(self, value):
+        if isinstance(value, str) or value not in (0, 1):
+            raise ValueError(f"shutter takes 1 or 0, got {value!r}")
+        return super().set(float(value))
+
+
+class _BareCamera(Device):
+    """A camera with no exposure attribute of its own: the caller passes the signal."""
+
+    image = Cpt(SynSignal, func=lambda: np.ones((4, 5)), kind="hinted")
+
+
+def test_caller_devices_with_numeric_shutter_and_exposure_signal(RE) -> None:
+    docs = _collect(RE)
+    cam, expo = _BareCamera(name="cam"), Signal(name="cam_exposure", value=0.0)
+    rot, samp, shut = SynAxis(name="rot"), SynAxis(name="samp"), _NumericShutter(name="shut")
+    seen: list[float] = []
+    expo.subscribe(lambda value, **_: seen.append(value), run=False)
+    RE(
+        lowdose_tomo_scan(
+            cam, rot, shut, samp, shutter_open=1, shutter_close=0, exposure_signal=expo, **SMALL
+        )
+    )
+    assert docs[-1][1]["exit_status"] == "success"
+    assert Counter(s for s, _ in _events_by_stream(docs))[PRIMARY] == 7
+    assert set(seen) == {30.0, 2.0} and seen[-1] == 2.0
+    assert shut.position == 0.0
+    assert docs[0][1]["plan_args"]["shutter_open"] == 1
+    # without the signal, the plan says what it needs before anything moves
+    with pytest.raises(TypeError, match="exposure_signal"):
+        RE(lowdose_tomo_scan(cam, rot, shut, samp, shutter_open=1, shutter_close=0, **SMALL))
+    # and the default "open"/"close" reach this shutter as a failure, not a hang
+    with pytest.raises(ValueError, match="1 or 0"):
+        RE(lowdose_tomo_scan(cam, rot, shut, samp, exposure_signal=expo, **SMALL))
+    assert docs[-1][1]["exit_status"] == "fail"
+
+
+def test_a_move_that_takes_too_long_fails_with_the_motor_named(RE, tmp_path) -> None:
+    from bluesky_lowdose.devices import make_devices
+
+    txm = make_devices(tmp_path, size=16)
+    txm.rotation.delay = 0.6  # a rotation slower than the plan allows
+    docs = _collect(RE)
+    with pytest.raises(TimeoutError, match="rotation moving to"):
+        RE(_plan(txm, timeout=0.2))
+    stop = docs[-1][1]
+    assert stop["exit_status"] == "fail" and "rotation" in stop["reason"]
+    assert txm.shutter.state.get() == 0
+    time.sleep(0.7)  # let the simulated motion finish before the RunEngine's loop closes

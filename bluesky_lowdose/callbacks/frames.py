@@ -1,4 +1,16 @@
-"""Turn the documents of a run into frames, whether images are inline or in external HDF5."""
+"""Turn the documents of a run into frames, whether images are inline or in external HDF5.
+
+Three ways a camera can deliver its images are read:
+
+- inline in the events (``[H, W]`` or ``[1, H, W]`` arrays);
+- StreamResource/StreamDatum (ophyd-async, and the simulated TXM): a StreamDatum maps a range of
+  event sequence numbers to a range of rows of an HDF5 dataset, any number of rows per event;
+- Resource/Datum (ophyd v1 areaDetector HDF5 plugins, specs ``AD_HDF5``/``AD_HDF5_SWMR``): the
+  event holds a datum id; ``frame_per_point`` rows per datum from ``point_number``.
+
+Images are ``[H, W]`` or ``[k, H, W]`` (``k`` frames in one event; a leading 1 is dropped).
+Whatever does not fit raises :class:`FrameResolverError` with the reason: nothing is cut silently.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from event_model import unpack_event_page
+from event_model import unpack_datum_page, unpack_event_page
 
-__all__ = ["Frame", "FrameResolver", "FrameResolverError"]
+__all__ = ["AD_HDF5_SPECS", "IMAGE_DATASET", "Frame", "FrameResolver", "FrameResolverError"]
 
 logger = logging.getLogger(__name__)
+
+#: Resource specs of areaDetector HDF5 files that are read (ophyd v1 Resource/Datum).
+AD_HDF5_SPECS = frozenset({"AD_HDF5", "AD_HDF5_SWMR", "AD_HDF5_SWMR_STREAM"})
+#: Where areaDetector's HDF5 plugin puts the frames.
+IMAGE_DATASET = "/entry/data/data"
 
 
 class FrameResolverError(RuntimeError):
@@ -26,22 +43,24 @@ class Frame:
     stream: str
     seq_num: int
     event_uid: str
-    image: np.ndarray
+    image: np.ndarray  # [H, W], or [k, H, W] when one event holds k frames
     data: dict[str, Any]
 
 
 class FrameResolver:
     """Follow descriptors, StreamResource/StreamDatum and events; yield :class:`Frame` objects.
 
-    Supports images inline in events and images in HDF5 files announced with
-    StreamResource/StreamDatum (``application/x-hdf5``), i.e. any detector that writes
-    either way, not only the simulated one. Files are read with SWMR, so frames can be read
-    while the detector is still writing.
+    Supports images inline in events, in HDF5 files announced with StreamResource/StreamDatum
+    (``application/x-hdf5``) and in areaDetector HDF5 files announced with Resource/Datum (see
+    the module), i.e. any detector that writes one of these ways, not only the simulated one.
+    Files are opened for SWMR reading when the writer allows it, so frames can be read while
+    the detector is still writing.
 
     Parameters
     ----------
     image_key : str, optional
-        Data key of the image; by default the first 2-D data key of each descriptor.
+        Data key of the image; by default the first data key of each descriptor whose shape is
+        ``[H, W]`` or ``[k, H, W]``.
     """
 
     def __init__(self, image_key: str | None = None) -> None:
@@ -49,7 +68,9 @@ class FrameResolver:
         self._descriptors: dict[str, dict[str, Any]] = {}
         self._image_keys: dict[str, str | None] = {}
         self._resources: dict[str, dict[str, Any]] = {}
-        self._datums: dict[tuple[str, int], tuple[str, int]] = {}
+        self._datums: dict[tuple[str, str, int], tuple[str, int, int] | str] = {}
+        self._v1_resources: dict[str, dict[str, Any]] = {}
+        self._v1_datums: dict[str, dict[str, Any]] = {}
         self._files: dict[str, Any] = {}
 
     def stream_name(self, descriptor_uid: str) -> str:
@@ -62,7 +83,7 @@ class FrameResolver:
         keys = doc["data_keys"]
         key = self.image_key
         if key is None or key not in keys:
-            key = next((k for k, v in keys.items() if len(v.get("shape") or []) == 2), None)
+            key = next((k for k, v in keys.items() if len(v.get("shape") or []) in (2, 3)), None)
         self._image_keys[doc["uid"]] = key
 
     def stream_resource(self, doc: dict[str, Any]) -> None:
@@ -74,11 +95,46 @@ class FrameResolver:
         self._resources[doc["uid"]] = doc
 
     def stream_datum(self, doc: dict[str, Any]) -> None:
-        """Map the event sequence numbers of a StreamDatum to rows of its file."""
+        """Map the event sequence numbers of a StreamDatum to rows of its file.
+
+        Each event gets ``len(indices) / len(seq_nums)`` consecutive rows; a StreamDatum whose
+        rows do not divide evenly among its events marks them unreadable, with the reason.
+        """
         seq = range(doc["seq_nums"]["start"], doc["seq_nums"]["stop"])
         rows = range(doc["indices"]["start"], doc["indices"]["stop"])
-        for s, r in zip(seq, rows, strict=False):
-            self._datums[(doc["descriptor"], s)] = (doc["stream_resource"], r)
+        resource = self._resources.get(doc["stream_resource"])
+        if len(seq) == 0 or resource is None:
+            return
+        data_key = resource.get("data_key")
+        per_event, rest = divmod(len(rows), len(seq))
+        for i, s in enumerate(seq):
+            if rest or per_event == 0:
+                self._datums[(doc["descriptor"], data_key, s)] = (
+                    f"StreamDatum {doc['uid']} maps {len(rows)} rows onto {len(seq)} events"
+                )
+            else:
+                start = rows.start + i * per_event
+                self._datums[(doc["descriptor"], data_key, s)] = (
+                    doc["stream_resource"],
+                    start,
+                    start + per_event,
+                )
+
+    def resource(self, doc: dict[str, Any]) -> None:
+        """Register an ophyd v1 Resource (areaDetector HDF5 files)."""
+        if doc.get("spec") not in AD_HDF5_SPECS:
+            logger.warning("resource %s has spec %r; only %s are read", doc["uid"], doc.get("spec"),
+                           sorted(AD_HDF5_SPECS))  # fmt: skip
+        self._v1_resources[doc["uid"]] = doc
+
+    def datum(self, doc: dict[str, Any]) -> None:
+        """Register an ophyd v1 Datum."""
+        self._v1_datums[doc["datum_id"]] = doc
+
+    def datum_page(self, doc: dict[str, Any]) -> None:
+        """Register every Datum of a DatumPage."""
+        for datum in unpack_datum_page(doc):
+            self.datum(datum)
 
     def events(self, name: str, doc: dict[str, Any]) -> Iterator[Frame]:
         """Frames of an ``event`` or ``event_page`` document (nothing for non-image streams)."""
@@ -88,36 +144,84 @@ class FrameResolver:
             key = self._image_keys.get(desc)
             if key is None:
                 continue
-            if key in ev["data"] and ev["data"][key] is not None and np.ndim(ev["data"][key]) == 2:
-                image = np.asarray(ev["data"][key])
+            value = ev["data"].get(key)
+            if isinstance(value, str) and value in self._v1_datums:
+                image = self._read_datum(value)
+            elif value is not None and np.ndim(value) in (2, 3):
+                image = np.asarray(value)
             else:
                 image = self._read_external(desc, ev["seq_num"], key)
+            if image.ndim == 3 and image.shape[0] == 1:
+                image = image[0]
+            if image.ndim not in (2, 3):
+                raise FrameResolverError(
+                    f"{key} of event {ev['seq_num']} has shape {image.shape}, not [H, W]"
+                )
             data = {k: v for k, v in ev["data"].items() if k != key}
             yield Frame(self.stream_name(desc), int(ev["seq_num"]), ev["uid"], image, data)
 
+    def _open(self, uid: str, path: str, label: str) -> Any:
+        f = self._files.get(uid)
+        if f is not None:
+            return f
+        import h5py
+
+        errors = []
+        for kwargs in ({"swmr": True}, {}, {"locking": False}):  # SWMR first; a non-SWMR writer last
+            try:
+                f = h5py.File(path, "r", **kwargs)
+                break
+            except (OSError, ValueError) as exc:
+                errors.append(f"{kwargs or 'plain'}: {exc}")
+        else:
+            raise FrameResolverError(f"cannot open {label} {path}: " + "; ".join(errors))
+        self._files[uid] = f
+        return f
+
+    def _rows(self, f: Any, dataset: str, start: int, stop: int, where: str) -> np.ndarray:
+        try:
+            ds = f[dataset]
+        except KeyError:
+            raise FrameResolverError(f"no dataset {dataset} in {where}") from None
+        if hasattr(ds, "refresh"):
+            try:
+                ds.refresh()
+            except Exception:  # refresh needs SWMR; a plain open sees what was flushed
+                logger.debug("refresh of %s failed", where, exc_info=True)
+        if stop > ds.shape[0]:
+            raise FrameResolverError(f"rows {start}:{stop} not yet in {where} (has {ds.shape[0]})")
+        return np.asarray(ds[start:stop])
+
     def _read_external(self, descriptor: str, seq_num: int, key: str) -> np.ndarray:
         try:
-            resource_uid, row = self._datums.pop((descriptor, seq_num))
+            target = self._datums.pop((descriptor, key, seq_num))
         except KeyError:
             raise FrameResolverError(
                 f"no StreamDatum announced event {seq_num} of stream {self.stream_name(descriptor)!r} ({key})"
             ) from None
+        if isinstance(target, str):
+            raise FrameResolverError(target)
+        resource_uid, start, stop = target
         res = self._resources[resource_uid]
-        import h5py
+        f = self._open(resource_uid, _path_from_uri(res["uri"]), "stream resource")
+        return self._rows(f, res["parameters"]["dataset"], start, stop, res["uri"])
 
-        f = self._files.get(resource_uid)
-        if f is None:
-            path = _path_from_uri(res["uri"])
-            try:
-                f = h5py.File(path, "r", swmr=True)
-            except OSError as exc:
-                raise FrameResolverError(f"cannot open {path}: {exc}") from exc
-            self._files[resource_uid] = f
-        ds = f[res["parameters"]["dataset"]]
-        ds.refresh()
-        if row >= ds.shape[0]:
-            raise FrameResolverError(f"row {row} not yet in {res['uri']} (has {ds.shape[0]})")
-        return np.asarray(ds[row])
+    def _read_datum(self, datum_id: str) -> np.ndarray:
+        datum = self._v1_datums.pop(datum_id)
+        res = self._v1_resources.get(datum["resource"])
+        if res is None:
+            raise FrameResolverError(f"datum {datum_id} names an unknown resource {datum['resource']}")
+        if res.get("spec") not in AD_HDF5_SPECS:
+            raise FrameResolverError(
+                f"resource spec {res.get('spec')!r} is not read (only {sorted(AD_HDF5_SPECS)})"
+            )
+        import os
+
+        path = os.path.join(res.get("root") or "", res["resource_path"])
+        per_point = int(res.get("resource_kwargs", {}).get("frame_per_point", 1))
+        point = int(datum.get("datum_kwargs", {}).get("point_number", 0))
+        f = self._open(res["uid"], path, "areaDetector file")
+        return self._rows(f, IMAGE_DATASET, point * per_point, (point + 1) * per_point, path)
 
     def close(self) -> None:
         """Close every file opened for reading."""

@@ -93,6 +93,15 @@ class RunReader(DocumentRouter):
     def stream_datum(self, doc: dict) -> None:
         self.resolver.stream_datum(doc)
 
+    def resource(self, doc: dict) -> None:
+        self.resolver.resource(doc)
+
+    def datum(self, doc: dict) -> None:
+        self.resolver.datum(doc)
+
+    def datum_page(self, doc: dict) -> None:
+        self.resolver.datum_page(doc)
+
     def event(self, doc: dict) -> None:
         self._frames("event", doc)
 
@@ -107,12 +116,18 @@ class RunReader(DocumentRouter):
 
     def _frames(self, name: str, doc: dict) -> None:
         for frame in self.resolver.events(name, doc):
+            if frame.image.ndim == 3 and not frame.stream.startswith(("dark_", "flat_")):
+                # k exposures at one angle are not one projection of the planned dose
+                self.fail(f"event {frame.seq_num} of {frame.stream!r} holds {frame.image.shape[0]} frames; "
+                          "one frame per projection is expected")  # fmt: skip
+                continue
             if frame.stream == PRIMARY:
                 self._primary(frame)
             elif frame.stream.startswith(("dark_", "flat_")):
                 if (frame.stream, frame.seq_num) not in self._calib_seen:  # a rewind may repeat one
                     self._calib_seen.add((frame.stream, frame.seq_num))
-                    self.calib.setdefault(frame.stream, []).append(frame.image)
+                    images = frame.image if frame.image.ndim == 3 else frame.image[None]
+                    self.calib.setdefault(frame.stream, []).extend(images)
             elif frame.stream.startswith("reference_"):
                 self._reference(frame)
 
@@ -138,8 +153,6 @@ class RunReader(DocumentRouter):
         self.progress["frames_received"] += 1
         angle = float(frame.data.get(self.angle_key, np.nan))
         image = np.asarray(frame.image)
-        if image.ndim == 3 and image.shape[0] == 1:
-            image = image[0]
         corrected = self.flat("short").correct(image)
         self.submit(
             "frame", (self.n_primary, frame.seq_num, angle, corrected, frame.event_uid, time.perf_counter())

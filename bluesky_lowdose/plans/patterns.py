@@ -10,7 +10,21 @@ from numbers import Integral, Real
 
 import numpy as np
 
-__all__ = ["ScanParameters", "dose_accounting", "rotation_angles", "validate_scan_parameters"]
+__all__ = [
+    "RESERVED_METADATA",
+    "ScanParameters",
+    "check_metadata",
+    "dose_accounting",
+    "rotation_angles",
+    "validate_scan_parameters",
+]
+
+#: Start-document keys the plan writes itself; ``md`` may not replace them (the dose accounting
+#: in ``lowdose`` must stay the plan's own).
+RESERVED_METADATA = frozenset(
+    {"lowdose", "plan_name", "plan_args", "plan_type", "plan_pattern", "plan_pattern_module",
+     "plan_pattern_args", "num_points", "num_intervals", "detectors", "motors"}
+)  # fmt: skip
 
 #: Two reference angles closer than this (degrees) are duplicates.
 ANGLE_TOLERANCE = 1e-6
@@ -153,3 +167,61 @@ def dose_accounting(params: ScanParameters) -> dict[str, float | int]:
         "detector_time_s": total
         + (params.num_darks + params.num_flats) * (params.short_exposure + params.long_exposure),
     }
+
+
+def _check_value(path: str, value: object) -> None:
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"md{path} is {value!r}: metadata must be finite (JSON has no NaN/inf)")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"md{path} has a non-string key {key!r}")
+            _check_value(f"{path}[{key!r}]", item)
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_value(f"{path}[{i}]", item)
+        return
+    raise TypeError(
+        f"md{path} is a {type(value).__name__} ({value!r:.60}): metadata must be JSON "
+        "(str, number, bool, None, list, dict) so that it can be stored and backed up"
+    )
+
+
+def check_metadata(md: object) -> dict:
+    """Check the caller's start-document metadata before the run opens.
+
+    Parameters
+    ----------
+    md : dict or None
+        Extra metadata.
+
+    Returns
+    -------
+    dict
+        ``md`` (or an empty dict), unchanged.
+
+    Raises
+    ------
+    TypeError
+        ``md`` is not a dict, has non-string keys or values JSON cannot hold (sets, arrays,
+        objects): a run whose start document cannot be serialised would leave an empty backup.
+    ValueError
+        A NaN or infinite number (stored as null otherwise), or a key the plan writes itself
+        (:data:`RESERVED_METADATA`, e.g. ``lowdose`` with the dose accounting).
+    """
+    if md is None:
+        return {}
+    if not isinstance(md, dict):
+        raise TypeError(f"md must be a dict, got {type(md).__name__}")
+    clash = sorted(RESERVED_METADATA & set(md))
+    if clash:
+        raise ValueError(
+            f"md may not set {clash}: the plan writes these itself (dose accounting, plan record)"
+        )
+    _check_value("", md)
+    return md

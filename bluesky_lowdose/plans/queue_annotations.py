@@ -1,10 +1,9 @@
 """Plans as the bluesky-queueserver sees them: generator functions with parameter annotations.
 
-The queueserver lists as plans only generator functions (or functions marked by
-``bluesky.utils.plan``). :func:`~bluesky_lowdose.plans.tomo.lowdose_tomo_scan` is a plain
-function that validates its parameters eagerly and then returns a generator, so the
-queueserver would not list it. :func:`annotate_lowdose_tomo_scan` wraps it in a generator
-function with the same name, signature and docstring (``functools.wraps``), and attaches a
+:func:`~bluesky_lowdose.plans.tomo.lowdose_tomo_scan` is one generator function for IPython
+and the queue: its checks run when the plan starts, before the first message, in both.
+:func:`annotate_lowdose_tomo_scan` wraps it in a generator function with the same name,
+signature and docstring (``functools.wraps``; the original stays unannotated) and attaches a
 ``bluesky_queueserver.parameter_annotation_decorator`` annotation so that the RE Manager
 rejects bad items at ``item_add``, before they reach the queue:
 
@@ -16,8 +15,8 @@ Parameter descriptions are not repeated here: the queueserver takes them from th
 docstring of the plan. The plan itself still validates everything (e.g. ``start < stop``,
 reference angles within the rotation, ``long_exposure > short_exposure``) when it starts.
 
-In IPython the wrapped plan behaves like the original except that bad parameters raise when
-``RE`` starts the plan rather than when the plan is called.
+``exposure_signal`` is annotated ``__MOVABLE__``: the queueserver turns the name of a movable
+device in the worker's namespace into the device.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ __all__ = [
     "COUNT_RANGE",
     "EXPOSURE_RANGE",
     "NUM_ANGLES_RANGE",
+    "TIMEOUT_RANGE",
     "annotate_lowdose_tomo_scan",
     "as_generator_function",
     "lowdose_tomo_scan",
@@ -49,6 +49,8 @@ EXPOSURE_RANGE: tuple[float, float] = (1e-6, 3600.0)
 NUM_ANGLES_RANGE: tuple[int, int] = (2, 10000)
 #: Inclusive bounds of ``num_darks`` and ``num_flats``.
 COUNT_RANGE: tuple[int, int] = (0, 1000)
+#: Inclusive bounds (seconds) of ``timeout``.
+TIMEOUT_RANGE: tuple[float, float] = (0.001, 86400.0)
 
 
 def as_generator_function(func: Callable[..., Any]) -> Callable[..., MsgGenerator[Any]]:
@@ -112,6 +114,10 @@ def lowdose_tomo_scan_annotation(
             "num_darks": {"annotation": "int", **_range(COUNT_RANGE)},
             "num_flats": {"annotation": "int", **_range(COUNT_RANGE)},
             "flat_position": {"annotation": "float"},
+            "shutter_open": {"annotation": "typing.Union[str, int]"},
+            "shutter_close": {"annotation": "typing.Union[str, int]"},
+            "exposure_signal": {"annotation": "typing.Optional[__MOVABLE__]"},
+            "timeout": {"annotation": "typing.Optional[float]", **_range(TIMEOUT_RANGE)},
             "md": {"annotation": "typing.Optional[typing.Dict[str, typing.Any]]"},
         }
     }

@@ -1,13 +1,24 @@
 """The low-dose tomography plan and the sub-plans it is made of.
 
-The plans take any devices that follow the bluesky protocols, so they run unchanged on
-the simulated TXM and on real ophyd devices: a ``Triggerable``/``Readable`` detector with
-an ``exposure_time`` signal, ``Movable`` rotation and sample stages, and a ``Movable``
-shutter that accepts ``"open"`` / ``"close"``.
+The plans take any devices that follow the bluesky protocols, so they run unchanged on the
+simulated TXM, on ophyd areaDetector/EPICS devices, on ophyd-async devices and on a caller's own
+protocol devices. What each role needs is listed in ``docs/plans.md`` and checked before the
+first message:
+
+- detector: ``Triggerable`` and ``Readable``; its exposure is set through
+  ``prepare(TriggerInfo(livetime=...))`` (ophyd-async), ``cam.acquire_time``/``acquire_period``
+  (ophyd areaDetector), a settable ``exposure_time`` (the simulator) or the caller's
+  ``exposure_signal`` (see :func:`~bluesky_lowdose.plans.plan_stubs.exposure_control`);
+- rotation and sample stage: ``Movable`` and ``Readable``;
+- shutter: ``Movable``, taking ``shutter_open``/``shutter_close`` (``"open"``/``"close"`` by
+  default; ``1``/``0`` or ``"Open"``/``"Close"`` on real shutters). It closes whenever the
+  RunEngine pauses and reopens before the next exposure.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +27,22 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable, Triggerable
 from bluesky.utils import MsgGenerator
 
-from .patterns import ScanParameters, dose_accounting, rotation_angles, validate_scan_parameters
+from .patterns import (
+    ScanParameters,
+    check_metadata,
+    dose_accounting,
+    rotation_angles,
+    validate_scan_parameters,
+)
+from .plan_stubs import (
+    ExposureControl,
+    PauseClosingShutter,
+    check_shutter_values,
+    exposure_control,
+    move,
+    rotation_frames,
+    take_frames,
+)
 from .streams import EXPOSURES, PRIMARY, STREAM_ORDER, Exposure, dark_stream, flat_stream, reference_stream
 
 __all__ = [
@@ -27,23 +53,17 @@ __all__ = [
     "take_reference_frames",
 ]
 
+logger = logging.getLogger(__name__)
+
 SHUTTER_OPEN = "open"
 SHUTTER_CLOSE = "close"
-
-
-def _exposure_signal(detector: Any) -> Any:
-    sig = getattr(detector, "exposure_time", None)
-    if sig is None or not hasattr(sig, "set"):
-        raise TypeError(
-            f"detector {getattr(detector, 'name', detector)!r} has no settable 'exposure_time' signal"
-        )
-    return sig
+#: Seconds any move or frame (beyond its exposure) may take by default.
+DEFAULT_TIMEOUT = 60.0
 
 
 def _check_devices(detector: Any, rotation: Any, shutter: Any, sample_stage: Any) -> None:
     if not isinstance(detector, Triggerable) or not isinstance(detector, Readable):
         raise TypeError(f"detector must be Triggerable and Readable, got {type(detector).__name__}")
-    _exposure_signal(detector)
     for role, dev in (("rotation", rotation), ("shutter", shutter), ("sample_stage", sample_stage)):
         if not isinstance(dev, Movable):
             raise TypeError(f"{role} must be Movable (have a set() method), got {type(dev).__name__}")
@@ -52,7 +72,26 @@ def _check_devices(detector: Any, rotation: Any, shutter: Any, sample_stage: Any
             raise TypeError(f"{role} must be Readable, got {type(dev).__name__}")
 
 
-def take_darks(detector: Triggerable, shutter: Movable, num: int, *, stream: str) -> MsgGenerator[None]:
+def _check_timeout(timeout: object) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive, finite number of seconds or None, got {timeout!r}")
+
+
+def take_darks(
+    detector: Triggerable,
+    shutter: Movable,
+    num: int,
+    *,
+    stream: str,
+    exposure: float | None = None,
+    exposure_signal: Movable | None = None,
+    shutter_close: Any = SHUTTER_CLOSE,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> MsgGenerator[None]:
     """Close the shutter and take ``num`` frames into ``stream``.
 
     Parameters
@@ -65,6 +104,14 @@ def take_darks(detector: Triggerable, shutter: Movable, num: int, *, stream: str
         Number of dark frames (0: nothing happens).
     stream : str
         Event stream name.
+    exposure : float, optional
+        Exposure time in seconds, set after staging (None: as it is).
+    exposure_signal : Movable, optional
+        Where the exposure goes, for detectors the plan cannot recognise.
+    shutter_close : object
+        The shutter's closed value.
+    timeout : float, optional
+        Seconds a move or a frame may take beyond its exposure (None: no limit).
 
     Yields
     ------
@@ -73,12 +120,9 @@ def take_darks(detector: Triggerable, shutter: Movable, num: int, *, stream: str
     """
     if num <= 0:
         return
-    yield from bps.mv(shutter, SHUTTER_CLOSE)
-    yield from bps.stage(detector)
-    for _ in range(num):
-        yield from bps.checkpoint()
-        yield from bps.trigger_and_read([detector], name=stream)
-    yield from bps.unstage(detector)
+    yield from move(shutter, shutter_close, timeout=timeout)
+    control = exposure_control(detector, exposure_signal) if exposure is not None else None
+    yield from take_frames(detector, num, stream=stream, exposure=control, seconds=exposure, timeout=timeout)
 
 
 def take_flats(
@@ -90,6 +134,10 @@ def take_flats(
     flat_position: float,
     sample_position: float,
     stream: str,
+    exposure: float | None = None,
+    exposure_signal: Movable | None = None,
+    shutter_open: Any = SHUTTER_OPEN,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> MsgGenerator[None]:
     """Move the sample out of the beam, open the shutter and take ``num`` flat fields.
 
@@ -100,7 +148,8 @@ def take_flats(
     detector : Triggerable
         The camera.
     shutter : Movable
-        Opened for the flats.
+        Opened for the flats (re-opened after every checkpoint: a pause closes a
+        :class:`~bluesky_lowdose.plans.plan_stubs.PauseClosingShutter`).
     sample_stage : Movable
         The stage that moves the sample out of the beam.
     num : int
@@ -111,6 +160,14 @@ def take_flats(
         Sample-stage position with the sample in the beam.
     stream : str
         Event stream name.
+    exposure : float, optional
+        Exposure time in seconds, set after staging (None: as it is).
+    exposure_signal : Movable, optional
+        Where the exposure goes, for detectors the plan cannot recognise.
+    shutter_open : object
+        The shutter's open value.
+    timeout : float, optional
+        Seconds a move or a frame may take beyond its exposure (None: no limit).
 
     Yields
     ------
@@ -119,18 +176,26 @@ def take_flats(
     """
     if num <= 0:
         return
-    yield from bps.mv(sample_stage, flat_position)
-    yield from bps.mv(shutter, SHUTTER_OPEN)
-    yield from bps.stage(detector)
-    for _ in range(num):
-        yield from bps.checkpoint()
-        yield from bps.trigger_and_read([detector], name=stream)
-    yield from bps.unstage(detector)
-    yield from bps.mv(sample_stage, sample_position)
+    yield from move(sample_stage, flat_position, timeout=timeout)
+    control = exposure_control(detector, exposure_signal) if exposure is not None else None
+    yield from take_frames(
+        detector, num, stream=stream, exposure=control, seconds=exposure,
+        shutter=shutter, shutter_value=shutter_open, timeout=timeout,
+    )  # fmt: skip
+    yield from move(sample_stage, sample_position, timeout=timeout)
 
 
 def rotation_scan(
-    detector: Triggerable, rotation: Movable, angles: Sequence[float], *, stream: str = PRIMARY
+    detector: Triggerable,
+    rotation: Movable,
+    angles: Sequence[float],
+    *,
+    stream: str = PRIMARY,
+    exposure: float | None = None,
+    exposure_signal: Movable | None = None,
+    shutter: Movable | None = None,
+    shutter_open: Any = SHUTTER_OPEN,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> MsgGenerator[None]:
     """Step the rotation through ``angles``, reading detector and rotation at each.
 
@@ -147,35 +212,47 @@ def rotation_scan(
         Angles in degrees.
     stream : str
         Event stream name.
+    exposure : float, optional
+        Exposure time in seconds, set after staging (None: as it is).
+    exposure_signal : Movable, optional
+        Where the exposure goes, for detectors the plan cannot recognise.
+    shutter : Movable, optional
+        Set to ``shutter_open`` after every checkpoint (None: left alone).
+    shutter_open : object
+        The shutter's open value.
+    timeout : float, optional
+        Seconds a move or a frame may take beyond its exposure (None: no limit).
 
     Yields
     ------
     Msg
         Bluesky messages.
     """
-    yield from bps.stage(detector)
-    for angle in angles:
-        yield from bps.checkpoint()
-        yield from bps.mv(rotation, float(angle))
-        yield from bps.trigger_and_read([detector, rotation], name=stream)
-    yield from bps.unstage(detector)
+    control = exposure_control(detector, exposure_signal) if exposure is not None else None
+    yield from rotation_frames(
+        detector, rotation, angles, stream=stream, exposure=control, seconds=exposure,
+        shutter=shutter, shutter_value=shutter_open, timeout=timeout,
+    )  # fmt: skip
 
 
 def take_reference_frames(
-    detector: Triggerable, rotation: Movable, angles: Sequence[float], *, stream: str
+    detector: Triggerable, rotation: Movable, angles: Sequence[float], *, stream: str, **kwargs: Any
 ) -> MsgGenerator[None]:
     """Take frames at the reference angles (the training pairs), one stream per exposure.
 
     Parameters
     ----------
     detector : Triggerable
-        The camera, already set to the exposure of this stream.
+        The camera.
     rotation : Movable
         The rotation stage.
     angles : sequence of float
         Reference angles in degrees.
     stream : str
         Event stream name.
+    **kwargs
+        ``exposure``, ``exposure_signal``, ``shutter``, ``shutter_open``, ``timeout`` as in
+        :func:`rotation_scan`.
 
     Yields
     ------
@@ -184,7 +261,7 @@ def take_reference_frames(
     """
     if len(angles) == 0:
         return
-    yield from rotation_scan(detector, rotation, angles, stream=stream)
+    yield from rotation_scan(detector, rotation, angles, stream=stream, **kwargs)
 
 
 def lowdose_tomo_scan(
@@ -202,6 +279,10 @@ def lowdose_tomo_scan(
     num_darks: int = 10,
     num_flats: int = 10,
     flat_position: float = 5.0,
+    shutter_open: Any = SHUTTER_OPEN,
+    shutter_close: Any = SHUTTER_CLOSE,
+    exposure_signal: Movable | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Low-dose tomography: long/short reference pairs, then a short-exposure rotation.
@@ -211,20 +292,24 @@ def lowdose_tomo_scan(
     to ``flat_position``) and one frame at each reference angle; then ``primary``, the full
     rotation at the short exposure. The reference pairs come before the rotation so that a
     streaming enhancer can train while the rotation runs. The shutter closes and both stages
-    return to where they started even when the plan fails or is aborted.
+    return to where they started even when the plan fails or is aborted; the shutter also
+    closes whenever the RunEngine pauses (or a suspender suspends) and reopens before the next
+    exposure, so a paused scan adds no dose.
 
-    All parameters are validated before anything moves.
+    Everything is validated when the plan starts, before the first message, in the same way
+    in IPython and in the queueserver.
 
     Parameters
     ----------
     detector : Triggerable
-        Camera with a settable ``exposure_time`` (seconds).
+        Camera (ophyd-async ``Preparable``, ophyd areaDetector with ``cam.acquire_time``, or
+        with a settable ``exposure_time`` in seconds; otherwise pass ``exposure_signal``).
     rotation : Movable
-        Rotation stage in degrees.
+        Rotation stage in degrees (Readable).
     shutter : Movable
-        Beam shutter accepting ``"open"`` and ``"close"``.
+        Beam shutter accepting ``shutter_open`` and ``shutter_close``.
     sample_stage : Movable
-        Translation stage that takes the sample out of the beam for flat fields.
+        Translation stage (Readable) that takes the sample out of the beam for flat fields.
     start : float
         First rotation angle in degrees.
     stop : float
@@ -243,8 +328,18 @@ def lowdose_tomo_scan(
         Flat fields per exposure time (>= 0).
     flat_position : float
         Sample-stage position with the sample out of the beam (device units, e.g. mm).
+    shutter_open : str or int
+        The value that opens the shutter (``"open"``; e.g. ``1`` or ``"Open"`` on EPICS).
+    shutter_close : str or int
+        The value that closes the shutter (``"close"``; e.g. ``0`` or ``"Close"``).
+    exposure_signal : Movable, optional
+        A signal in seconds that sets the exposure, for a detector the plan cannot recognise.
+    timeout : float, optional
+        Seconds any move or frame (beyond its exposure) may take before the plan fails with a
+        ``TimeoutError`` naming the device (None: wait forever).
     md : dict, optional
-        Extra metadata for the start document (not mutated).
+        Extra metadata for the start document (not mutated): JSON values only (no NaN/inf), and
+        none of the keys the plan writes itself (``lowdose``, ``plan_name``, ``plan_args``, ...).
 
     Returns
     -------
@@ -257,6 +352,8 @@ def lowdose_tomo_scan(
         A device does not follow the needed protocol or a parameter has the wrong type.
     ValueError
         A parameter is out of range (see :func:`~bluesky_lowdose.plans.patterns.validate_scan_parameters`).
+    TimeoutError
+        A move or a frame took longer than ``timeout``.
 
     See Also
     --------
@@ -268,6 +365,7 @@ def lowdose_tomo_scan(
     Examples
     --------
     >>> RE(lowdose_tomo_scan(det, rot, shutter, sample, num_angles=181))  # doctest: +SKIP
+    >>> RE(lowdose_tomo_scan(det, rot, shutter, sample, shutter_open=1, shutter_close=0))  # doctest: +SKIP
     """
     params = validate_scan_parameters(
         start=start,
@@ -281,11 +379,17 @@ def lowdose_tomo_scan(
         flat_position=flat_position,
     )
     _check_devices(detector, rotation, shutter, sample_stage)
-    if md is not None and not isinstance(md, dict):
-        raise TypeError(f"md must be a dict, got {type(md).__name__}")
+    control = exposure_control(detector, exposure_signal)
+    check_shutter_values(shutter, shutter_open, shutter_close)
+    _check_timeout(timeout)
+    extra = check_metadata(md)
     _md = _start_metadata(params, detector, rotation, shutter, sample_stage)
-    _md.update(md or {})
-    return _lowdose_tomo_scan(detector, rotation, shutter, sample_stage, params, _md)
+    _md["plan_args"].update(shutter_open=shutter_open, shutter_close=shutter_close, timeout=timeout)
+    _md["lowdose"]["exposure_control"] = control.kind
+    _md.update(extra)
+    guard = PauseClosingShutter(shutter, shutter_open, shutter_close, timeout=timeout)
+    plan = _lowdose_tomo_scan(detector, rotation, guard, sample_stage, params, _md, control, timeout)
+    return (yield from plan)
 
 
 def _name(dev: Any) -> str:
@@ -338,45 +442,64 @@ def _start_metadata(
 
 
 def _lowdose_tomo_scan(
-    detector: Any, rotation: Any, shutter: Any, sample_stage: Any, params: ScanParameters, md: dict[str, Any]
+    detector: Any,
+    rotation: Any,
+    shutter: PauseClosingShutter,
+    sample_stage: Any,
+    params: ScanParameters,
+    md: dict[str, Any],
+    control: ExposureControl,
+    timeout: float | None,
 ) -> MsgGenerator[str]:
-    exposure_signal = _exposure_signal(detector)
     exposure_of: dict[Exposure, float] = {"short": params.short_exposure, "long": params.long_exposure}
     angles = rotation_angles(params.start, params.stop, params.num_angles)
     initial: dict[str, float] = {}
+    opened = {"shutter": shutter, "shutter_value": shutter.open_value, "timeout": timeout}
 
     def inner() -> MsgGenerator[None]:
         initial["rotation"] = yield from bps.rd(rotation)
         initial["sample"] = yield from bps.rd(sample_stage)
         for exposure in EXPOSURES:
-            yield from bps.mv(exposure_signal, exposure_of[exposure])
-            yield from take_darks(detector, shutter, params.num_darks, stream=dark_stream(exposure))
-            yield from take_flats(
-                detector,
-                shutter,
-                sample_stage,
-                params.num_flats,
-                flat_position=params.flat_position,
-                sample_position=initial["sample"],
-                stream=flat_stream(exposure),
-            )
-            yield from bps.mv(shutter, SHUTTER_OPEN)
-            yield from take_reference_frames(
-                detector, rotation, params.reference_angles, stream=reference_stream(exposure)
-            )
-        yield from rotation_scan(detector, rotation, angles, stream=PRIMARY)
-        yield from bps.mv(shutter, SHUTTER_CLOSE)
+            seconds = exposure_of[exposure]
+            if params.num_darks:
+                yield from move(shutter, shutter.close_value, timeout=timeout)
+                yield from take_frames(
+                    detector, params.num_darks, stream=dark_stream(exposure), exposure=control,
+                    seconds=seconds, timeout=timeout,
+                )  # fmt: skip
+            if params.num_flats:
+                yield from move(sample_stage, params.flat_position, timeout=timeout)
+                yield from take_frames(
+                    detector, params.num_flats, stream=flat_stream(exposure), exposure=control,
+                    seconds=seconds, **opened,
+                )  # fmt: skip
+                yield from move(sample_stage, initial["sample"], timeout=timeout)
+            yield from rotation_frames(
+                detector, rotation, params.reference_angles, stream=reference_stream(exposure),
+                exposure=control, seconds=seconds, **opened,
+            )  # fmt: skip
+        yield from rotation_frames(
+            detector, rotation, angles, stream=PRIMARY, exposure=control,
+            seconds=params.short_exposure, **opened,
+        )  # fmt: skip
+        yield from move(shutter, shutter.close_value, timeout=timeout)
         return None
 
     def cleanup() -> MsgGenerator[None]:
-        yield from bps.mv(shutter, SHUTTER_CLOSE)
-        moves: list[Any] = []
+        # Each step is tried even when an earlier one fails (a dead motor must not keep the
+        # shutter open); failures are logged, the plan's own exception is the one reported.
+        steps: list[tuple[str, Any, Any]] = [("shutter", shutter, shutter.close_value)]
         if "rotation" in initial:
-            moves += [rotation, initial["rotation"]]
+            steps.append(("rotation", rotation, initial["rotation"]))
         if "sample" in initial:
-            moves += [sample_stage, initial["sample"]]
-        if moves:
-            yield from bps.mv(*moves)
+            steps.append(("sample stage", sample_stage, initial["sample"]))
+        for role, device, value in steps:
+            try:
+                yield from move(device, value, timeout=timeout)
+            except Exception:
+                level = logging.CRITICAL if role == "shutter" else logging.ERROR
+                logger.log(level, "cleanup: could not return the %s %s to %r", role, _name(device), value,
+                           exc_info=True)  # fmt: skip
 
     @bpp.run_decorator(md=md)
     def run() -> MsgGenerator[str]:

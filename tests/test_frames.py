@@ -1,0 +1,100 @@
+"""FrameResolver: every way a camera delivers images, and clear errors for what does not fit."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from event_model import compose_run
+
+from bluesky_lowdose.callbacks.frames import IMAGE_DATASET, FrameResolver, FrameResolverError
+
+
+def _stack(path, n, shape=(3, 4)):
+    frames = np.arange(n * shape[0] * shape[1], dtype=np.uint16).reshape(n, *shape)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(IMAGE_DATASET, data=frames)
+    return frames
+
+
+def _feed(resolver, docs):
+    frames = []
+    for name, doc in docs:
+        if name in ("descriptor", "stream_resource", "stream_datum", "resource", "datum", "datum_page"):
+            getattr(resolver, name)(doc)
+        elif name in ("event", "event_page"):
+            frames.extend(resolver.events(name, doc))
+    return frames
+
+
+def test_areadetector_resource_datum_frames(tmp_path) -> None:
+    """ophyd v1's HDF5 plugin: Resource (AD_HDF5, frame_per_point) + one Datum per point."""
+    frames = _stack(tmp_path / "cam_000.h5", 4)
+    run = compose_run()
+    desc = run.compose_descriptor(
+        name="primary",
+        data_keys={
+            "cam_image": {"source": "PV:cam", "dtype": "array", "shape": [1, 3, 4], "external": "FILESTORE:"}
+        },
+    )
+    res = run.compose_resource(spec="AD_HDF5", root=str(tmp_path), resource_path="cam_000.h5",
+                               resource_kwargs={"frame_per_point": 1})  # fmt: skip
+    docs = [("descriptor", desc.descriptor_doc), ("resource", res.resource_doc)]
+    for point in range(4):
+        datum = res.compose_datum(datum_kwargs={"point_number": point})
+        docs.append(("datum", datum))
+        docs.append(
+            ("event", desc.compose_event(data={"cam_image": datum["datum_id"]}, timestamps={"cam_image": 0}))
+        )
+    got = _feed(FrameResolver("cam_image"), docs)
+    assert [f.seq_num for f in got] == [1, 2, 3, 4]
+    for frame, expected in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(frame.image, expected)  # [1, H, W] comes out as [H, W]
+
+
+def _stream_docs(tmp_path, seq, rows, n_rows=4):
+    frames = _stack(tmp_path / "s.h5", n_rows)
+    run = compose_run()
+    desc = run.compose_descriptor(
+        name="primary",
+        data_keys={"det": {"source": "sim", "dtype": "array", "shape": [1, 3, 4], "external": "STREAM:"}},
+    )
+    sres = run.compose_stream_resource(mimetype="application/x-hdf5", uri=(tmp_path / "s.h5").as_uri(),
+                                       data_key="det", parameters={"dataset": IMAGE_DATASET})  # fmt: skip
+    from event_model import StreamRange
+
+    datum = sres.compose_stream_datum(indices=StreamRange(start=rows[0], stop=rows[1]),
+                                      seq_nums=StreamRange(start=seq[0], stop=seq[1]))  # fmt: skip
+    datum["descriptor"] = desc.descriptor_doc["uid"]
+    docs = [("descriptor", desc.descriptor_doc), ("stream_resource", sres.stream_resource_doc),
+            ("stream_datum", datum)]  # fmt: skip
+    for _ in range(seq[1] - seq[0]):
+        docs.append(("event", desc.compose_event(data={}, timestamps={})))
+    return docs, frames
+
+
+def test_one_stream_datum_for_many_events_maps_every_row(tmp_path) -> None:
+    docs, frames = _stream_docs(tmp_path, seq=(1, 5), rows=(0, 4))
+    got = _feed(FrameResolver(), docs)
+    assert len(got) == 4
+    for frame, expected in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(frame.image, expected)
+
+
+def test_two_rows_per_event_are_one_stack_not_a_truncation(tmp_path) -> None:
+    docs, frames = _stream_docs(tmp_path, seq=(1, 3), rows=(0, 4))
+    got = _feed(FrameResolver(), docs)
+    assert [f.image.shape for f in got] == [(2, 3, 4), (2, 3, 4)]
+    np.testing.assert_array_equal(np.concatenate([f.image for f in got]), frames)
+
+
+def test_rows_that_do_not_divide_among_events_are_an_error(tmp_path) -> None:
+    docs, _ = _stream_docs(tmp_path, seq=(1, 4), rows=(0, 4))
+    with pytest.raises(FrameResolverError, match="maps 4 rows onto 3 events"):
+        _feed(FrameResolver(), docs)
+
+
+def test_rows_not_yet_written_are_an_error(tmp_path) -> None:
+    docs, _ = _stream_docs(tmp_path, seq=(1, 3), rows=(3, 5))
+    with pytest.raises(FrameResolverError, match="not yet in"):
+        _feed(FrameResolver(), docs)

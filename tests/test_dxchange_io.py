@@ -253,6 +253,61 @@ def test_write_rejects_inconsistent_content(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_a_planted_partial_file_or_symlink_is_never_clobbered(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".scan.h5.partial").symlink_to(victim)  # the name the writer used to use
+    path = write_dxfile(tmp_path / "scan.h5", _full())
+    assert victim.read_text() == "precious"
+    assert read_dxfile(path).sample_name == "needle-7"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scan.h5.partial", "scan.h5", "victim.txt"]
+
+
+def _with_external(tmp_path: Path, kind: str) -> Path:
+    path = _good(tmp_path)
+    other = tmp_path / "elsewhere.h5"
+    data = read_dxfile(path).data
+    with h5py.File(path, "r+") as f:
+        del f[DX_PATHS["data"]]
+        if kind == "link":
+            with h5py.File(other, "w") as g:
+                g["frames"] = data
+            f[DX_PATHS["data"]] = h5py.ExternalLink(other.name, "/frames")
+        else:  # external raw storage: the bytes live in another file
+            raw = tmp_path / "frames.raw"
+            raw.write_bytes(data.tobytes())
+            f.create_dataset(DX_PATHS["data"], shape=data.shape, dtype=data.dtype,
+                             external=[(raw.name, 0, h5py.h5f.UNLIMITED)])  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("kind", ["link", "raw"])
+def test_external_sources_are_refused_unless_allowed(tmp_path: Path, kind: str, monkeypatch) -> None:
+    path = _with_external(tmp_path, kind)
+    with pytest.raises(
+        DataExchangeError, match="external link" if kind == "link" else "external raw storage"
+    ):
+        read_dxfile(path)
+    monkeypatch.chdir(tmp_path)  # external raw storage is relative to the working directory
+    assert read_dxfile(path, allow_external=True).data.shape[0] == 5
+
+
+def test_a_huge_declared_dataset_is_refused_before_reading(tmp_path: Path) -> None:
+    path = _good(tmp_path)
+    with h5py.File(path, "r+") as f:
+        del f[DX_PATHS["data"]]
+        # 30 TiB declared, nothing written: the file stays small
+        f.create_dataset(
+            DX_PATHS["data"], shape=(3_840_000, 2048, 2048), dtype=np.uint16, chunks=(1, 2048, 2048)
+        )
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(DataExchangeError, match=r"declare 30000\.\d GiB"):
+        read_dxfile(path)
+    path.unlink()
+    with pytest.raises(DataExchangeError, match="GiB, more than the 0.0 GiB"):
+        read_dxfile(_good(tmp_path), max_bytes=1)
+
+
 def test_match_angles_wraps_and_respects_tolerance() -> None:
     assert match_angles is pipeline_angles.match_angles  # one implementation, the pipeline's
     assert angle_difference is pipeline_angles.angle_difference

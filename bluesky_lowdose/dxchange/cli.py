@@ -126,6 +126,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=None,
         help="units of angles stored without a 'units' attribute",
     )
+    parser.add_argument(
+        "--allow-external",
+        action="store_true",
+        help="follow HDF5 external links / external storage in the input (refused by default)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
@@ -176,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             overwrite=args.overwrite,
             train_options=train_options,
+            allow_external=args.allow_external,
         )
     except (DataExchangeError, OSError, ValueError, TrainingError) as err:
         print(f"lowdose-tomo enhance: error: {err}", file=sys.stderr)

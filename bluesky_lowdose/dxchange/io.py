@@ -349,9 +349,11 @@ def write_dxfile(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True / --overwrite to replace it)")
-    tmp = path.with_name(f".{path.name}.partial")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such directory (for {path.name})")
+    tmp = _private_partial(path)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "r+") as f:
             implements = IMPLEMENTS
             if dx.reconstruction is not None:
                 implements = IMPLEMENTS.replace("exchange:", f"exchange:{RECONSTRUCTION_GROUP[1:]}:", 1)
@@ -513,11 +515,40 @@ def write_enhanced(
 # -- reading ---------------------------------------------------------------------------------------
 
 
+def _private_partial(path: Path) -> Path:
+    """Create the in-progress file next to ``path`` with O_EXCL and an unpredictable name.
+
+    A planted ``.NAME.partial`` or symlink is never followed or clobbered; the file is an empty
+    HDF5 file, renamed onto ``path`` only when complete.
+    """
+    import tempfile
+
+    import h5py
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+    with h5py.File(name, "w"):  # the file mkstemp made (same inode): an empty HDF5 file
+        pass
+    return Path(name)
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 16 * 2**30
+
+
 def read_dxfile(
     path: str | os.PathLike[str],
     *,
     theta_units: ThetaUnits | None = None,
     require_flat_dark: bool = False,
+    allow_external: bool = False,
+    max_bytes: int | None = None,
 ) -> DataExchange:
     """Read and validate a Data Exchange HDF5 file.
 
@@ -537,6 +568,13 @@ def read_dxfile(
     require_flat_dark : bool
         Raise when raw (uncorrected) data come without ``/exchange/data_white`` or
         ``/exchange/data_dark``.
+    allow_external : bool
+        Follow HDF5 external links and read datasets whose storage is in other files (external
+        raw storage, virtual datasets). Off by default: a file should not make this program read
+        other files silently.
+    max_bytes : int, optional
+        Refuse (before reading anything) when the datasets to read declare more bytes than this;
+        by default half of this machine's memory.
 
     Returns
     -------
@@ -547,7 +585,8 @@ def read_dxfile(
     ------
     DataExchangeError
         Missing datasets (named), mismatched shapes, non-numeric or complex dtypes, NaN/inf,
-        angle counts that differ from frame counts, unknown or ambiguous angle units.
+        angle counts that differ from frame counts, unknown or ambiguous angle units, external
+        links or storage (without ``allow_external``), declared sizes above ``max_bytes``.
     FileNotFoundError
         ``path`` does not exist.
     """
@@ -566,6 +605,8 @@ def read_dxfile(
         for name in ("data", "theta"):
             if DX_PATHS[name] not in f:
                 raise DataExchangeError(f"{path} has no {DX_PATHS[name]}: not a Data Exchange file?")
+        _check_sources(f, path, allow_external=allow_external,
+                       max_bytes=_memory_bytes() // 2 if max_bytes is None else max_bytes)  # fmt: skip
         values: dict[str, Any] = {}
         for name in _STACKS:
             values[name] = _read_array(f, name, path)
@@ -604,6 +645,43 @@ def read_dxfile(
                 "needs both (or a file of corrected transmission, /exchange attribute corrected=True)"
             )
     return dx
+
+
+def _check_sources(f: Any, path: Path, *, allow_external: bool, max_bytes: int) -> None:
+    """Refuse external links/storage and oversized declarations before any dataset is read."""
+    import h5py
+
+    total = 0
+    for name, where in DX_PATHS.items():
+        parts = where.strip("/").split("/")
+        node: Any = f
+        for i, part in enumerate(parts):  # every link on the way, not only the last one
+            here = "/" + "/".join(parts[: i + 1])
+            if part not in node:
+                node = None
+                break
+            link = node.get(part, getlink=True)
+            if isinstance(link, h5py.ExternalLink) and not allow_external:
+                raise DataExchangeError(
+                    f"{path}: {here} is an external link to {link.filename}:{link.path}; "
+                    "pass allow_external=True (CLI --allow-external) to follow it"
+                )
+            node = node[part]
+        if node is None or not isinstance(node, h5py.Dataset):
+            continue
+        if not allow_external and (node.external or node.is_virtual):
+            kind = "virtual dataset" if node.is_virtual else "external raw storage"
+            raise DataExchangeError(
+                f"{path}: {where} is a {kind} (its data live in other files); pass allow_external=True "
+                "(CLI --allow-external) to read it"
+            )
+        if name in _STACKS or name in ("reconstruction", "theta", "reference_theta"):
+            total += int(np.prod(node.shape, dtype=np.int64)) * node.dtype.itemsize
+    if total > max_bytes:
+        raise DataExchangeError(
+            f"{path}: its datasets declare {total / 2**30:.1f} GiB, more than the "
+            f"{max_bytes / 2**30:.1f} GiB this reader allows (max_bytes; default: half the memory)"
+        )
 
 
 def _read_array(f: Any, name: str, path: Path) -> np.ndarray | None:

@@ -414,6 +414,7 @@ def enhance_file(
     progress: bool = True,
     overwrite: bool = False,
     train_options: dict[str, Any] | None = None,
+    allow_external: bool = False,
 ) -> EnhanceResult:
     """Enhance and reconstruct a Data Exchange scan with :func:`bluesky_lowdose.pipeline.enhance_scan`.
 
@@ -461,6 +462,9 @@ def enhance_file(
         Overrides of :data:`bluesky_lowdose.pipeline.N2I_OPTIONS` (``steps``, ``crop``, ...).
     theta_units : {"degrees", "radians"}, optional
         Units of angles stored without a ``units`` attribute.
+    allow_external : bool
+        Follow HDF5 external links and external storage in the input files (see
+        :func:`~bluesky_lowdose.dxchange.io.read_dxfile`).
     progress : bool
         Progress bars.
     overwrite : bool
@@ -496,8 +500,9 @@ def enhance_file(
     if method != "auto" and method not in pipeline.METHODS:
         raise ValueError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(pipeline.METHODS)}")
 
-    short_dx = read_dxfile(path, theta_units=theta_units, require_flat_dark=True)
-    long_dx = read_dxfile(long, theta_units=theta_units, require_flat_dark=True) if long is not None else None
+    opts = {"theta_units": theta_units, "require_flat_dark": True, "allow_external": allow_external}
+    short_dx = read_dxfile(path, **opts)
+    long_dx = read_dxfile(long, **opts) if long is not None else None
     if long_dx is not None and long_dx.frame_shape != short_dx.frame_shape:
         raise DataExchangeError(
             f"long-exposure frames are {long_dx.frame_shape} but short-exposure frames are "

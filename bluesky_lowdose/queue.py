@@ -641,8 +641,10 @@ def _start(args: argparse.Namespace) -> int:
     )
     t0 = time.monotonic()
     stack.start()
-    if args.json:
-        print(json.dumps({k: v for k, v in json.loads(stack.write_state().read_text()).items()}, indent=2))
+    if args.json:  # the key stays in the 0600 state file and the data directory's key file
+        state = json.loads(stack.write_state().read_text())
+        state["api_key"] = "***" if state.get("api_key") else None
+        print(json.dumps(state, indent=2))
     else:
         print(f"queue stack up in {time.monotonic() - t0:.1f} s (state in {stack.queue_dir / STATE_FILE})")
         print(f"  tiled   {stack.tiled_uri}")

@@ -158,3 +158,50 @@ def test_server_start_failure_is_reported(tmp_path: Path) -> None:
     layout.catalog.write_text("this is not a database")
     with pytest.raises(TiledServerError):
         TiledServer(layout.root, api_key="x" * 32, startup_timeout=30).start()
+
+
+def test_the_key_is_in_no_log_and_the_data_directory_is_private(tiled_server) -> None:
+    log = tiled_server.layout.tiled / "server.log"
+    text = log.read_text(errors="replace")
+    assert "api_key=***" in text  # Tiled prints its URL with the key: redacted on the way to the file
+    assert tiled_server.api_key not in text
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tiled_server.layout.root.stat().st_mode) == 0o700
+
+
+def test_a_squatter_on_the_port_never_gets_the_key(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[dict] = []
+
+    class Squatter(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    squatter = HTTPServer(("127.0.0.1", 0), Squatter)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    try:
+        server = TiledServer(tmp_path / "d", port=squatter.server_port, api_key="k" * 32, startup_timeout=30)
+        with pytest.raises(TiledServerError, match="already in use"):
+            server.start()
+        assert not server.running
+    finally:
+        squatter.shutdown()
+    assert not any("k" * 32 in str(headers) for headers in seen)
+
+
+def test_ipv6_loopback_server_starts_and_stops(tmp_path: Path) -> None:
+    import httpx
+
+    with TiledServer(tmp_path / "d", host="::1", api_key="k" * 32, startup_timeout=60) as server:
+        assert server.uri.startswith("http://[::1]:")
+        assert httpx.get(f"{server.uri}/healthz", timeout=5).status_code == 200
+        proc = server._proc
+    assert proc is not None and proc.poll() is not None  # nothing left running

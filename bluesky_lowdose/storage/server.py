@@ -15,9 +15,11 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -47,8 +49,15 @@ class DataDirectory:
 
     @classmethod
     def create(cls, root: str | Path) -> DataDirectory:
-        """Make (if needed) the directory tree and return its layout."""
+        """Make (if needed) the directory tree and return its layout.
+
+        A data directory this call creates is readable by its owner only (0700): runs, backups,
+        logs and the key file are nobody else's business. An existing one keeps its mode.
+        """
         d = cls(Path(root).expanduser().resolve())
+        if not d.root.exists():
+            d.root.mkdir(parents=True, mode=0o700)
+            os.chmod(d.root, 0o700)  # mkdir's mode is filtered by the umask
         for p in (d.root, d.tiled, d.writable, d.detector, d.backup, d.results):
             p.mkdir(parents=True, exist_ok=True)
         return d
@@ -123,11 +132,38 @@ def resolve_api_key(data_dir: str | Path | None = None) -> str:
     return key
 
 
+def _family(host: str) -> socket.AddressFamily:
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise TiledServerError(f"cannot resolve host {host!r}: {exc}") from None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that is free on ``host`` right now (IPv4 or IPv6)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _redact_into(stream: Any, path: Path, secret: str) -> None:
+    """Copy the server's output into its log with the key replaced by ``***`` (a daemon thread)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, stat.S_IRUSR | stat.S_IWUSR)
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "ab", buffering=0) as log:
+        for line in iter(stream.readline, b""):
+            log.write(line.replace(secret.encode(), b"***"))
+    stream.close()
 
 
 class TiledServer:
@@ -172,7 +208,8 @@ class TiledServer:
     @property
     def uri(self) -> str:
         """The server's address (without the key)."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def command(self) -> list[str]:
         """The command line that starts the server."""
@@ -198,31 +235,59 @@ class TiledServer:
         ]
 
     def start(self) -> TiledServer:
-        """Start the server and wait until it answers ``/healthz``."""
+        """Start the server and wait until it answers ``/healthz``.
+
+        The port must be free before the server starts (something else answering ``/healthz``
+        there would otherwise receive the key with every request); the server's output goes to
+        ``<data>/tiled/server.log`` (mode 0600) with the key replaced by ``***``.
+
+        Raises
+        ------
+        TiledServerError
+            The port is taken, the server exits during start-up or does not answer in time (the
+            process is stopped: nothing is left running).
+        """
         if self._proc is not None:
             return self
+        if _port_in_use(self.host, self.port):
+            raise TiledServerError(
+                f"port {self.port} on {self.host} is already in use by another process: choose another "
+                "port (or none, for a free one); the key is never sent to a server this process did not start"
+            )
         env = dict(os.environ)
         env["TILED_SINGLE_USER_API_KEY"] = self.api_key
         env.pop(API_KEY_ENV, None)
-        log = open(self._log_path, "ab")
         self._proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-        log.close()
+        self._log_thread = threading.Thread(
+            target=_redact_into, args=(self._proc.stdout, self._log_path, self.api_key),
+            name="tiled-server-log", daemon=True,
+        )  # fmt: skip
+        self._log_thread.start()
+        try:
+            self._wait_until_up()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _wait_until_up(self) -> None:
+        proc = self._proc
+        assert proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
+                self._log_thread.join(5)
                 tail = self._log_path.read_text(errors="replace")[-2000:]
-                self._proc = None
                 raise TiledServerError(f"Tiled server exited during start-up:\n{tail}")
             try:
-                if httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200 and proc.poll() is None:
                     logger.info("Tiled server at %s serving %s", self.uri, self.layout.root)
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.close()
         raise TiledServerError(
             f"Tiled server did not answer {self.uri}/healthz within {self.startup_timeout} s"
         )
@@ -232,12 +297,16 @@ class TiledServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        thread = getattr(self, "_log_thread", None)
+        if thread is not None:
+            thread.join(5)
 
     @property
     def running(self) -> bool:

@@ -50,14 +50,14 @@ def test_unet_denoises_held_out_angles(scene: dict[str, np.ndarray]) -> None:
 
 
 def test_paper_network_trains_and_improves(scene: dict[str, np.ndarray]) -> None:
-    # The fully connected network is slower to train; only ask that it learns something.
+    # The fully connected network is slower to train than the U-Net: a smaller gain is asked of it.
     enh = bm.train(
         scene["short"],
         scene["long"],
         model="paper",
         patch_size=16,
         stride=8,
-        epochs=15,
+        epochs=30,
         batch_size=16,
         learning_rate=2e-3,
         seed=0,
@@ -70,7 +70,7 @@ def test_paper_network_trains_and_improves(scene: dict[str, np.ndarray]) -> None
     before = np.mean([psnr(s, t) for s, t in zip(scene["test_short"], scene["truth"], strict=True)])
     after = np.mean([psnr(e, t) for e, t in zip(out, scene["truth"], strict=True)])
     print(f"paper held-out PSNR before {before:.2f} after {after:.2f}")
-    assert after > before - 3.0  # sanity: not garbage
+    assert after > before + 1.5, (before, after)  # held-out frames: it must improve, not just run
 
 
 @pytest.mark.parametrize("name", ["median", "tv", "bm3d"])

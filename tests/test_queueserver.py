@@ -1,7 +1,8 @@
 """The real queue: Redis + RE Manager (profile/startup) + the session's Tiled server, on loopback.
 
-The tests share one stack and run in file order: open the environment, reject bad items at
-``item_add``, run a scan into Tiled, abort a scan through the API.
+The tests share one stack whose worker environment the ``api`` fixture opens, so any of them can
+run alone or first: reject bad items at ``item_add``, run a scan into Tiled, abort a scan through
+the API.
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ def stack(redis_server_binary, tiled_server, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def api(stack):
-    """An ``REManagerAPI`` returning failures instead of raising them."""
+    """An ``REManagerAPI`` (failures returned, not raised) with the worker environment open."""
     client = stack.api(request_fail_exceptions=False)
+    opened = client.environment_open()
+    assert opened["success"] is True, opened
+    client.wait_for_condition(
+        lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle", timeout=90
+    )
     yield client
     client.close()
 
@@ -105,10 +111,8 @@ def _wait_for_processed(client, raw_uid: str, timeout: float = 120.0):
 
 
 def test_environment_opens_with_the_profile(api):
-    assert api.environment_open()["success"] is True
-    api.wait_for_condition(
-        lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle", timeout=90
-    )
+    status = api.status()
+    assert status["worker_environment_exists"] and status["manager_state"] == "idle"
     plans = api.plans_allowed()["plans_allowed"]
     devices = api.devices_allowed()["devices_allowed"]
     assert {"lowdose_tomo_scan", "count", "mv"} <= set(plans)

@@ -194,6 +194,7 @@ def test_a_squatter_on_the_port_never_gets_the_key(tmp_path: Path) -> None:
         assert not server.running
     finally:
         squatter.shutdown()
+        squatter.server_close()
     assert not any("k" * 32 in str(headers) for headers in seen)
 
 

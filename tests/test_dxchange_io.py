@@ -304,7 +304,7 @@ def test_a_huge_declared_dataset_is_refused_before_reading(tmp_path: Path) -> No
     with pytest.raises(DataExchangeError, match=r"declare 30000\.\d GiB"):
         read_dxfile(path)
     path.unlink()
-    with pytest.raises(DataExchangeError, match="GiB, more than the 0.0 GiB"):
+    with pytest.raises(DataExchangeError, match=r"GiB, more than the 0\.0 GiB"):
         read_dxfile(_good(tmp_path), max_bytes=1)
 
 

@@ -132,6 +132,51 @@ def test_tiled_down_loses_nothing_and_replays(RE, tmp_path: Path, monkeypatch) -
         server.close()
 
 
+def test_tiled_killed_mid_rotation_the_replay_replaces_the_truncated_run(
+    RE, tmp_path: Path, monkeypatch
+) -> None:
+    """Tiled dies after part of the run reached it: the raw run in Tiled is truncated (no stop,
+    frames missing); the backup holds the whole run; replaying replaces the truncated node and
+    the run is complete, frame for frame; replaying again does nothing."""
+    import tiled.client.utils
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 1)
+    server = TiledServer(tmp_path / "data", api_key="k" * 32).start()
+    try:
+        client = server.client()
+        from bluesky_lowdose.devices import make_devices
+
+        txm = make_devices(server.layout.detector, size=32)
+        writer = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
+        primary = {"n": 0}
+
+        def kill_tiled_mid_rotation(name, doc):  # on the RunEngine thread: fine in a test
+            if name == "descriptor" and doc["name"] == PRIMARY:
+                primary["desc"] = doc["uid"]
+            if name == "event" and doc["descriptor"] == primary.get("desc"):
+                primary["n"] += 1
+                if primary["n"] == 4:
+                    assert writer.flush(timeout=60)  # what came before is in Tiled
+                    server.close()
+
+        RE.subscribe(kill_tiled_mid_rotation)
+        uid, docs = _run(RE, txm, writer)
+        assert docs[-1][1]["exit_status"] == "success" and writer.flush(timeout=300)
+        server.start()
+        client = server.client()
+        truncated = client[RAW][uid]
+        assert not truncated.metadata.get("stop")  # cut mid-run
+        assert replay_backups(client, server.layout.backup) == [uid]
+        run = client[RAW][uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        np.testing.assert_array_equal(
+            stream_array(run, PRIMARY, txm.detector.image_key).read(), _frames_from_files(docs, PRIMARY)
+        )
+        assert replay_backups(client, server.layout.backup) == []  # idempotent
+    finally:
+        server.close()
+
+
 def test_api_key_is_generated_once_with_owner_only_permissions(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("TILED_API_KEY", raising=False)
     key = resolve_api_key(tmp_path)

@@ -132,9 +132,12 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
     Each file goes to the ``processed`` catalog when its start document has
     ``original_run_uid`` (a result of the enhancer), otherwise to ``raw`` — unless
     ``catalog`` says where. A replayed file is renamed ``*.jsonl.replayed``. A run that is
-    already complete in Tiled is skipped (and its file renamed); one that is there but
-    incomplete (Tiled failed mid-run) is left alone, with a warning, for a person to decide.
-    A file that cannot be parsed is reported and skipped; the others are still replayed.
+    already complete in Tiled is skipped (and its file renamed). One that is there but
+    incomplete (Tiled failed or froze mid-run) is replaced by the backup, which holds every
+    document of the run from its start: the truncated node is deleted and the run written again.
+    Replaying is idempotent (an interrupted replay is simply redone). A backup without a stop
+    document (the writing process died) is replayed as it is, with a warning. A file that cannot
+    be parsed is reported and skipped; the others are still replayed.
 
     Parameters
     ----------
@@ -173,9 +176,11 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
             except ClientError:
                 complete = False
             if not complete:
-                logger.warning("%s: run %s is in Tiled but incomplete; not replayed over it", path, uid)
-                continue
-        else:
+                logger.warning("%s: run %s is in Tiled but incomplete; replaced by the backup", path, uid)
+                node.delete_contents(uid, recursive=True, external_only=False)
+        if uid not in node:
+            if lines[-1]["name"] != "stop":
+                logger.warning("%s: the backup of run %s has no stop document; replayed as it is", path, uid)
             writer = make_run_writer(node, backup_directory=None, batch_size=1000)
             for item in lines:
                 writer(item["name"], item["doc"])

@@ -177,6 +177,33 @@ def test_tiled_killed_mid_rotation_the_replay_replaces_the_truncated_run(
         server.close()
 
 
+def test_a_backup_that_cannot_be_written_is_reported_loudly(RE, tmp_path: Path, monkeypatch, caplog) -> None:
+    """Tiled is down and the backup cannot be written (here its directory is a file; a full
+    disk behaves the same): the scan still succeeds, and the loss is logged as CRITICAL and
+    recorded on the writer -- never a silent empty backup."""
+    import logging
+
+    import tiled.client.utils
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 1)
+    server = TiledServer(tmp_path / "data", api_key="k" * 32).start()
+    client = server.client()
+    from bluesky_lowdose.devices import make_devices
+
+    not_a_directory = tmp_path / "backup-is-a-file"
+    not_a_directory.write_text("")
+    txm = make_devices(tmp_path / "det", size=16)
+    backed_up = make_raw_writer(client, backup_directory=not_a_directory)
+    writer = ThreadedCallback(backed_up)
+    server.close()  # Tiled goes away before the scan
+    with caplog.at_level(logging.CRITICAL, logger="bluesky_lowdose.storage.backup"):
+        uid, docs = _run(RE, txm, writer)
+        assert writer.flush(timeout=300)
+    assert docs[-1][1]["exit_status"] == "success"
+    assert uid in backed_up.backup_failed and writer.errors
+    assert any("NOT SAVED" in r.getMessage() and uid in r.getMessage() for r in caplog.records)
+
+
 def test_api_key_is_generated_once_with_owner_only_permissions(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("TILED_API_KEY", raising=False)
     key = resolve_api_key(tmp_path)

@@ -114,6 +114,8 @@ class _Job:
         self.ld: dict[str, Any] = dict(start.get("lowdose", {}))
         self.result = result
         self.t0 = time.perf_counter()
+        #: Writer errors before this run: any later one may be this run's (the writer is shared).
+        self.writer_errors_at_start = len(getattr(parent._writer, "errors", ()))
         self.progress: dict[str, Any] = {"stage": "waiting for references", "frames_received": 0,
                                          "frames_enhanced": 0, "epoch": 0,
                                          "frames_expected": int(self.ld.get("num_angles", 0))}  # fmt: skip
@@ -357,7 +359,7 @@ class _Job:
             self._open(res.method or "none", self.setup or {})
         if p._writer is not None and not p._writer.flush(timeout=p.write_timeout):
             self.fail("Tiled writes still pending at the end of the run")
-        if p._writer_failed(res.processed_uid):
+        if p._writer_failed(res.processed_uid, since=self.writer_errors_at_start):
             self.fail("writing to Tiled failed: the processed run is in the backup directory")
         res.status = "complete" if not res.reasons else "partial"
         res.timings["total_s"] = time.perf_counter() - self.t0
@@ -369,9 +371,15 @@ class _Job:
         self.run.emit("metrics", data)
         self.run.close(res.status, res.reasons)
         if p._writer is not None:
+            # the writer is asynchronous: only after it has drained is "complete" true
             if not p._writer.flush(timeout=p.write_timeout):
                 logger.error("processed run %s: Tiled writes still pending", res.processed_uid)
-            if p._writer_failed(res.processed_uid) and res.status == "complete":
+                res.status = "partial"
+                res.reasons.append(f"Tiled writes still pending {p.write_timeout} s after the end of the run")
+            elif (
+                p._writer_failed(res.processed_uid, since=self.writer_errors_at_start)
+                and res.status == "complete"
+            ):
                 res.status = "partial"
                 res.reasons.append(
                     "writing to Tiled failed at the end: the processed run is in the backup directory"
@@ -627,9 +635,11 @@ class ProjectionEnhancer:
                 job.done()
 
     # ------------------------------------------------------------------ storage helpers
-    def _writer_failed(self, uid: str) -> bool:
+    def _writer_failed(self, uid: str, since: int = 0) -> bool:
+        """True when a write of run ``uid`` failed, or any write failed after ``since`` errors."""
         target = getattr(self._writer, "target", None)
-        return uid in getattr(target, "failed_runs", ())
+        errors = len(getattr(self._writer, "errors", ()))
+        return uid in getattr(target, "failed_runs", ()) or errors > since
 
     def recon_backend_name(self) -> str | None:
         """The reconstruction backend that will be used (for provenance).

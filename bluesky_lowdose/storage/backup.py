@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,17 @@ def dumps(name: str, doc: dict) -> str:
 
 class _RunBackup:
     def __init__(
-        self, primary: Callable[[str, dict], Any], directory: Path, start: dict, failed: set[str]
+        self,
+        primary: Callable[[str, dict], Any],
+        directory: Path,
+        start: dict,
+        failed: set[str],
+        backup_failed: set[str],
     ) -> None:
         self.primary = primary
         self.uid = start["uid"]
         self.failed_runs = failed
+        self.backup_failed = backup_failed
         self.path = directory / f"{start['uid']}.jsonl"
         self.buffer: list[tuple[str, dict]] = []
         self.failed = False
@@ -56,9 +63,22 @@ class _RunBackup:
             pending = self.buffer
         else:
             pending = [(name, doc)]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.writelines(dumps(n, d) + "\n" for n, d in pending)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.writelines(dumps(n, d) + "\n" for n, d in pending)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            # Tiled failed AND the backup cannot be written (full disk, missing mount...): the
+            # documents of this run are now only in memory. Say so as loudly as we can.
+            self.backup_failed.add(self.uid)
+            logger.critical(
+                "run %s: Tiled write failed and the backup %s cannot be written: %d document(s) NOT SAVED "
+                "(detector files are kept where the detector wrote them)", self.uid, self.path, len(pending),
+                exc_info=True,
+            )  # fmt: skip
+            raise
         self.buffer = []
 
 
@@ -82,9 +102,12 @@ class BackedUpWriter:
         self.directory = Path(directory)
         #: Uids of the runs whose Tiled writes failed (they are in the backup directory).
         self.failed_runs: set[str] = set()
-        self._router = RunRouter(
-            [lambda name, start: ([_RunBackup(self.primary, self.directory, start, self.failed_runs)], [])]
-        )
+        #: Uids of the runs whose backup could not be written either (logged as CRITICAL).
+        self.backup_failed: set[str] = set()
+        self._router = RunRouter([self._factory])
+
+    def _factory(self, name: str, start: dict) -> tuple[list[Any], list[Any]]:
+        return [_RunBackup(self.primary, self.directory, start, self.failed_runs, self.backup_failed)], []
 
     def __call__(self, name: str, doc: dict) -> None:
         self._router(name, doc)

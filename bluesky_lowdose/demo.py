@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "DemoInterrupted", "run_demo"]
 
 logger = logging.getLogger(__name__)
+
+
+class DemoInterrupted(RuntimeError):
+    """The user interrupted the main job (Ctrl-C); the message says what was kept.
+
+    Attributes
+    ----------
+    raw_uid : str or None
+        The aborted run (its stop document says ``abort``), if the scan had started.
+    """
+
+    def __init__(self, message: str, raw_uid: str | None = None) -> None:
+        super().__init__(message)
+        self.raw_uid = raw_uid
 
 
 @dataclass
@@ -200,13 +215,20 @@ def compare_methods(
     return {"volumes": volumes, "scores": scores}
 
 
-def run_demo(config: DemoConfig) -> dict[str, Any]:
+def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], Any]] = ()) -> dict[str, Any]:
     """Run the main job and return its summary.
+
+    Ctrl-C (once or twice) during the scan aborts the run cleanly: the plan closes the shutter and
+    returns the stages, the stop document (``abort``) is written, queued documents are flushed to
+    Tiled or to the backup, the processed run is closed as partial, and :class:`DemoInterrupted`
+    says what was kept. Ctrl-C after the scan stops waiting for the enhancer the same way.
 
     Parameters
     ----------
     config : DemoConfig
         What to run.
+    callbacks : sequence of callable, optional
+        Extra document callbacks subscribed to the RunEngine (e.g. a live plot).
 
     Returns
     -------
@@ -215,8 +237,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         ``method``, ``metrics``, ``comparison`` (PSNR/SSIM inside the object of the raw
         low-dose, paper, streamed and full-dose reconstructions, and the dose of each),
         ``dose``, ``figures`` and ``timings``.
+
+    Raises
+    ------
+    DemoInterrupted
+        Ctrl-C; nothing taken so far is lost.
     """
     from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
 
     from .callbacks import ProjectionEnhancer, ScanProgress, ThreadedCallback
     from .devices import make_devices
@@ -266,26 +294,51 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                 extra_metrics=against_simulator,
             )
             RE.subscribe(enhancer)
+        for callback in callbacks:
+            RE.subscribe(callback)
+        started: list[str] = []
+        RE.subscribe(lambda name, doc: started.append(doc["uid"]) if name == "start" else None)
+
+        def interrupted(when: str, uid: str | None) -> DemoInterrupted:
+            """Flush what was taken, close the processed run, and say where everything is."""
+            flushed = writer.flush(timeout=120)
+            writer.close(timeout=10)
+            where = "Tiled" if flushed and not writer.errors else f"Tiled or the backup {layout.backup}"
+            processed = ""
+            if enhancer is not None:  # the processed run is closed as partial, with the reason
+                closed = enhancer.close(timeout=120)
+                processed = "; processed run closed as partial" if closed else "; processed run NOT closed"
+            return DemoInterrupted(
+                f"interrupted by the user (Ctrl-C) {when}: run {uid or '(none)'} ended cleanly (shutter "
+                f"closed, stages returned, stop document written); everything taken is in {where}{processed}",
+                raw_uid=uid,
+            )
 
         t1 = time.perf_counter()
-        (raw_uid,) = RE(
-            lowdose_tomo_scan(
-                devices.detector,
-                devices.rotation,
-                devices.shutter,
-                devices.sample_stage,
-                num_angles=config.angles,
-                short_exposure=config.short_exposure,
-                long_exposure=config.long_exposure,
-                reference_angles=config.reference_angles,
-                num_darks=config.num_darks,
-                num_flats=config.num_flats,
-                md={
-                    "sample": f"cube-of-spheres phantom {config.size}^3, seed {config.seed}",
-                    **config.extra_md,
-                },
-            )
+        plan = lowdose_tomo_scan(
+            devices.detector,
+            devices.rotation,
+            devices.shutter,
+            devices.sample_stage,
+            num_angles=config.angles,
+            short_exposure=config.short_exposure,
+            long_exposure=config.long_exposure,
+            reference_angles=config.reference_angles,
+            num_darks=config.num_darks,
+            num_flats=config.num_flats,
+            md={
+                "sample": f"cube-of-spheres phantom {config.size}^3, seed {config.seed}",
+                **config.extra_md,
+            },
         )
+        try:
+            (raw_uid,) = RE(plan)
+        except (RunEngineInterrupted, KeyboardInterrupt):
+            # the RunEngine turns Ctrl-C into a pause: abort, so that the plan cleans up and
+            # the stop document is written (a KeyboardInterrupt outside a plan: same)
+            if RE.state == "paused":
+                RE.abort("interrupted by the user (Ctrl-C)")
+            raise interrupted("during the scan", started[0] if started else None) from None
         timings["scan_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         if not writer.flush(timeout=300):
@@ -305,7 +358,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             "dose": dose,
         }
         if enhancer is not None:
-            if not enhancer.wait(timeout=1800):
+            try:
+                finished = enhancer.wait(timeout=1800)
+            except KeyboardInterrupt:
+                raise interrupted("while the enhancer was working", raw_uid) from None
+            if not finished:
                 raise TimeoutError("the enhancer did not finish within 30 minutes")
             timings["last_frame_to_processed_run_s"] = time.perf_counter() - t2
             res = enhancer.results[raw_uid]

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .io import DataExchangeError
 
@@ -28,6 +29,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
     return value
 
 
@@ -80,7 +91,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--tolerance",
-        type=float,
+        type=_positive_float,
         default=DEFAULT_TOLERANCE,
         help=f"angle matching tolerance in degrees (default {DEFAULT_TOLERANCE:g})",
     )
@@ -160,6 +171,13 @@ def run(args: argparse.Namespace) -> int:
     from .offline import enhance_file
 
     out = Path(args.out) if args.out else _default_out(args.file)
+    problem = check_output_path(out, overwrite=args.overwrite)  # before any training
+    for option in ("save_model", "save_slice_model"):
+        target = getattr(args, option, None)
+        if problem is None and target:
+            problem = check_output_path(target, overwrite=args.overwrite)
+    if problem:
+        return _fail("enhance", problem)
     train_options = {k: v for k in ("patch_size", "stride") if (v := getattr(args, k, None)) is not None}
     n2i_steps = getattr(args, "n2i_steps", None)
     try:
@@ -255,8 +273,74 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     return parser
 
 
+#: Compression filters ``export`` accepts (h5py's built-in ones).
+COMPRESSIONS = ("gzip", "lzf")
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"lowdose-tomo {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def check_output_path(out: str | os.PathLike[str], *, overwrite: bool) -> str | None:
+    """Why ``out`` cannot be written, or None: checked before any work (no traceback later).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The output file.
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    str or None
+        The reason, or None when the file can be written.
+    """
+    path = Path(out)
+    if str(out).strip() == "":
+        return "the output file name is empty"
+    if path.is_dir():
+        return f"{path} is a directory; give a file name"
+    if path.exists() and not overwrite:
+        return f"{path} exists (pass --overwrite to replace it)"
+    parent = path.parent
+    if not parent.exists():
+        return f"the output directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the output directory {parent} is not writable"
+    return None
+
+
+def _run_node(catalog: Any, uid: str) -> Any:
+    """The run named by a uid (or its prefix), a scan_id, or -1; refuses ambiguous scan ids."""
+    from tiled.queries import Key
+
+    if uid.lstrip("-").isdigit():
+        number = int(uid)
+        if number < 0:
+            return catalog[number]  # -1: the latest run
+        found = catalog.search(Key("start.scan_id") == number)
+        uids = list(found)
+        if len(uids) > 1:
+            raise LookupError(
+                f"scan_id {number} names {len(uids)} runs ({', '.join(u[:8] for u in uids[:5])}"
+                f"{', ...' if len(uids) > 5 else ''}): give the run uid"
+            )
+        if not uids:
+            raise LookupError(f"no run with scan_id {number}")
+        return found[uids[0]]
+    return catalog[uid]
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Run ``lowdose-tomo export``.
+
+    Every user mistake (empty or ambiguous ``--uid``, unknown catalog, bad compression, an output
+    that cannot be written, Tiled down, a wrong or missing key) is a one-line message and exit
+    status 2, never a traceback; all that can be checked is checked before connecting.
 
     Parameters
     ----------
@@ -268,28 +352,48 @@ def run_export(args: argparse.Namespace) -> int:
     int
         0 on success, 2 when the run cannot be found or exported (message on stderr).
     """
+    import httpx
+    from tiled.client.utils import ClientError
+
     from ..storage import connect
     from .runs import export_run
 
+    if not args.uid.strip():
+        return _fail("export", "--uid is empty: give a run uid, a scan_id or -1 (the latest run)")
+    if args.compression is not None and args.compression not in COMPRESSIONS:
+        return _fail("export", f"--compression {args.compression!r}: choose one of {', '.join(COMPRESSIONS)}")
+    problem = check_output_path(args.out, overwrite=args.overwrite)
+    if problem:
+        return _fail("export", problem)
     try:
         client = connect(args.tiled_uri, api_key=os.environ.get("TILED_API_KEY"), create=False)
-        catalog = client[args.catalog]
-        key: str | int = args.uid
-        if args.uid.lstrip("-").isdigit():
-            key = int(args.uid)
-        try:
-            run_node = catalog[key]
-        except KeyError:
-            print(
-                f"lowdose-tomo export: error: no run {args.uid!r} in catalog {args.catalog!r}",
-                file=sys.stderr,
+        if args.catalog not in client:
+            return _fail(
+                "export", f"no catalog {args.catalog!r} on {args.tiled_uri} (have: {', '.join(client)})"
             )
-            return 2
+        try:
+            run_node = _run_node(client[args.catalog], args.uid.strip())
+        except (KeyError, LookupError) as err:
+            ambiguous = not isinstance(err, KeyError) and err.args
+            detail = err.args[0] if ambiguous else f"no run {args.uid!r}"
+            return _fail("export", f"{detail} in catalog {args.catalog!r}")
         path = export_run(
             run_node, args.out, exposure=args.exposure, overwrite=args.overwrite, compression=args.compression
         )
-    except (DataExchangeError, FileExistsError) as err:
-        print(f"lowdose-tomo export: error: {err}", file=sys.stderr)
-        return 2
+    except ClientError as err:
+        status = err.response.status_code
+        if status in (401, 403):
+            return _fail(
+                "export", f"Tiled at {args.tiled_uri} refused the API key (HTTP {status}): set TILED_API_KEY"
+            )
+        return _fail("export", f"Tiled at {args.tiled_uri} answered HTTP {status}: {err}")
+    except httpx.HTTPError as err:
+        return _fail("export", f"cannot reach Tiled at {args.tiled_uri}: {err}")
+    except RuntimeError as err:  # tiled's client: "This server requires API key authentication."
+        if "API key" not in str(err):
+            raise
+        return _fail("export", f"Tiled at {args.tiled_uri} requires an API key: set TILED_API_KEY")
+    except (DataExchangeError, OSError, ValueError) as err:
+        return _fail("export", str(err))
     print(f"exported run {run_node.metadata['start']['uid']} ({args.exposure}) -> {path}")
     return 0

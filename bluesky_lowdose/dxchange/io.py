@@ -735,6 +735,14 @@ def _read_theta(ds: Any, theta_units: ThetaUnits | None, notes: list[str], path:
                 "theta_units='radians'/'degrees' (CLI: --theta-units)"
             )
     if units == "radians":
+        finite = theta[np.isfinite(theta)]
+        if finite.size and np.max(np.abs(finite)) > 2 * _TWO_PI:  # more than two turns: not radians
+            top = float(np.max(np.abs(finite)))
+            raise DataExchangeError(
+                f"{path}: {where} is labelled (or given as) radians but reaches {top:g}, i.e. "
+                f"{np.rad2deg(top):.0f} degrees: degrees labelled as radians? Fix the 'units' attribute "
+                "or --theta-units"
+            )
         theta = np.rad2deg(theta)
         notes.append(f"{where} converted from radians to degrees")
         logger.info("%s: %s converted from radians to degrees", path, where)

@@ -2,7 +2,8 @@
 
 Like bluesky's own ``count``, the scan is built from small stubs: setting the exposure the
 way each device family allows (:class:`ExposureControl`), frames at a fixed position
-(:func:`take_frames`, a :func:`bluesky.plan_stubs.repeat` with a checkpoint before each frame),
+(:func:`take_frames`, a :func:`bluesky.plan_stubs.repeat` with a checkpoint before each frame,
+inside :func:`staged`),
 frames along a trajectory (:func:`rotation_frames`), and a shutter that closes whenever the
 RunEngine pauses (:class:`PauseClosingShutter`).
 
@@ -32,6 +33,7 @@ __all__ = [
     "exposure_control",
     "move",
     "rotation_frames",
+    "staged",
     "take_frames",
     "trigger_and_read",
 ]
@@ -379,6 +381,47 @@ class PauseClosingShutter:
 
 
 # --------------------------------------------------------------------------- frames
+def staged(plan: MsgGenerator[Any], device: Any) -> MsgGenerator[Any]:
+    """``bpp.stage_wrapper`` whose unstage cannot hide why the plan failed.
+
+    When the plan fails because a device died, unstaging that device fails too; bluesky's
+    wrapper would then report the unstage error instead of the real one. Here an unstage error
+    after a failure is logged and the original exception is the one that propagates; after a
+    success it propagates as usual.
+
+    Parameters
+    ----------
+    plan : generator
+        The staged part.
+    device : Stageable
+        Staged before, unstaged after.
+
+    Yields
+    ------
+    Msg
+        Bluesky messages.
+    """
+    failed = {"yes": False}
+
+    def body() -> MsgGenerator[Any]:
+        try:
+            return (yield from plan)
+        except BaseException:
+            failed["yes"] = True
+            raise
+
+    def unstage() -> MsgGenerator[None]:
+        try:
+            yield from bps.unstage(device)
+        except Exception:
+            if not failed["yes"]:
+                raise
+            logger.error("unstaging %s failed after the plan had failed", _name(device), exc_info=True)
+
+    yield from bps.stage(device)
+    return (yield from bpp.finalize_wrapper(body(), unstage()))
+
+
 def take_frames(
     detector: Any,
     num: int,
@@ -430,7 +473,7 @@ def take_frames(
             yield from exposure.set(seconds, timeout=timeout)
         yield from bps.repeat(one_frame, num=num)
 
-    yield from bpp.stage_wrapper(inner(), [detector])
+    yield from staged(inner(), detector)
 
 
 def rotation_frames(
@@ -487,7 +530,7 @@ def rotation_frames(
             yield from move(rotation, float(angle), timeout=timeout)
             yield from trigger_and_read([detector, rotation], name=stream, timeout=frame_timeout)
 
-    yield from bpp.stage_wrapper(inner(), [detector])
+    yield from staged(inner(), detector)
 
 
 def is_readable(device: Any) -> bool:

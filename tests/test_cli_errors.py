@@ -1,0 +1,146 @@
+"""A user's mistake at the command line is one clear line on stderr and a non-zero exit, never a
+traceback; and it is found before anything slow starts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from plan_helpers import run_engine
+
+from bluesky_lowdose.cli import main
+from bluesky_lowdose.dxchange import DX_PATHS, DataExchange, write_dxfile
+
+pytestmark = [pytest.mark.tiled]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Run ``lowdose-tomo`` in this process; an uncaught exception fails the test by itself."""
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse: usage line + exit status 2
+        rc = exc.code if isinstance(exc.code, int) else 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+@pytest.fixture
+def scan_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    dx = DataExchange(
+        data=rng.integers(100, 4000, (6, 8, 12), dtype=np.uint16), theta=np.linspace(0.0, 180.0, 6),
+        data_white=rng.integers(3000, 4000, (2, 8, 12), dtype=np.uint16),
+        data_dark=rng.integers(90, 110, (2, 8, 12), dtype=np.uint16), exposure_time=1.0,
+    )  # fmt: skip
+    return write_dxfile(tmp_path / "scan.h5", dx)
+
+
+# ------------------------------------------------------------------------------------ export
+def test_export_with_tiled_down(tmp_path: Path, capsys) -> None:
+    rc, err = _cli(["export", str(tmp_path / "o.h5"), "--tiled-uri", f"http://127.0.0.1:{_free_port()}",
+                    "--uid", "-1"], capsys)  # fmt: skip
+    assert rc == 2 and "cannot reach Tiled" in err
+
+
+@pytest.mark.parametrize("key", ["wrong-key-0123456789", None])
+def test_export_with_a_wrong_or_missing_key(tiled_server, tmp_path: Path, capsys, monkeypatch, key) -> None:
+    if key is None:
+        monkeypatch.delenv("TILED_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("TILED_API_KEY", key)
+    rc, err = _cli(["export", str(tmp_path / "o.h5"), "--tiled-uri", tiled_server.uri, "--uid", "-1"], capsys)
+    assert rc == 2 and ("API key" in err or "401" in err), err
+
+
+@pytest.mark.parametrize(
+    ("extra", "out", "expected"),
+    [
+        (["--uid", ""], "o.h5", "--uid is empty"),
+        (["--uid", "-1", "--catalog", "nope"], "o.h5", "no catalog 'nope'"),
+        (["--uid", "-1", "--compression", "zstd-max"], "o.h5", "--compression"),
+        (["--uid", "-1"], "missing-dir/o.h5", "does not exist"),
+        (["--uid", "-1"], "a-file/o.h5", "is not a directory"),
+        (["--uid", "no-such-run-uid"], "o.h5", "no run 'no-such-run-uid'"),
+    ],
+)
+def test_export_mistakes(
+    tiled_server, tiled_client, tmp_path: Path, capsys, monkeypatch, extra, out, expected
+):
+    monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
+    (tmp_path / "a-file").write_text("")
+    rc, err = _cli(["export", str(tmp_path / out), "--tiled-uri", tiled_server.uri, *extra], capsys)
+    assert rc == 2 and expected in err, err
+
+
+def test_export_refuses_an_ambiguous_scan_id(tiled_server, tiled_client, tmp_path: Path, capsys, monkeypatch):
+    """Every new RunEngine starts at scan_id 1: ``--uid 1`` must not pick one run silently."""
+    from bluesky_lowdose.callbacks import ThreadedCallback
+    from bluesky_lowdose.devices import make_devices
+    from bluesky_lowdose.plans import lowdose_tomo_scan
+    from bluesky_lowdose.storage import make_raw_writer
+
+    txm = make_devices(tiled_server.layout.detector, size=16)
+    for _ in range(2):
+        with run_engine() as RE:
+            writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
+            RE.subscribe(writer)
+            RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, num_angles=3,
+                                 num_darks=1, num_flats=1, reference_angles=(0.0,)))  # fmt: skip
+            assert writer.flush(timeout=60)
+            writer.close()
+    monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
+    rc, err = _cli(["export", str(tmp_path / "o.h5"), "--tiled-uri", tiled_server.uri, "--uid", "1"], capsys)
+    assert rc == 2 and "scan_id 1 names" in err and "give the run uid" in err
+
+
+# ------------------------------------------------------------------------------------ enhance
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--tolerance", "-1"], "must be a positive"),
+        (["--tolerance", "nan"], "must be a positive"),
+        (["--out", "{tmp}/missing/out.h5"], "does not exist"),
+        (["--out", "{tmp}/a-file/out.h5"], "is not a directory"),
+        (["--out", "{tmp}"], "is a directory"),
+        (["--save-model", "{tmp}/missing/m.keras"], "does not exist"),
+    ],
+)
+def test_enhance_mistakes_found_before_any_training(scan_file: Path, capsys, extra, expected) -> None:
+    tmp = scan_file.parent
+    (tmp / "a-file").write_text("")
+    t0 = time.monotonic()
+    rc, err = _cli(["enhance", str(scan_file), *(e.format(tmp=tmp) for e in extra)], capsys)
+    assert rc == 2 and expected in err, err
+    assert time.monotonic() - t0 < 60  # (not a timing test: a trained model would take minutes)
+    assert not (tmp / "scan_enhanced.h5").exists()
+
+
+def test_degrees_labelled_as_radians_are_refused(scan_file: Path, capsys) -> None:
+    with h5py.File(scan_file, "a") as f:
+        f[DX_PATHS["theta"]].attrs["units"] = "radians"  # the values are 0..180: degrees
+    rc, err = _cli(["enhance", str(scan_file)], capsys)
+    assert rc == 2 and "degrees labelled as radians" in err
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path: Path) -> None:
+    """The real entry point, as a user runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bluesky_lowdose.cli", "export", str(tmp_path / "o.h5"), "--tiled-uri",
+         f"http://127.0.0.1:{_free_port()}", "--uid", "-1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "cannot reach Tiled" in proc.stderr

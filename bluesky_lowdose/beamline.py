@@ -1,4 +1,4 @@
-"""A ready-to-use beamline namespace: RunEngine, Tiled, simulated TXM and plans.
+"""A ready-to-use beamline namespace: RunEngine, Tiled, the TXM (simulated or over EPICS) and plans.
 
 The startup files under ``profile/startup`` (shared by the IPython profile and the
 bluesky-queueserver RE Manager) call these functions and put what they return into the
@@ -13,9 +13,11 @@ name              what it is
 ``tiled_server``  the embedded :class:`~bluesky_lowdose.storage.TiledServer`, or None
 ``tiled_writer``  the ``TiledWriter`` subscription (on its own thread)
 ``enhancer``      the streaming CNN enhancer subscription, or None
-``txm``           :class:`~bluesky_lowdose.devices.TXMDevices`
+``txm``           :class:`~bluesky_lowdose.devices.TXMDevices` (the simulator, or stock
+                  ophyd EPICS devices when ``LOWDOSE_EPICS_PREFIX`` is set)
 ``txm_cam``       the camera; ``rotation``, ``shutter``, ``sample_x`` the other devices
-plans             ``lowdose_tomo_scan`` (queue-annotated), ``count``, ``mv``
+plans             ``lowdose_tomo_scan`` (queue-annotated; its shutter values default to
+                  ``txm.plan_kwargs()``), ``count``, ``mv``
 ================  =================================================================
 
 Configuration comes from arguments or, for the startup files, from environment variables
@@ -38,6 +40,10 @@ variable                   meaning (default)
 ``LOWDOSE_EPOCHS``         training epochs of the projection CNN (15)
 ``LOWDOSE_METHOD``         pipeline method of the enhancer (``auto``: the best measured)
 ``LOWDOSE_N2I_STEPS``      Noise2Inverse training steps (the pipeline's default)
+``LOWDOSE_EPICS_PREFIX``   drive the microscope over EPICS Channel Access at this PV
+                           prefix (e.g. ``lowdose-tomo ioc --prefix TXM:``) instead of
+                           the in-process simulator; the camera writes to
+                           ``LOWDOSE_DETECTOR_DIR`` if set, else to the IOC's data directory
 =========================  ==========================================================
 """
 
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,6 +82,7 @@ ENV: dict[str, str] = {
     "epochs": "LOWDOSE_EPOCHS",
     "method": "LOWDOSE_METHOD",
     "n2i_steps": "LOWDOSE_N2I_STEPS",
+    "epics_prefix": "LOWDOSE_EPICS_PREFIX",
 }
 
 _FALSE = {"0", "false", "no", "off", ""}
@@ -113,6 +121,9 @@ class BeamlineConfig:
         Pipeline method of the streaming enhancer (``"auto"``: the best measured).
     n2i_steps : int or None
         Noise2Inverse training steps (None: the pipeline's default).
+    epics_prefix : str or None
+        PV prefix of the microscope over EPICS (None: the in-process simulator; ``size``,
+        ``seed``, ``motion_delay`` and ``time_scale`` then belong to the IOC).
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -128,6 +139,7 @@ class BeamlineConfig:
     epochs: int = 15
     method: str = "auto"
     n2i_steps: int | None = None
+    epics_prefix: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BeamlineConfig:
@@ -163,6 +175,7 @@ class BeamlineConfig:
             ("epochs", int),
             ("method", str),
             ("n2i_steps", int),
+            ("epics_prefix", str),
         ):
             raw = get(field)
             if raw is not None:
@@ -273,6 +286,63 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
         "tiled_server": server,
         "tiled_writer": writer,
         "enhancer": enhancer,
+        **service_functions(writer, enhancer),
+    }
+
+
+def service_functions(writer: Any, enhancer: Any) -> dict[str, Any]:
+    """Functions the queue may run in the worker (``function_execute``): what is still being saved.
+
+    ``lowdose-tomo queue stop`` calls ``lowdose_wait_until_saved`` before it closes the worker
+    environment, so closing never kills an enhancer that is still training or writing.
+
+    Parameters
+    ----------
+    writer : ThreadedCallback
+        The raw-run writer.
+    enhancer : ProjectionEnhancer or None
+        The streaming enhancer.
+
+    Returns
+    -------
+    dict
+        ``lowdose_enhancer_status`` and ``lowdose_wait_until_saved``.
+    """
+
+    def lowdose_enhancer_status() -> dict[str, Any]:
+        """Progress of every run the enhancer has seen (stage, frames, status)."""
+        if enhancer is None:
+            return {}
+        return {
+            uid: {"status": res.status, **enhancer.progress_of(uid)}
+            for uid, res in list(enhancer.results.items())
+        }
+
+    def lowdose_wait_until_saved(timeout: float = 600.0) -> dict[str, Any]:
+        """Wait until every processed run is closed and every document is in Tiled (or backed up).
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait in total.
+
+        Returns
+        -------
+        dict
+            ``saved`` (everything finished in time), ``runs`` (status per raw run) and
+            ``writer_pending`` (documents not yet written).
+        """
+        t0 = time.monotonic()
+        finished = enhancer.wait(timeout=timeout) if enhancer is not None else True
+        flushed = writer.flush(timeout=max(1.0, timeout - (time.monotonic() - t0)))
+        runs = (
+            {uid: res.status for uid, res in list(enhancer.results.items())} if enhancer is not None else {}
+        )
+        return {"saved": bool(finished and flushed), "runs": runs, "writer_pending": writer.pending}
+
+    return {
+        "lowdose_enhancer_status": lowdose_enhancer_status,
+        "lowdose_wait_until_saved": lowdose_wait_until_saved,
     }
 
 
@@ -287,19 +357,27 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
 
 
 def setup_devices(config: BeamlineConfig) -> dict[str, Any]:
-    """The simulated TXM, by device name, plus ``txm`` (the :class:`TXMDevices`).
+    """The TXM by device name, plus ``txm`` (the :class:`TXMDevices`).
 
     Parameters
     ----------
     config : BeamlineConfig
-        The configuration (size, seed, delays, detector directory).
+        The configuration: with ``epics_prefix`` the stock ophyd EPICS devices of
+        :func:`~bluesky_lowdose.devices.make_epics_devices` (the camera writes to
+        ``detector_dir`` if given, else to the IOC's data directory); otherwise the simulator
+        (size, seed, delays, detector directory).
 
     Returns
     -------
     dict
         ``txm``, ``txm_cam``, ``rotation``, ``shutter``, ``sample_x``.
     """
-    from .devices import make_devices
+    from .devices import make_devices, make_epics_devices
+
+    if config.epics_prefix:
+        write_path = None if config.detector_dir is None else str(config.detector_directory)
+        txm = make_epics_devices(config.epics_prefix, write_path=write_path)
+        return {"txm": txm, **txm.as_dict()}
 
     detector_dir = config.detector_directory
     detector_dir.mkdir(parents=True, exist_ok=True)
@@ -313,20 +391,45 @@ def setup_devices(config: BeamlineConfig) -> dict[str, Any]:
     return {"txm": txm, **txm.as_dict()}
 
 
-def setup_plans() -> dict[str, Any]:
-    """The plans offered to users: ``lowdose_tomo_scan`` (queue-annotated), ``count``, ``mv``.
+def setup_plans(txm: Any = None) -> dict[str, Any]:
+    """The plans offered to users: ``lowdose_tomo_scan``, ``count``, ``mv`` (all queue-annotated).
+
+    Parameters
+    ----------
+    txm : TXMDevices, optional
+        The devices; where their :meth:`~bluesky_lowdose.devices.TXMDevices.plan_kwargs`
+        (e.g. an EPICS shutter's ``"Open"``/``"Close"``) differ from the plan's defaults,
+        ``lowdose_tomo_scan`` gets them as its defaults (visible to the queueserver).
 
     Returns
     -------
     dict
         Plans by name.
     """
-    from bluesky.plan_stubs import mv
-    from bluesky.plans import count
+    from .plans.queue_annotations import annotate_count_and_mv, lowdose_tomo_scan
 
-    from .plans.queue_annotations import lowdose_tomo_scan
+    if txm is not None:
+        lowdose_tomo_scan = _with_defaults(lowdose_tomo_scan, txm.plan_kwargs())
+    return {"lowdose_tomo_scan": lowdose_tomo_scan, **annotate_count_and_mv()}
 
-    return {"lowdose_tomo_scan": lowdose_tomo_scan, "count": count, "mv": mv}
+
+def _with_defaults(plan: Any, defaults: dict[str, Any]) -> Any:
+    """``plan`` with other keyword defaults (same name, docstring and queue annotation)."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(plan)
+    changed = {k: v for k, v in defaults.items() if k in signature.parameters}
+    if all(signature.parameters[k].default == v for k, v in changed.items()):
+        return plan
+
+    @functools.wraps(plan)
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        return (yield from plan(*args, **{**changed, **kwargs}))
+
+    params = [p.replace(default=changed.get(p.name, p.default)) for p in signature.parameters.values()]
+    bound.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return bound
 
 
 def setup_beamline(
@@ -415,5 +518,5 @@ def _setup(config: BeamlineConfig) -> dict[str, Any]:
     namespace: dict[str, Any] = {"beamline_config": config}
     namespace.update(setup_run_engine(config))
     namespace.update(setup_devices(config))
-    namespace.update(setup_plans())
+    namespace.update(setup_plans(namespace["txm"]))
     return namespace

@@ -1,7 +1,8 @@
 """``lowdose-tomo``: the command-line entry point.
 
-Subcommands: ``demo`` (the main job), ``serve`` (serve a data directory with Tiled) and
-``evaluate`` (the synthetic benchmark of the enhancer).
+Subcommands: ``demo`` (the main job), ``serve`` (serve a data directory with Tiled),
+``evaluate`` (the synthetic benchmark of the enhancer) and ``ioc`` (the simulated microscope
+as a Channel Access IOC).
 """
 
 from __future__ import annotations
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("queue", help="start/stop/status of the queue stack (Tiled, Redis, RE Manager)")
     queue_cli.configure_parser(q)
     q.set_defaults(func=queue_cli.run)
+
+    from .ioc import cli as ioc_cli
+
+    ioc = sub.add_parser("ioc", help="serve the simulated TXM over EPICS Channel Access (caproto)")
+    ioc_cli.configure_parser(ioc)
+    ioc.set_defaults(func=ioc_cli.run)
     return parser
 
 

@@ -444,15 +444,22 @@ class QueueStack:
             zmq_control_addr=self.zmq_control_addr, zmq_info_addr=self.zmq_info_addr, **kwargs
         )
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Close the worker environment (so it flushes to Tiled), then stop every process.
+    def stop(self, timeout: float = 15.0, *, save_timeout: float = 600.0) -> None:
+        """Wait until everything is saved, close the worker environment, then stop every process.
+
+        A scan queued just before ``stop`` is still being enhanced: the worker is asked (through
+        ``function_execute`` of ``lowdose_wait_until_saved``) to finish its processed runs and
+        flush its writers first, saying what it waits for; only then is the environment closed.
 
         Parameters
         ----------
         timeout : float
             Seconds to wait for each step before killing.
+        save_timeout : float
+            Seconds to wait for a running plan, the enhancer and the writers.
         """
         if _pid_alive(self.pids.get("manager")):
+            self._wait_until_saved(save_timeout)
             self._close_environment(timeout)
             _terminate(self.pids.get("manager"), group=True, timeout=timeout)
         _terminate(self.pids.get("redis"), group=True, timeout=timeout)
@@ -466,6 +473,38 @@ class QueueStack:
         state = self.queue_dir / STATE_FILE
         if state.exists():
             state.unlink()
+
+    def _wait_until_saved(self, timeout: float) -> dict[str, Any] | None:
+        """Let a running plan end and the worker's enhancer/writers finish (reports on stderr)."""
+        from bluesky_queueserver_api import BFunc
+
+        api = self.api(timeout_recv=5.0, request_fail_exceptions=False)
+        try:
+            status = api.status(reload=True)
+            if not status.get("worker_environment_exists"):
+                return None
+            if status.get("manager_state") != "idle":
+                print(f"waiting (up to {timeout:.0f} s) for the running plan to end ...", file=sys.stderr)
+                api.wait_for_idle(timeout=timeout)
+            reply = api.function_execute(BFunc("lowdose_wait_until_saved", timeout=timeout),
+                                         run_in_background=True)  # fmt: skip
+            if not reply.get("success"):
+                logger.warning("cannot ask the worker to finish saving: %s", reply.get("msg"))
+                return None
+            print("waiting for the enhancer and the Tiled writers to finish ...", file=sys.stderr)
+            api.wait_for_completed_task(reply["task_uid"], timeout=timeout + 30)
+            result = api.task_result(reply["task_uid"]).get("result", {})
+            value = result.get("return_value") or {}
+            if result.get("success") and value.get("saved"):
+                print(f"everything saved: {value.get('runs', {})}", file=sys.stderr)
+            else:
+                logger.error("not everything was saved before stopping: %s", result)
+            return value
+        except Exception as exc:  # a stuck manager is stopped anyway; say so
+            logger.error("could not wait for the worker to finish saving: %r", exc)
+            return None
+        finally:
+            api.close()
 
     def _close_environment(self, timeout: float) -> None:
         api = self.api(timeout_recv=1.0, request_fail_exceptions=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,10 @@ import pytest
 @pytest.fixture
 def RE():
     """A RunEngine on a fresh event loop, halted and closed in teardown (as bluesky's own tests)."""
-    from bluesky import RunEngine
-    from bluesky.utils import TransitionError
+    from plan_helpers import run_engine
 
-    loop = asyncio.new_event_loop()
-    engine = RunEngine({}, loop=loop, call_returns_result=False)
-    yield engine
-    if engine.state not in ("idle", "panicked"):
-        try:
-            engine.halt()
-        except TransitionError:
-            pass
-    loop.call_soon_threadsafe(loop.stop)
-    engine._th.join()
-    loop.close()
+    with run_engine() as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 
@@ -31,3 +35,30 @@ def pause_after_primary_trigger(plan, txm, nth: int, small: dict | None = None, 
         return None, None
 
     return bpp.plan_mutator(plan, mutate)
+
+
+def close_run_engine(engine) -> None:
+    """Halt (if needed), stop and close a RunEngine made on its own loop (as bluesky's tests do)."""
+    from bluesky.utils import TransitionError
+
+    if engine.state not in ("idle", "panicked"):
+        try:
+            engine.halt()
+        except TransitionError:
+            pass
+    loop = engine.loop
+    loop.call_soon_threadsafe(loop.stop)
+    engine._th.join()
+    loop.close()
+
+
+@contextmanager
+def run_engine() -> Iterator:
+    """A RunEngine on a fresh event loop, closed on exit."""
+    from bluesky import RunEngine
+
+    engine = RunEngine({}, loop=asyncio.new_event_loop(), call_returns_result=False)
+    try:
+        yield engine
+    finally:
+        close_run_engine(engine)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ FAST = ["--method", "paper", "--epochs", "2", "--patch-size", "16", "--stride", 
 @pytest.fixture(scope="module")
 def raw_run(tiled_server, tiled_client) -> Any:
     """One lowdose_tomo_scan (32x32 frames, 9 angles) written into the session's Tiled server."""
-    from bluesky import RunEngine
+    from plan_helpers import run_engine
 
     from bluesky_lowdose.callbacks import ThreadedCallback
     from bluesky_lowdose.devices import make_devices
@@ -35,18 +34,13 @@ def raw_run(tiled_server, tiled_client) -> Any:
     from bluesky_lowdose.storage import make_raw_writer
 
     txm = make_devices(tiled_server.layout.detector, size=32, seed=0)
-    loop = asyncio.new_event_loop()
-    engine = RunEngine({}, loop=loop, call_returns_result=False)
-    try:
+    with run_engine() as engine:
         writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
         engine.subscribe(writer)
         plan = lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **SCAN)
         (uid,) = engine(plan, sample="needle-7")
         assert writer.flush(timeout=60) and not writer.errors
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        engine._th.join()
-        loop.close()
+        writer.close()
     return tiled_client[RAW][uid]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bluesky_queueserver_api import BPlan
 
 from bluesky_lowdose.queue import QueueStack, RedisNotFoundError, find_redis_server
 from bluesky_lowdose.storage import stream_array
@@ -76,8 +77,6 @@ def api(stack):
 
 
 def _plan(*devices: str, **kwargs: Any):
-    from bluesky_queueserver_api import BPlan
-
     return BPlan("lowdose_tomo_scan", *(devices or DEVICES), **kwargs)
 
 
@@ -188,6 +187,45 @@ def test_scan_runs_from_the_queue_into_tiled(api, tiled_client):
     assert processed.metadata["start"]["provenance"]["method"] == "n2i"
     assert stream_array(processed, "recon_enhanced", "slice").shape == (SIZE, SIZE, SIZE)
     assert processed.metadata["stop"]["exit_status"] in ("success", "fail")
+
+
+def test_stop_waits_until_the_processed_run_is_saved(api, stack, tiled_client):
+    """``queue stop`` right after a scan: the worker is asked to finish first. When the wait
+    returns, the processed run is already closed in Tiled (no polling here)."""
+    from tiled.queries import Key
+
+    assert api.item_add(_plan(num_angles=8, num_darks=1, num_flats=1))["success"] is True
+    assert api.queue_start()["success"] is True
+    api.wait_for_idle(timeout=60)  # the plan has ended; the enhancer is still working
+    (uid,) = api.history_get()["items"][-1]["result"]["run_uids"]
+    saved = stack._wait_until_saved(300)
+    assert saved is not None and saved["saved"] is True, saved
+    assert saved["runs"][uid] in ("complete", "partial") and saved["writer_pending"] == 0
+    found = tiled_client["processed"].search(Key("start.original_run_uid") == uid)
+    assert len(found) == 1 and found.values().first().metadata.get("stop")
+
+
+def test_bad_count_and_mv_items_are_rejected_at_item_add(api):
+    for item, expected in (
+        (BPlan("count", ["txm_cam"], num=10**9), "num"),
+        (BPlan("mv", "rotation", 1e300), "position"),
+        (BPlan("mv", "txm_cam", 5.0), "txm_cam"),
+    ):
+        response = api.item_add(item)
+        assert response["success"] is False and expected in response["msg"], response["msg"]
+    assert api.queue_get()["items"] == []
+
+
+def test_only_the_stacks_own_functions_may_run_in_the_worker(api):
+    from bluesky_queueserver_api import BFunc
+
+    reply = api.function_execute(BFunc("lowdose_enhancer_status"))
+    assert reply["success"] is True, reply
+    api.wait_for_completed_task(reply["task_uid"], timeout=60)
+    assert api.task_result(reply["task_uid"])["result"]["success"] is True
+    refused = api.function_execute(BFunc("setup_beamline"))
+    assert refused["success"] is False
+    api.wait_for_idle(timeout=60)
 
 
 def test_inconsistent_parameters_fail_when_the_plan_starts(api):

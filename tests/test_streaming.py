@@ -6,9 +6,8 @@ import asyncio
 
 import numpy as np
 import pytest
-from bluesky import RunEngine
 from event_model import compose_run
-from plan_helpers import pause_after_primary_trigger
+from plan_helpers import pause_after_primary_trigger, run_engine
 from tiled.queries import Key
 
 from bluesky_lowdose.callbacks import ProjectionEnhancer, ThreadedCallback
@@ -24,10 +23,6 @@ FAST_TRAIN = {"epochs": 20, "patience": 20, "max_patches": 1024, "seed": 0}
 FAST_N2I = {"steps": 300, "crop": 32}
 
 
-def _new_re() -> RunEngine:
-    return RunEngine({}, loop=asyncio.new_event_loop(), call_returns_result=False)
-
-
 def _scan(txm, **kw):
     return lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **{**SCAN, **kw})
 
@@ -39,18 +34,19 @@ def streamed(tiled_server, tiled_client):
     from bluesky_lowdose.devices import make_devices
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1)
-    RE = _new_re()
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
     # "hybrid" runs both learned steps (the paper's projection CNN, then Noise2Inverse): every stream
     backup = tiled_server.layout.backup
     enhancer = ProjectionEnhancer(tiled_client, method="hybrid", train_kwargs=FAST_TRAIN,
                                   n2i_options=FAST_N2I,
                                   backup_directory=backup)  # fmt: skip
-    RE.subscribe(raw_writer)
-    RE.subscribe(enhancer)
-    (uid,) = RE(_scan(txm))
-    assert enhancer.wait(timeout=600)
-    assert raw_writer.flush(timeout=60)
+    with run_engine() as RE:
+        RE.subscribe(raw_writer)
+        RE.subscribe(enhancer)
+        (uid,) = RE(_scan(txm))
+        assert enhancer.wait(timeout=600)
+        assert raw_writer.flush(timeout=60)
+    raw_writer.close()
     res = enhancer.results[uid]
     reference = simulator_reference(txm.physics, res.theta)
     return {"uid": uid, "res": res, "enhancer": enhancer, "txm": txm, "reference": reference}
@@ -113,7 +109,7 @@ def test_model_from_tiled_reproduces_the_enhanced_frames(streamed, tiled_client)
 
 
 def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(
-    tiled_server, tiled_client
+    RE, tiled_server, tiled_client
 ) -> None:
     """What a user gets without choosing: ``method="auto"`` (Noise2Inverse), streamed."""
     from bluesky_lowdose.demo import simulator_reference
@@ -121,7 +117,6 @@ def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(
     from bluesky_lowdose.pipeline import score_volume
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=4)
-    RE = _new_re()
     enhancer = ProjectionEnhancer(tiled_client, n2i_options={"steps": 600, "crop": 32})
     RE.subscribe(enhancer)
     (uid,) = RE(_scan(txm, short_exposure=0.2))  # 60 photons per open-beam pixel: a really low dose
@@ -284,7 +279,7 @@ def test_tiled_down_during_the_run_loses_nothing(RE, tmp_path, monkeypatch) -> N
         server.close()
 
 
-def test_enhanced_frames_are_in_tiled_while_the_scan_runs(streamed, tiled_server, tiled_client) -> None:
+def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_server, tiled_client) -> None:
     """Enhanced frames are readable in Tiled before the scan ends: half-way through the rotation
     the plan itself waits (at most 120 s) until Tiled serves an enhanced frame, so the test does
     not depend on how fast this machine is, and fails if frames only appear after the stop."""
@@ -296,7 +291,6 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(streamed, tiled_server
     from bluesky_lowdose.devices import make_devices
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1)
-    RE = _new_re()
     enhancer = ProjectionEnhancer(
         tiled_client, model=streamed["res"].enhancer, reconstruct=False, batch_size=5
     )

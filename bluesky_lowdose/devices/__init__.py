@@ -1,6 +1,7 @@
 """ophyd devices of the simulated TXM and the factory that builds them.
 
-Nothing is created at import time: call :func:`make_devices`.
+Nothing is created at import time: call :func:`make_devices` (the simulator in this process)
+or :func:`make_epics_devices` (stock ophyd EPICS classes, e.g. against ``lowdose-tomo ioc``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TXMDevices", "make_devices"]
+__all__ = ["TXMDevices", "make_devices", "make_epics_devices"]
 
 
 @dataclass
@@ -23,6 +24,10 @@ class TXMDevices:
         stage (mm).
     physics : bluesky_lowdose.physics.TXMPhysics or None
         The simulator behind the devices (None on real hardware).
+    shutter_open, shutter_close : object
+        The values the shutter takes to open and to close (``"open"``/``"close"`` on the
+        simulator, e.g. ``1``/``0`` or ``"Open"``/``"Close"`` on an EPICS shutter): pass them
+        to the plan with :meth:`plan_kwargs`.
     """
 
     detector: Any
@@ -30,6 +35,12 @@ class TXMDevices:
     shutter: Any
     sample_stage: Any
     physics: Any = None
+    shutter_open: Any = "open"
+    shutter_close: Any = "close"
+
+    def plan_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~bluesky_lowdose.plans.lowdose_tomo_scan` these devices need."""
+        return {"shutter_open": self.shutter_open, "shutter_close": self.shutter_close}
 
     def as_dict(self) -> dict[str, Any]:
         """The devices by their ophyd names, e.g. for a queueserver namespace."""
@@ -98,3 +109,33 @@ def make_devices(
     return TXMDevices(
         detector=detector, rotation=rotation, shutter=shutter, sample_stage=sample_stage, physics=physics
     )
+
+
+def make_epics_devices(
+    prefix: str,
+    *,
+    write_path: str | None = None,
+    read_path: str | None = None,
+    connection_timeout: float = 5.0,
+) -> TXMDevices:
+    """Connect to the microscope's EPICS PVs under ``prefix`` (see :func:`.epics.make_epics_devices`).
+
+    Parameters
+    ----------
+    prefix : str
+        PV prefix, e.g. ``"TXM:"``.
+    write_path : str, optional
+        Directory the camera writes to, as the IOC sees it (default: the IOC's ``{P}data_dir``).
+    read_path : str, optional
+        The same directory as this machine sees it (default: ``write_path``).
+    connection_timeout : float
+        Seconds to wait for all PVs.
+
+    Returns
+    -------
+    TXMDevices
+        ``EpicsMotor`` rotation and sample stage, ``EpicsSignal`` shutter, ``TXMCamera``.
+    """
+    from .epics import make_epics_devices as _make
+
+    return _make(prefix, write_path=write_path, read_path=read_path, connection_timeout=connection_timeout)

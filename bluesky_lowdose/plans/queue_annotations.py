@@ -35,10 +35,13 @@ __all__ = [
     "EXPOSURE_RANGE",
     "NUM_ANGLES_RANGE",
     "TIMEOUT_RANGE",
+    "annotate_count_and_mv",
     "annotate_lowdose_tomo_scan",
     "as_generator_function",
+    "count",
     "lowdose_tomo_scan",
     "lowdose_tomo_scan_annotation",
+    "mv",
 ]
 
 #: Inclusive bounds (degrees) of ``start``, ``stop`` and every reference angle.
@@ -153,3 +156,94 @@ def annotate_lowdose_tomo_scan(
 #: ``lowdose_tomo_scan`` for the queueserver, for the default device names of
 #: :func:`bluesky_lowdose.devices.make_devices` (``txm_cam``, ``rotation``, ``shutter``, ``sample_x``).
 lowdose_tomo_scan = annotate_lowdose_tomo_scan()
+
+
+#: Inclusive bounds of ``count``'s ``num`` and ``delay`` (s), and of ``mv``'s positions.
+COUNT_NUM_RANGE: tuple[int, int] = (1, 10000)
+DELAY_RANGE: tuple[float, float] = (0.0, 3600.0)
+POSITION_RANGE: tuple[float, float] = (-1000.0, 1000.0)
+
+
+def count(
+    detectors: Sequence[Any], num: int = 1, delay: float | None = None, *, md: dict[str, Any] | None = None
+) -> MsgGenerator[str]:
+    """Take ``num`` readings of the detectors (bluesky's ``count``, with bounded parameters).
+
+    Parameters
+    ----------
+    detectors : list
+        The detectors to trigger and read.
+    num : int
+        Number of readings (1 ... 10000).
+    delay : float, optional
+        Seconds between readings (0 ... 3600).
+    md : dict, optional
+        Extra start-document metadata.
+
+    Returns
+    -------
+    MsgGenerator[str]
+        The plan; running it returns the run uid.
+    """
+    from bluesky.plans import count as bluesky_count
+
+    return (yield from bluesky_count(detectors, num=num, delay=delay, md=md))
+
+
+def mv(device: Any, position: float) -> MsgGenerator[Any]:
+    """Move one device to ``position`` and wait (bluesky's ``mv`` for one device, bounded).
+
+    Parameters
+    ----------
+    device : Movable
+        The stage.
+    position : float
+        Target in the device's units (-1000 ... 1000).
+
+    Returns
+    -------
+    MsgGenerator
+        The plan.
+    """
+    import bluesky.plan_stubs as bps
+
+    return (yield from bps.mv(device, position))
+
+
+def annotate_count_and_mv(
+    *, detectors: Sequence[str] = ("txm_cam",), motors: Sequence[str] = ("rotation", "sample_x")
+) -> dict[str, Callable[..., MsgGenerator[Any]]]:
+    """``count`` and ``mv`` for the queue: device lists and ranges checked at ``item_add``.
+
+    Unannotated, ``count(num=10**9)`` and ``mv rotation 1e300`` would pass ``item_add``.
+
+    Parameters
+    ----------
+    detectors, motors : sequence of str
+        Names of the devices each plan accepts.
+
+    Returns
+    -------
+    dict
+        ``{"count": ..., "mv": ...}``.
+    """
+    from bluesky_queueserver import parameter_annotation_decorator
+
+    count_annotation = {
+        "parameters": {
+            "detectors": {"annotation": "typing.List[Detectors]", "devices": {"Detectors": list(detectors)}},
+            "num": {"annotation": "int", **_range(COUNT_NUM_RANGE)},
+            "delay": {"annotation": "typing.Optional[float]", **_range(DELAY_RANGE)},
+            "md": {"annotation": "typing.Optional[typing.Dict[str, typing.Any]]"},
+        }
+    }
+    mv_annotation = {
+        "parameters": {
+            "device": {"annotation": "Motors", "devices": {"Motors": list(motors)}},
+            "position": {"annotation": "float", **_range(POSITION_RANGE)},
+        }
+    }
+    return {
+        "count": parameter_annotation_decorator(count_annotation)(as_generator_function(count)),
+        "mv": parameter_annotation_decorator(mv_annotation)(as_generator_function(mv)),
+    }

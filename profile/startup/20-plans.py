@@ -2,4 +2,4 @@
 
 from bluesky_lowdose.beamline import setup_plans
 
-globals().update(setup_plans())
+globals().update(setup_plans(txm))  # noqa: F821 - defined by 10-devices.py

@@ -15,12 +15,67 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
 
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _count(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1 ... 65535, got {value}")
+    return value
+
+
+def _method(text: str) -> str:
+    from .pipeline import METHODS
+
+    if text != "auto" and text not in METHODS:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose auto or one of {', '.join(METHODS)}")
+    return text
+
+
+def _data_dir_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a data directory (checked before any server starts), or None."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        return f"--data-dir {p} is a file, not a directory"
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the data directory {p}: {exc.strerror or exc}"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"the data directory {p} is not writable"
+    return None
+
+
+def _error(command: str, message: str, code: int = 2) -> int:
+    print(f"lowdose-tomo {command}: error: {message}", file=sys.stderr)
+    return code
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, run_demo
+    import httpx
+
+    from .demo import DemoConfig, DemoInterrupted, run_demo
+    from .storage import TiledServerError
+
+    problem = _data_dir_problem(args.data_dir)
+    if problem:
+        return _error("demo", problem)
 
     cfg = DemoConfig(
         data_dir=Path(args.data_dir),
@@ -38,7 +93,14 @@ def _demo(args: argparse.Namespace) -> int:
     if args.n2i_steps is not None:
         cfg.n2i_options["steps"] = args.n2i_steps
     cfg.compare = not args.no_compare
-    summary = run_demo(cfg)
+    try:
+        summary = run_demo(cfg)
+    except DemoInterrupted as exc:
+        return _error("demo", str(exc), code=130)
+    except TiledServerError as exc:
+        return _error("demo", f"the embedded Tiled server did not start: {exc}", code=1)
+    except httpx.HTTPError as exc:
+        return _error("demo", f"cannot reach Tiled at {args.tiled_uri}: {exc}", code=1)
     if not args.json:
         dose = summary["dose"]
         print(f"raw run        {summary['raw_uid']}  ({summary['frames']} projections, catalog 'raw')")
@@ -75,9 +137,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .storage import TiledServer
+    from .storage import TiledServer, TiledServerError
 
-    server = TiledServer(args.data_dir, port=args.port, host=args.host).start()
+    problem = _data_dir_problem(args.data_dir)
+    if problem:
+        return _error("serve", problem)
+    try:
+        server = TiledServer(args.data_dir, port=args.port, host=args.host).start()
+    except TiledServerError as exc:
+        return _error("serve", str(exc), code=1)
     print(
         f"Tiled serving {server.layout.root} at {server.uri} (API key in {server.layout.root}/.tiled_api_key"
         " unless TILED_API_KEY is set). Ctrl-C to stop.",
@@ -107,22 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job on the simulated TXM into Tiled")
     demo.add_argument("--tiled-uri", default=None, help="use this Tiled server (key from $TILED_API_KEY)")
     demo.add_argument("--data-dir", default="lowdose-data", help="data directory (default: ./lowdose-data)")
-    demo.add_argument("--size", type=int, default=128, help="phantom/detector size in pixels (default 128)")
     demo.add_argument(
-        "--angles", type=int, default=181, help="number of projections over 180 deg (default 181)"
+        "--size", type=_count(8), default=128, help="phantom/detector size in pixels (default 128)"
+    )
+    demo.add_argument(
+        "--angles", type=_count(2), default=181, help="number of projections over 180 deg (default 181)"
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of phantom and noise")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("--no-enhance", action="store_true", help="acquire only (no streaming enhancement)")
     demo.add_argument(
-        "--epochs", type=int, default=None, help="training epochs of the projection CNN (default 15)"
+        "--epochs", type=_count(1), default=None, help="training epochs of the projection CNN (default 15)"
     )
     demo.add_argument(
-        "--method", default=None, help="pipeline method of the streaming enhancer (default auto)"
+        "--method",
+        type=_method,
+        default=None,
+        help="pipeline method of the streaming enhancer (default auto)",
     )
     demo.add_argument(
-        "--n2i-steps", type=int, default=None, help="Noise2Inverse steps (default 600 in the demo)"
+        "--n2i-steps", type=_count(1), default=None, help="Noise2Inverse steps (default 600 in the demo)"
     )
     demo.add_argument(
         "--no-compare", action="store_true", help="skip the paper's method and the simulated full-dose scan"
@@ -131,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a data directory with Tiled")
     serve.add_argument("--data-dir", required=True, help="data directory")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; refused if taken)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(func=_serve)
 
@@ -169,7 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return _error(args.command, "interrupted (Ctrl-C)", code=130)
+    except Exception as exc:
+        # the last safety net: a one-line message; -v shows where it came from
+        if args.verbose:
+            raise
+        return _error(args.command, f"{type(exc).__name__}: {exc} (run with -v for the traceback)", code=1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -144,3 +144,45 @@ def test_the_installed_command_prints_no_traceback(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "cannot reach Tiled" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ demo / serve
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["demo", "--size", "0"], "must be >= 8"),
+        (["demo", "--angles", "0"], "must be >= 2"),
+        (["demo", "--epochs", "-3"], "must be >= 1"),
+        (["demo", "--method", "magic"], "choose auto or one of"),
+        (["serve", "--data-dir", "{tmp}/d", "--port", "99999"], "1 ... 65535"),
+    ],
+)
+def test_bad_numbers_are_refused_before_anything_starts(tmp_path: Path, capsys, argv, expected) -> None:
+    t0 = time.monotonic()
+    rc, err = _cli([a.format(tmp=tmp_path) for a in argv] + ["--data-dir", str(tmp_path / "d")]
+                   if argv[0] == "demo" else [a.format(tmp=tmp_path) for a in argv], capsys)  # fmt: skip
+    assert rc == 2 and expected in err, err
+    assert not (tmp_path / "d").exists()  # no data directory, no Tiled server
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("command", ["demo", "serve"])
+def test_a_data_directory_that_is_a_file(tmp_path: Path, capsys, command: str) -> None:
+    (tmp_path / "f").write_text("")
+    rc, err = _cli([command, "--data-dir", str(tmp_path / "f")], capsys)
+    assert rc == 2 and "is a file" in err
+
+
+def test_demo_with_tiled_down(tmp_path: Path, capsys) -> None:
+    rc, err = _cli(["demo", "--data-dir", str(tmp_path / "d"), "--tiled-uri", f"http://127.0.0.1:{_free_port()}",
+                    "--no-progress"], capsys)  # fmt: skip
+    assert rc == 1 and "cannot reach Tiled" in err
+
+
+def test_serve_on_a_taken_port(tmp_path: Path, capsys) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        rc, err = _cli(["serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)], capsys)
+    assert rc == 1 and "already in use" in err

@@ -186,11 +186,11 @@ class _Job:
                 read_noise=0.0 if photon is None else photon.read_noise,
                 projection_model=p.model, projection_training=p.train_kwargs, n2i_options=p.n2i_options,
                 backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress,
-                on_epoch=on_epoch,
+                on_epoch=on_epoch, mapper=p.mapper,
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
-            self.pipeline = ScanPipeline(shape, "none", backend=p.recon_backend)
+            self.pipeline = ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper)
         pairs = self.setup.get("pairs") if self.setup else None
         if self.pipeline.spec.projection is not None and pairs is not None:
             self.progress["stage"] = "training"
@@ -200,7 +200,7 @@ class _Job:
                 self.pipeline.fit(pairs["short"], pairs["long"], reference_angles=pairs["angles"])
             except Exception as exc:
                 self.fail(f"training failed: {exc}; reconstructing without enhancement")
-                self.pipeline = ScanPipeline(shape, "none", backend=p.recon_backend)
+                self.pipeline = ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper)
             self.result.timings["training_s"] = time.perf_counter() - t
         model = self.pipeline.models.get("projection")
         if model is not None and hasattr(model, "to_bytes"):
@@ -433,6 +433,9 @@ class ProjectionEnhancer:
         Reconstruct (and run the slice step) at the end of each run.
     recon_backend : str, optional
         Reconstruction backend (default: the package's FBP, accumulated frame by frame).
+    mapper : callable, optional
+        Runs the reconstruction as slab tasks at the end of each run, e.g.
+        :meth:`bluesky_lowdose.engine.DaskEngine.map` (see :class:`~bluesky_lowdose.pipeline.ScanPipeline`).
     frame_queue_size : int
         Work items held while the model trains; when full, the document thread waits (the
         RunEngine never does).
@@ -477,6 +480,7 @@ class ProjectionEnhancer:
         n2i_options: dict[str, Any] | None = None,
         reconstruct: bool = True,
         recon_backend: str | None = None,
+        mapper: Any = None,
         frame_queue_size: int = 64,
         enhance_batch: int = 8,
         min_pairs: int = 1,
@@ -502,6 +506,7 @@ class ProjectionEnhancer:
         self.n2i_options = dict(n2i_options or {})
         self.reconstruct = reconstruct
         self.recon_backend = recon_backend
+        self.mapper = mapper
         self.frame_queue_size = frame_queue_size
         self.enhance_batch = enhance_batch
         self.min_pairs = min_pairs

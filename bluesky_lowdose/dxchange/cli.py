@@ -138,6 +138,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="units of angles stored without a 'units' attribute",
     )
     parser.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="run the reconstruction as slab tasks on this Dask scheduler ('local': an in-process cluster)",
+    )
+    parser.add_argument(
         "--allow-external",
         action="store_true",
         help="follow HDF5 external links / external storage in the input (refused by default)",
@@ -178,6 +184,14 @@ def run(args: argparse.Namespace) -> int:
             problem = check_output_path(target, overwrite=args.overwrite)
     if problem:
         return _fail("enhance", problem)
+    engine = None
+    if args.dask_scheduler:
+        from ..engine import DaskEngine
+
+        try:
+            engine = DaskEngine(None if args.dask_scheduler == "local" else args.dask_scheduler)
+        except OSError as err:
+            return _fail("enhance", f"cannot reach the Dask scheduler {args.dask_scheduler}: {err}")
     train_options = {k: v for k in ("patch_size", "stride") if (v := getattr(args, k, None)) is not None}
     n2i_steps = getattr(args, "n2i_steps", None)
     try:
@@ -200,10 +214,15 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             train_options=train_options,
             allow_external=args.allow_external,
+            mapper=None if engine is None else engine.map,
         )
     except (DataExchangeError, OSError, ValueError, TrainingError) as err:
         print(f"lowdose-tomo enhance: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if engine is not None:
+            print(f"dask: {engine.report()}", file=sys.stderr)
+            engine.close()
     for note in result.provenance["input"]["notes"]:
         print(f"note: {note}", file=sys.stderr)
     stats = result.provenance["photon_statistics"]

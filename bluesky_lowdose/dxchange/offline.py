@@ -415,6 +415,7 @@ def enhance_file(
     overwrite: bool = False,
     train_options: dict[str, Any] | None = None,
     allow_external: bool = False,
+    mapper: Any = None,
 ) -> EnhanceResult:
     """Enhance and reconstruct a Data Exchange scan with :func:`bluesky_lowdose.pipeline.enhance_scan`.
 
@@ -465,6 +466,8 @@ def enhance_file(
     allow_external : bool
         Follow HDF5 external links and external storage in the input files (see
         :func:`~bluesky_lowdose.dxchange.io.read_dxfile`).
+    mapper : callable, optional
+        Runs the reconstruction slabs, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`.
     progress : bool
         Progress bars.
     overwrite : bool
@@ -585,6 +588,7 @@ def enhance_file(
         tolerance=tolerance,
         progress=progress,
         seed=seed,
+        mapper=mapper,
     )
     proj_model = scan.models.get("projection")
     slice_model = scan.models.get("slices")

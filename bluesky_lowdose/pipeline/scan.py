@@ -231,6 +231,10 @@ class ScanPipeline:
     on_epoch : callable, optional
         ``on_epoch(stage, epoch, logs)`` after each training epoch (``stage`` is ``"projection"`` or
         ``"slices"``).
+    mapper : callable, optional
+        ``mapper(function, tasks)``, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`: the
+        reconstruction then runs at the end as slab tasks on a cluster instead of accumulating
+        frame by frame in this process (same volume, bit for bit).
     """
 
     def __init__(
@@ -252,6 +256,7 @@ class ScanPipeline:
         seed: int = 0,
         progress: bool = False,
         on_epoch: Callable[[str, int, dict[str, float]], Any] | None = None,
+        mapper: Callable[..., Any] | None = None,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -285,6 +290,7 @@ class ScanPipeline:
         self.subsets = int(subsets) if self.spec.slices else 1
         self.center = center
         self.backend = None if backend in (None, "fbp") else backend
+        self.mapper = mapper
         self.keep_projections = keep_projections and self.spec.projection is not None
         self.seed = int(seed)
         self.progress = progress
@@ -302,7 +308,7 @@ class ScanPipeline:
         self._acc: Any = None
         self._raw_acc: Any = None
         self._separate_raw = self.spec.projection is not None or self.debias
-        if self.backend is None:
+        if self.backend is None and mapper is None:
             from ..recon.subsets import SubsetBackprojector
 
             self._acc = SubsetBackprojector(*self.shape, subsets=self.subsets, center=center)
@@ -486,20 +492,25 @@ class ScanPipeline:
             full = self._acc.volume()
             raw = self._raw_acc.volume() if self._raw_acc is not None else full
             return parts, full, raw
-        from ..recon import reconstruct
+        from ..recon.slabs import reconstruct_slabs
         from ..recon.subsets import subset_index
 
         theta = np.asarray(self._theta)
         li = np.concatenate(self._line_integrals)
-        kw = {"backend": self.backend, "center": self.center}
+        # slabs of slices, run by the mapper (in order here, or as tasks on a cluster): the same
+        # volume as one reconstruct() call, and for "fbp" the same as the frame-by-frame sums
+        kw = {"backend": self.backend or "fbp", "center": self.center, "mapper": self.mapper,
+              "progress": self.progress}  # fmt: skip
         parts = (
-            [reconstruct(li[i], theta[i], **kw) for i in subset_index(len(theta), self.subsets)]
+            [reconstruct_slabs(li[i], theta[i], **kw) for i in subset_index(len(theta), self.subsets)]
             if self.subsets > 1
             else []
         )
-        full = reconstruct(li, theta, progress=self.progress, **kw)
+        full = reconstruct_slabs(li, theta, **kw)
         raw = (
-            reconstruct(np.concatenate(self._raw_line_integrals), theta, **kw) if self._separate_raw else full
+            reconstruct_slabs(np.concatenate(self._raw_line_integrals), theta, **kw)
+            if self._separate_raw
+            else full
         )
         return parts, full, raw
 
@@ -656,6 +667,7 @@ def enhance_scan(
     block: int = 8,
     progress: bool = False,
     seed: int = 0,
+    mapper: Callable[..., Any] | None = None,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -699,6 +711,9 @@ def enhance_scan(
         Frames processed together (the streaming enhancer uses the same blocks).
     progress : bool
         Progress bars.
+    mapper : callable, optional
+        Runs the reconstruction slabs (e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`);
+        see :class:`ScanPipeline`.
     seed : int
         Seeds every learned step.
 
@@ -733,7 +748,8 @@ def enhance_scan(
                         open_beam_counts=open_beam_counts, read_noise=read_noise,
                         projection_model=projection_model, projection_training=projection_training,
                         n2i_options=n2i_options, center=center, backend=backend,
-                        keep_projections=keep_projections, seed=seed, progress=progress)  # fmt: skip
+                        keep_projections=keep_projections, seed=seed, progress=progress,
+                        mapper=mapper)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

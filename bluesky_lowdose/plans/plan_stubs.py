@@ -412,13 +412,14 @@ def staged(plan: MsgGenerator[Any], device: Any) -> MsgGenerator[Any]:
 
     def unstage() -> MsgGenerator[None]:
         try:
-            yield from bps.unstage(device)
+            yield from bps.unstage(device, group=short_uid("unstage"), wait=True)
         except Exception:
             if not failed["yes"]:
                 raise
             logger.error("unstaging %s failed after the plan had failed", _name(device), exc_info=True)
 
-    yield from bps.stage(device)
+    # wait=True: an ophyd-async detector's stage resets what prepare() sets, so it must finish first
+    yield from bps.stage(device, group=short_uid("stage"), wait=True)
     return (yield from bpp.finalize_wrapper(body(), unstage()))
 
 

@@ -12,7 +12,8 @@ name              what it is
 ``raw``           the ``raw`` run catalog (``raw[-1]``, ``raw[uid]``, ``raw[scan_id]``)
 ``tiled_server``  the embedded :class:`~bluesky_lowdose.storage.TiledServer`, or None
 ``tiled_writer``  the ``TiledWriter`` subscription (on its own thread)
-``enhancer``      the streaming CNN enhancer subscription, or None
+``enhancer``      the streaming CNN enhancer subscription, or None (also when it runs as a
+                  service: ``LOWDOSE_ENHANCER_ZMQ``)
 ``txm``           :class:`~bluesky_lowdose.devices.TXMDevices` (the simulator, or stock
                   ophyd EPICS devices when ``LOWDOSE_EPICS_PREFIX`` is set)
 ``txm_cam``       the camera; ``rotation``, ``shutter``, ``sample_x`` the other devices
@@ -44,6 +45,9 @@ variable                   meaning (default)
                            prefix (e.g. ``lowdose-tomo ioc --prefix TXM:``) instead of
                            the in-process simulator; the camera writes to
                            ``LOWDOSE_DETECTOR_DIR`` if set, else to the IOC's data directory
+``LOWDOSE_ENHANCER_ZMQ``   publish the documents to this ``bluesky-0MQ-proxy`` input
+                           (``HOST:PORT``) for ``lowdose-tomo enhancer`` instead of
+                           enhancing in this process (unset: in-process enhancer)
 =========================  ==========================================================
 """
 
@@ -83,6 +87,7 @@ ENV: dict[str, str] = {
     "method": "LOWDOSE_METHOD",
     "n2i_steps": "LOWDOSE_N2I_STEPS",
     "epics_prefix": "LOWDOSE_EPICS_PREFIX",
+    "enhancer_zmq": "LOWDOSE_ENHANCER_ZMQ",
 }
 
 _FALSE = {"0", "false", "no", "off", ""}
@@ -124,6 +129,10 @@ class BeamlineConfig:
     epics_prefix : str or None
         PV prefix of the microscope over EPICS (None: the in-process simulator; ``size``,
         ``seed``, ``motion_delay`` and ``time_scale`` then belong to the IOC).
+    enhancer_zmq : str or None
+        Input address (``HOST:PORT``) of a ``bluesky-0MQ-proxy``: the RunEngine publishes its
+        documents there (``bluesky.callbacks.zmq.Publisher``) for ``lowdose-tomo enhancer``
+        instead of subscribing the in-process enhancer; the raw-run writer stays in process.
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -140,6 +149,7 @@ class BeamlineConfig:
     method: str = "auto"
     n2i_steps: int | None = None
     epics_prefix: str | None = None
+    enhancer_zmq: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BeamlineConfig:
@@ -176,6 +186,7 @@ class BeamlineConfig:
             ("method", str),
             ("n2i_steps", int),
             ("epics_prefix", str),
+            ("enhancer_zmq", str),
         ):
             raw = get(field)
             if raw is not None:
@@ -277,7 +288,13 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
 
     writer = ThreadedCallback(make_raw_writer(client, backup_directory=layout.backup), name="tiled-raw")
     RE.subscribe(writer)
-    enhancer = _subscribe_enhancer(RE, client, layout, config) if config.enhance else None
+    if config.enhancer_zmq:  # the enhancer runs as a service (lowdose-tomo enhancer)
+        from bluesky.callbacks.zmq import Publisher
+
+        RE.subscribe(Publisher(config.enhancer_zmq))
+        enhancer = None
+    else:
+        enhancer = _subscribe_enhancer(RE, client, layout, config) if config.enhance else None
     _at_exit(_Closer(writer, server, enhancer))
     return {
         "RE": RE,

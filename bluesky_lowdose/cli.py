@@ -93,6 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.n2i_steps is not None:
         cfg.n2i_options["steps"] = args.n2i_steps
     cfg.compare = not args.no_compare
+    cfg.dask_scheduler = args.dask_scheduler
     try:
         summary = run_demo(cfg)
     except DemoInterrupted as exc:
@@ -101,6 +102,10 @@ def _demo(args: argparse.Namespace) -> int:
         return _error("demo", f"the embedded Tiled server did not start: {exc}", code=1)
     except httpx.HTTPError as exc:
         return _error("demo", f"cannot reach Tiled at {args.tiled_uri}: {exc}", code=1)
+    except OSError as exc:
+        if args.dask_scheduler and "connect" in str(exc).lower():
+            return _error("demo", f"cannot reach the Dask scheduler {args.dask_scheduler}: {exc}", code=1)
+        raise
     if not args.json:
         dose = summary["dose"]
         print(f"raw run        {summary['raw_uid']}  ({summary['frames']} projections, catalog 'raw')")
@@ -200,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-compare", action="store_true", help="skip the paper's method and the simulated full-dose scan"
     )
+    demo.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="reconstruct as slab tasks on this Dask scheduler ('local': an in-process cluster)",
+    )
     demo.set_defaults(func=_demo)
 
     serve = sub.add_parser("serve", help="serve a data directory with Tiled")
@@ -233,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     ioc = sub.add_parser("ioc", help="serve the simulated TXM over EPICS Channel Access (caproto)")
     ioc_cli.configure_parser(ioc)
     ioc.set_defaults(func=ioc_cli.run)
+
+    from . import service as service_cli
+
+    svc = sub.add_parser("enhancer", help="run the streaming enhancer as a service fed by a 0MQ proxy")
+    service_cli.configure_parser(svc)
+    svc.set_defaults(func=service_cli.run)
     return parser
 
 

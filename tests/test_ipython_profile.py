@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -81,7 +82,13 @@ def test_startup_files_give_a_working_session(tiled_server, tmp_path, monkeypatc
         scan_id = run.metadata["start"]["scan_id"]
 
         # A new session on the same data directory continues the scan ids (RE.md persists).
+        # One PersistentDict per directory at a time (zict): the first session's is written and
+        # finalised before the second opens, as when one IPython session ends before the next.
         ns["tiled_writer"].close()
+        first_md, ns["RE"].md = ns["RE"].md, {}
+        first_md.flush()
+        del first_md
+        gc.collect()
         ns2 = _exec_startup_files()
         sessions.append(ns2)
         (uid2,) = ns2["RE"](ns2["count"]([ns2["txm_cam"]]))

@@ -1,0 +1,286 @@
+"""The enhancer as a service: RunEngine → 0MQ Publisher → bluesky-0MQ-proxy → ``lowdose-tomo enhancer``.
+
+Real parts only: the proxy and the service are subprocesses, the RunEngine, the simulated TXM and
+the raw-run writer run here, the processed runs land in the session's real Tiled server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bluesky.callbacks.zmq import Publisher
+from event_model import compose_run
+from plan_helpers import run_engine
+from tiled.queries import Key
+
+from bluesky_lowdose.callbacks import ThreadedCallback
+from bluesky_lowdose.devices import make_devices
+from bluesky_lowdose.plans import PRIMARY, lowdose_tomo_scan
+from bluesky_lowdose.storage import PROCESSED, make_raw_writer, stream_array
+
+pytestmark = [pytest.mark.tiled, pytest.mark.slow]
+
+SIZE = 32
+SCAN = {"num_angles": 9, "num_darks": 2, "num_flats": 2, "reference_angles": (30.0, 120.0)}
+SERVICE_ARGS = ["--method", "paper", "--epochs", "2"]
+#: Seconds for the service to start (imports), to finish a run, or to close after SIGTERM.
+START_TIMEOUT, RUN_TIMEOUT = 120.0, 300.0
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed"
+    return found
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class _Process:
+    """A subprocess whose output goes to a log file; stopped (then killed) in :meth:`close`."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log
+        self._log = log.open("wb")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        """Poll ``predicate()`` until true; fail with the log if the process ends or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.poll() is not None:
+                pytest.fail(f"{what}: the process ended (rc={self.proc.returncode}):\n{self.log}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what}: not within {timeout} s:\n{self.log}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._log.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[_Process]]:
+    """Processes started by a test; none outlives it."""
+    started: list[_Process] = []
+    yield started
+    for p in reversed(started):
+        p.close()
+
+
+@pytest.fixture
+def proxy(processes, tmp_path: Path) -> tuple[int, int]:
+    """A ``bluesky-0MQ-proxy`` on loopback: (input port for Publishers, output port for subscribers)."""
+    in_port, out_port = _free_ports(2)
+    p = _Process(
+        [_script("bluesky-0MQ-proxy"), "--in-address", f"127.0.0.1:{in_port}",
+         "--out-address", f"127.0.0.1:{out_port}"],
+        tmp_path / "proxy.log",
+    )  # fmt: skip
+    processes.append(p)
+    p.wait_for(lambda: "Use Ctrl+C to exit" in p.log, START_TIMEOUT, "proxy start")
+    return in_port, out_port
+
+
+def _start_service(
+    processes, tmp_path: Path, out_port: int, tiled_server, *extra: str
+) -> tuple[_Process, Path]:
+    ready = tmp_path / "enhancer.ready"
+    args = ["enhancer", "--zmq", f"127.0.0.1:{out_port}", "--tiled-uri", tiled_server.uri,
+            "--data-dir", str(tmp_path / "service-data"), "--ready-file", str(ready)]  # fmt: skip
+    p = _Process(
+        [_script("lowdose-tomo"), *args, *SERVICE_ARGS, *extra],
+        tmp_path / "enhancer.log",
+        env={"TILED_API_KEY": tiled_server.api_key},
+    )  # fmt: skip
+    processes.append(p)
+    p.wait_for(ready.exists, START_TIMEOUT, "service subscribed to the proxy")
+    return p, ready
+
+
+def _wait_until_documents_flow(publisher: Publisher, service: _Process) -> None:
+    """Publish probe runs until the service has seen one: both 0MQ connections are established.
+
+    PUB sockets drop what they send before the peer's subscription has arrived (the slow-joiner
+    problem), on the Publisher → proxy hop as on the proxy → service hop; the service's ready file
+    covers only the second.
+    """
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        bundle = compose_run(metadata={"plan_name": "zmq_probe"})
+        publisher("start", bundle.start_doc)
+        publisher("stop", bundle.compose_stop())
+        seen = f"run {bundle.start_doc['uid']} (zmq_probe): not a low-dose scan"
+        try:
+            service.wait_for(lambda seen=seen: seen in service.log, 0.5, "probe")
+            return
+        except pytest.fail.Exception:
+            if service.proc.poll() is not None or time.monotonic() > deadline:
+                raise
+
+
+def _scan(txm):
+    return lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **SCAN)
+
+
+def _processed_run(tiled_client, raw_uid: str):
+    found = tiled_client[PROCESSED].search(Key("start.original_run_uid") == raw_uid)
+    assert len(found) == 1, list(found)
+    return found[next(iter(found))]
+
+
+def test_service_processes_a_run_published_over_0mq(processes, proxy, tiled_server, tiled_client, tmp_path):
+    in_port, out_port = proxy
+    service, ready = _start_service(processes, tmp_path, out_port, tiled_server, "--stop-after", "1")
+    txm = make_devices(tiled_server.layout.detector, size=SIZE)
+    raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
+    publisher = Publisher(f"127.0.0.1:{in_port}")
+    try:
+        _wait_until_documents_flow(publisher, service)
+        with run_engine() as RE:
+            RE.subscribe(raw_writer)
+            RE.subscribe(publisher)
+            (uid,) = RE(_scan(txm))
+        assert raw_writer.flush(timeout=60)
+        rc = service.proc.wait(timeout=RUN_TIMEOUT)  # --stop-after 1: it ends by itself
+    finally:
+        publisher.close()
+        raw_writer.close()
+    log = service.log
+    assert rc == 0, log
+    assert f"run {uid}: processed run" in log and "1 run(s) processed (stop after 1)" in log, log
+    assert "Traceback" not in log, log
+    assert not ready.exists()  # removed at exit: no stale "ready" for a supervisor
+
+    processed = _processed_run(tiled_client, uid)
+    start, stop = processed.metadata["start"], processed.metadata["stop"]
+    assert start["provenance"]["method"] == "paper"
+    assert stop is not None  # closed
+    status = "complete" if stop["exit_status"] == "success" else "partial"
+    assert f"processed run {start['uid']} {status}" in log, log
+    if status == "partial":  # two epochs may not beat the raw reference pairs: said so, never silently
+        assert stop["exit_status"] == "fail" and stop["reason"].startswith("partial: "), stop
+        assert "projections received" not in stop["reason"] and "closed before" not in stop["reason"], stop
+    enhanced = stream_array(processed, "enhanced", "enhanced_image").read()
+    assert enhanced.shape == (SCAN["num_angles"], SIZE, SIZE)
+    assert np.isfinite(enhanced).all() and enhanced.std() > 0
+
+
+def test_sigterm_mid_run_closes_the_processed_run_as_partial(
+    processes, proxy, tiled_server, tiled_client, tmp_path
+):
+    in_port, out_port = proxy
+    service, _ = _start_service(processes, tmp_path, out_port, tiled_server, "--close-timeout", "240")
+    txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=3)
+    raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
+    publisher = Publisher(f"127.0.0.1:{in_port}")
+    state: dict = {"primary": None, "events": 0, "rc": None}
+
+    def terminate_on_third_primary_event(name: str, doc: dict) -> None:
+        """Runs in the RunEngine's thread, after the Publisher: the scan waits until the service exits."""
+        if name == "descriptor" and doc["name"] == PRIMARY:
+            state["primary"] = doc["uid"]
+        if name == "event" and doc["descriptor"] == state["primary"]:
+            state["events"] += 1
+            if state["events"] == 3:
+                service.proc.send_signal(signal.SIGTERM)
+                try:
+                    state["rc"] = service.proc.wait(timeout=RUN_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    state["rc"] = "timeout"
+
+    try:
+        _wait_until_documents_flow(publisher, service)
+        with run_engine() as RE:
+            RE.subscribe(raw_writer)
+            RE.subscribe(publisher)
+            RE.subscribe(terminate_on_third_primary_event)
+            (uid,) = RE(_scan(txm))
+        assert raw_writer.flush(timeout=60)
+    finally:
+        publisher.close()
+        raw_writer.close()
+    log = service.log
+    assert state["rc"] == 0, log  # exited by itself within the timeout, cleanly
+    assert "stopping: received SIGTERM" in log and "waiting up to 240 s for 1 open run(s)" in log, log
+
+    processed = _processed_run(tiled_client, uid)
+    stop = processed.metadata["stop"]
+    assert stop is not None and stop["exit_status"] == "fail", stop
+    assert stop["reason"].startswith("partial: "), stop
+    assert "the enhancer was closed before the run ended" in stop["reason"], stop
+    assert f"of {SCAN['num_angles']} projections received" in stop["reason"], stop
+    assert f"processed run {processed.metadata['start']['uid']} partial" in log, log
+
+
+def test_profile_publishes_to_the_proxy_instead_of_enhancing_in_process(tiled_server, tmp_path):
+    """``LOWDOSE_ENHANCER_ZMQ``: a Publisher replaces the in-process enhancer; the raw writer stays."""
+    from bluesky_lowdose.beamline import ENV, BeamlineConfig, setup_run_engine
+
+    env = {ENV["enhancer_zmq"]: "127.0.0.1:5577", ENV["tiled_uri"]: tiled_server.uri,
+           "TILED_API_KEY": tiled_server.api_key}  # fmt: skip
+    config = BeamlineConfig.from_env(env, data_dir=tmp_path / "beamline", persistent_md=False)
+    assert config.enhancer_zmq == "127.0.0.1:5577"
+    namespace = setup_run_engine(config)
+    registry = namespace["RE"].dispatcher.cb_registry.callbacks
+    subscribed = {id(p.func): p.func for cbs in registry.values() for p in cbs.values()}.values()
+    publishers = [cb for cb in subscribed if isinstance(cb, Publisher)]
+    try:
+        assert namespace["enhancer"] is None
+        assert [p.address for p in publishers] == ["tcp://127.0.0.1:5577"]
+        assert namespace["tiled_writer"] in subscribed
+    finally:
+        for p in publishers:
+            p.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--zmq", "localhost"], 2, "is not a 0MQ address"),
+        (["--zmq", "no-such-host.invalid:5578"], 2, "cannot resolve the host"),
+        (["--zmq", "127.0.0.1:5578", "--tiled-uri", "http://127.0.0.1:{dead}"], 1, "cannot reach Tiled"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(args, code, message, tmp_path, capsys):
+    from bluesky_lowdose.cli import main
+
+    (dead,) = _free_ports(1)
+    argv = ["enhancer", "--data-dir", str(tmp_path), *(a.format(dead=dead) for a in args)]
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse rejects a malformed --zmq itself
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == code and message in err, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("lowdose-tomo enhancer: error:")

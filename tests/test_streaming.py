@@ -279,6 +279,37 @@ def test_tiled_down_during_the_run_loses_nothing(RE, tmp_path, monkeypatch) -> N
         server.close()
 
 
+def test_tiled_dying_at_the_end_is_never_reported_complete(RE, tmp_path, monkeypatch) -> None:
+    """Tiled dies after the learning, just before the last documents (metrics, stop) are written
+    by the asynchronous writer, and no backup is configured: the run must not be reported
+    complete (it used to be: the failure flag was read before the writer had failed)."""
+    import tiled.client.utils
+
+    from bluesky_lowdose.devices import make_devices
+    from bluesky_lowdose.storage import TiledServer
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 1)
+    server = TiledServer(tmp_path / "data", api_key="k" * 32).start()
+    try:
+        client = server.client()
+        txm = make_devices(server.layout.detector, size=32)
+
+        def tiled_dies(res):  # called after the learning, before the last documents
+            server.close()
+            return {}
+
+        enhancer = ProjectionEnhancer(client, method="none", reconstruct=True, backup_directory=None,
+                                      extra_metrics=tiled_dies, write_timeout=60)  # fmt: skip
+        RE.subscribe(enhancer)
+        (uid,) = RE(_scan(txm, num_angles=9))
+        assert enhancer.wait(timeout=600)
+        res = enhancer.results[uid]
+        assert res.status == "partial", res.reasons
+        assert any("Tiled" in r for r in res.reasons), res.reasons
+    finally:
+        server.close()
+
+
 def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_server, tiled_client) -> None:
     """Enhanced frames are readable in Tiled before the scan ends: half-way through the rotation
     the plan itself waits (at most 120 s) until Tiled serves an enhanced frame, so the test does

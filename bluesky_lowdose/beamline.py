@@ -48,6 +48,8 @@ variable                   meaning (default)
 ``LOWDOSE_ENHANCER_ZMQ``   publish the documents to this ``bluesky-0MQ-proxy`` input
                            (``HOST:PORT``) for ``lowdose-tomo enhancer`` instead of
                            enhancing in this process (unset: in-process enhancer)
+``LOWDOSE_DASK_SCHEDULER`` the in-process enhancer reconstructs as slab tasks on this Dask
+                           scheduler (``tcp://HOST:PORT``; ``local``: an in-process cluster)
 =========================  ==========================================================
 """
 
@@ -88,6 +90,7 @@ ENV: dict[str, str] = {
     "n2i_steps": "LOWDOSE_N2I_STEPS",
     "epics_prefix": "LOWDOSE_EPICS_PREFIX",
     "enhancer_zmq": "LOWDOSE_ENHANCER_ZMQ",
+    "dask_scheduler": "LOWDOSE_DASK_SCHEDULER",
 }
 
 _FALSE = {"0", "false", "no", "off", ""}
@@ -133,6 +136,9 @@ class BeamlineConfig:
         Input address (``HOST:PORT``) of a ``bluesky-0MQ-proxy``: the RunEngine publishes its
         documents there (``bluesky.callbacks.zmq.Publisher``) for ``lowdose-tomo enhancer``
         instead of subscribing the in-process enhancer; the raw-run writer stays in process.
+    dask_scheduler : str or None
+        Dask scheduler of the enhancer's reconstruction slabs (``"local"``: in-process cluster;
+        None: accumulated frame by frame in this process).
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -150,6 +156,7 @@ class BeamlineConfig:
     n2i_steps: int | None = None
     epics_prefix: str | None = None
     enhancer_zmq: str | None = None
+    dask_scheduler: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BeamlineConfig:
@@ -187,6 +194,7 @@ class BeamlineConfig:
             ("n2i_steps", int),
             ("epics_prefix", str),
             ("enhancer_zmq", str),
+            ("dask_scheduler", str),
         ):
             raw = get(field)
             if raw is not None:
@@ -367,8 +375,16 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
     from .callbacks import ProjectionEnhancer
 
     n2i = {} if config.n2i_steps is None else {"steps": config.n2i_steps}
+    mapper = None
+    if config.dask_scheduler:
+        from .engine import DaskEngine
+
+        engine = DaskEngine(None if config.dask_scheduler == "local" else config.dask_scheduler)
+        _at_exit(engine.close)
+        mapper = engine.map
     enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,
-                                  train_kwargs={"epochs": config.epochs}, n2i_options=n2i)  # fmt: skip
+                                  train_kwargs={"epochs": config.epochs}, n2i_options=n2i,
+                                  mapper=mapper)  # fmt: skip
     RE.subscribe(enhancer)
     return enhancer
 

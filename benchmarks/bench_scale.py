@@ -1,0 +1,99 @@
+"""Memory and time of a streamed scan as it grows: simulated TXM -> RunEngine -> enhancer -> Tiled.
+
+Run: ``.venv/bin/python benchmarks/bench_scale.py --size 512 --angles 361 --json``
+(``--method none`` measures correction + reconstruction; ``--dask-scheduler tcp://...`` or
+``local`` sends the reconstruction slabs to Dask). Prints one JSON line: ``frames``, ``height``,
+``width``, ``stack_mb`` (one float32 stack), ``baseline_rss_mb`` (this process after set-up),
+``peak_rss_mb`` (sampled every 20 ms until the processed run is written), ``growth_stacks``
+((peak - baseline) / stack_mb: issue 11's target is <= 0.5 at any size) and timings. The Tiled
+server and Dask workers are other processes and are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--angles", type=int, default=361)
+    parser.add_argument("--method", default="none")
+    parser.add_argument("--dask-scheduler", default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from bluesky import RunEngine
+
+    from bluesky_lowdose.callbacks import ProjectionEnhancer, ThreadedCallback
+    from bluesky_lowdose.devices import make_devices
+    from bluesky_lowdose.plans import lowdose_tomo_scan
+    from bluesky_lowdose.storage import TiledServer, make_raw_writer
+
+    engine = None
+    if args.dask_scheduler:
+        from bluesky_lowdose.engine import DaskEngine
+
+        engine = DaskEngine(None if args.dask_scheduler == "local" else args.dask_scheduler)
+    with TiledServer(tempfile.mkdtemp(prefix="bench-scale-")) as server:
+        client = server.client()
+        txm = make_devices(server.layout.detector, size=args.size)
+        RE = RunEngine({}, call_returns_result=False)
+        writer = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
+        enhancer = ProjectionEnhancer(client, method=args.method, backup_directory=server.layout.backup,
+                                      mapper=None if engine is None else engine.map)  # fmt: skip
+        RE.subscribe(writer)
+        RE.subscribe(enhancer)
+        baseline = _rss_mb()
+        peak = {"mb": baseline}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak["mb"] = max(peak["mb"], _rss_mb())
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        (uid,) = RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage,
+                                      num_angles=args.angles, num_darks=4, num_flats=4,
+                                      reference_angles=(0.0, 60.0, 120.0)))  # fmt: skip
+        scan_s = time.perf_counter() - t0
+        assert enhancer.wait(timeout=3600) and writer.flush(timeout=600)
+        total_s = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+        status = enhancer.results[uid].status
+    stack_mb = args.angles * args.size * args.size * 4 / 2**20
+    row = {
+        "frames": args.angles, "height": args.size, "width": args.size, "method": args.method,
+        "stack_mb": round(stack_mb, 1), "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak["mb"], 1),
+        "growth_stacks": round((peak["mb"] - baseline) / stack_mb, 2), "scan_s": round(scan_s, 1),
+        "total_s": round(total_s, 1), "status": status,
+        "dask": None if engine is None else engine.report(), "machine": machine(),
+    }  # fmt: skip
+    if engine is not None:
+        engine.close()
+    print(json.dumps(row) if args.json else "\n".join(f"{k:16s} {v}" for k, v in row.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

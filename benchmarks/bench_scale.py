@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--angles", type=int, default=361)
     parser.add_argument("--method", default="none")
     parser.add_argument("--dask-scheduler", default=None)
+    parser.add_argument("--keep-frames", action="store_true", help="as the demo (default: as the profile)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -56,7 +57,8 @@ def main() -> int:
         RE = RunEngine({}, call_returns_result=False)
         writer = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
         enhancer = ProjectionEnhancer(client, method=args.method, backup_directory=server.layout.backup,
-                                      mapper=None if engine is None else engine.map)  # fmt: skip
+                                      mapper=None if engine is None else engine.map,
+                                      keep_frames=args.keep_frames)  # fmt: skip
         RE.subscribe(writer)
         RE.subscribe(enhancer)
         baseline = _rss_mb()
@@ -83,6 +85,7 @@ def main() -> int:
     stack_mb = args.angles * args.size * args.size * 4 / 2**20
     row = {
         "frames": args.angles, "height": args.size, "width": args.size, "method": args.method,
+        "keep_frames": args.keep_frames,
         "stack_mb": round(stack_mb, 1), "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak["mb"], 1),
         "growth_stacks": round((peak["mb"] - baseline) / stack_mb, 2), "scan_s": round(scan_s, 1),

@@ -566,6 +566,7 @@ def run_enhancer_service(
         Path(backup_directory).mkdir(parents=True, exist_ok=True)
     enhancer = ProjectionEnhancer(
         client,
+        keep_frames=False,  # the frames are in Tiled and the detector's files; memory stays flat
         method=method,
         train_kwargs={} if epochs is None else {"epochs": epochs},
         n2i_options={} if n2i_steps is None else {"steps": n2i_steps},

@@ -105,6 +105,17 @@ class RunResult:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
+def _join(blocks: list[np.ndarray]) -> np.ndarray:
+    """Concatenate and empty ``blocks`` without holding two copies of the whole stack."""
+    out = np.empty((sum(len(b) for b in blocks), *blocks[0].shape[1:]), dtype=blocks[0].dtype)
+    i = 0
+    while blocks:
+        block = blocks.pop(0)
+        out[i : i + len(block)] = block
+        i += len(block)
+    return out
+
+
 class _Job:
     """Compute-side state of one run (touched by the compute worker only, after creation)."""
 
@@ -263,9 +274,11 @@ class _Job:
         done = time.perf_counter()
         self.result.latencies.extend(done - b[5] for b in batch)
         self.theta.extend(theta.tolist())
-        self.raw_frames.append(stack)
+        if self.parent.keep_frames:
+            self.raw_frames.append(stack)
         if enhanced is not None:
-            self.enhanced_frames.append(enhanced)
+            if self.parent.keep_frames:
+                self.enhanced_frames.append(enhanced)
             for (_, seq, angle, _, uid, _), frame in zip(batch, enhanced, strict=True):
                 self.run.emit("enhanced", {"enhanced_image": frame, "angle": angle, "raw_seq_num": seq,
                                            "raw_event_uid": uid})  # fmt: skip
@@ -288,11 +301,11 @@ class _Job:
         expected = int(self.ld.get("num_angles", n))
         if n < expected:
             self.fail(f"{n} of {expected} projections received")
-        if self.raw_frames:
-            res.theta = np.asarray(self.theta)
-            res.raw = np.concatenate(self.raw_frames)
+        res.theta = np.asarray(self.theta)
+        if self.raw_frames:  # one stack at a time: the blocks are released as they are joined
+            res.raw = _join(self.raw_frames)
         if self.enhanced_frames:
-            res.enhanced = np.concatenate(self.enhanced_frames)
+            res.enhanced = _join(self.enhanced_frames)
         if self.pipeline is not None and n >= max(2, self.pipeline.subsets) and self.parent.reconstruct:
             self.progress["stage"] = (
                 "reconstructing" if self.pipeline.spec.slices is None else "learning slices"
@@ -321,7 +334,7 @@ class _Job:
             self.run.emit_history("training_n2i", slice_model.provenance.get("history") or {})
         for stream, vol in (("recon_raw", out.raw_volume), ("recon_enhanced", out.volume)):
             for z, sl in enumerate(vol):
-                self.run.emit(stream, {"slice": sl.astype(np.float32), "z": z})
+                self.run.emit(stream, {"slice": sl.astype(np.float32, copy=False), "z": z})  # a view
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
@@ -454,6 +467,11 @@ class ProjectionEnhancer:
     extra_metrics : callable, optional
         ``f(RunResult) -> dict[str, float]`` added to the metrics (e.g. against a simulator's
         reference).
+    keep_frames : bool
+        Keep each run's corrected and enhanced frames in memory (``RunResult.raw`` /
+        ``.enhanced``, e.g. for the demo's comparison). False for long services and the profile:
+        the enhanced frames are in Tiled and the raw ones in the detector's files, and memory no
+        longer grows by two stacks per run.
     write_timeout : float
         Seconds to wait for the Tiled writes of a run at its end.
     angle_tolerance : float
@@ -489,6 +507,7 @@ class ProjectionEnhancer:
         progress: bool = False,
         sink: Callable[[str, dict], Any] | None = None,
         extra_metrics: Callable[[RunResult], dict[str, float]] | None = None,
+        keep_frames: bool = True,
         write_timeout: float = 600.0,
         angle_tolerance: float = 0.05,
         seed: int = 0,
@@ -513,6 +532,7 @@ class ProjectionEnhancer:
         self.progress = progress
         self.sink = sink
         self.extra_metrics = extra_metrics
+        self.keep_frames = keep_frames
         self.write_timeout = write_timeout
         self.angle_tolerance = angle_tolerance
         self.seed = seed

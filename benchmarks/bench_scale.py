@@ -50,7 +50,7 @@ def main() -> int:
     if args.dask_scheduler:
         from bluesky_lowdose.engine import DaskEngine
 
-        engine = DaskEngine(None if args.dask_scheduler == "local" else args.dask_scheduler)
+        engine = DaskEngine(args.dask_scheduler)
     with TiledServer(tempfile.mkdtemp(prefix="bench-scale-")) as server:
         client = server.client()
         txm = make_devices(server.layout.detector, size=args.size)

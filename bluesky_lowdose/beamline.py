@@ -379,7 +379,7 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
     if config.dask_scheduler:
         from .engine import DaskEngine
 
-        engine = DaskEngine(None if config.dask_scheduler == "local" else config.dask_scheduler)
+        engine = DaskEngine(config.dask_scheduler)
         _at_exit(engine.close)
         mapper = engine.map
     enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,

@@ -15,37 +15,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+from ._argtypes import count as _count
+from ._argtypes import method as _method
+from ._argtypes import port as _port
 
 __all__ = ["main"]
-
-
-def _count(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _port(text: str) -> int:
-    value = _count(1)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is 1 ... 65535, got {value}")
-    return value
-
-
-def _method(text: str) -> str:
-    from .pipeline import METHODS
-
-    if text != "auto" and text not in METHODS:
-        raise argparse.ArgumentTypeError(f"{text!r}: choose auto or one of {', '.join(METHODS)}")
-    return text
 
 
 def _data_dir_problem(path: str) -> str | None:
@@ -184,14 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=_count(8), default=128, help="phantom/detector size in pixels (default 128)"
     )
     demo.add_argument(
-        "--angles", type=_count(2), default=181, help="number of projections over 180 deg (default 181)"
+        "--angles",
+        type=_count(2),
+        default=181,
+        help="number of projections over 180 deg (default 181)",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of phantom and noise")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("--no-enhance", action="store_true", help="acquire only (no streaming enhancement)")
     demo.add_argument(
-        "--epochs", type=_count(1), default=None, help="training epochs of the projection CNN (default 15)"
+        "--epochs",
+        type=_count(1),
+        default=None,
+        help="training epochs of the projection CNN (default 15)",
     )
     demo.add_argument(
         "--method",
@@ -200,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline method of the streaming enhancer (default auto)",
     )
     demo.add_argument(
-        "--n2i-steps", type=_count(1), default=None, help="Noise2Inverse steps (default 600 in the demo)"
+        "--n2i-steps",
+        type=_count(1),
+        default=None,
+        help="Noise2Inverse steps (default 600 in the demo)",
     )
     demo.add_argument(
         "--no-compare", action="store_true", help="skip the paper's method and the simulated full-dose scan"

@@ -291,7 +291,7 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
         if config.dask_scheduler:
             from .engine import DaskEngine
 
-            engine = DaskEngine(None if config.dask_scheduler == "local" else config.dask_scheduler)
+            engine = DaskEngine(config.dask_scheduler)
             stack.callback(engine.close)
         enhancer = None
         if config.enhance:

@@ -25,7 +25,8 @@ class DaskEngine:
     Parameters
     ----------
     scheduler : str, optional
-        ``tcp://HOST:PORT`` of a running scheduler; None starts an in-process cluster (threads).
+        ``tcp://HOST:PORT`` of a running scheduler; None or ``"local"`` starts an in-process
+        cluster (threads).
     n_workers, threads_per_worker : int
         Of the in-process cluster.
     timeout : float
@@ -47,6 +48,8 @@ class DaskEngine:
     ) -> None:
         from distributed import Client
 
+        if scheduler == "local":
+            scheduler = None
         if scheduler:
             self.client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
         else:

@@ -40,6 +40,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ._argtypes import count, method, positive_float
+
 __all__ = [
     "EnhancerService",
     "RunOutcome",
@@ -580,39 +582,11 @@ def run_enhancer_service(
 
 
 # ---------------------------------------------------------------------- command line
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def _zmq(text: str) -> str:
     try:
         return parse_zmq_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _method(text: str) -> str:
-    from .pipeline import METHODS
-
-    if text != "auto" and text not in METHODS:
-        raise argparse.ArgumentTypeError(f"{text!r}: choose auto or one of {', '.join(METHODS)}")
-    return text
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -641,13 +615,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="data directory: backups of processed runs if Tiled fails; without --tiled-uri also its "
         "API key file (default: ./lowdose-data)",
     )  # fmt: skip
-    parser.add_argument("--method", type=_method, default="auto", help="pipeline method (default auto)")
-    parser.add_argument("--n2i-steps", type=_positive, default=None, help="Noise2Inverse training steps")
+    parser.add_argument("--method", type=method, default="auto", help="pipeline method (default auto)")
+    parser.add_argument("--n2i-steps", type=count(1), default=None, help="Noise2Inverse training steps")
     parser.add_argument(
-        "--epochs", type=_positive, default=15, help="training epochs of the projection CNN (default 15)"
+        "--epochs", type=count(1), default=15, help="training epochs of the projection CNN (default 15)"
     )
     parser.add_argument(
-        "--stop-after", type=_positive, default=None, metavar="N",
+        "--stop-after", type=count(1), default=None, metavar="N",
         help="exit after N runs have been processed (default: run until SIGTERM/Ctrl-C)",
     )  # fmt: skip
     parser.add_argument(
@@ -655,7 +629,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="write this file once subscribed to the proxy (removed at exit)",
     )  # fmt: skip
     parser.add_argument(
-        "--close-timeout", type=_seconds, default=600.0, metavar="S",
+        "--close-timeout", type=positive_float, default=600.0, metavar="S",
         help="seconds to wait for open runs when stopping (default 600)",
     )  # fmt: skip
 

@@ -17,29 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._argtypes import count, positive_float
 from .io import DataExchangeError
 
 __all__ = ["configure_export_parser", "configure_parser", "run", "run_export"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
-    return value
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -91,7 +72,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--tolerance",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_TOLERANCE,
         help=f"angle matching tolerance in degrees (default {DEFAULT_TOLERANCE:g})",
     )
@@ -103,7 +84,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=count(1),
         default=None,
         help=f"maximum training epochs of the projection network (default {TRAINING['epochs']})",
     )
@@ -114,7 +95,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--stride", type=int, default=None, help="step between training patches (default 8)")
     parser.add_argument(
         "--n2i-steps",
-        type=_positive_int,
+        type=count(1),
         default=None,
         help=f"Noise2Inverse training steps (default {N2I_OPTIONS['steps']})",
     )
@@ -189,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         from ..engine import DaskEngine
 
         try:
-            engine = DaskEngine(None if args.dask_scheduler == "local" else args.dask_scheduler)
+            engine = DaskEngine(args.dask_scheduler)
         except OSError as err:
             return _fail("enhance", f"cannot reach the Dask scheduler {args.dask_scheduler}: {err}")
     train_options = {k: v for k in ("patch_size", "stride") if (v := getattr(args, k, None)) is not None}

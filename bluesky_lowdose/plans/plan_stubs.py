@@ -23,7 +23,7 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-from bluesky.protocols import Movable, Preparable, Readable, Status
+from bluesky.protocols import Movable, Preparable, Status
 from bluesky.utils import MsgGenerator, short_uid
 
 __all__ = [
@@ -462,19 +462,11 @@ def take_frames(
     """
     if num <= 0:
         return
-    frame_timeout = None if timeout is None else timeout + (seconds or 0.0)
 
     def one_frame() -> MsgGenerator[None]:
-        if shutter is not None:
-            yield from move(shutter, shutter_value, timeout=timeout)
-        yield from trigger_and_read([detector], name=stream, timeout=frame_timeout)
+        yield from _frame([detector], stream, seconds, shutter, shutter_value, timeout)
 
-    def inner() -> MsgGenerator[None]:
-        if exposure is not None and seconds is not None:
-            yield from exposure.set(seconds, timeout=timeout)
-        yield from bps.repeat(one_frame, num=num)
-
-    yield from staged(inner(), detector)
+    yield from _segment(detector, bps.repeat(one_frame, num=num), exposure, seconds, timeout)
 
 
 def rotation_frames(
@@ -519,21 +511,46 @@ def rotation_frames(
     """
     if len(angles) == 0:
         return
+
+    def frames() -> MsgGenerator[None]:
+        for angle in angles:
+            yield from bps.checkpoint()
+            yield from _frame([detector, rotation], stream, seconds, shutter, shutter_value, timeout,
+                              move_to=(rotation, float(angle)))  # fmt: skip
+
+    yield from _segment(detector, frames(), exposure, seconds, timeout)
+
+
+def _frame(
+    devices: Sequence[Any],
+    stream: str,
+    seconds: float | None,
+    shutter: PauseClosingShutter | None,
+    shutter_value: Any,
+    timeout: float | None,
+    move_to: tuple[Any, float] | None = None,
+) -> MsgGenerator[None]:
+    """(Re)open the shutter, move, then trigger and read: one frame of a segment."""
+    if shutter is not None:
+        yield from move(shutter, shutter_value, timeout=timeout)
+    if move_to is not None:
+        yield from move(*move_to, timeout=timeout)
     frame_timeout = None if timeout is None else timeout + (seconds or 0.0)
+    yield from trigger_and_read(devices, name=stream, timeout=frame_timeout)
+
+
+def _segment(
+    detector: Any,
+    frames: MsgGenerator[Any],
+    exposure: ExposureControl | None,
+    seconds: float | None,
+    timeout: float | None,
+) -> MsgGenerator[None]:
+    """Stage the detector, set the exposure (after staging), take the frames, unstage."""
 
     def inner() -> MsgGenerator[None]:
         if exposure is not None and seconds is not None:
             yield from exposure.set(seconds, timeout=timeout)
-        for angle in angles:
-            yield from bps.checkpoint()
-            if shutter is not None:
-                yield from move(shutter, shutter_value, timeout=timeout)
-            yield from move(rotation, float(angle), timeout=timeout)
-            yield from trigger_and_read([detector, rotation], name=stream, timeout=frame_timeout)
+        yield from frames
 
     yield from staged(inner(), detector)
-
-
-def is_readable(device: Any) -> bool:
-    """True for a ``bluesky.protocols.Readable`` device."""
-    return isinstance(device, Readable)

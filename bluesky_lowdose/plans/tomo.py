@@ -72,6 +72,11 @@ def _check_devices(detector: Any, rotation: Any, shutter: Any, sample_stage: Any
             raise TypeError(f"{role} must be Readable, got {type(dev).__name__}")
 
 
+def _control(detector: Any, exposure: float | None, exposure_signal: Any) -> ExposureControl | None:
+    """How to set ``exposure`` on this detector (None: the exposure is left as it is)."""
+    return exposure_control(detector, exposure_signal) if exposure is not None else None
+
+
 def _check_timeout(timeout: object) -> None:
     if timeout is None:
         return
@@ -121,7 +126,7 @@ def take_darks(
     if num <= 0:
         return
     yield from move(shutter, shutter_close, timeout=timeout)
-    control = exposure_control(detector, exposure_signal) if exposure is not None else None
+    control = _control(detector, exposure, exposure_signal)
     yield from take_frames(detector, num, stream=stream, exposure=control, seconds=exposure, timeout=timeout)
 
 
@@ -177,7 +182,7 @@ def take_flats(
     if num <= 0:
         return
     yield from move(sample_stage, flat_position, timeout=timeout)
-    control = exposure_control(detector, exposure_signal) if exposure is not None else None
+    control = _control(detector, exposure, exposure_signal)
     yield from take_frames(
         detector, num, stream=stream, exposure=control, seconds=exposure,
         shutter=shutter, shutter_value=shutter_open, timeout=timeout,
@@ -228,7 +233,7 @@ def rotation_scan(
     Msg
         Bluesky messages.
     """
-    control = exposure_control(detector, exposure_signal) if exposure is not None else None
+    control = _control(detector, exposure, exposure_signal)
     yield from rotation_frames(
         detector, rotation, angles, stream=stream, exposure=control, seconds=exposure,
         shutter=shutter, shutter_value=shutter_open, timeout=timeout,

@@ -4,9 +4,10 @@ Run on a GPU machine with the ``gpu`` extra (Keras on PyTorch with CUDA)::
 
     KERAS_BACKEND=torch .venv/bin/python benchmarks/bench_gpu.py --json
 
-and, to check it runs at all, on a CPU at small sizes::
+(``benchmarks/gpu_device.sh`` does this on a machine without Keras installed, from wheels carried
+in ``.whl/``) and, to check it runs at all, on a CPU at small sizes::
 
-    .venv/bin/python benchmarks/bench_gpu.py --size 128 --frames 16 --recon-size 64 --n2i-steps 20
+    .venv/bin/python benchmarks/bench_gpu.py --size 128 --frames 16 --recon-size 64 --n2i-steps 20 --epochs 2
 
 Prints a Markdown table (or one JSON line per step with ``--json``) against the targets of issue 11:
 
@@ -19,8 +20,11 @@ Noise2Inverse (the learned slice step)      reported (no target)
 reconstruct 1024^3 (FBP, 1024 angles)       within 2x of tomocupy per voxel (2048^3 < 7 s on an A100)
 ==========================================  =========================================
 
-The reconstruction runs on the package's backends, which are CPU code (numba/algotom; TomoPy when
-installed): there is no GPU reconstruction backend yet, so that row measures the CPU path.
+The reconstruction runs ``--recon-backend`` (default ``"keras"``: the package's FBP written with
+``keras.ops``, on the device of the Keras backend: the GPU with ``KERAS_BACKEND=torch`` on a CUDA
+machine, the CPU with TensorFlow).  The row names the backend and the device it ran on; the other
+backends (``"fbp"``, ``"dfi"``, ...) are CPU code.  The time includes the host-side work of
+:func:`~bluesky_lowdose.recon.reconstruct` (slice chunks copied to and from the device, the mask).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
+
+from bluesky_lowdose.recon.backends import BACKENDS
 
 #: Published reference (tomocupy, A100): 2048^3 in < 7 s.
 TOMOCUPY_S_PER_VOXEL = 7.0 / 2048**3
@@ -62,6 +68,30 @@ def _accelerator() -> str:
         return f"{backend}: {exc!r}"
 
 
+def _recon_setup(backend: str, n: int) -> tuple[str, int | None]:
+    """Where ``backend`` computes, and the slices per chunk to pass to ``reconstruct``.
+
+    The ``"keras"`` backend on a GPU gets 64 slices per chunk (long contiguous rows to gather)
+    and an 8 GiB budget per chunk of angles (at most a quarter of the free device memory);
+    elsewhere ``reconstruct``'s own chunking (about 256 MiB) is kept.
+    """
+    if backend != "keras":
+        return "CPU", None
+    from bluesky_lowdose.recon import keras_fbp
+
+    device = keras_fbp.describe_device()
+    if "cpu" in device.lower():
+        return device, None
+    budget = 8 * 2**30
+    if device.startswith("torch"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        budget = min(budget, free // 4)
+    keras_fbp.MEMORY_BYTES = int(budget)
+    return device, min(n, 64)
+
+
 def _pairs(size: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic pairs: projections of the phantom as transmission, and a 10 %-noise copy."""
     from bluesky_lowdose.physics import make_phantom
@@ -81,6 +111,13 @@ def main() -> int:
     parser.add_argument("--recon-size", type=int, default=1024, help="edge of the reconstructed volume")
     parser.add_argument("--n2i-steps", type=int, default=2400)
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument(
+        "--recon-backend",
+        default="keras",
+        choices=BACKENDS,
+        help='reconstruction backend of the reconstruction row (default "keras": keras.ops on the '
+        "Keras backend's device)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -120,13 +157,22 @@ def main() -> int:
     theta = np.linspace(0.0, 180.0, n, endpoint=False)
     # the cost depends on the sizes only: a 256^3 phantom's projections tiled to n angles x n^2
     li = np.resize(make_phantom(m, seed=1).project_many(theta[:m]).astype(np.float32), (n, n, n))
+    device, chunk_slices = _recon_setup(args.recon_backend, n)
+    how = {"chunk_slices": chunk_slices}
+    if args.recon_backend == "keras":
+        from bluesky_lowdose.recon import keras_fbp
+
+        how.update(contraction=keras_fbp.resolve_contraction(), memory_bytes=keras_fbp.MEMORY_BYTES)
+    info: dict = {}
+    reconstruct(li[:, : min(n, 4)], theta, backend=args.recon_backend)  # compile / warm up
     t = time.perf_counter()
-    volume = reconstruct(li, theta, backend="fbp")
+    volume = reconstruct(li, theta, backend=args.recon_backend, chunk_slices=chunk_slices, info=info)
     recon_s = time.perf_counter() - t
     per_voxel = recon_s / volume.size
-    record(f"reconstruct {n}^3 (FBP, {li.shape[0]} angles, CPU backend)", recon_s,
+    record(f"reconstruct {n}^3 (FBP, {li.shape[0]} angles, {info['backend']} backend on {device})", recon_s,
            "<= 2x tomocupy per voxel (>= 512^3)", per_voxel <= 2 * TOMOCUPY_S_PER_VOXEL if n >= 512 else None,
-           s_per_voxel=per_voxel, tomocupy_s_per_voxel=TOMOCUPY_S_PER_VOXEL)  # fmt: skip
+           s_per_voxel=per_voxel, tomocupy_s_per_voxel=TOMOCUPY_S_PER_VOXEL, backend=info["backend"],
+           device=device, **how)  # fmt: skip
 
     parts = [volume[: min(n, 64)], volume[: min(n, 64)] + np.float32(0.01)]
     t = time.perf_counter()

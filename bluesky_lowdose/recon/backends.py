@@ -12,6 +12,11 @@ rotation centre in detector pixels, and returns ``(n_slices, width, width)`` flo
 ``"fbp"``
     The pip default: windowed-ramp filtering (:mod:`.filters`) and a numba back-projector
     that is parallel over image rows (deterministic).
+``"keras"``
+    The same filtering and back-projection as ``"fbp"`` written with ``keras.ops``
+    (:mod:`.keras_fbp`), so it runs on the active Keras backend's device: the GPU with
+    ``KERAS_BACKEND=torch`` (or ``jax``) on a CUDA machine, the CPU with TensorFlow.  It is
+    never chosen by default; ask for it by name.
 ``"dfi"``
     algotom's direct Fourier inversion (gridrec-like).  It needs equally spaced angles
     over [0, 180] degrees inclusive and refuses other angle sets.
@@ -35,9 +40,9 @@ __all__ = ["BACKENDS", "available_backends", "resolve_backend"]
 logger = logging.getLogger(__name__)
 
 #: All backend names, in order of preference.
-BACKENDS = ("tomopy", "fbp", "dfi", "skimage")
+BACKENDS = ("tomopy", "fbp", "keras", "dfi", "skimage")
 
-_MODULES = {"tomopy": "tomopy", "fbp": "numba", "dfi": "algotom", "skimage": "skimage"}
+_MODULES = {"tomopy": "tomopy", "fbp": "numba", "keras": "keras", "dfi": "algotom", "skimage": "skimage"}
 
 
 def _importable(module: str) -> bool:
@@ -136,6 +141,15 @@ def _fbp(sino: np.ndarray, theta: np.ndarray, center: float, filter_name: str, n
         rec = backproject(filtered, theta, center, sino.shape[-1])
     finally:
         numba.set_num_threads(previous)
+    rec *= angle_weight(theta)
+    return rec
+
+
+def _keras(sino: np.ndarray, theta: np.ndarray, center: float, filter_name: str, ncore: int) -> np.ndarray:
+    # ncore is not used: the device (and its threads) are the Keras backend's
+    from .keras_fbp import fbp
+
+    rec = fbp(sino, theta, center, filter_name)
     rec *= angle_weight(theta)
     return rec
 
@@ -330,6 +344,7 @@ def _calibrated(rec: np.ndarray, backend: str) -> np.ndarray:
 IMPLEMENTATIONS: dict[str, Callable[[np.ndarray, np.ndarray, float, str, int], np.ndarray]] = {
     "tomopy": _tomopy,
     "fbp": _fbp,
+    "keras": _keras,
     "dfi": _dfi,
     "skimage": _skimage,
 }

@@ -2,7 +2,10 @@
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py --size 512 --angles 361 --json``
 (``--method none`` measures correction + reconstruction; ``--dask-scheduler tcp://...`` or
-``local`` sends the reconstruction slabs to Dask). Prints one JSON line: ``frames``, ``height``,
+``local`` sends the reconstruction slabs to Dask). By default the enhancer runs as the profile and
+the 0MQ service run it: line integrals and volumes in the data directory's ``work`` folder, read
+back slab by slab (``--in-memory``: the previous path, everything in this process).
+Prints one JSON line: ``frames``, ``height``,
 ``width``, ``stack_mb`` (one float32 stack), ``baseline_rss_mb`` (this process after set-up),
 ``peak_rss_mb`` (sampled every 20 ms until the processed run is written), ``growth_stacks``
 ((peak - baseline) / stack_mb: issue 11's target is <= 0.5 at any size) and timings. The Tiled
@@ -36,6 +39,8 @@ def main() -> int:
     parser.add_argument("--method", default="none")
     parser.add_argument("--dask-scheduler", default=None)
     parser.add_argument("--keep-frames", action="store_true", help="as the demo (default: as the profile)")
+    parser.add_argument("--in-memory", action="store_true", help="no work directory (the old path)")
+    parser.add_argument("--n2i-steps", type=int, default=None, help="Noise2Inverse steps (method n2i)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -58,7 +63,10 @@ def main() -> int:
         writer = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
         enhancer = ProjectionEnhancer(client, method=args.method, backup_directory=server.layout.backup,
                                       mapper=None if engine is None else engine.map,
-                                      keep_frames=args.keep_frames)  # fmt: skip
+                                      keep_frames=args.keep_frames,
+                                      work_directory=None if args.in_memory else server.layout.work,
+                                      n2i_options={} if args.n2i_steps is None else {"steps": args.n2i_steps},
+                                      )  # fmt: skip
         RE.subscribe(writer)
         RE.subscribe(enhancer)
         baseline = _rss_mb()
@@ -85,7 +93,7 @@ def main() -> int:
     stack_mb = args.angles * args.size * args.size * 4 / 2**20
     row = {
         "frames": args.angles, "height": args.size, "width": args.size, "method": args.method,
-        "keep_frames": args.keep_frames,
+        "keep_frames": args.keep_frames, "work_directory": not args.in_memory,
         "stack_mb": round(stack_mb, 1), "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak["mb"], 1),
         "growth_stacks": round((peak["mb"] - baseline) / stack_mb, 2), "scan_s": round(scan_s, 1),

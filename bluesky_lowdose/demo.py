@@ -304,6 +304,7 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 progress=config.progress,
                 extra_metrics=against_simulator,
                 mapper=None if engine is None else engine.map,
+                work_directory=layout.work,
             )
             RE.subscribe(enhancer)
         for callback in callbacks:

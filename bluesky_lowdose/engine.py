@@ -3,15 +3,16 @@
 :class:`DaskEngine` connects to a Dask scheduler (``tcp://HOST:PORT``: ``dask scheduler`` and
 ``dask worker`` on other machines, or dask-jobqueue on a facility's batch system) or starts an
 in-process cluster, and offers ``map(function, tasks)`` — the ``mapper`` the pipeline's
-reconstruction slabs take (:func:`bluesky_lowdose.recon.slabs.reconstruct_slabs`). Results come
-back in task order; a worker that dies mid-run has its tasks rescheduled by the scheduler, and
-what cannot complete raises (never a silent hole).
+reconstruction slabs take (:func:`bluesky_lowdose.recon.slabs.reconstruct_volumes`). Results are
+streamed back in task order with a bounded window of tasks in flight; a worker that dies mid-run
+has its tasks rescheduled by the scheduler, and what cannot complete raises (never a silent hole).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["DaskEngine"]
@@ -61,8 +62,14 @@ class DaskEngine:
         #: Tasks submitted through :meth:`map`.
         self.tasks = 0
 
-    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
-        """Run ``function`` on every task on the cluster; results in task order.
+    def map(
+        self, function: Callable[[Any], Any], tasks: Sequence[Any], *, window: int | None = None
+    ) -> Iterator[Any]:
+        """Run ``function`` on every task on the cluster; yield the results in task order.
+
+        At most ``window`` tasks are in flight and each result is released on the cluster once
+        yielded, so neither this process nor the workers hold more than a window of results
+        (a volume's slabs stream through; they never gather in memory).
 
         Parameters
         ----------
@@ -70,22 +77,39 @@ class DaskEngine:
             A module-level function (it is pickled to the workers).
         tasks : sequence
             One argument per task.
+        window : int, optional
+            Tasks in flight (default: twice the cluster's threads, at least 2).
 
-        Returns
-        -------
-        list
-            The results.
+        Yields
+        ------
+        object
+            The results, in task order.
         """
         import dask
 
-        tasks = list(tasks)
-        # The task data (sinogram slabs) travel inside the tasks, so the scheduler can rerun a
-        # task whose worker died (data scattered to that worker would die with it). The cost
-        # is one copy of the slabs on the scheduler while they run.
-        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
-            futures = self.client.map(function, tasks, pure=False)
-        self.tasks += len(futures)
-        return self.client.gather(futures)
+        if window is None:
+            window = max(2, 2 * sum(self.client.nthreads().values()))
+        pending = iter(list(tasks))
+        in_flight: deque[Any] = deque()
+
+        def submit_next() -> None:
+            for task in pending:
+                # The task data (sinogram slabs, or a file reference the worker reads) travel
+                # inside the task, so the scheduler can rerun a task whose worker died (data
+                # scattered to that worker would die with it).
+                with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+                    in_flight.append(self.client.submit(function, task, pure=False))
+                self.tasks += 1
+                return
+
+        for _ in range(window):
+            submit_next()
+        while in_flight:
+            future = in_flight.popleft()
+            result = future.result()
+            future.release()
+            submit_next()
+            yield result
 
     def report(self) -> dict[str, Any]:
         """``scheduler`` address, ``workers`` now connected, ``tasks`` run, ``in_process``."""

@@ -509,6 +509,7 @@ def run_enhancer_service(
     tiled_uri: str | None,
     api_key: str | None = None,
     backup_directory: str | Path | None = None,
+    work_directory: str | Path | None = None,
     method: str = "auto",
     n2i_steps: int | None = None,
     epochs: int | None = None,
@@ -529,6 +530,9 @@ def run_enhancer_service(
         Tiled API key.
     backup_directory : str or Path, optional
         Where processed runs go as JSON lines if Tiled fails.
+    work_directory : str or Path, optional
+        Line integrals and volumes of the run being reconstructed (bounded memory); None keeps
+        them in memory.
     method : str
         Pipeline method (``"auto"``, ``"paper"``, ``"n2i"``, ...).
     n2i_steps : int, optional
@@ -573,6 +577,7 @@ def run_enhancer_service(
         train_kwargs={} if epochs is None else {"epochs": epochs},
         n2i_options={} if n2i_steps is None else {"steps": n2i_steps},
         backup_directory=backup_directory,
+        work_directory=work_directory,  # line integrals and volumes on disk: memory stays bounded
     )
     service = EnhancerService(address, enhancer, stop_after=stop_after, ready_file=ready_file,
                               close_timeout=close_timeout)  # fmt: skip
@@ -681,6 +686,7 @@ def run(args: argparse.Namespace, *, on_report: Callable[[ServiceReport], Any] |
             tiled_uri=tiled_uri,
             api_key=_api_key(args),
             backup_directory=data_dir / "backup",
+            work_directory=data_dir / "work",
             method=args.method,
             n2i_steps=args.n2i_steps,
             epochs=args.epochs,

@@ -19,6 +19,7 @@ from bluesky_lowdose.physics import make_phantom
 from bluesky_lowdose.pipeline import ScanPipeline, enhance_scan
 from bluesky_lowdose.recon import reconstruct
 from bluesky_lowdose.recon.slabs import reconstruct_slabs
+from bluesky_lowdose.recon.stored import StoredArray
 
 DASK = str(Path(sys.executable).with_name("dask"))
 
@@ -119,7 +120,7 @@ def _engine(cluster: _Cluster, n_workers: int):
     return engine
 
 
-def test_same_scan_on_a_separate_scheduler_and_workers_gives_identical_arrays(cluster) -> None:
+def test_same_scan_on_a_separate_scheduler_and_workers_gives_identical_arrays(cluster, tmp_path) -> None:
     li, theta = _line_integrals(32, 61, seed=2)
     transmission = np.exp(-li)
     local = enhance_scan(transmission, theta, method="none")
@@ -127,11 +128,18 @@ def test_same_scan_on_a_separate_scheduler_and_workers_gives_identical_arrays(cl
     try:
         remote = enhance_scan(transmission, theta, method="none", mapper=engine.map)
         report = engine.report()
+        # bounded memory: the line integrals go to a file; the workers read their slabs from it
+        on_disk = enhance_scan(transmission, theta, method="none", mapper=engine.map, workdir=tmp_path / "w")
+        tasks_on_disk = engine.report()["tasks"] - report["tasks"]
     finally:
         engine.close()
     np.testing.assert_array_equal(remote.volume, local.volume)
     np.testing.assert_array_equal(remote.raw_volume, local.raw_volume)
     assert report["workers"] == 2 and report["tasks"] == 2 and report["scheduler"] == cluster.address
+    assert isinstance(on_disk.volume, StoredArray) and Path(on_disk.volume.path).parent == tmp_path / "w"
+    np.testing.assert_array_equal(np.asarray(on_disk.volume), local.volume)
+    assert tasks_on_disk == 2
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["full.h5"]  # line integrals deleted
 
 
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(cluster) -> None:

@@ -69,8 +69,11 @@ class RunResult:
     raw, enhanced : numpy.ndarray
         Flat/dark-corrected transmission of the primary frames and the projection step's output
         (None for methods without one).
-    recon_raw, recon_enhanced : numpy.ndarray
-        Reconstructions without and with enhancement (``[z, y, x]``), or None.
+    recon_raw, recon_enhanced : numpy.ndarray or StoredArray
+        Reconstructions without and with enhancement (``[z, y, x]``), or None; with a
+        ``work_directory``, :class:`~bluesky_lowdose.recon.stored.StoredArray` files there
+        (``numpy.asarray`` reads them) until :meth:`ProjectionEnhancer.forget`, or None once
+        they are in Tiled when frames are not kept.
     metrics, timings : dict
         Scalars recorded in the ``metrics`` stream.
     history, n2i_history : list of dict
@@ -93,8 +96,8 @@ class RunResult:
     theta: np.ndarray | None = None
     raw: np.ndarray | None = None
     enhanced: np.ndarray | None = None
-    recon_raw: np.ndarray | None = None
-    recon_enhanced: np.ndarray | None = None
+    recon_raw: Any = None
+    recon_enhanced: Any = None
     metrics: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -139,6 +142,9 @@ class _Job:
         self.enhanced_frames: list[np.ndarray] = []
         self.finished = False
         self._bar: Any = None
+        #: Line integrals and volumes of this run on disk (bounded memory), or None.
+        wd = parent.work_directory
+        self.workdir: Path | None = None if wd is None else Path(wd) / self.result.raw_uid
 
     def fail(self, reason: str) -> None:
         if reason not in self.result.reasons:
@@ -197,11 +203,11 @@ class _Job:
                 read_noise=0.0 if photon is None else photon.read_noise,
                 projection_model=p.model, projection_training=p.train_kwargs, n2i_options=p.n2i_options,
                 backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress,
-                on_epoch=on_epoch, mapper=p.mapper,
+                on_epoch=on_epoch, mapper=p.mapper, workdir=self.workdir,
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
-            self.pipeline = ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper)
+            self.pipeline = self._plain_pipeline(shape)
         pairs = self.setup.get("pairs") if self.setup else None
         if self.pipeline.spec.projection is not None and pairs is not None:
             self.progress["stage"] = "training"
@@ -211,7 +217,7 @@ class _Job:
                 self.pipeline.fit(pairs["short"], pairs["long"], reference_angles=pairs["angles"])
             except Exception as exc:
                 self.fail(f"training failed: {exc}; reconstructing without enhancement")
-                self.pipeline = ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper)
+                self.pipeline = self._plain_pipeline(shape)
             self.result.timings["training_s"] = time.perf_counter() - t
         model = self.pipeline.models.get("projection")
         if model is not None and hasattr(model, "to_bytes"):
@@ -222,6 +228,13 @@ class _Job:
             hist = hist if hist is not None else (model.provenance.get("history") or {})
             self.run.emit_history("training", hist)
         self.progress["stage"] = "enhancing"
+
+    def _plain_pipeline(self, shape: tuple[int, int]) -> Any:
+        """The fallback: reconstruction without enhancement."""
+        from ..pipeline import ScanPipeline
+
+        p = self.parent
+        return ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper, workdir=self.workdir)
 
     def _open(self, method: str, setup: dict[str, Any]) -> None:
         from ..pipeline import METHODS
@@ -318,6 +331,8 @@ class _Job:
                 self._publish(out)
         elif self.pipeline is not None and n and self.parent.reconstruct:
             self.fail(f"{n} projection(s) are too few to reconstruct")
+        if self.pipeline is not None:
+            self.pipeline.discard()  # line integrals not reconstructed (reconstructed ones are gone)
         res.timings["after_last_frame_s"] = time.perf_counter() - t_last
         self._metrics()
         self._close()
@@ -333,10 +348,30 @@ class _Job:
             self.run.emit_model("model_n2i", "model_keras", slice_model)
             self.run.emit_history("training_n2i", slice_model.provenance.get("history") or {})
         for stream, vol in (("recon_raw", out.raw_volume), ("recon_enhanced", out.volume)):
-            for z, sl in enumerate(vol):
+            for z, sl in enumerate(vol):  # on-disk volumes are read slab by slab
                 self.run.emit(stream, {"slice": sl.astype(np.float32, copy=False), "z": z})  # a view
+                self._throttle()
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
+
+    def _throttle(self, most: int = 64) -> None:
+        """Wait while the Tiled writer holds more than ``most`` documents (slices of a volume read
+        from disk would otherwise pile up in its queue), at most ``write_timeout`` in all."""
+        writer, p = self.parent._writer, self.parent
+        if writer is None or writer.pending <= most:
+            return
+        deadline = time.monotonic() + p.write_timeout
+        while writer.pending > most // 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def remove_files(self) -> None:
+        """Delete the run's files in the work directory (its results are in Tiled)."""
+        if self.pipeline is not None:
+            self.pipeline.discard()
+        if self.workdir is not None and self.workdir.exists():
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _metrics(self) -> None:
         """Scalars anyone can check without a ground truth: the reference pairs."""
@@ -383,6 +418,9 @@ class _Job:
         data["reasons"] = "; ".join(res.reasons)
         self.run.emit("metrics", data)
         self.run.close(res.status, res.reasons)
+        if not p.keep_frames and self.workdir is not None:
+            res.recon_raw = res.recon_enhanced = None
+            self.remove_files()
         if p._writer is not None:
             # the writer is asynchronous: only after it has drained is "complete" true
             if not p._writer.flush(timeout=p.write_timeout):
@@ -400,6 +438,8 @@ class _Job:
 
     def crashed(self, exc: BaseException) -> None:
         self.fail(f"processing failed: {exc!r}")
+        if self.pipeline is not None:
+            self.pipeline.discard()
         logger.error("lowdose enhancer crashed:\n%s", traceback.format_exc())
         try:
             if self.run is None or not self.run.closed:
@@ -445,7 +485,8 @@ class ProjectionEnhancer:
     reconstruct : bool
         Reconstruct (and run the slice step) at the end of each run.
     recon_backend : str, optional
-        Reconstruction backend (default: the package's FBP, accumulated frame by frame).
+        Reconstruction backend (default: the package's FBP, accumulated frame by frame, or slab by
+        slab at the end with a ``mapper`` or a ``work_directory``).
     mapper : callable, optional
         Runs the reconstruction as slab tasks at the end of each run, e.g.
         :meth:`bluesky_lowdose.engine.DaskEngine.map` (see :class:`~bluesky_lowdose.pipeline.ScanPipeline`).
@@ -467,6 +508,13 @@ class ProjectionEnhancer:
     extra_metrics : callable, optional
         ``f(RunResult) -> dict[str, float]`` added to the metrics (e.g. against a simulator's
         reference).
+    work_directory : str or Path, optional
+        Bounded memory for beamline-size scans: each run's line integrals and volumes go to HDF5
+        files in ``work_directory/<raw uid>/`` as frames arrive and are reconstructed slab by slab
+        (see :class:`~bluesky_lowdose.pipeline.ScanPipeline` ``workdir``); the files go once the
+        processed run is written (with ``keep_frames``, at :meth:`forget`). None (default) keeps
+        the run in memory. The profile, the 0MQ service and the demo use the data directory's
+        ``work`` folder.
     keep_frames : bool
         Keep each run's corrected and enhanced frames in memory (``RunResult.raw`` /
         ``.enhanced``, e.g. for the demo's comparison). False for long services and the profile:
@@ -508,6 +556,7 @@ class ProjectionEnhancer:
         sink: Callable[[str, dict], Any] | None = None,
         extra_metrics: Callable[[RunResult], dict[str, float]] | None = None,
         keep_frames: bool = True,
+        work_directory: str | Path | None = None,
         write_timeout: float = 600.0,
         angle_tolerance: float = 0.05,
         seed: int = 0,
@@ -533,6 +582,7 @@ class ProjectionEnhancer:
         self.sink = sink
         self.extra_metrics = extra_metrics
         self.keep_frames = keep_frames
+        self.work_directory = None if work_directory is None else Path(work_directory)
         self.write_timeout = write_timeout
         self.angle_tolerance = angle_tolerance
         self.seed = seed
@@ -767,7 +817,9 @@ class ProjectionEnhancer:
         if not res.done.is_set():
             self.results[raw_uid] = res
             raise RuntimeError(f"run {raw_uid} is still being processed")
-        self._jobs.pop(raw_uid, None)
+        job = self._jobs.pop(raw_uid, None)
+        if job is not None:
+            job.remove_files()
         self._readers.pop(raw_uid, None)
         res.raw = res.enhanced = res.recon_raw = res.recon_enhanced = res.pairs = None
         return res

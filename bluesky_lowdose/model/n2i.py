@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -36,6 +37,13 @@ __all__ = ["N2I_DEFAULTS", "denoise_splits", "train_noise2inverse"]
 
 #: Pixels (times channels) per network call when denoising slices.
 _PIXELS_PER_CALL = 1 << 22
+
+#: Most bytes of the subsets' reconstructions read for training: larger volumes are sampled at
+#: evenly spaced slices (with their neighbours), so memory does not grow with the scan.
+TRAINING_BYTES = 256 * 2**20
+
+#: Slices denoised (and written) at a time.
+DENOISE_SLAB = 16
 
 #: Default hyper-parameters of :func:`train_noise2inverse` (measured on 128^3 and 256^3 scans).
 N2I_DEFAULTS: dict[str, Any] = {
@@ -65,7 +73,7 @@ class _SplitCrops(keras.utils.PyDataset):
         steps: int,
         seed: int,
         weights: np.ndarray,
-        context: int,
+        near: np.ndarray,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         self.splits = splits
@@ -75,22 +83,23 @@ class _SplitCrops(keras.utils.PyDataset):
         self.steps = steps
         self.rng = np.random.default_rng(seed)
         self.weights = weights
-        self.context = context
+        self.near = near  # (n_centres, 2 context + 1): indices into splits' slices
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        k, z, h, w = self.splits.shape
-        c, ctx = self.crop, self.context
-        x = np.empty((self.batch_size, c, c, 2 * ctx + 1), np.float32)
+        k, _, h, w = self.splits.shape
+        c, span = self.crop, self.near.shape[1]
+        x = np.empty((self.batch_size, c, c, span), np.float32)
         y = np.empty((self.batch_size, c, c, 1), np.float32)
-        zs = self.rng.choice(z, self.batch_size, p=self.weights)
-        for i, zi in enumerate(zs):
+        picks = self.rng.choice(len(self.near), self.batch_size, p=self.weights)
+        for i, pick in enumerate(picks):
             dst = int(self.rng.integers(k))
             r0 = int(self.rng.integers(0, h - c + 1))
             c0 = int(self.rng.integers(0, w - c + 1))
-            near = np.clip(np.arange(zi - ctx, zi + ctx + 1), 0, z - 1)
+            near = self.near[pick]
+            zi = near[span // 2]
             # input: the mean of every subset but the target (the N2I "X:1" strategy; K = 2: the other)
             others = [j for j in range(k) if j != dst]
             block = self.splits[others][:, near, r0 : r0 + c, c0 : c0 + c].mean(axis=0)
@@ -130,6 +139,37 @@ def _check_splits(splits: Any) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("the subsets' reconstructions contain NaN or infinite values")
     return arr
+
+
+def _shape(a: Any) -> tuple[int, ...]:
+    """Shape without reading an on-disk array."""
+    shape = getattr(a, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(a)
+
+
+def _training_splits(splits: Any, context: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """The subsets' slices to train on, read within ``budget`` bytes, and each centre slice's
+    neighbourhood (indices into them).
+
+    Volumes within the budget are read whole (every slice a centre); larger ones (e.g.
+    :class:`~bluesky_lowdose.recon.stored.StoredArray` volumes of a beamline scan) at evenly
+    spaced centre slices with their ``context`` neighbours on each side.
+    """
+    shapes = [_shape(s) for s in splits]
+    span = 2 * context + 1
+    if len(shapes) >= 2 and len(set(shapes)) == 1 and len(shapes[0]) == 3:
+        z, h, w = shapes[0]
+        per_slice = len(shapes) * h * w * 4
+        if z * per_slice > budget:
+            n = max(1, budget // (per_slice * span))
+            centres = np.unique(np.linspace(0, z - 1, n + 2)[1:-1].round().astype(int))
+            near_z = np.clip(centres[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)
+            needed = np.unique(near_z)
+            arr = _check_splits([np.asarray(s[needed.tolist()]) for s in splits])
+            return arr, np.searchsorted(needed, near_z)
+    arr = _check_splits(splits)
+    z = arr.shape[1]
+    return arr, np.clip(np.arange(z)[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)
 
 
 def train_noise2inverse(
@@ -190,27 +230,29 @@ def train_noise2inverse(
         The loss became NaN or infinite.
     """
     started = time.perf_counter()
-    arr = _check_splits(splits)
     steps = check_positive_int(steps, "steps")
     batch_size = check_positive_int(batch_size, "batch_size")
     base_filters = check_positive_int(base_filters, "base_filters")
     seed = check_positive_int(seed, "seed", minimum=0)
     crop = check_positive_int(crop, "crop", minimum=DOWNSAMPLING)
     context = check_positive_int(context, "context", minimum=0)
+    arr, near = _training_splits(splits, context, TRAINING_BYTES)
     if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     if not 0 < final_learning_rate_fraction <= 1:
         raise ValueError(
             f"final_learning_rate_fraction must lie in (0, 1], got {final_learning_rate_fraction}"
         )
-    k, z, h, w = arr.shape
+    k, _, h, w = arr.shape
+    z_all = _shape(splits[0])[0] if len(_shape(splits[0])) == 3 else 1
     side = min(h, w) // DOWNSAMPLING * DOWNSAMPLING
     if side < DOWNSAMPLING:
         raise ValueError(f"slices of {h}x{w} are smaller than {DOWNSAMPLING} pixels")
     crop = min(crop // DOWNSAMPLING * DOWNSAMPLING, side)
     norm = Normalization.fit(arr)
     # slices with structure are drawn more often than empty ones (air above/below the object)
-    spread = arr.mean(axis=0).reshape(z, -1).std(axis=1).astype(np.float64)
+    centres = near[:, context]
+    spread = arr.mean(axis=0)[centres].reshape(len(centres), -1).std(axis=1).astype(np.float64)
     weights = spread + 0.05 * (spread.max() if spread.max() > 0 else 1.0)
     weights /= weights.sum()
 
@@ -222,7 +264,7 @@ def train_noise2inverse(
     network.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss="mse")
     block = min(100, steps)
     epochs = math.ceil(steps / block)
-    data = _SplitCrops(arr, norm, crop, batch_size, block, seed + 1, weights, context)
+    data = _SplitCrops(arr, norm, crop, batch_size, block, seed + 1, weights, near)
     guard = _Guard()
     callbacks: list[keras.callbacks.Callback] = [guard, _StepProgress(epochs * block, progress)]
     if on_epoch is not None:
@@ -254,7 +296,11 @@ def train_noise2inverse(
             "output_activation": "linear",
         },
         "n_parameters": int(trained.count_params()),
-        "training_data": {"n_subsets": int(k), "volume_shape": [int(z), int(h), int(w)]},
+        "training_data": {
+            "n_subsets": int(k),
+            "volume_shape": [int(z_all), int(h), int(w)],
+            "training_slices": len(centres),
+        },
         "normalization": norm.to_dict(),
         "history": hist,
         "epochs_run": len(hist.get("loss", [])),
@@ -264,55 +310,98 @@ def train_noise2inverse(
 
 
 def denoise_splits(
-    denoiser: Enhancer, splits: Sequence[np.ndarray] | np.ndarray, *, tta: bool = True, progress: bool = False
-) -> np.ndarray:
+    denoiser: Enhancer,
+    splits: Sequence[Any] | np.ndarray,
+    *,
+    tta: bool = True,
+    progress: bool = False,
+    mask: bool = False,
+    out: str | Path | None = None,
+) -> Any:
     """Apply a Noise2Inverse denoiser: the mean of its predictions from each subset's input.
+
+    The volume is processed :data:`DENOISE_SLAB` slices at a time (each slab read with its
+    neighbouring slices), so on-disk subsets (:class:`~bluesky_lowdose.recon.stored.StoredArray`)
+    are denoised in bounded memory.
 
     Parameters
     ----------
     denoiser : Enhancer
         From :func:`train_noise2inverse`.
-    splits : sequence of numpy.ndarray
-        The ``K`` subsets' reconstructions it was trained on (or of a new scan split the same way).
+    splits : sequence of array_like
+        The ``K`` subsets' reconstructions it was trained on (or of a new scan split the same way):
+        arrays or on-disk arrays.
     tta : bool
         Also average the predictions for the 8 flips/rotations of each slice (the network was
         trained on all of them; the mean of their predictions is less noisy).
     progress : bool
         Show a progress bar.
+    mask : bool
+        Zero everything outside the inscribed circle (as the reconstruction does).
+    out : str or Path, optional
+        Write the volume to this HDF5 file (dataset ``volume``) slab by slab and return a
+        :class:`~bluesky_lowdose.recon.stored.StoredArray`; None returns an array.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or StoredArray
         The denoised volume ``(Z, Y, X)`` float32.
     """
-    arr = _check_splits(splits)
-    k = arr.shape[0]
-    ops = range(8) if tta and arr.shape[-1] == arr.shape[-2] else range(1)
-    out = np.zeros(arr.shape[1:], np.float64)
-    for j in tqdm(range(k), desc="denoise subsets", disable=not progress, leave=False):
-        inp = np.delete(arr, j, axis=0).mean(axis=0)  # K = 2: the other subset
-        for op in ops:
-            out += _predict_volume(denoiser, inp, op)
-    return (out / (k * len(ops))).astype(np.float32)
+    from ..recon.core import zero_outside_circle
+    from ..recon.stored import StackWriter
+
+    shapes = {_shape(s) for s in splits}
+    if len(shapes) != 1:
+        raise ValueError(f"the subsets' reconstructions must share one shape, got {sorted(shapes)}")
+    shape = next(iter(shapes))
+    if len(shape) == 2:  # single slices
+        return denoise_splits(denoiser, [np.asarray(s)[None] for s in splits], tta=tta, mask=mask)[0]
+    if len(shape) != 3:
+        raise ValueError(f"give K reconstructions of shape (Z, Y, X) (or (Y, X)), got {shape}")
+    z, h, w = shape
+    k = len(splits)
+    ctx = denoiser.in_channels // 2
+    ops = range(8) if tta and h == w else range(1)
+    writer = None if out is None else StackWriter(out, "volume", (h, w), length=z, chunk_rows=h)
+    result = None if writer is not None else np.empty(shape, np.float32)
+    for a in tqdm(range(0, z, DENOISE_SLAB), desc="denoise slices", disable=not progress, leave=False):
+        b = min(a + DENOISE_SLAB, z)
+        lo, hi = max(0, a - ctx), min(z, b + ctx)
+        arr = _check_splits([np.asarray(s[lo:hi]) for s in splits])
+        acc = np.zeros((b - a, h, w), np.float64)
+        for j in range(k):
+            inp = np.delete(arr, j, axis=0).mean(axis=0)  # K = 2: the other subset
+            for op in ops:
+                acc += _predict_volume(denoiser, inp, op, rows=range(a - lo, b - lo))
+        slab = (acc / (k * len(ops))).astype(np.float32)
+        if mask:
+            zero_outside_circle(slab)
+        if writer is not None:
+            writer.write(a, slab)
+        else:
+            result[a:b] = slab
+    return writer.close() if writer is not None else result
 
 
-def _predict_volume(denoiser: Enhancer, volume: np.ndarray, op: int) -> np.ndarray:
-    """The network's prediction for every slice of ``volume`` (with its neighbours), under one
-    flip/rotation ``op`` of the slices (undone on the output)."""
+def _predict_volume(denoiser: Enhancer, volume: np.ndarray, op: int, rows: range | None = None) -> np.ndarray:
+    """The network's prediction for slices ``rows`` of ``volume`` (default: all; each with its
+    neighbours, clipped at the volume's ends), under one flip/rotation ``op`` of the slices
+    (undone on the output)."""
     net, norm = denoiser.network, denoiser.normalization
     channels = denoiser.in_channels
     ctx = channels // 2
     z, h, w = volume.shape
-    rows, cols = -(-h // DOWNSAMPLING) * DOWNSAMPLING, -(-w // DOWNSAMPLING) * DOWNSAMPLING
-    near = np.clip(np.arange(z)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, z - 1)
-    per_call = max(1, _PIXELS_PER_CALL // (rows * cols * channels))
-    out = np.empty(volume.shape, np.float32)
-    for s0 in range(0, z, per_call):
+    rows = range(z) if rows is None else rows
+    rr_, cc_ = -(-h // DOWNSAMPLING) * DOWNSAMPLING, -(-w // DOWNSAMPLING) * DOWNSAMPLING
+    near = np.clip(np.asarray(rows)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, z - 1)
+    per_call = max(1, _PIXELS_PER_CALL // (rr_ * cc_ * channels))
+    out = np.empty((len(rows), h, w), np.float32)
+    for s0 in range(0, len(rows), per_call):
         x = np.moveaxis(norm.forward(volume[near[s0 : s0 + per_call]]), 1, -1)  # (b, h, w, channels)
         codes = np.full(len(x), op)
         x = dihedral(x.astype(np.float32), codes)
         hh, ww = x.shape[1:3]
-        rr, cc = (rows, cols) if (hh, ww) == (h, w) else (cols, rows)
+        rr, cc = (rr_, cc_) if (hh, ww) == (h, w) else (cc_, rr_)
         x = np.pad(
             x, ((0, 0), (0, rr - hh), (0, cc - ww), (0, 0)), mode="reflect" if min(hh, ww) > 1 else "edge"
         )

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,9 +150,11 @@ class ScanResult:
 
     Attributes
     ----------
-    volume : numpy.ndarray
-        ``[z, y, x]`` reconstruction of the enhanced scan (geometry of :func:`recon.reconstruct`).
-    raw_volume : numpy.ndarray
+    volume : numpy.ndarray or StoredArray
+        ``[z, y, x]`` reconstruction of the enhanced scan (geometry of :func:`recon.reconstruct`);
+        a :class:`~bluesky_lowdose.recon.stored.StoredArray` on disk when the pipeline has a
+        ``workdir`` (``numpy.asarray`` reads it).
+    raw_volume : numpy.ndarray or StoredArray
         The same reconstruction without enhancement (plain ``-log``, no bias correction).
     projections : numpy.ndarray or None
         Enhanced projections (input units) when the method has a projection step and they were
@@ -168,8 +171,8 @@ class ScanResult:
         Seconds per stage.
     """
 
-    volume: np.ndarray
-    raw_volume: np.ndarray
+    volume: Any
+    raw_volume: Any
     projections: np.ndarray | None
     method: str
     provenance: dict[str, Any]
@@ -235,6 +238,13 @@ class ScanPipeline:
         ``mapper(function, tasks)``, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`: the
         reconstruction then runs at the end as slab tasks on a cluster instead of accumulating
         frame by frame in this process (same volume, bit for bit).
+    workdir : str or Path, optional
+        Bounded memory: line integrals go to HDF5 stacks in this directory as frames arrive, the
+        reconstruction reads them back slab by slab (on the ``mapper``'s workers, which must see
+        the directory) and writes the volumes there; Noise2Inverse trains on a bounded sample of
+        slices and denoises slab by slab. The result's volumes are then
+        :class:`~bluesky_lowdose.recon.stored.StoredArray` handles on ``workdir/*.h5`` and the
+        line-integral stacks are deleted once reconstructed. None keeps everything in memory.
     """
 
     def __init__(
@@ -257,6 +267,7 @@ class ScanPipeline:
         progress: bool = False,
         on_epoch: Callable[[str, int, dict[str, float]], Any] | None = None,
         mapper: Callable[..., Any] | None = None,
+        workdir: str | Path | None = None,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -291,6 +302,8 @@ class ScanPipeline:
         self.center = center
         self.backend = None if backend in (None, "fbp") else backend
         self.mapper = mapper
+        self.workdir = None if workdir is None else Path(workdir)
+        self._stacks: dict[str, Any] = {}  # name -> StackWriter of line integrals (with workdir)
         self.keep_projections = keep_projections and self.spec.projection is not None
         self.seed = int(seed)
         self.progress = progress
@@ -308,7 +321,7 @@ class ScanPipeline:
         self._acc: Any = None
         self._raw_acc: Any = None
         self._separate_raw = self.spec.projection is not None or self.debias
-        if self.backend is None and mapper is None:
+        if self.backend is None and mapper is None and workdir is None:
             from ..recon.subsets import SubsetBackprojector
 
             self._acc = SubsetBackprojector(*self.shape, subsets=self.subsets, center=center)
@@ -463,6 +476,10 @@ class ScanPipeline:
             self._acc.add(index, theta, li)
             if self._raw_acc is not None:
                 self._raw_acc.add(index, theta, raw_li)
+        elif self.workdir is not None:
+            self._stack("li").append(li)
+            if self._separate_raw:
+                self._stack("raw").append(raw_li)
         else:
             self._line_integrals.append(li)
             if self._separate_raw:
@@ -472,6 +489,21 @@ class ScanPipeline:
             self.timings.get("backprojection_s", 0.0) + time.perf_counter() - t1
         )
         return enhanced
+
+    def _stack(self, name: str) -> Any:
+        """The on-disk stack ``name`` of line integrals (created at the first frame)."""
+        if name not in self._stacks:
+            from ..recon.stored import StackWriter
+
+            assert self.workdir is not None
+            self._stacks[name] = StackWriter(self.workdir / f"line_integrals_{name}.h5", "li", self.shape)
+        return self._stacks[name]
+
+    def discard(self) -> None:
+        """Delete the on-disk line-integral stacks of a scan that will not be finished."""
+        for stack in self._stacks.values():
+            stack.discard()
+        self._stacks.clear()
 
     @property
     def n_frames(self) -> int:
@@ -492,27 +524,32 @@ class ScanPipeline:
             full = self._acc.volume()
             raw = self._raw_acc.volume() if self._raw_acc is not None else full
             return parts, full, raw
-        from ..recon.slabs import reconstruct_slabs
+        from ..recon.slabs import reconstruct_volumes
         from ..recon.subsets import subset_index
 
         theta = np.asarray(self._theta)
-        li = np.concatenate(self._line_integrals)
-        # slabs of slices, run by the mapper (in order here, or as tasks on a cluster): the same
-        # volume as one reconstruct() call, and for "fbp" the same as the frame-by-frame sums
-        kw = {"backend": self.backend or "fbp", "center": self.center, "mapper": self.mapper,
-              "progress": self.progress}  # fmt: skip
-        parts = (
-            [reconstruct_slabs(li[i], theta[i], **kw) for i in subset_index(len(theta), self.subsets)]
-            if self.subsets > 1
-            else []
-        )
-        full = reconstruct_slabs(li, theta, **kw)
-        raw = (
-            reconstruct_slabs(np.concatenate(self._raw_line_integrals), theta, **kw)
-            if self._separate_raw
-            else full
-        )
-        return parts, full, raw
+        sources: dict[str, Any]
+        if self.workdir is not None:
+            sources = {name: stack.close() for name, stack in self._stacks.items()}
+        else:
+            sources = {"li": np.concatenate(self._line_integrals)}
+            if self._separate_raw:
+                sources["raw"] = np.concatenate(self._raw_line_integrals)
+        wanted: list[tuple[str, str, Any]] = [("full", "li", None)]
+        if self._separate_raw:
+            wanted.append(("raw", "raw", None))
+        if self.subsets > 1:
+            subsets = subset_index(len(theta), self.subsets)
+            wanted += [(f"subset{k}", "li", idx) for k, idx in enumerate(subsets)]
+        # slabs of slices, run by the mapper (in order here, or as tasks on a cluster), each slab
+        # of every stack read once: the same volumes as reconstruct() calls, and for "fbp" the same
+        # as the frame-by-frame sums
+        vols = reconstruct_volumes(sources, theta, wanted, mapper=self.mapper, progress=self.progress,
+                                   out_dir=self.workdir, backend=self.backend or "fbp",
+                                   center=self.center)  # fmt: skip
+        self.discard()  # the line integrals are reconstructed: their stacks go
+        parts = [vols[f"subset{k}"] for k in range(self.subsets)] if self.subsets > 1 else []
+        return parts, vols["full"], vols.get("raw", vols["full"])
 
     def finish(self) -> ScanResult:
         """Reconstruct, run the slice step and return the result.
@@ -547,17 +584,21 @@ class ScanPipeline:
                 parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
             )
             self.models["slices"] = denoiser
-            volume = denoise_splits(denoiser, parts, progress=self.progress)
+            out = None if self.workdir is None else self.workdir / "enhanced.h5"
+            volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out)
             slice_record = {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
                             "model": denoiser.provenance}  # fmt: skip
         elif self.spec.slices == "bm3d":
             from .slices import bm3d_slices
 
-            volume, slice_record = bm3d_slices(parts, full, progress=self.progress)
-        if self.spec.slices is not None:
+            # whole volumes in memory: BM3D's tuning compares the subsets (not bounded by slabs)
+            volume, slice_record = bm3d_slices([np.asarray(p) for p in parts], np.asarray(full),
+                                               progress=self.progress)  # fmt: skip
+        if self.spec.slices == "bm3d":
             from ..recon.core import zero_outside_circle
 
             zero_outside_circle(volume)
+        if self.spec.slices is not None:
             self.timings["slice_step_s"] = time.perf_counter() - t1
         projections = np.concatenate(self._frames) if self._frames else None
         backend = resolve_backend(self.backend) if self.backend else "fbp"
@@ -668,6 +709,7 @@ def enhance_scan(
     progress: bool = False,
     seed: int = 0,
     mapper: Callable[..., Any] | None = None,
+    workdir: str | Path | None = None,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -716,6 +758,9 @@ def enhance_scan(
         see :class:`ScanPipeline`.
     seed : int
         Seeds every learned step.
+    workdir : str or Path, optional
+        Line integrals and volumes go to HDF5 files there (bounded memory; the volumes come back
+        as :class:`~bluesky_lowdose.recon.stored.StoredArray`); see :class:`ScanPipeline`.
 
     Returns
     -------
@@ -749,7 +794,7 @@ def enhance_scan(
                         projection_model=projection_model, projection_training=projection_training,
                         n2i_options=n2i_options, center=center, backend=backend,
                         keep_projections=keep_projections, seed=seed, progress=progress,
-                        mapper=mapper)  # fmt: skip
+                        mapper=mapper, workdir=workdir)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

@@ -58,7 +58,7 @@ class DataDirectory:
         if not d.root.exists():
             d.root.mkdir(parents=True, mode=0o700)
             os.chmod(d.root, 0o700)  # mkdir's mode is filtered by the umask
-        for p in (d.root, d.tiled, d.writable, d.detector, d.backup, d.results):
+        for p in (d.root, d.tiled, d.writable, d.detector, d.backup, d.results, d.work):
             p.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -91,6 +91,12 @@ class DataDirectory:
     def backup(self) -> Path:
         """JSON-lines backups of runs that could not be written to Tiled."""
         return self.root / "backup"
+
+    @property
+    def work(self) -> Path:
+        """The enhancer's files while a scan is reconstructed: line integrals, volumes (bounded
+        memory); each run's folder goes once its processed run is written."""
+        return self.root / "work"
 
     @property
     def results(self) -> Path:

@@ -1,0 +1,135 @@
+"""Bounded memory: line integrals and volumes on disk, read back slab by slab, give the arrays the
+in-memory pipeline gives; nothing of a run stays behind once it is in Tiled."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plan_helpers import run_engine
+
+from bluesky_lowdose.physics import make_phantom
+from bluesky_lowdose.pipeline import enhance_scan
+from bluesky_lowdose.recon.stored import StackWriter, StoredArray
+
+N2I_FAST = {"steps": 40, "crop": 16, "batch_size": 4}
+
+
+def _scan(size: int = 32, n: int = 61, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    theta = np.linspace(0.0, 180.0, n, endpoint=False)
+    li = make_phantom(size, seed=seed).project_many(theta) * (2.0 / size)
+    counts = np.random.default_rng(seed).poisson(400.0 * np.exp(-li)).astype(np.float32)
+    return np.clip(counts / 400.0, 1e-3, None), theta
+
+
+def test_stacks_on_disk_round_trip_and_refuse_wrong_shapes(tmp_path: Path) -> None:
+    frames = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    writer = StackWriter(tmp_path / "a" / "s.h5", "li", (6, 7), chunk_rows=4)
+    writer.append(frames[:2])
+    writer.append(frames[2])
+    writer.append(frames[3:])
+    with pytest.raises(ValueError, match=r"\(6, 8\) do not match"):
+        writer.append(np.zeros((1, 6, 8), np.float32))
+    stored = writer.close()
+    assert stored.shape == (5, 6, 7) and stored.nbytes == frames.nbytes
+    np.testing.assert_array_equal(np.asarray(stored), frames)
+    np.testing.assert_array_equal(np.asarray(stored.rows(2, 5)), frames[:, 2:5])
+    np.testing.assert_array_equal(np.stack(list(stored)), frames)
+    again = pickle.loads(pickle.dumps(stored))  # what a Dask worker receives: a path and a name
+    np.testing.assert_array_equal(again[1:3, 0], frames[1:3, 0])
+    with pytest.raises(FileNotFoundError):
+        StoredArray(tmp_path / "missing.h5", "li")
+
+
+@pytest.mark.parametrize("method", ["none", "n2i"])
+def test_pipeline_on_disk_gives_the_in_memory_volumes(tmp_path: Path, method: str) -> None:
+    """Same slab reconstruction (``mapper=map``) in memory and from files: the same volumes,
+    and for Noise2Inverse the same training data and slab-wise denoising."""
+    transmission, theta = _scan()
+    kw = {"method": method, "n2i_options": N2I_FAST, "mapper": map}
+    memory = enhance_scan(transmission, theta, **kw)
+    disk = enhance_scan(transmission, theta, workdir=tmp_path / "w", **kw)
+    assert isinstance(disk.volume, StoredArray) and isinstance(disk.raw_volume, StoredArray)
+    np.testing.assert_array_equal(np.asarray(disk.raw_volume), memory.raw_volume)
+    scale = float(np.abs(memory.volume).max())
+    np.testing.assert_allclose(np.asarray(disk.volume), memory.volume, rtol=0, atol=1e-5 * scale)
+    names = sorted(p.name for p in (tmp_path / "w").iterdir())
+    expected = ["full.h5"]
+    if method == "n2i":
+        expected = ["enhanced.h5", "full.h5", "subset0.h5", "subset1.h5"]
+    assert names == expected  # the line-integral stacks are gone once reconstructed
+    # and the frame-by-frame accumulation (no mapper, no files) agrees to float32 rounding
+    accumulated = enhance_scan(transmission, theta, method="none")
+    np.testing.assert_allclose(np.asarray(disk.raw_volume), accumulated.raw_volume, rtol=0, atol=1e-5 * scale)
+
+
+def test_noise2inverse_trains_on_a_bounded_sample_of_slices(tmp_path: Path) -> None:
+    from bluesky_lowdose.model.n2i import _training_splits
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.normal(size=(40, 16, 16)).astype(np.float32) for _ in range(2)]
+    stored = []
+    for k, v in enumerate(volumes):
+        w = StackWriter(tmp_path / f"s{k}.h5", "volume", (16, 16), length=40, chunk_rows=16)
+        w.write(0, v)
+        stored.append(w.close())
+    per_slice = 2 * 16 * 16 * 4
+    arr, near = _training_splits(stored, context=1, budget=5 * 3 * per_slice)  # 5 centres
+    assert near.shape == (5, 3) and arr.shape[1] <= 15
+    centres = np.linspace(0, 39, 7)[1:-1].round().astype(int)
+    for (lo, mid, hi), z in zip(near, centres, strict=True):
+        for k in range(2):
+            np.testing.assert_array_equal(arr[k, mid], volumes[k][z])
+            np.testing.assert_array_equal(arr[k, lo], volumes[k][z - 1])
+            np.testing.assert_array_equal(arr[k, hi], volumes[k][z + 1])
+    whole, near_all = _training_splits(stored, context=1, budget=10**9)  # within budget: everything
+    assert whole.shape == (2, 40, 16, 16) and near_all[0].tolist() == [0, 0, 1]
+
+
+def test_dask_map_streams_results_with_a_bounded_window() -> None:
+    from bluesky_lowdose.engine import DaskEngine
+
+    with DaskEngine("local", threads_per_worker=1) as engine:
+        results = engine.map(abs, [-3, -1, -4, -1, -5], window=2)
+        assert engine.tasks == 0  # nothing submitted before the first result is asked for
+        assert next(results) == 3
+        assert engine.tasks == 3  # the window (2) and the one submitted as the first came back
+        assert list(results) == [1, 4, 1, 5]
+        assert engine.tasks == 5
+
+
+@pytest.mark.tiled
+def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
+    tiled_server, tiled_client, tmp_path: Path
+) -> None:
+    """Two enhancers on one scan: in memory, and through files in a work directory (as the
+    profile and the service run). Tiled gets the same volumes; the work directory ends empty."""
+    from bluesky_lowdose.callbacks import ProjectionEnhancer
+    from bluesky_lowdose.devices import make_devices
+    from bluesky_lowdose.plans import lowdose_tomo_scan
+    from bluesky_lowdose.storage import PROCESSED, stream_array
+
+    txm = make_devices(tiled_server.layout.detector, size=32, seed=2)
+    memory = ProjectionEnhancer(None, method="none")
+    work = tmp_path / "work"
+    disk = ProjectionEnhancer(tiled_client, method="none", work_directory=work, keep_frames=False,
+                              backup_directory=tiled_server.layout.backup)  # fmt: skip
+    with run_engine() as RE:
+        RE.subscribe(memory)
+        RE.subscribe(disk)
+        plan = lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage,
+                                 num_angles=31, num_darks=2, num_flats=2, reference_angles=(0,))  # fmt: skip
+        (uid,) = RE(plan)
+        assert memory.wait(timeout=120) and disk.wait(timeout=120)
+    res = disk.results[uid]
+    assert res.status == "complete", res.reasons
+    assert res.recon_enhanced is None and res.recon_raw is None  # in Tiled, not in memory
+    run = tiled_client[PROCESSED][res.processed_uid]
+    volume = stream_array(run, "recon_enhanced", "slice").read()
+    np.testing.assert_allclose(volume, memory.results[uid].recon_enhanced, rtol=0,
+                               atol=1e-5 * float(np.abs(volume).max()))  # fmt: skip
+    assert list(work.iterdir()) == []
+    disk.close()
+    memory.close()

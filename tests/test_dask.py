@@ -177,3 +177,28 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(cluster) -> Non
     assert "at" in killed, "no worker was busy long enough to be killed"
     assert workers_after == 1  # the other one finished the job
     np.testing.assert_array_equal(volume, expected)
+
+
+def test_learned_steps_run_on_the_workers_and_give_the_local_volume(cluster, tmp_path) -> None:
+    """Method "hybrid": the projection network on each block of frames and the Noise2Inverse
+    denoiser on each slab run on the worker processes (the models travel as bytes); the
+    subsets' volumes are on disk and the workers read their slabs. Same volume as in process."""
+    li, theta = _line_integrals(32, 61, seed=4)
+    transmission = np.exp(-li).astype(np.float32)
+    refs = [0, 30]
+    long_refs = np.exp(-make_phantom(32, seed=4).project_many(theta[refs])).astype(np.float32)  # noise-free
+    kw = {"long_refs": long_refs, "reference_angles": theta[refs], "method": "hybrid",
+          "projection_training": {"epochs": 2, "max_patches": 256},
+          "n2i_options": {"steps": 30, "crop": 16}}  # fmt: skip
+    local = enhance_scan(transmission, theta, mapper=map, **kw)
+    engine = _engine(cluster, 2)
+    try:
+        remote = enhance_scan(transmission, theta, mapper=engine.map, workdir=tmp_path / "w", **kw)
+        report = engine.report()
+    finally:
+        engine.close()
+    # 8 blocks of frames, 2 reconstruction slabs (full, raw, 2 subsets each), 2 denoising slabs
+    assert report["tasks"] == 8 + 2 + 2
+    scale = float(np.abs(local.volume).max())
+    np.testing.assert_allclose(np.asarray(remote.volume), local.volume, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_array_equal(np.asarray(remote.raw_volume), local.raw_volume)

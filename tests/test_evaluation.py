@@ -220,3 +220,24 @@ def test_scored_rows_slab_and_overrides():
     picked = EvaluationConfig(methods=("auto", AUTO_WITH_PAIRS, "none")).method_list()
     assert picked == [AUTO_WITH_PAIRS, "none"]
     assert np.isclose(EvaluationConfig().noise_levels[0], 0.05)
+
+
+@pytest.mark.slow
+def test_dask_scheduler_runs_the_same_evaluation(cli_run, tmp_path):
+    """``--dask-scheduler local``: every method's reconstruction slabs and learned inference run
+    as Dask tasks; the scores are those of the in-process run (the plain method to float32
+    rounding; the learned one trains on volumes that differ by that rounding)."""
+    _, stdout, _ = cli_run
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        args = ["--methods", "none", "hybrid", "--json", "--no-progress", "--out", str(tmp_path)]
+        status = main([*TINY, *args, "--dask-scheduler", "local"])
+    assert status == 0
+    here = json.loads(stdout.strip().splitlines()[-1])["levels"]["0.3"]
+    there = json.loads(buf.getvalue().strip().splitlines()[-1])["levels"]["0.3"]
+    assert abs(there["none"]["psnr"] - here["none"]["psnr"]) < 1e-3
+    assert abs(there["hybrid"]["psnr"] - here["hybrid"]["psnr"]) < 0.3
+    assert abs(there["hybrid"]["ssim"] - here["hybrid"]["ssim"]) < 0.02
+    full = json.loads((tmp_path / "evaluation-gaussian-32.json").read_text())
+    # per method: slab tasks (2 slabs of 20 rows), hybrid also 4 projection blocks and 2 denoising slabs
+    assert full["dask"]["tasks"] >= 2 + 2 + 4 + 2 and full["config"]["dask_scheduler"] == "local"

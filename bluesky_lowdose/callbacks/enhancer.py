@@ -45,6 +45,10 @@ __all__ = ["PROCESSED_STREAMS", "ProjectionEnhancer", "RunResult"]
 
 logger = logging.getLogger(__name__)
 
+#: Bytes of reconstructed slices queued for Tiled at most (the volume is read from disk faster
+#: than Tiled takes it).
+PUBLISH_QUEUE_BYTES = 32 * 2**20
+
 
 @dataclass
 class RunResult:
@@ -348,13 +352,14 @@ class _Job:
             self.run.emit_model("model_n2i", "model_keras", slice_model)
             self.run.emit_history("training_n2i", slice_model.provenance.get("history") or {})
         for stream, vol in (("recon_raw", out.raw_volume), ("recon_enhanced", out.volume)):
+            most = max(4, PUBLISH_QUEUE_BYTES // max(1, 4 * int(np.prod(vol.shape[1:]))))
             for z, sl in enumerate(vol):  # on-disk volumes are read slab by slab
                 self.run.emit(stream, {"slice": sl.astype(np.float32, copy=False), "z": z})  # a view
-                self._throttle()
+                self._throttle(most)
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
-    def _throttle(self, most: int = 64) -> None:
+    def _throttle(self, most: int) -> None:
         """Wait while the Tiled writer holds more than ``most`` documents (slices of a volume read
         from disk would otherwise pile up in its queue), at most ``write_timeout`` in all."""
         writer, p = self.parent._writer, self.parent

@@ -119,6 +119,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of phantom, noise and training")
     parser.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="run every method's reconstruction slabs and learned inference as tasks on this Dask "
+        "scheduler ('local': an in-process cluster)",
+    )
+    parser.add_argument(
         "--out", default=None, metavar="DIR", help="write Markdown, JSON and PNG figures here"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
@@ -164,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         margin=args.margin,
         seed=args.seed,
         progress=progress,
+        dask_scheduler=args.dask_scheduler,
     )
     try:
         cfg.validate()
@@ -172,7 +180,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lowdose-tomo evaluate: error: {exc}", file=sys.stderr)
         return 2
-    result = run_evaluation(cfg)
+    try:
+        result = run_evaluation(cfg)
+    except OSError as exc:
+        if not args.dask_scheduler:
+            raise
+        print(f"lowdose-tomo evaluate: error: cannot reach the Dask scheduler {args.dask_scheduler}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     result["machine"] = machine_info()
     command = "lowdose-tomo evaluate " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "evaluate")
     result["command"] = command

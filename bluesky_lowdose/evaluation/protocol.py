@@ -130,6 +130,9 @@ class EvaluationConfig:
         Seeds the phantom, the noise and every learned step.
     progress : bool
         Show tqdm progress bars and a line per level.
+    dask_scheduler : str, optional
+        ``tcp://HOST:PORT`` (or ``"local"``): every method's reconstruction slabs and learned
+        inference steps run as tasks on that Dask cluster (:class:`bluesky_lowdose.engine.DaskEngine`).
     """
 
     mode: str = "gaussian"
@@ -149,6 +152,7 @@ class EvaluationConfig:
     seed: int = 0
     progress: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    dask_scheduler: str | None = None
 
     def validate(self) -> None:
         """Raise ValueError for inconsistent parameters (nothing heavy is imported)."""
@@ -334,6 +338,7 @@ def _run_methods(
     seed: int,
     open_beam_counts: np.ndarray | None = None,
     read_noise: float = 0.0,
+    mapper: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run every method through :func:`enhance_scan`; return the level's entry and middle slices."""
     from bluesky_lowdose.pipeline import METHODS, enhance_scan
@@ -358,6 +363,7 @@ def _run_methods(
             keep_projections=False,
             progress=cfg.progress,
             seed=seed,
+            mapper=mapper,
         )
         entry["seconds"][method] = round(time.perf_counter() - t0, 2)
         entry["scores"][method], entry["separation"][method] = scorer(result.volume)
@@ -402,7 +408,7 @@ def _reference_indices(theta: np.ndarray, angles: Sequence[float]) -> np.ndarray
     return np.array(sorted({int(np.argmin(np.abs(theta - a))) for a in angles}), dtype=np.int64)
 
 
-def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> None:
+def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:
     from tqdm.auto import tqdm
 
     from bluesky_lowdose.physics import make_phantom
@@ -419,7 +425,7 @@ def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> N
     ref_idx = _reference_indices(theta, cfg.train_angles)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
-    r_o = _plain(p_clean[:, slab], theta, input="line_integrals")
+    r_o = _plain(p_clean[:, slab], theta, input="line_integrals", mapper=mapper)
     clock.add("reference", t0)
     scorer = _Scorer(r_o, scored, labels)
     long_refs = p_clean[ref_idx][:, slab]
@@ -437,7 +443,7 @@ def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> N
         clock.add("simulate", t0)
         t0 = time.perf_counter()
         entry, slices = _run_methods(cfg, proj, theta, long_refs, theta[ref_idx], scorer,
-                                     input="line_integrals", seed=cfg.seed + tag)  # fmt: skip
+                                     input="line_integrals", seed=cfg.seed + tag, mapper=mapper)  # fmt: skip
         clock.add("methods", t0)
         entry = {"level": float(level), **entry}
         paper = PAPER_SSIM.get(round(float(level), 2))
@@ -466,7 +472,7 @@ def _equivalent_dose(score: float, ladder: dict[float, float]) -> dict[str, Any]
     return {"dose": float(np.exp(np.interp(score, vals, np.log(dose)))), "bound": None}
 
 
-def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> None:
+def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:
     from tqdm.auto import tqdm
 
     from bluesky_lowdose.physics import TXMPhysics, make_phantom
@@ -514,9 +520,9 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> No
     full = scan(1.0)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
-    r_o = _plain(physics.mu * p_clean[:, slab], theta, input="line_integrals")
+    r_o = _plain(physics.mu * p_clean[:, slab], theta, input="line_integrals", mapper=mapper)
     scorer = _Scorer(r_o, scored, labels)
-    plain_kw = {"input": "transmission"}
+    plain_kw = {"input": "transmission", "mapper": mapper}
     r_full = _plain(full["transmission"], theta, open_beam_counts=full["open_beam_counts"],
                     read_noise=full["read_noise"], **plain_kw)  # fmt: skip
     full_scores, full_sep = scorer(r_full)
@@ -538,7 +544,7 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock) -> No
         entry, slices = _run_methods(cfg, low["transmission"], theta, long_refs, theta[ref_idx], scorer,
                                      input="transmission", seed=cfg.seed + tag,
                                      open_beam_counts=low["open_beam_counts"],
-                                     read_noise=low["read_noise"])  # fmt: skip
+                                     read_noise=low["read_noise"], mapper=mapper)  # fmt: skip
         clock.add("methods", t0)
         if "none" in entry["scores"]:
             ladder[float(ratio)] = entry["scores"]["none"]
@@ -649,10 +655,21 @@ def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
         "reconstruction": {"backend": "fbp", "filter": "parzen", "pipeline": "bluesky_lowdose.pipeline"},
         "scoring": "pipeline.score_volume inside metrics.object_mask(R_o), scored slices only",
     }
-    if cfg.mode == "gaussian":
-        _gaussian(cfg, result, clock)
-    else:
-        _poisson(cfg, result, clock)
+    engine = None
+    if cfg.dask_scheduler:
+        from bluesky_lowdose.engine import DaskEngine
+
+        engine = DaskEngine(cfg.dask_scheduler)
+    try:
+        mapper = None if engine is None else engine.map
+        if cfg.mode == "gaussian":
+            _gaussian(cfg, result, clock, mapper)
+        else:
+            _poisson(cfg, result, clock, mapper)
+        result["dask"] = None if engine is None else engine.report()
+    finally:
+        if engine is not None:
+            engine.close()
     result["software"] = software_versions("fbp")
     result["source_sha256"] = {"start": digest, "end": source_digest()}
     if digest != result["source_sha256"]["end"]:

@@ -33,7 +33,7 @@ from .normalization import Normalization
 from .patches import dihedral
 from .training import _EpochHook, _Guard, finish_enhancer
 
-__all__ = ["N2I_DEFAULTS", "denoise_splits", "train_noise2inverse"]
+__all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2inverse"]
 
 #: Pixels (times channels) per network call when denoising slices.
 _PIXELS_PER_CALL = 1 << 22
@@ -317,12 +317,13 @@ def denoise_splits(
     progress: bool = False,
     mask: bool = False,
     out: str | Path | None = None,
+    mapper: Callable[..., Any] | None = None,
 ) -> Any:
     """Apply a Noise2Inverse denoiser: the mean of its predictions from each subset's input.
 
     The volume is processed :data:`DENOISE_SLAB` slices at a time (each slab read with its
     neighbouring slices), so on-disk subsets (:class:`~bluesky_lowdose.recon.stored.StoredArray`)
-    are denoised in bounded memory.
+    are denoised in bounded memory, and the slabs can run as tasks elsewhere (``mapper``).
 
     Parameters
     ----------
@@ -341,14 +342,18 @@ def denoise_splits(
     out : str or Path, optional
         Write the volume to this HDF5 file (dataset ``volume``) slab by slab and return a
         :class:`~bluesky_lowdose.recon.stored.StoredArray`; None returns an array.
+    mapper : callable, optional
+        ``mapper(function, tasks) -> results in order``, e.g.
+        :meth:`bluesky_lowdose.engine.DaskEngine.map`: each slab is a task that loads the model
+        from bytes (once per worker) and reads its slices itself when the subsets are on disk.
 
     Returns
     -------
     numpy.ndarray or StoredArray
         The denoised volume ``(Z, Y, X)`` float32.
     """
-    from ..recon.core import zero_outside_circle
-    from ..recon.stored import StackWriter
+    from ..recon.stored import StackWriter, StoredArray
+    from .remote import model_ref
 
     shapes = {_shape(s) for s in splits}
     if len(shapes) != 1:
@@ -359,28 +364,57 @@ def denoise_splits(
     if len(shape) != 3:
         raise ValueError(f"give K reconstructions of shape (Z, Y, X) (or (Y, X)), got {shape}")
     z, h, w = shape
-    k = len(splits)
     ctx = denoiser.in_channels // 2
-    ops = range(8) if tta and h == w else range(1)
-    writer = None if out is None else StackWriter(out, "volume", (h, w), length=z, chunk_rows=h)
-    result = None if writer is not None else np.empty(shape, np.float32)
-    for a in tqdm(range(0, z, DENOISE_SLAB), desc="denoise slices", disable=not progress, leave=False):
+    n_ops = 8 if tta and h == w else 1
+    ref = model_ref(denoiser, mapper is not None)
+    tasks, ranges = [], []
+    for a in range(0, z, DENOISE_SLAB):
         b = min(a + DENOISE_SLAB, z)
         lo, hi = max(0, a - ctx), min(z, b + ctx)
-        arr = _check_splits([np.asarray(s[lo:hi]) for s in splits])
-        acc = np.zeros((b - a, h, w), np.float64)
-        for j in range(k):
-            inp = np.delete(arr, j, axis=0).mean(axis=0)  # K = 2: the other subset
-            for op in ops:
-                acc += _predict_volume(denoiser, inp, op, rows=range(a - lo, b - lo))
-        slab = (acc / (k * len(ops))).astype(np.float32)
-        if mask:
-            zero_outside_circle(slab)
+        parts = [s.slices(lo, hi) if isinstance(s, StoredArray) else s[lo:hi] for s in splits]
+        tasks.append((ref, parts, (a - lo, b - lo), n_ops, mask))
+        ranges.append((a, b))
+    writer = None if out is None else StackWriter(out, "volume", (h, w), length=z, chunk_rows=h)
+    result = None if writer is not None else np.empty(shape, np.float32)
+    slabs = (mapper or map)(denoise_slab, tasks)
+    for (a, b), slab in zip(ranges, tqdm(slabs, total=len(tasks), desc="denoise slices", disable=not progress,
+                                         leave=False), strict=True):  # fmt: skip
         if writer is not None:
             writer.write(a, slab)
         else:
             result[a:b] = slab
     return writer.close() if writer is not None else result
+
+
+def denoise_slab(task: tuple[Any, ...]) -> np.ndarray:
+    """Denoise one slab of slices (a task of :func:`denoise_splits`).
+
+    Parameters
+    ----------
+    task : tuple
+        ``(model reference, K subsets' slices with neighbours (arrays or lazy slices), (first,
+        stop) of the slab within them, flips/rotations averaged (1 or 8), mask)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The slab ``(stop - first, Y, X)`` float32.
+    """
+    from ..recon.core import zero_outside_circle
+
+    ref, parts, (first, stop), n_ops, mask = task
+    denoiser = ref.load()
+    arr = _check_splits([np.asarray(p, dtype=np.float32) for p in parts])
+    k = arr.shape[0]
+    acc = np.zeros((stop - first, *arr.shape[2:]), np.float64)
+    for j in range(k):
+        inp = np.delete(arr, j, axis=0).mean(axis=0)  # K = 2: the other subset
+        for op in range(n_ops):
+            acc += _predict_volume(denoiser, inp, op, rows=range(first, stop))
+    slab = (acc / (k * n_ops)).astype(np.float32)
+    if mask:
+        zero_outside_circle(slab)
+    return slab
 
 
 def _predict_volume(denoiser: Enhancer, volume: np.ndarray, op: int, rows: range | None = None) -> np.ndarray:

@@ -237,7 +237,10 @@ class ScanPipeline:
     mapper : callable, optional
         ``mapper(function, tasks)``, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`: the
         reconstruction then runs at the end as slab tasks on a cluster instead of accumulating
-        frame by frame in this process (same volume, bit for bit).
+        frame by frame in this process (same volume, bit for bit); the learned steps run there
+        too — the projection network on each block of frames, the Noise2Inverse denoiser on each
+        slab of slices — with the trained model sent as bytes and loaded once per worker
+        (:mod:`bluesky_lowdose.model.remote`). Training stays in this process.
     workdir : str or Path, optional
         Bounded memory: line integrals go to HDF5 stacks in this directory as frames arrive, the
         reconstruction reads them back slab by slab (on the ``mapper``'s workers, which must see
@@ -304,6 +307,7 @@ class ScanPipeline:
         self.mapper = mapper
         self.workdir = None if workdir is None else Path(workdir)
         self._stacks: dict[str, Any] = {}  # name -> StackWriter of line integrals (with workdir)
+        self._model_ref: Any = None  # the projection model as tasks get it
         self.keep_projections = keep_projections and self.spec.projection is not None
         self.seed = int(seed)
         self.progress = progress
@@ -454,9 +458,11 @@ class ScanPipeline:
         t0 = time.perf_counter()
         enhanced = None
         if self.spec.projection is not None:
-            # frame by frame: a network's output must not depend on how frames were batched
-            model = self.models["projection"]
-            enhanced = np.stack([np.asarray(model.enhance(f), np.float32) for f in block])
+            from ..model.remote import enhance_frames, model_ref
+
+            if self._model_ref is None:  # with a mapper, the model travels as bytes (loaded once per worker)
+                self._model_ref = model_ref(self.models["projection"], self.mapper is not None)
+            (enhanced,) = list((self.mapper or map)(enhance_frames, [(self._model_ref, block)]))
             if self.keep_projections:
                 self._frames.append(enhanced)
             self.timings["projection_step_s"] = (
@@ -585,7 +591,8 @@ class ScanPipeline:
             )
             self.models["slices"] = denoiser
             out = None if self.workdir is None else self.workdir / "enhanced.h5"
-            volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out)
+            volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
+                                    mapper=self.mapper)  # fmt: skip
             slice_record = {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
                             "model": denoiser.provenance}  # fmt: skip
         elif self.spec.slices == "bm3d":

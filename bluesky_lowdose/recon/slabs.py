@@ -57,7 +57,7 @@ def reconstruct_slab_set(task: tuple[Any, ...]) -> dict[str, np.ndarray]:
     ----------
     task : tuple
         ``(sources, theta_deg, wanted, kwargs)``: ``sources`` maps a name to line integrals
-        ``(n_angles, slab, width)`` (an array, or a :class:`~.stored.RowSlab` read here, e.g. on a
+        ``(n_angles, slab, width)`` (an array, or a :class:`~.stored.LazySlice` read here, e.g. on a
         Dask worker); ``wanted`` is a list of ``(volume name, source name, frame index or None)``;
         ``kwargs`` go to :func:`~bluesky_lowdose.recon.reconstruct`.
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RowSlab", "StackWriter", "StoredArray"]
+__all__ = ["LazySlice", "StackWriter", "StoredArray"]
 
 #: Slices read at a time when iterating over a stored volume.
 ITER_SLAB = 16
@@ -103,7 +103,7 @@ class StoredArray:
             b = min(a + size, len(self))
             yield a, b, self[a:b]
 
-    def rows(self, start: int, stop: int) -> RowSlab:
+    def rows(self, start: int, stop: int) -> LazySlice:
         """A lazy reference to ``self[:, start:stop]`` (read when converted to an array).
 
         Parameters
@@ -113,31 +113,47 @@ class StoredArray:
 
         Returns
         -------
-        RowSlab
+        LazySlice
             Converts to the array with ``numpy.asarray``.
         """
-        return RowSlab(self, start, stop)
+        return LazySlice(self, (slice(None), slice(int(start), int(stop))))
+
+    def slices(self, start: int, stop: int) -> LazySlice:
+        """A lazy reference to ``self[start:stop]`` (slices of a volume).
+
+        Parameters
+        ----------
+        start, stop : int
+            Range of the first axis.
+
+        Returns
+        -------
+        LazySlice
+            Converts to the array with ``numpy.asarray``.
+        """
+        return LazySlice(self, slice(int(start), int(stop)))
 
     def __repr__(self) -> str:
         return f"StoredArray({self.path!r}, {self.dataset!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-class RowSlab:
-    """``source[:, start:stop]`` of a :class:`StoredArray`, read when needed (a slab task's input).
+class LazySlice:
+    """``source[key]`` of a :class:`StoredArray`, read when converted to an array (a task's
+    input: a path, a dataset name and the key travel; the worker reads its part).
 
     Parameters
     ----------
     source : StoredArray
-        The stack.
-    start, stop : int
-        Range of its second axis.
+        The stored array.
+    key : slice or tuple of slice
+        What to read.
     """
 
-    def __init__(self, source: StoredArray, start: int, stop: int) -> None:
-        self.source, self.start, self.stop = source, int(start), int(stop)
+    def __init__(self, source: StoredArray, key: Any) -> None:
+        self.source, self.key = source, key
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        arr = self.source[:, self.start : self.stop]
+        arr = self.source[self.key]
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
 

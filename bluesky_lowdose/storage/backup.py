@@ -1,4 +1,13 @@
-"""Keep every document of a run when Tiled cannot take it: JSON lines, numpy included."""
+"""Keep every document of a run when Tiled cannot take it: JSON lines, numpy included.
+
+While Tiled takes a run, its documents are kept in memory up to :data:`MEMORY_BYTES` of arrays
+(enough for a scan's small documents); beyond that they go to a journal on disk as they pass
+(``<uid>.jsonl.journal``, large arrays in the binary ``<uid>.arrays`` beside it), so a processed
+run of a beamline-size scan (its volumes are sent slice by slice) never sits in memory whole. At
+the stop document the journal is deleted. If a write fails, the journal (or the buffer) becomes
+the backup ``<uid>.jsonl`` that :func:`~bluesky_lowdose.storage.replay_backups` reads, and every
+later document of the run is appended to it.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +16,20 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from event_model import RunRouter
 
-__all__ = ["BackedUpWriter", "dumps"]
+__all__ = ["MEMORY_BYTES", "BackedUpWriter", "dumps", "loads"]
 
 logger = logging.getLogger(__name__)
+
+#: Array bytes of one run held in memory before its documents go to a journal on disk.
+MEMORY_BYTES = 32 * 2**20
+#: Arrays of at least this many bytes go to the binary sidecar instead of JSON lists.
+BLOB_BYTES = 4096
+_MARK = "__ndarray__"
 
 
 def _default(obj: Any) -> Any:
@@ -25,12 +40,89 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def dumps(name: str, doc: dict) -> str:
-    """One JSON line ``{"name": ..., "doc": ...}`` (numpy arrays become lists)."""
-    return json.dumps({"name": name, "doc": doc}, default=_default)
+def dumps(name: str, doc: dict, arrays: IO[bytes] | None = None) -> str:
+    """One JSON line ``{"name": ..., "doc": ...}``.
+
+    Parameters
+    ----------
+    name, doc : str, dict
+        The document.
+    arrays : binary file, optional
+        Arrays of :data:`BLOB_BYTES` or more are appended to it and written as a reference
+        ``{"__ndarray__": {"file", "offset", "dtype", "shape"}}`` (the file's name, relative to
+        the JSON file's directory); without it, numpy arrays become lists.
+
+    Returns
+    -------
+    str
+        The line, without its newline.
+    """
+    if arrays is None:
+        return json.dumps({"name": name, "doc": doc}, default=_default)
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray) and obj.nbytes >= BLOB_BYTES and obj.dtype.kind in "biuf":
+            offset = arrays.tell()
+            arrays.write(np.ascontiguousarray(obj).tobytes())
+            ref = {"file": Path(arrays.name).name, "offset": offset, "dtype": obj.dtype.str,
+                   "shape": list(obj.shape)}  # fmt: skip
+            return {_MARK: ref}
+        return _default(obj)
+
+    return json.dumps({"name": name, "doc": doc}, default=default)
+
+
+def loads(line: str, directory: str | Path) -> dict:
+    """Parse a line written by :func:`dumps`, reading referenced arrays from ``directory``.
+
+    Parameters
+    ----------
+    line : str
+        One JSON line.
+    directory : str or Path
+        Where the arrays' file is.
+
+    Returns
+    -------
+    dict
+        ``{"name": ..., "doc": ...}`` with numpy arrays where the line references them.
+
+    Raises
+    ------
+    ValueError
+        A reference outside ``directory`` or beyond the end of its file.
+    """
+    base = Path(directory)
+
+    def hook(obj: dict) -> Any:
+        if len(obj) != 1 or _MARK not in obj:
+            return obj
+        ref = obj[_MARK]
+        if Path(ref["file"]).name != ref["file"]:
+            raise ValueError(f"array reference {ref['file']!r} points outside {base}")
+        dtype, shape = np.dtype(ref["dtype"]), tuple(int(n) for n in ref["shape"])
+        count = int(np.prod(shape))
+        arr = np.fromfile(base / ref["file"], dtype=dtype, count=count, offset=int(ref["offset"]))
+        if arr.size != count:
+            raise ValueError(f"array reference beyond the end of {ref['file']}")
+        return arr.reshape(shape)
+
+    return json.loads(line, object_hook=hook)
+
+
+def _array_bytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(_array_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_array_bytes(v) for v in value)
+    return 0
 
 
 class _RunBackup:
+    """One run: documents in memory up to ``memory_bytes`` of arrays, then in a journal file."""
+
     def __init__(
         self,
         primary: Callable[[str, dict], Any],
@@ -38,37 +130,43 @@ class _RunBackup:
         start: dict,
         failed: set[str],
         backup_failed: set[str],
+        memory_bytes: int,
     ) -> None:
         self.primary = primary
         self.uid = start["uid"]
         self.failed_runs = failed
         self.backup_failed = backup_failed
         self.path = directory / f"{start['uid']}.jsonl"
+        self.journal_path = directory / f"{start['uid']}.jsonl.journal"
+        self.arrays_path = directory / f"{start['uid']}.arrays"
+        self.memory_bytes = memory_bytes
         self.buffer: list[tuple[str, dict]] = []
+        self.buffered_bytes = 0
         self.failed = False
+        self._lines: IO[str] | None = None  # the journal, then the backup (same file, renamed)
+        self._arrays: IO[bytes] | None = None
+        self._journal_broken = False
 
     def __call__(self, name: str, doc: dict) -> None:
         if not self.failed:
-            self.buffer.append((name, doc))
+            self._keep(name, doc)
             try:
                 self.primary(name, doc)
             except Exception:
                 logger.exception("writing a %r document to Tiled failed; the run goes to %s", name, self.path)
                 self.failed = True
                 self.failed_runs.add(self.uid)
-            if name == "stop" and not self.failed:
-                self.buffer.clear()
             if not self.failed:
+                if name == "stop":
+                    self._done()
                 return
-            pending = self.buffer
+            pending, self.buffer = self.buffer, []
         else:
             pending = [(name, doc)]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.writelines(dumps(n, d) + "\n" for n, d in pending)
-                f.flush()
-                os.fsync(f.fileno())
+            self._write(pending, durable=True)
+            if self._lines is not None and self.journal_path.exists():
+                os.replace(self.journal_path, self.path)  # the journal is the backup from now on
         except OSError:
             # Tiled failed AND the backup cannot be written (full disk, missing mount...): the
             # documents of this run are now only in memory. Say so as loudly as we can.
@@ -79,7 +177,65 @@ class _RunBackup:
                 exc_info=True,
             )  # fmt: skip
             raise
-        self.buffer = []
+        if name == "stop":
+            self._close_files()
+
+    def _keep(self, name: str, doc: dict) -> None:
+        """Keep a document until the run has been written: in memory, or in the journal."""
+        if self._lines is not None and not self._journal_broken:
+            try:
+                self._write([(name, doc)], durable=False)
+                return
+            except OSError:
+                logger.warning("run %s: the journal %s cannot be written; documents stay in memory",
+                               self.uid, self.journal_path, exc_info=True)  # fmt: skip
+                self._journal_broken = True
+                self._close_files(delete=True)
+        self.buffer.append((name, doc))
+        self.buffered_bytes += _array_bytes(doc)
+        if self.buffered_bytes > self.memory_bytes and not self._journal_broken:
+            try:
+                self._write(self.buffer, durable=False)
+            except OSError:
+                logger.warning("run %s: the journal %s cannot be written; documents stay in memory",
+                               self.uid, self.journal_path, exc_info=True)  # fmt: skip
+                self._journal_broken = True
+                self._close_files(delete=True)
+            else:
+                self.buffer, self.buffered_bytes = [], 0
+
+    def _write(self, docs: list[tuple[str, dict]], *, durable: bool) -> None:
+        if self._lines is None:
+            if not docs:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = self.path if self.failed else self.journal_path
+            self._arrays = open(self.arrays_path, "ab")
+            self._lines = open(target, "a")
+        assert self._arrays is not None
+        self._lines.writelines(dumps(n, d, self._arrays) + "\n" for n, d in docs)
+        self._arrays.flush()
+        self._lines.flush()
+        if durable:
+            os.fsync(self._arrays.fileno())
+            os.fsync(self._lines.fileno())
+
+    def _done(self) -> None:
+        """The run is in Tiled: drop what was kept."""
+        self.buffer, self.buffered_bytes = [], 0
+        self._close_files(delete=True)
+
+    def _close_files(self, delete: bool = False) -> None:
+        for f in (self._lines, self._arrays):
+            if f is not None:
+                f.close()
+        self._lines = self._arrays = None
+        if delete:
+            for p in (self.journal_path, self.arrays_path):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
 
 
 class BackedUpWriter:
@@ -97,9 +253,12 @@ class BackedUpWriter:
         Where ``<run uid>.jsonl`` files go.
     """
 
-    def __init__(self, primary: Callable[[str, dict], Any], directory: str | Path) -> None:
+    def __init__(
+        self, primary: Callable[[str, dict], Any], directory: str | Path, *, memory_bytes: int = MEMORY_BYTES
+    ) -> None:
         self.primary = primary
         self.directory = Path(directory)
+        self.memory_bytes = int(memory_bytes)
         #: Uids of the runs whose Tiled writes failed (they are in the backup directory).
         self.failed_runs: set[str] = set()
         #: Uids of the runs whose backup could not be written either (logged as CRITICAL).
@@ -107,7 +266,9 @@ class BackedUpWriter:
         self._router = RunRouter([self._factory])
 
     def _factory(self, name: str, start: dict) -> tuple[list[Any], list[Any]]:
-        return [_RunBackup(self.primary, self.directory, start, self.failed_runs, self.backup_failed)], []
+        backup = _RunBackup(self.primary, self.directory, start, self.failed_runs, self.backup_failed,
+                            self.memory_bytes)  # fmt: skip
+        return [backup], []
 
     def __call__(self, name: str, doc: dict) -> None:
         self._router(name, doc)

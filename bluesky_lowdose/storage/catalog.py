@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from .backup import loads
 
 __all__ = [
     "PROCESSED",
@@ -158,8 +159,8 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
     written = []
     for path in sorted(Path(backup_directory).glob("*.jsonl")):
         try:
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as exc:
+            lines = [loads(line, path.parent) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             logger.error("skipping %s: %s", path, exc)
             continue
         if not lines or lines[0]["name"] != "start":

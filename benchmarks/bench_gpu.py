@@ -118,6 +118,11 @@ def main() -> int:
         help='reconstruction backend of the reconstruction row (default "keras": keras.ops on the '
         "Keras backend's device)",
     )
+    parser.add_argument("--skip", nargs="*", default=[], choices=["train", "recon"],
+                        help="steps not timed: 'train' trains 1 epoch (enhancement still runs), "
+                        "'recon' reconstructs only the slices Noise2Inverse needs")  # fmt: skip
+    parser.add_argument("--enhance-batch", nargs="*", type=int, default=[0],
+                        help="frames per network call to time enhancement with (0: the default)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -134,21 +139,24 @@ def main() -> int:
 
     short, long_ = _pairs(args.size, 3)
     t = time.perf_counter()
-    enhancer = bm.train(short, long_, epochs=args.epochs, patience=6, progress=False, max_patches=4096)
+    epochs = 1 if "train" in args.skip else args.epochs
+    enhancer = bm.train(short, long_, epochs=epochs, patience=6, progress=False, max_patches=4096)
     train_s = time.perf_counter() - t
     epochs = len(enhancer.provenance["history"]["val_loss"])
     full_size = args.size == 1024
-    record(f"train projection U-Net ({args.size}^2 pairs)", train_s, "< 60 s (1024^2)",
-           train_s < 60 if full_size else None, epochs=epochs)  # fmt: skip
+    if "train" not in args.skip:
+        record(f"train projection U-Net ({args.size}^2 pairs)", train_s, "< 60 s (1024^2)",
+               train_s < 60 if full_size else None, epochs=epochs)  # fmt: skip
 
     frames = np.repeat(short[:1], args.frames, axis=0)
-    enhancer.enhance(frames[:2])  # compile / warm up
-    t = time.perf_counter()
-    enhancer.enhance(frames)
-    enhance_s = time.perf_counter() - t
-    target = args.frames == 361 and args.size == 1024
-    record(f"enhance {args.frames} x {args.size}^2", enhance_s, "< 1 s (361 x 1024^2)",
-           enhance_s < 1.0 if target else None)  # fmt: skip
+    for batch in args.enhance_batch:
+        enhancer.enhance(frames[:2], batch_size=batch or None)  # compile / warm up
+        t = time.perf_counter()
+        enhancer.enhance(frames, batch_size=batch or None)
+        enhance_s = time.perf_counter() - t
+        target = args.frames == 361 and args.size == 1024
+        record(f"enhance {args.frames} x {args.size}^2", enhance_s, "< 1 s (361 x 1024^2)",
+               enhance_s < 1.0 if target else None, batch_size=batch or "default")  # fmt: skip
 
     n = args.recon_size
     from bluesky_lowdose.physics import make_phantom
@@ -164,21 +172,28 @@ def main() -> int:
 
         how.update(contraction=keras_fbp.resolve_contraction(), memory_bytes=keras_fbp.MEMORY_BYTES)
     info: dict = {}
+    if "recon" in args.skip:
+        li = li[:, : min(n, 64)]
     reconstruct(li[:, : min(n, 4)], theta, backend=args.recon_backend)  # compile / warm up
     t = time.perf_counter()
     volume = reconstruct(li, theta, backend=args.recon_backend, chunk_slices=chunk_slices, info=info)
     recon_s = time.perf_counter() - t
     per_voxel = recon_s / volume.size
-    record(f"reconstruct {n}^3 (FBP, {li.shape[0]} angles, {info['backend']} backend on {device})", recon_s,
-           "<= 2x tomocupy per voxel (>= 512^3)", per_voxel <= 2 * TOMOCUPY_S_PER_VOXEL if n >= 512 else None,
-           s_per_voxel=per_voxel, tomocupy_s_per_voxel=TOMOCUPY_S_PER_VOXEL, backend=info["backend"],
-           device=device, **how)  # fmt: skip
+    if "recon" not in args.skip:
+        record(f"reconstruct {n}^3 (FBP, {li.shape[0]} angles, {info['backend']} backend on {device})",
+               recon_s, "<= 2x tomocupy per voxel (>= 512^3)",
+               per_voxel <= 2 * TOMOCUPY_S_PER_VOXEL if n >= 512 else None,
+               s_per_voxel=per_voxel, tomocupy_s_per_voxel=TOMOCUPY_S_PER_VOXEL, backend=info["backend"],
+               device=device, **how)  # fmt: skip
 
     parts = [volume[: min(n, 64)], volume[: min(n, 64)] + np.float32(0.01)]
     t = time.perf_counter()
     denoiser = train_noise2inverse(parts, steps=args.n2i_steps)
+    record(f"Noise2Inverse training, {args.n2i_steps} steps (crops of 64^2, batch 16)",
+           time.perf_counter() - t, "reported", None)  # fmt: skip
+    t = time.perf_counter()
     denoise_splits(denoiser, parts)
-    record(f"Noise2Inverse {args.n2i_steps} steps + inference ({parts[0].shape[0]} slices of {n}^2)",
+    record(f"Noise2Inverse inference, {parts[0].shape[0]} slices of {n}^2 (2 subsets x 8 flips)",
            time.perf_counter() - t, "reported", None)  # fmt: skip
 
     if not args.json:

@@ -102,7 +102,8 @@ class _SplitCrops(keras.utils.PyDataset):
             zi = near[span // 2]
             # input: the mean of every subset but the target (the N2I "X:1" strategy; K = 2: the other)
             others = [j for j in range(k) if j != dst]
-            block = self.splits[others][:, near, r0 : r0 + c, c0 : c0 + c].mean(axis=0)
+            # index each subset's crop first: self.splits[others] would copy whole volumes per crop
+            block = np.mean([self.splits[j, near, r0 : r0 + c, c0 : c0 + c] for j in others], axis=0)
             x[i] = np.moveaxis(block, 0, -1)
             y[i, :, :, 0] = self.splits[dst, zi, r0 : r0 + c, c0 : c0 + c]
         ops = self.rng.integers(0, 8, self.batch_size)

@@ -408,11 +408,13 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 summary["figures"] = write_figures(
                     layout.results, res, devices.physics, reference.get("volume"), comparison
                 )
+            if res.done.is_set():
+                enhancer.forget(raw_uid)  # its volumes are in Tiled: the work files go
         summary["dask"] = (
             engine.report()
             if engine is not None
             else {"scheduler": None, "workers": 0, "tasks": 0, "in_process": True,
-                  "note": "reconstructed frame by frame in this process (--dask-scheduler for Dask)"}
+                  "note": "reconstructed slab by slab in this process (--dask-scheduler for Dask)"}
         )  # fmt: skip
         timings["after_scan_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0

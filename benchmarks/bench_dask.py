@@ -73,7 +73,8 @@ def main() -> int:
     from bluesky_lowdose.recon.stored import StackWriter
 
     n, a = args.size, args.angles
-    work = Path(tempfile.mkdtemp(prefix="bench-dask-"))
+    tmp = tempfile.TemporaryDirectory(prefix="bench-dask-")  # removed at exit
+    work = Path(tmp.name)
     theta = np.linspace(0.0, 180.0, a, endpoint=False)
     phantom = make_phantom(n, seed=0)
     writer = StackWriter(work / "li.h5", "li", (n, n))

@@ -57,7 +57,7 @@ def main() -> int:
         from bluesky_lowdose.engine import DaskEngine
 
         engine = DaskEngine(args.dask_scheduler)
-    with TiledServer(tempfile.mkdtemp(prefix="bench-scale-")) as server:
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, TiledServer(tmp) as server:
         client = server.client()
         txm = make_devices(server.layout.detector, size=args.size)
         RE = RunEngine({}, call_returns_result=False)

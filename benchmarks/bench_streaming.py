@@ -118,7 +118,8 @@ def scan_service(size, angles, time_scale, server, client, epochs, method, steps
     from bluesky_lowdose.plans import lowdose_tomo_scan
     from bluesky_lowdose.storage import make_raw_writer
 
-    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    tmp = tempfile.TemporaryDirectory(prefix="bench-service-")  # removed at exit
+    work = Path(tmp.name)
     in_port, out_port = _free_ports(2)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TILED_API_KEY": server.api_key}
     procs = []
@@ -180,7 +181,7 @@ def main() -> None:
 
     opts = (args.size, args.angles, args.time_scale)
     rest = (args.epochs, args.method, args.n2i_steps)
-    with TiledServer(tempfile.mkdtemp(prefix="bench-stream-")) as server:
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp, TiledServer(tmp) as server:
         client = server.client()
         base = scan(*opts, False, server, client, *rest)
         withe = scan(*opts, True, server, client, *rest)

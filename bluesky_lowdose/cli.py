@@ -78,8 +78,10 @@ def _demo(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         return _error("demo", f"cannot reach Tiled at {args.tiled_uri}: {exc}", code=1)
     except OSError as exc:
-        if args.dask_scheduler and "connect" in str(exc).lower():
-            return _error("demo", f"cannot reach the Dask scheduler {args.dask_scheduler}: {exc}", code=1)
+        from .engine import SchedulerUnreachable
+
+        if isinstance(exc, SchedulerUnreachable):
+            return _error("demo", str(exc), code=1)
         raise
     if not args.json:
         dose = summary["dose"]

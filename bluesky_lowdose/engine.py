@@ -15,9 +15,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["DaskEngine"]
+__all__ = ["DaskEngine", "SchedulerUnreachable"]
 
 logger = logging.getLogger(__name__)
+
+
+class SchedulerUnreachable(ConnectionError):
+    """The Dask scheduler did not answer (an ``OSError``: callers catching those still do)."""
 
 
 class DaskEngine:
@@ -35,8 +39,8 @@ class DaskEngine:
 
     Raises
     ------
-    OSError
-        The scheduler cannot be reached.
+    SchedulerUnreachable
+        The scheduler cannot be reached (a ``ConnectionError``).
     """
 
     def __init__(
@@ -52,7 +56,10 @@ class DaskEngine:
         if scheduler == "local":
             scheduler = None
         if scheduler:
-            self.client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
+            try:
+                self.client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
+            except OSError as exc:
+                raise SchedulerUnreachable(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
         else:
             self.client = Client(
                 processes=False, n_workers=n_workers, threads_per_worker=threads_per_worker,
@@ -102,14 +109,21 @@ class DaskEngine:
                 self.tasks += 1
                 return
 
-        for _ in range(window):
-            submit_next()
-        while in_flight:
-            future = in_flight.popleft()
-            result = future.result()
-            future.release()
-            submit_next()
-            yield result
+        try:
+            for _ in range(window):
+                submit_next()
+            while in_flight:
+                future = in_flight.popleft()
+                result = future.result()
+                future.release()
+                submit_next()
+                yield result
+        finally:  # a task failed or the caller stopped early: nothing keeps running for nobody
+            if in_flight:
+                try:
+                    self.client.cancel(list(in_flight))
+                except Exception:  # the client is already closed: so are its tasks
+                    logger.debug("could not cancel %d task(s)", len(in_flight), exc_info=True)
 
     def report(self) -> dict[str, Any]:
         """``scheduler`` address, ``workers`` now connected, ``tasks`` run, ``in_process``."""

@@ -55,10 +55,11 @@ def test_pipeline_on_disk_gives_the_in_memory_volumes(tmp_path: Path, method: st
     np.testing.assert_array_equal(np.asarray(disk.raw_volume), memory.raw_volume)
     scale = float(np.abs(memory.volume).max())
     np.testing.assert_allclose(np.asarray(disk.volume), memory.volume, rtol=0, atol=1e-5 * scale)
-    names = sorted(p.name for p in (tmp_path / "w").iterdir())
+    (scan_dir,) = (tmp_path / "w").iterdir()  # one folder per scan
+    names = sorted(p.name for p in scan_dir.iterdir())
     expected = ["full.h5"]
     if method == "n2i":
-        expected = ["enhanced.h5", "full.h5", "subset0.h5", "subset1.h5"]
+        expected = ["enhanced.h5", "full.h5"]  # the subsets' volumes go after the slice step
     assert names == expected  # the line-integral stacks are gone once reconstructed
     # and the frame-by-frame accumulation (no mapper, no files) agrees to float32 rounding
     accumulated = enhance_scan(transmission, theta, method="none")
@@ -69,23 +70,25 @@ def test_noise2inverse_trains_on_a_bounded_sample_of_slices(tmp_path: Path) -> N
     from bluesky_lowdose.model.n2i import _training_splits
 
     rng = np.random.default_rng(0)
-    volumes = [rng.normal(size=(40, 16, 16)).astype(np.float32) for _ in range(2)]
+    volumes = [rng.normal(size=(80, 16, 16)).astype(np.float32) for _ in range(2)]
     stored = []
     for k, v in enumerate(volumes):
-        w = StackWriter(tmp_path / f"s{k}.h5", "volume", (16, 16), length=40, chunk_rows=16)
+        w = StackWriter(tmp_path / f"s{k}.h5", "volume", (16, 16), length=80, chunk_rows=16)
         w.write(0, v)
         stored.append(w.close())
     per_slice = 2 * 16 * 16 * 4
-    arr, near = _training_splits(stored, context=1, budget=5 * 3 * per_slice)  # 5 centres
-    assert near.shape == (5, 3) and arr.shape[1] <= 15
-    centres = np.linspace(0, 39, 7)[1:-1].round().astype(int)
+    arr, near = _training_splits(stored, context=1, budget=20 * 3 * per_slice)  # 20 centres
+    assert near.shape == (20, 3) and arr.shape[1] <= 60
+    centres = np.linspace(0, 79, 22)[1:-1].round().astype(int)
     for (lo, mid, hi), z in zip(near, centres, strict=True):
         for k in range(2):
             np.testing.assert_array_equal(arr[k, mid], volumes[k][z])
             np.testing.assert_array_equal(arr[k, lo], volumes[k][z - 1])
             np.testing.assert_array_equal(arr[k, hi], volumes[k][z + 1])
+    _, near_few = _training_splits(stored, context=1, budget=per_slice)  # never fewer than 16 centres
+    assert near_few.shape == (16, 3)
     whole, near_all = _training_splits(stored, context=1, budget=10**9)  # within budget: everything
-    assert whole.shape == (2, 40, 16, 16) and near_all[0].tolist() == [0, 0, 1]
+    assert whole.shape == (2, 80, 16, 16) and near_all[0].tolist() == [0, 0, 1]
 
 
 def test_dask_map_streams_results_with_a_bounded_window() -> None:
@@ -181,18 +184,79 @@ def test_backup_holds_a_bounded_buffer_and_journals_the_rest(tmp_path: Path, fai
     lines = [loads(x, tmp_path) for x in (tmp_path / f"{uid}.jsonl").read_text().splitlines()]
     assert lines[0]["name"] == "start" and lines[-1]["name"] == "stop"
     assert lines[0]["doc"] == json_roundtrip(docs[0][1])
-    images = []  # the router hands events on as pages
-    for x in lines:
-        if x["name"] in ("event", "event_page"):
-            img = x["doc"]["data"]["img"]
-            images.extend(img if x["name"] == "event_page" else [img])
+    images = _images(lines)
     assert all(isinstance(i, np.ndarray) for i in images)  # binary, not JSON lists
     np.testing.assert_array_equal(
         np.stack(images), np.stack([d["data"]["img"] for n, d in docs if n == "event"])
     )
 
 
+def _images(lines: list[dict]) -> list:
+    """The images of a backup's events, in order (the router hands events on as pages)."""
+    images = []
+    for x in lines:
+        if x["name"] in ("event", "event_page"):
+            img = x["doc"]["data"]["img"]
+            images.extend(img if x["name"] == "event_page" else [img])
+    return images
+
+
 def json_roundtrip(doc: dict) -> dict:
     import json
 
     return json.loads(json.dumps(doc))
+
+
+def test_a_journal_that_fails_once_still_gives_the_whole_run(tmp_path: Path, monkeypatch) -> None:
+    """The disk refuses one journal write (ENOSPC) after the journal began, then Tiled fails: the
+    journal was rolled back to its last complete document, the documents after it were kept in
+    memory, and the backup holds the whole run once, in order."""
+    import errno
+
+    from bluesky_lowdose.storage import backup
+
+    real = backup.dumps
+    calls = {"n": 0}
+
+    def flaky(name, doc, arrays=None):
+        calls["n"] += 1
+        if calls["n"] == 10:  # the journal began after ~6 events (100 kB)
+            if arrays is not None:
+                arrays.write(b"x" * 1000)  # a half-written array before the error
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, doc, arrays)
+
+    monkeypatch.setattr(backup, "dumps", flaky)
+    docs = _run_docs(12, seed=1)
+    uid = docs[0][1]["uid"]
+    sent: list[str] = []
+
+    def primary(name: str, doc: dict) -> None:
+        if len(sent) >= 12:
+            raise ConnectionError("Tiled is down")
+        sent.append(name)
+
+    writer = backup.BackedUpWriter(primary, tmp_path, memory_bytes=100_000)
+    for name, doc in docs:
+        writer(name, doc)
+    assert calls["n"] > 10 and writer.failed_runs == {uid} and not writer.backup_failed
+    lines = [backup.loads(x, tmp_path) for x in (tmp_path / f"{uid}.jsonl").read_text().splitlines()]
+    assert lines[0]["name"] == "start" and lines[-1]["name"] == "stop"
+    images = _images(lines)
+    np.testing.assert_array_equal(
+        np.stack(images), np.stack([d["data"]["img"] for n, d in docs if n == "event"])
+    )
+
+
+def test_uids_never_name_paths_outside_the_directories(tmp_path: Path) -> None:
+    from bluesky_lowdose._paths import safe_name
+    from bluesky_lowdose.callbacks import ProjectionEnhancer
+    from bluesky_lowdose.callbacks.enhancer import RunResult, _Job
+
+    assert safe_name("0f6c2a1e-3b1d-4e6f-9a7b-1c2d3e4f5a6b") == "0f6c2a1e-3b1d-4e6f-9a7b-1c2d3e4f5a6b"
+    for bad in ("/home/op", "../..", ".", "..", "a/b", "", ".hidden", "x" * 200):
+        name = safe_name(bad)
+        assert name.startswith("uid-") and "/" not in name and len(name) == 68
+    enhancer = ProjectionEnhancer(None, method="none", work_directory=tmp_path / "work")
+    job = _Job(enhancer, {"uid": "/etc", "lowdose": {}}, RunResult(raw_uid="/etc"))
+    assert job.workdir is not None and job.workdir.parent == tmp_path / "work"

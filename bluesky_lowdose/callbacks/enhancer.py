@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from event_model import RunRouter
 
+from .._paths import safe_name
 from .processed import PROCESSED_STREAMS, ProcessedRun, is_number
 from .reader import RunReader
 from .threaded import ThreadedCallback
@@ -148,7 +149,7 @@ class _Job:
         self._bar: Any = None
         #: Line integrals and volumes of this run on disk (bounded memory), or None.
         wd = parent.work_directory
-        self.workdir: Path | None = None if wd is None else Path(wd) / self.result.raw_uid
+        self.workdir: Path | None = None if wd is None else Path(wd) / safe_name(self.result.raw_uid)
 
     def fail(self, reason: str) -> None:
         if reason not in self.result.reasons:
@@ -351,21 +352,22 @@ class _Job:
             res.slice_model = slice_model
             self.run.emit_model("model_n2i", "model_keras", slice_model)
             self.run.emit_history("training_n2i", slice_model.provenance.get("history") or {})
+        deadline = time.monotonic() + self.parent.write_timeout  # for the whole volume
         for stream, vol in (("recon_raw", out.raw_volume), ("recon_enhanced", out.volume)):
             most = max(4, PUBLISH_QUEUE_BYTES // max(1, 4 * int(np.prod(vol.shape[1:]))))
             for z, sl in enumerate(vol):  # on-disk volumes are read slab by slab
                 self.run.emit(stream, {"slice": sl.astype(np.float32, copy=False), "z": z})  # a view
-                self._throttle(most)
+                self._throttle(most, deadline)
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
-    def _throttle(self, most: int) -> None:
+    def _throttle(self, most: int, deadline: float) -> None:
         """Wait while the Tiled writer holds more than ``most`` documents (slices of a volume read
-        from disk would otherwise pile up in its queue), at most ``write_timeout`` in all."""
-        writer, p = self.parent._writer, self.parent
+        from disk would otherwise pile up in its queue), until ``deadline`` (monotonic) at most;
+        past it the writer is stalled and the end of the run reports it."""
+        writer = self.parent._writer
         if writer is None or writer.pending <= most:
             return
-        deadline = time.monotonic() + p.write_timeout
         while writer.pending > most // 2 and time.monotonic() < deadline:
             time.sleep(0.005)
 

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             engine = DaskEngine(args.dask_scheduler)
         except OSError as err:
-            return _fail("enhance", f"cannot reach the Dask scheduler {args.dask_scheduler}: {err}")
+            return _fail("enhance", str(err))
     train_options = {k: v for k in ("patch_size", "stride") if (v := getattr(args, k, None)) is not None}
     n2i_steps = getattr(args, "n2i_steps", None)
     try:

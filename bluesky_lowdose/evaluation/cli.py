@@ -180,13 +180,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lowdose-tomo evaluate: error: {exc}", file=sys.stderr)
         return 2
+    from bluesky_lowdose.engine import SchedulerUnreachable
+
     try:
         result = run_evaluation(cfg)
-    except OSError as exc:
-        if not args.dask_scheduler:
-            raise
-        print(f"lowdose-tomo evaluate: error: cannot reach the Dask scheduler {args.dask_scheduler}: {exc}",
-              file=sys.stderr)  # fmt: skip
+    except SchedulerUnreachable as exc:
+        print(f"lowdose-tomo evaluate: error: {exc}", file=sys.stderr)
         return 1
     result["machine"] = machine_info()
     command = "lowdose-tomo evaluate " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "evaluate")

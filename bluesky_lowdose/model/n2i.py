@@ -39,8 +39,12 @@ __all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2invers
 _PIXELS_PER_CALL = 1 << 22
 
 #: Most bytes of the subsets' reconstructions read for training: larger volumes are sampled at
-#: evenly spaced slices (with their neighbours), so memory does not grow with the scan.
+#: evenly spaced slices (with their neighbours; at least :data:`MIN_TRAINING_SLICES`), so memory
+#: grows with a slice, not with the scan.
 TRAINING_BYTES = 256 * 2**20
+
+#: Centre slices sampled at least, whatever the budget (a 2048^2 slice pair is 32 MiB).
+MIN_TRAINING_SLICES = 16
 
 #: Slices denoised (and written) at a time.
 DENOISE_SLAB = 16
@@ -162,7 +166,7 @@ def _training_splits(splits: Any, context: int, budget: int) -> tuple[np.ndarray
         z, h, w = shapes[0]
         per_slice = len(shapes) * h * w * 4
         if z * per_slice > budget:
-            n = max(1, budget // (per_slice * span))
+            n = max(MIN_TRAINING_SLICES, budget // (per_slice * span))
             centres = np.unique(np.linspace(0, z - 1, n + 2)[1:-1].round().astype(int))
             near_z = np.clip(centres[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)
             needed = np.unique(near_z)
@@ -378,12 +382,17 @@ def denoise_splits(
     writer = None if out is None else StackWriter(out, "volume", (h, w), length=z, chunk_rows=h)
     result = None if writer is not None else np.empty(shape, np.float32)
     slabs = (mapper or map)(denoise_slab, tasks)
-    for (a, b), slab in zip(ranges, tqdm(slabs, total=len(tasks), desc="denoise slices", disable=not progress,
-                                         leave=False), strict=True):  # fmt: skip
+    try:
+        for (a, b), slab in zip(ranges, tqdm(slabs, total=len(tasks), desc="denoise slices",
+                                             disable=not progress, leave=False), strict=True):  # fmt: skip
+            if writer is not None:
+                writer.write(a, slab)
+            else:
+                result[a:b] = slab
+    except BaseException:
         if writer is not None:
-            writer.write(a, slab)
-        else:
-            result[a:b] = slab
+            writer.discard()  # no half-written volume, no open handle
+        raise
     return writer.close() if writer is not None else result
 
 
@@ -440,6 +449,7 @@ def _predict_volume(denoiser: Enhancer, volume: np.ndarray, op: int, rows: range
         x = np.pad(
             x, ((0, 0), (0, rr - hh), (0, cc - ww), (0, 0)), mode="reflect" if min(hh, ww) > 1 else "edge"
         )
-        pred = np.asarray(keras.ops.convert_to_numpy(net.predict_on_batch(x)))[:, :hh, :ww, 0]
+        with denoiser._lock:  # one model may serve several task threads of a worker
+            pred = np.asarray(keras.ops.convert_to_numpy(net.predict_on_batch(x)))[:, :hh, :ww, 0]
         out[s0 : s0 + per_call] = norm.inverse(dihedral(pred, codes, inverse=True))
     return out

@@ -63,7 +63,8 @@ class ModelRef:
 
 
 class LocalRef:
-    """A model used in this process (any object with ``enhance``, e.g. a tuned baseline).
+    """A model passed as itself (any object with ``enhance``, e.g. a tuned baseline): used in
+    this process, or pickled whole to a worker when it has no ``to_bytes``.
 
     Parameters
     ----------

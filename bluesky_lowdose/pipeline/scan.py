@@ -242,7 +242,8 @@ class ScanPipeline:
         slab of slices — with the trained model sent as bytes and loaded once per worker
         (:mod:`bluesky_lowdose.model.remote`). Training stays in this process.
     workdir : str or Path, optional
-        Bounded memory: line integrals go to HDF5 stacks in this directory as frames arrive, the
+        Bounded memory: line integrals go to HDF5 stacks in a ``scan-*`` folder of this directory
+        (one per pipeline: two scans never share files) as frames arrive, the
         reconstruction reads them back slab by slab (on the ``mapper``'s workers, which must see
         the directory) and writes the volumes there; Noise2Inverse trains on a bounded sample of
         slices and denoises slab by slab. The result's volumes are then
@@ -306,6 +307,7 @@ class ScanPipeline:
         self.backend = None if backend in (None, "fbp") else backend
         self.mapper = mapper
         self.workdir = None if workdir is None else Path(workdir)
+        self._scan_dir: Path | None = None  # this scan's own folder in workdir (made at first use)
         self._stacks: dict[str, Any] = {}  # name -> StackWriter of line integrals (with workdir)
         self._model_ref: Any = None  # the projection model as tasks get it
         self.keep_projections = keep_projections and self.spec.projection is not None
@@ -501,9 +503,18 @@ class ScanPipeline:
         if name not in self._stacks:
             from ..recon.stored import StackWriter
 
-            assert self.workdir is not None
-            self._stacks[name] = StackWriter(self.workdir / f"line_integrals_{name}.h5", "li", self.shape)
+            self._stacks[name] = StackWriter(self._dir() / f"line_integrals_{name}.h5", "li", self.shape)
         return self._stacks[name]
+
+    def _dir(self) -> Path:
+        """This scan's folder in ``workdir`` (``scan-*``: two scans never share files)."""
+        if self._scan_dir is None:
+            import tempfile
+
+            assert self.workdir is not None
+            self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._scan_dir = Path(tempfile.mkdtemp(prefix="scan-", dir=self.workdir))
+        return self._scan_dir
 
     def discard(self) -> None:
         """Delete the on-disk line-integral stacks of a scan that will not be finished."""
@@ -551,7 +562,8 @@ class ScanPipeline:
         # of every stack read once: the same volumes as reconstruct() calls, and for "fbp" the same
         # as the frame-by-frame sums
         vols = reconstruct_volumes(sources, theta, wanted, mapper=self.mapper, progress=self.progress,
-                                   out_dir=self.workdir, backend=self.backend or "fbp",
+                                   out_dir=None if self.workdir is None else self._dir(),
+                                   backend=self.backend or "fbp",
                                    center=self.center)  # fmt: skip
         self.discard()  # the line integrals are reconstructed: their stacks go
         parts = [vols[f"subset{k}"] for k in range(self.subsets)] if self.subsets > 1 else []
@@ -571,6 +583,7 @@ class ScanPipeline:
             Too few frames for the subsets.
         """
         from ..recon import resolve_backend
+        from ..recon.stored import StoredArray
 
         if self.n_frames < max(2, self.subsets):
             raise ValueError(f"{self.n_frames} frame(s): at least {max(2, self.subsets)} are needed")
@@ -590,7 +603,7 @@ class ScanPipeline:
                 parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
             )
             self.models["slices"] = denoiser
-            out = None if self.workdir is None else self.workdir / "enhanced.h5"
+            out = None if self.workdir is None else self._dir() / "enhanced.h5"
             volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
                                     mapper=self.mapper)  # fmt: skip
             slice_record = {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
@@ -607,6 +620,9 @@ class ScanPipeline:
             zero_outside_circle(volume)
         if self.spec.slices is not None:
             self.timings["slice_step_s"] = time.perf_counter() - t1
+        for part in parts:  # the subsets' volumes were the slice step's input: their files go
+            if isinstance(part, StoredArray):
+                Path(part.path).unlink(missing_ok=True)
         projections = np.concatenate(self._frames) if self._frames else None
         backend = resolve_backend(self.backend) if self.backend else "fbp"
         prov: dict[str, Any] = {

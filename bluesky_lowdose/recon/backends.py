@@ -40,7 +40,7 @@ __all__ = ["BACKENDS", "available_backends", "resolve_backend"]
 logger = logging.getLogger(__name__)
 
 #: All backend names, in order of preference.
-BACKENDS = ("tomopy", "fbp", "keras", "dfi", "skimage")
+BACKENDS = ("tomopy", "fbp", "dfi", "skimage", "keras")  # keras last: chosen only by name
 
 _MODULES = {"tomopy": "tomopy", "fbp": "numba", "keras": "keras", "dfi": "algotom", "skimage": "skimage"}
 

@@ -86,7 +86,8 @@ def reconstruct(
         Column of the rotation axis; None means the detector centre ``(width - 1) / 2``
         (use :func:`~bluesky_lowdose.recon.find_center` to estimate it).
     backend : str, optional
-        ``"tomopy"``, ``"fbp"``, ``"dfi"`` or ``"skimage"``; None picks the first available
+        ``"tomopy"``, ``"fbp"``, ``"keras"`` (the FBP in Keras operations: on a GPU where
+        Keras's backend has one), ``"dfi"`` or ``"skimage"``; None picks the first available
         in that order (``"fbp"`` where TomoPy is absent).
     filter : str
         Apodisation of the ramp filter: ``"parzen"`` (default, as TomoPy's gridrec in the

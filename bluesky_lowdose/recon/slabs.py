@@ -140,18 +140,24 @@ def reconstruct_volumes(
 
         results = tqdm(results, total=len(tasks), desc="reconstruction", unit="slab", leave=False)
     outs: dict[str, Any] = {}
-    for (a, b), res in zip(ranges, results, strict=True):
-        for name, vol in res.items():
-            if name not in outs:
+    try:
+        for (a, b), res in zip(ranges, results, strict=True):
+            for name, vol in res.items():
+                if name not in outs:
+                    if out_dir is not None:
+                        outs[name] = StackWriter(Path(out_dir) / f"{name}.h5", "volume", vol.shape[1:],
+                                                 length=n_slices, chunk_rows=vol.shape[1])  # fmt: skip
+                    else:
+                        outs[name] = np.empty((n_slices, *vol.shape[1:]), np.float32)
                 if out_dir is not None:
-                    outs[name] = StackWriter(Path(out_dir) / f"{name}.h5", "volume", vol.shape[1:],
-                                             length=n_slices, chunk_rows=vol.shape[1])  # fmt: skip
+                    outs[name].write(a, vol)
                 else:
-                    outs[name] = np.empty((n_slices, *vol.shape[1:]), np.float32)
-            if out_dir is not None:
-                outs[name].write(a, vol)
-            else:
-                outs[name][a:b] = vol
+                    outs[name][a:b] = vol
+    except BaseException:
+        for out in outs.values():
+            if isinstance(out, StackWriter):
+                out.discard()  # no half-written volume, no open handle
+        raise
     return {name: (o.close() if out_dir is not None else o) for name, o in outs.items()}
 
 

@@ -49,7 +49,7 @@ class StoredArray:
 
         self.path = str(path)
         self.dataset = dataset
-        with h5py.File(self.path, "r") as f:
+        with h5py.File(self.path, "r", locking=False) as f:  # read-only; NFS often refuses locks
             ds = f[dataset]
             self.shape: tuple[int, ...] = tuple(int(n) for n in ds.shape)
             self.dtype = np.dtype(ds.dtype)
@@ -75,7 +75,7 @@ class StoredArray:
     def __getitem__(self, key: Any) -> np.ndarray:
         import h5py
 
-        with h5py.File(self.path, "r") as f:
+        with h5py.File(self.path, "r", locking=False) as f:
             return np.asarray(f[self.dataset][key])
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
@@ -204,15 +204,19 @@ class StackWriter:
             raise ValueError(f"shape must be (rows, width) of one entry, got {shape}")
         chunks = (1, min(int(chunk_rows), self.frame_shape[0]), self.frame_shape[1])
         self._file = h5py.File(self.path, "w")
-        if length is None:
-            self._ds = self._file.create_dataset(
-                dataset, shape=(0, *self.frame_shape), maxshape=(None, *self.frame_shape),
-                chunks=chunks, dtype=dtype,
-            )  # fmt: skip
-        else:
-            self._ds = self._file.create_dataset(
-                dataset, shape=(int(length), *self.frame_shape), chunks=chunks, dtype=dtype
-            )
+        try:
+            if length is None:
+                self._ds = self._file.create_dataset(
+                    dataset, shape=(0, *self.frame_shape), maxshape=(None, *self.frame_shape),
+                    chunks=chunks, dtype=dtype,
+                )  # fmt: skip
+            else:
+                self._ds = self._file.create_dataset(
+                    dataset, shape=(int(length), *self.frame_shape), chunks=chunks, dtype=dtype
+                )
+        except BaseException:
+            self.discard()
+            raise
         self.n = 0
 
     def append(self, block: np.ndarray) -> None:

@@ -21,7 +21,9 @@ from typing import IO, Any
 import numpy as np
 from event_model import RunRouter
 
-__all__ = ["MEMORY_BYTES", "BackedUpWriter", "dumps", "loads"]
+from .._paths import safe_name
+
+__all__ = ["MEMORY_BYTES", "ArrayRef", "BackedUpWriter", "dumps", "loads", "resolve_arrays"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,56 @@ def dumps(name: str, doc: dict, arrays: IO[bytes] | None = None) -> str:
     return json.dumps({"name": name, "doc": doc}, default=default)
 
 
-def loads(line: str, directory: str | Path) -> dict:
+class ArrayRef:
+    """An array in a backup's binary sidecar, read by :meth:`read` (replay reads one document's
+    arrays at a time, never a whole run's)."""
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int) -> None:
+        self.path, self.dtype, self.shape, self.offset = path, dtype, shape, offset
+
+    def read(self) -> np.ndarray:
+        """The array.
+
+        Returns
+        -------
+        numpy.ndarray
+            As it was written.
+
+        Raises
+        ------
+        ValueError
+            The reference runs beyond the end of the file.
+        """
+        count = int(np.prod(self.shape))
+        arr = np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset)
+        if arr.size != count:
+            raise ValueError(f"array reference beyond the end of {self.path.name}")
+        return arr.reshape(self.shape)
+
+
+def resolve_arrays(value: Any) -> Any:
+    """``value`` with every :class:`ArrayRef` in it read.
+
+    Parameters
+    ----------
+    value : object
+        A document (or part of one) parsed with ``loads(..., lazy=True)``.
+
+    Returns
+    -------
+    object
+        The same structure with arrays.
+    """
+    if isinstance(value, ArrayRef):
+        return value.read()
+    if isinstance(value, dict):
+        return {k: resolve_arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_arrays(v) for v in value]
+    return value
+
+
+def loads(line: str, directory: str | Path, *, lazy: bool = False) -> dict:
     """Parse a line written by :func:`dumps`, reading referenced arrays from ``directory``.
 
     Parameters
@@ -81,6 +132,8 @@ def loads(line: str, directory: str | Path) -> dict:
         One JSON line.
     directory : str or Path
         Where the arrays' file is.
+    lazy : bool
+        Leave references as :class:`ArrayRef` (read them with :func:`resolve_arrays`).
 
     Returns
     -------
@@ -100,12 +153,9 @@ def loads(line: str, directory: str | Path) -> dict:
         ref = obj[_MARK]
         if Path(ref["file"]).name != ref["file"]:
             raise ValueError(f"array reference {ref['file']!r} points outside {base}")
-        dtype, shape = np.dtype(ref["dtype"]), tuple(int(n) for n in ref["shape"])
-        count = int(np.prod(shape))
-        arr = np.fromfile(base / ref["file"], dtype=dtype, count=count, offset=int(ref["offset"]))
-        if arr.size != count:
-            raise ValueError(f"array reference beyond the end of {ref['file']}")
-        return arr.reshape(shape)
+        arr = ArrayRef(base / ref["file"], np.dtype(ref["dtype"]), tuple(int(n) for n in ref["shape"]),
+                       int(ref["offset"]))  # fmt: skip
+        return arr if lazy else arr.read()
 
     return json.loads(line, object_hook=hook)
 
@@ -136,14 +186,15 @@ class _RunBackup:
         self.uid = start["uid"]
         self.failed_runs = failed
         self.backup_failed = backup_failed
-        self.path = directory / f"{start['uid']}.jsonl"
-        self.journal_path = directory / f"{start['uid']}.jsonl.journal"
-        self.arrays_path = directory / f"{start['uid']}.arrays"
+        name = safe_name(self.uid)  # a uid from the network never names a path elsewhere
+        self.path = directory / f"{name}.jsonl"
+        self.journal_path = directory / f"{name}.jsonl.journal"
+        self.arrays_path = directory / f"{name}.arrays"
         self.memory_bytes = memory_bytes
         self.buffer: list[tuple[str, dict]] = []
         self.buffered_bytes = 0
         self.failed = False
-        self._lines: IO[str] | None = None  # the journal, then the backup (same file, renamed)
+        self._lines: IO[bytes] | None = None  # the journal, then the backup (same file, renamed)
         self._arrays: IO[bytes] | None = None
         self._journal_broken = False
 
@@ -182,27 +233,38 @@ class _RunBackup:
 
     def _keep(self, name: str, doc: dict) -> None:
         """Keep a document until the run has been written: in memory, or in the journal."""
-        if self._lines is not None and not self._journal_broken:
-            try:
-                self._write([(name, doc)], durable=False)
-                return
-            except OSError:
-                logger.warning("run %s: the journal %s cannot be written; documents stay in memory",
-                               self.uid, self.journal_path, exc_info=True)  # fmt: skip
-                self._journal_broken = True
-                self._close_files(delete=True)
+        if self._lines is not None and not self._journal_broken and self._journal([(name, doc)]):
+            return
         self.buffer.append((name, doc))
         self.buffered_bytes += _array_bytes(doc)
-        if self.buffered_bytes > self.memory_bytes and not self._journal_broken:
-            try:
-                self._write(self.buffer, durable=False)
-            except OSError:
-                logger.warning("run %s: the journal %s cannot be written; documents stay in memory",
-                               self.uid, self.journal_path, exc_info=True)  # fmt: skip
-                self._journal_broken = True
+        if (
+            self.buffered_bytes > self.memory_bytes
+            and not self._journal_broken
+            and self._journal(self.buffer)
+        ):
+            self.buffer, self.buffered_bytes = [], 0
+
+    def _journal(self, docs: list[tuple[str, dict]]) -> bool:
+        """Append to the journal; on any error, roll it back to its last complete document and
+        keep later documents in memory (the journal keeps the run's beginning)."""
+        marks = None if self._lines is None else (self._lines.tell(), self._arrays.tell())  # type: ignore[union-attr]
+        try:
+            self._write(docs, durable=False)
+            return True
+        except Exception:
+            logger.warning("run %s: the journal %s cannot be written; later documents stay in memory",
+                           self.uid, self.journal_path, exc_info=True)  # fmt: skip
+            self._journal_broken = True
+            if marks is None:  # nothing of value in it: the documents are still in the buffer
                 self._close_files(delete=True)
             else:
-                self.buffer, self.buffered_bytes = [], 0
+                try:
+                    for f, pos in zip((self._lines, self._arrays), marks, strict=True):
+                        f.truncate(pos)  # type: ignore[union-attr]
+                        f.seek(pos)  # type: ignore[union-attr]  # tell() gives the next array's offset
+                except OSError:
+                    logger.exception("run %s: the journal could not be rolled back", self.uid)
+            return False
 
     def _write(self, docs: list[tuple[str, dict]], *, durable: bool) -> None:
         if self._lines is None:
@@ -211,9 +273,10 @@ class _RunBackup:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target = self.path if self.failed else self.journal_path
             self._arrays = open(self.arrays_path, "ab")
-            self._lines = open(target, "a")
+            self._lines = open(target, "ab")
         assert self._arrays is not None
-        self._lines.writelines(dumps(n, d, self._arrays) + "\n" for n, d in docs)
+        text = "".join(dumps(n, d, self._arrays) + "\n" for n, d in docs)
+        self._lines.write(text.encode())
         self._arrays.flush()
         self._lines.flush()
         if durable:

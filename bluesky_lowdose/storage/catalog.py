@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .backup import loads
+from .backup import loads, resolve_arrays
 
 __all__ = [
     "PROCESSED",
@@ -159,7 +159,9 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
     written = []
     for path in sorted(Path(backup_directory).glob("*.jsonl")):
         try:
-            lines = [loads(line, path.parent) for line in path.read_text().splitlines() if line.strip()]
+            # arrays stay on disk until their document is written: a run's volumes never sit in memory
+            text = path.read_text().splitlines()
+            lines = [loads(line, path.parent, lazy=True) for line in text if line.strip()]
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             logger.error("skipping %s: %s", path, exc)
             continue
@@ -184,7 +186,7 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
                 logger.warning("%s: the backup of run %s has no stop document; replayed as it is", path, uid)
             writer = make_run_writer(node, backup_directory=None, batch_size=1000)
             for item in lines:
-                writer(item["name"], item["doc"])
+                writer(item["name"], resolve_arrays(item["doc"]))
             written.append(uid)
         path.rename(path.with_name(path.name + ".replayed"))
     return written

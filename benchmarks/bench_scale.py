@@ -77,7 +77,7 @@ def main() -> int:
             (warm,) = RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage,
                                            num_angles=4, num_darks=4, num_flats=4,
                                            reference_angles=(0.0, 60.0, 120.0)))  # fmt: skip
-            assert enhancer.wait(timeout=600) and writer.flush(timeout=600)
+            assert enhancer.wait(timeout=3600) and writer.flush(timeout=600)  # n2i: a whole slice step
             enhancer.forget(warm)
             import gc
 

@@ -357,7 +357,7 @@ def denoise_splits(
     numpy.ndarray or StoredArray
         The denoised volume ``(Z, Y, X)`` float32.
     """
-    from ..recon.stored import StackWriter, StoredArray
+    from ..recon.stored import StoredArray, volume_writer
     from .remote import model_ref
 
     shapes = {_shape(s) for s in splits}
@@ -372,28 +372,23 @@ def denoise_splits(
     ctx = denoiser.in_channels // 2
     n_ops = 8 if tta and h == w else 1
     ref = model_ref(denoiser, mapper is not None)
-    tasks, ranges = [], []
+    tasks, starts = [], []
     for a in range(0, z, DENOISE_SLAB):
         b = min(a + DENOISE_SLAB, z)
         lo, hi = max(0, a - ctx), min(z, b + ctx)
         parts = [s.slices(lo, hi) if isinstance(s, StoredArray) else s[lo:hi] for s in splits]
         tasks.append((ref, parts, (a - lo, b - lo), n_ops, mask))
-        ranges.append((a, b))
-    writer = None if out is None else StackWriter(out, "volume", (h, w), length=z, chunk_rows=h)
-    result = None if writer is not None else np.empty(shape, np.float32)
+        starts.append(a)
+    writer = volume_writer(out, shape)
     slabs = (mapper or map)(denoise_slab, tasks)
     try:
-        for (a, b), slab in zip(ranges, tqdm(slabs, total=len(tasks), desc="denoise slices",
+        for a, slab in zip(starts, tqdm(slabs, total=len(tasks), desc="denoise slices",
                                              disable=not progress, leave=False), strict=True):  # fmt: skip
-            if writer is not None:
-                writer.write(a, slab)
-            else:
-                result[a:b] = slab
+            writer.write(a, slab)
     except BaseException:
-        if writer is not None:
-            writer.discard()  # no half-written volume, no open handle
+        writer.discard()  # no half-written volume, no open handle
         raise
-    return writer.close() if writer is not None else result
+    return writer.close()
 
 
 def denoise_slab(task: tuple[Any, ...]) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .stored import StackWriter, StoredArray
+from .stored import ArrayWriter, StackWriter, StoredArray, volume_writer
 
 __all__ = [
     "DEFAULT_SLAB",
@@ -139,26 +139,19 @@ def reconstruct_volumes(
         from tqdm.auto import tqdm
 
         results = tqdm(results, total=len(tasks), desc="reconstruction", unit="slab", leave=False)
-    outs: dict[str, Any] = {}
+    outs: dict[str, StackWriter | ArrayWriter] = {}
     try:
-        for (a, b), res in zip(ranges, results, strict=True):
+        for (a, _), res in zip(ranges, results, strict=True):
             for name, vol in res.items():
                 if name not in outs:
-                    if out_dir is not None:
-                        outs[name] = StackWriter(Path(out_dir) / f"{name}.h5", "volume", vol.shape[1:],
-                                                 length=n_slices, chunk_rows=vol.shape[1])  # fmt: skip
-                    else:
-                        outs[name] = np.empty((n_slices, *vol.shape[1:]), np.float32)
-                if out_dir is not None:
-                    outs[name].write(a, vol)
-                else:
-                    outs[name][a:b] = vol
+                    path = None if out_dir is None else Path(out_dir) / f"{name}.h5"
+                    outs[name] = volume_writer(path, (n_slices, *vol.shape[1:]))
+                outs[name].write(a, vol)
     except BaseException:
         for out in outs.values():
-            if isinstance(out, StackWriter):
-                out.discard()  # no half-written volume, no open handle
+            out.discard()  # no half-written volume, no open handle
         raise
-    return {name: (o.close() if out_dir is not None else o) for name, o in outs.items()}
+    return {name: out.close() for name, out in outs.items()}
 
 
 def reconstruct_slabs(

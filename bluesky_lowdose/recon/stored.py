@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LazySlice", "StackWriter", "StoredArray"]
+__all__ = ["ArrayWriter", "LazySlice", "StackWriter", "StoredArray", "volume_writer"]
 
 #: Slices read at a time when iterating over a stored volume.
 ITER_SLAB = 16
@@ -271,3 +271,66 @@ class StackWriter:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class ArrayWriter:
+    """The in-memory counterpart of :class:`StackWriter` for an array of known shape (same
+    ``write``/``close``/``discard``), so callers fill a volume the same way in memory or on disk.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The whole array's shape.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.array: np.ndarray | None = np.empty(shape, np.float32)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Write entries ``start .. start + len(block)``.
+
+        Parameters
+        ----------
+        start : int
+            First entry.
+        block : numpy.ndarray
+            The entries.
+        """
+        assert self.array is not None
+        self.array[start : start + len(block)] = block
+
+    def close(self) -> np.ndarray:
+        """The array.
+
+        Returns
+        -------
+        numpy.ndarray
+            The filled array.
+        """
+        assert self.array is not None
+        return self.array
+
+    def discard(self) -> None:
+        """Drop the array."""
+        self.array = None
+
+
+def volume_writer(path: str | Path | None, shape: tuple[int, ...]) -> StackWriter | ArrayWriter:
+    """Where a ``(slices, rows, width)`` volume is filled slab by slab: an HDF5 file (dataset
+    ``volume``, one chunk per slice) at ``path``, or memory when ``path`` is None.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        The file, or None.
+    shape : tuple of int
+        The volume's shape.
+
+    Returns
+    -------
+    StackWriter or ArrayWriter
+        ``write(start, block)``, ``close()`` (a :class:`StoredArray` or the array), ``discard()``.
+    """
+    if path is None:
+        return ArrayWriter(shape)
+    return StackWriter(path, "volume", shape[1:], length=shape[0], chunk_rows=shape[1])

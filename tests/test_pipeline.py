@@ -150,8 +150,9 @@ def test_flat_policy_scales_long_flats_and_falls_back_to_own_flats() -> None:
 
 
 def test_methods_that_need_pairs_say_so_and_auto_picks_by_the_inputs(scan) -> None:
-    assert resolve_method("auto", True) == "n2i"  # measured best with and without pairs
-    assert resolve_method("auto", False) == "n2i"
+    assert resolve_method("auto", True) == "auto"  # with long exposures they choose (pipeline.auto)
+    assert resolve_method("auto", False) == "n2i"  # without, the best method measured
+    assert resolve_method("auto", True, has_projection_model=True) == "paper"
     with pytest.raises(ValueError, match="needs long/short reference pairs"):
         enhance_scan(scan["noisy"], scan["theta"], input="line_integrals", method="paper")
     with pytest.raises(ValueError, match="unknown method"):

@@ -89,6 +89,10 @@ class RunResult:
         The pipeline's provenance (also in the ``provenance`` stream).
     pairs : dict or None
         The corrected reference pairs (``short``, ``long``, ``angles``) the run brought.
+    quality : dict or None
+        The long exposures' judgement (:attr:`bluesky_lowdose.pipeline.ScanResult.quality`).
+    warnings : list of str
+        What the user must know about the result (e.g. worse than the raw reconstruction).
     """
 
     raw_uid: str
@@ -110,7 +114,22 @@ class RunResult:
     latencies: list[float] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     pairs: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+
+def _quality_summary(res: RunResult) -> str:
+    """One line for the stop document: the long exposures' judgement and any warning."""
+    q = res.quality
+    if not q:
+        return ""
+    e, r = q["enhanced"], q["raw"]
+    text = (f"method {res.method}; vs long exposures: enhanced {e['psnr_db']:.2f} dB / SSIM {e['ssim']:.3f}, "
+            f"raw {r['psnr_db']:.2f} dB / SSIM {r['ssim']:.3f}")  # fmt: skip
+    if q.get("worse_than_raw"):
+        text += " (WORSE than the raw reconstruction)"
+    return text
 
 
 def _join(blocks: list[np.ndarray]) -> np.ndarray:
@@ -209,13 +228,18 @@ class _Job:
                 projection_model=p.model, projection_training=p.train_kwargs, n2i_options=p.n2i_options,
                 backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress,
                 on_epoch=on_epoch, mapper=p.mapper, workdir=self.workdir,
+                long_open_beam_counts=(self.setup or {}).get("long_open_beam_counts"),
+                auto_candidates=p.auto_options.get("candidates"),
+                auto_budget_s=p.auto_options.get("budget_s"),
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
             self.pipeline = self._plain_pipeline(shape)
         pairs = self.setup.get("pairs") if self.setup else None
-        if self.pipeline.spec.projection is not None and pairs is not None:
-            self.progress["stage"] = "training"
+        if pairs is not None:  # the projection step learns from the pairs; every method is judged by them
+            training = self.pipeline.needs_fit
+            if training:
+                self.progress["stage"] = "training"
             t = time.perf_counter()
             self.result.timings["training_started_s"] = t - self.t0
             try:
@@ -223,7 +247,8 @@ class _Job:
             except Exception as exc:
                 self.fail(f"training failed: {exc}; reconstructing without enhancement")
                 self.pipeline = self._plain_pipeline(shape)
-            self.result.timings["training_s"] = time.perf_counter() - t
+            if training:
+                self.result.timings["training_s"] = time.perf_counter() - t
         model = self.pipeline.models.get("projection")
         if model is not None and hasattr(model, "to_bytes"):
             self.result.enhancer = model
@@ -242,7 +267,7 @@ class _Job:
         return ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper, workdir=self.workdir)
 
     def _open(self, method: str, setup: dict[str, Any]) -> None:
-        from ..pipeline import METHODS
+        from ..pipeline import method_description
         from ..versions import software_versions
 
         p = self.parent
@@ -251,7 +276,7 @@ class _Job:
         prov: dict[str, Any] = {
             "method": method,
             "requested_method": p.method,
-            "description": METHODS[method].description,
+            "description": method_description(method),
             "pipeline": "bluesky_lowdose.pipeline.ScanPipeline (as lowdose-tomo enhance and evaluate)",
             "input": "flat/dark-corrected transmission",
             "flat_field": setup.get("flat_field"),
@@ -346,6 +371,19 @@ class _Job:
         res = self.result
         res.recon_raw, res.recon_enhanced = out.raw_volume, out.volume
         res.provenance = out.provenance
+        res.method = out.method  # "auto" resolved by the long exposures
+        res.quality = out.quality
+        res.warnings = list(out.warnings)
+        q = out.quality
+        if q is not None:
+            res.metrics.update({
+                "quality_psnr_db": q["enhanced"]["psnr_db"], "quality_ssim": q["enhanced"]["ssim"],
+                "quality_raw_psnr_db": q["raw"]["psnr_db"], "quality_raw_ssim": q["raw"]["ssim"],
+            })  # fmt: skip
+            if q.get("ceiling_psnr_db") is not None:
+                res.metrics["quality_ceiling_psnr_db"] = q["ceiling_psnr_db"]
+        for warning in out.warnings:
+            logger.warning("lowdose enhancer, run %s: %s", res.raw_uid[:8], warning)
         res.timings.update({f"pipeline_{k}": v for k, v in out.timings.items()})
         slice_model = out.models.get("slices")
         if slice_model is not None:
@@ -423,8 +461,9 @@ class _Job:
         data["method"] = res.method
         data["status"] = res.status
         data["reasons"] = "; ".join(res.reasons)
+        data["warnings"] = "; ".join(res.warnings)
         self.run.emit("metrics", data)
-        self.run.close(res.status, res.reasons)
+        self.run.close(res.status, res.reasons, summary=_quality_summary(res))
         if not p.keep_frames and self.workdir is not None:
             res.recon_raw = res.recon_enhanced = None
             self.remove_files()
@@ -534,6 +573,9 @@ class ProjectionEnhancer:
         reference angle (real stages do not return exactly).
     seed : int
         Seeds the learned steps.
+    auto_options : dict, optional
+        ``method="auto"``: ``candidates`` (methods tried) and ``budget_s`` (seconds they may take
+        together); see :mod:`bluesky_lowdose.pipeline.auto`.
 
     Examples
     --------
@@ -567,6 +609,7 @@ class ProjectionEnhancer:
         write_timeout: float = 600.0,
         angle_tolerance: float = 0.05,
         seed: int = 0,
+        auto_options: dict[str, Any] | None = None,
     ) -> None:
         from ..pipeline import METHODS
 
@@ -579,6 +622,10 @@ class ProjectionEnhancer:
         self.model = model
         self.train_kwargs = dict(train_kwargs or {})
         self.n2i_options = dict(n2i_options or {})
+        self.auto_options = dict(auto_options or {})
+        unknown = set(self.auto_options) - {"candidates", "budget_s"}
+        if unknown:
+            raise ValueError(f"unknown auto_options {sorted(unknown)}: use 'candidates' and 'budget_s'")
         self.reconstruct = reconstruct
         self.recon_backend = recon_backend
         self.mapper = mapper

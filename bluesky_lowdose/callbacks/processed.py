@@ -129,7 +129,7 @@ class ProcessedRun:
         blob = np.frombuffer(enhancer.to_bytes(), dtype=np.uint8)
         self.emit(stream, {key: blob, "model_hash": enhancer.model_hash})
 
-    def close(self, status: str, reasons: list[str]) -> None:
+    def close(self, status: str, reasons: list[str], *, summary: str = "") -> None:
         """Write the stop document: ``success`` when complete, ``fail`` with the reasons otherwise.
 
         Parameters
@@ -138,13 +138,16 @@ class ProcessedRun:
             The outcome.
         reasons : list of str
             Why it is partial.
+        summary : str
+            The result's quality in one line, appended to the stop document's ``reason`` (the
+            stop schema allows no other field).
         """
         if self.closed:
             return
         self.closed = True
         complete = status == "complete"
-        stop = self._bundle.compose_stop(
-            exit_status="success" if complete else "fail",
-            reason="" if complete else "partial: " + "; ".join(reasons),
-        )
+        reason = "" if complete else "partial: " + "; ".join(reasons)
+        if summary:
+            reason = f"{reason} | {summary}" if reason else summary
+        stop = self._bundle.compose_stop(exit_status="success" if complete else "fail", reason=reason)
         self._write("stop", stop)

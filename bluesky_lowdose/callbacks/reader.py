@@ -247,4 +247,7 @@ class RunReader(DocumentRouter):
         except Exception as exc:
             setup["pairs_error"] = str(exc)
         setup["photon"] = self._photon_statistics()
+        short, long_ = self._exposure("short"), self._exposure("long")
+        if setup["photon"] is not None and short and long_:  # the long frames' counts: the judge's noise
+            setup["long_open_beam_counts"] = setup["photon"].open_beam_counts * np.float32(long_ / short)
         self.submit("setup", setup)

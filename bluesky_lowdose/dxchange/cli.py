@@ -222,7 +222,12 @@ def run(args: argparse.Namespace) -> int:
         "mse_enhanced": result.mse_enhanced,
         "model_hash": enhancer.get("model_hash"),
         "slice_model_hash": denoiser.get("model_hash"),
+        "quality": result.scan.quality,
+        "auto": (result.scan.provenance.get("auto") or {}).get("winner"),
+        "warnings": result.scan.warnings,
     }
+    for warning in result.scan.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -236,7 +241,47 @@ def run(args: argparse.Namespace) -> int:
             print(f"references {', '.join(f'{t:g}' for t in result.reference_theta)} deg")
             for t, s, e in zip(result.reference_theta, result.mse_short, result.mse_enhanced, strict=True):
                 print(f"  {t:8.3f} deg  MSE vs long: short {s:.3g}  enhanced {e:.3g}")
+        for line in quality_lines(result.scan.quality, result.scan.provenance.get("auto")):
+            print(line)
     return 0
+
+
+def quality_lines(quality: dict | None, auto: dict | None = None) -> list[str]:
+    """The long exposures' judgement of a result, as lines for a terminal.
+
+    Parameters
+    ----------
+    quality : dict or None
+        :attr:`bluesky_lowdose.pipeline.ScanResult.quality`.
+    auto : dict, optional
+        The ``auto`` record of the provenance (its candidates and winner).
+
+    Returns
+    -------
+    list of str
+        Nothing without a judgement.
+    """
+    if not quality:
+        return []
+    e, r = quality["enhanced"], quality["raw"]
+    ceiling = quality.get("ceiling_psnr_db")
+    angles = ", ".join(f"{a:g}" for a in e["angles_deg"])
+    lines = [
+        f"quality    vs long exposures at {angles} deg"
+        + (" (held out of training)" if quality.get("held_out") else "")
+        + f": enhanced {e['psnr_db']:.2f} dB / SSIM {e['ssim']:.3f}, raw {r['psnr_db']:.2f} dB / "
+        f"SSIM {r['ssim']:.3f}"
+        + ("" if ceiling is None else f" (long frames' own noise: {ceiling:.1f} dB for a perfect volume)")
+    ]
+    if auto:
+        for m, c in auto.get("candidates", {}).items():
+            gain = c.get("gain_psnr_db")
+            what = (
+                c.get("status") if gain is None else f"{gain:+.2f} dB / {c['gain_ssim']:+.3f} SSIM over raw"
+            )
+            lines.append(f"  auto     {m:12s} {what}")
+        lines.append(f"  auto chose {auto.get('winner')}: {auto.get('why')}")
+    return lines
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -533,7 +533,7 @@ def enhance_file(
             f"{DX_PATHS['reference_long']} and no --long file (or --model-in) was given; without "
             f"references use --method auto, n2i or bm3d-slices"
         ) from None
-    spec = pipeline.METHODS[resolved]
+    spec = pipeline.AUTO_SPEC if resolved == "auto" else pipeline.METHODS[resolved]
     if model_in is not None and spec.projection != "cnn":
         raise ValueError(f"--model-in is a projection CNN; method {resolved!r} has no CNN projection step")
     if save_model is not None:
@@ -552,15 +552,20 @@ def enhance_file(
     transmission = _apply(flat, short_dx.data)
     stats, stats_record = _photon_statistics(short_dx, flat, long_dx)
     pairs: TrainingPairs | None = None
-    if spec.pairs and has_refs:
-        pairs = training_pairs(
-            short_dx,
-            long_dx,
-            short_transmission=transmission,
-            short_flat=flat,
-            reference_angles=reference_angles,
-            tolerance=tolerance,
-        )
+    if has_refs:  # pair methods learn from them; every method is judged by them (pipeline.judge)
+        try:
+            pairs = training_pairs(
+                short_dx,
+                long_dx,
+                short_transmission=transmission,
+                short_flat=flat,
+                reference_angles=reference_angles,
+                tolerance=tolerance,
+            )
+        except (ValueError, DataExchangeError) as exc:
+            if spec.pairs or resolved == "auto":
+                raise
+            logger.warning("the long exposures cannot judge this scan: %s", exc)
     projection_model = None
     if model_in is not None:
         from .. import model as bm
@@ -607,9 +612,10 @@ def enhance_file(
     enhanced = scan.projections is not None
     data = scan.projections if enhanced else transmission
     data_text = (
-        f"flat/dark-corrected transmission (I - D)/(F - D), enhanced by the projection step of {resolved!r}"
+        "flat/dark-corrected transmission (I - D)/(F - D), enhanced by the projection step of "
+        f"{scan.method!r}"
         if enhanced
-        else f"flat/dark-corrected transmission (I - D)/(F - D), NOT enhanced: method {resolved!r} has "
+        else f"flat/dark-corrected transmission (I - D)/(F - D), NOT enhanced: method {scan.method!r} has "
         "no projection step (its result is the reconstruction)"
     )
     long_flat = None
@@ -618,12 +624,12 @@ def enhance_file(
     provenance: dict[str, Any] = {
         "kind": "bluesky_lowdose.dxchange.enhance_file",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "method": resolved,
+        "method": scan.method,
         "method_requested": method,
         "output": {
             DX_PATHS["data"]: data_text,
             DX_PATHS["reconstruction"]: (
-                f"reconstruction enhanced by {resolved!r} (pipeline.reconstruction below), attenuation "
+                f"reconstruction enhanced by {scan.method!r} (pipeline.reconstruction below), attenuation "
                 "per pixel, z:y:x"
             ),
             DX_PATHS["reference_long"]: None if pairs is None else "corrected long-exposure references",
@@ -685,7 +691,7 @@ def enhance_file(
         path=written,
         shape=tuple(np.shape(data)),
         volume_shape=tuple(scan.volume.shape),
-        method=resolved,
+        method=scan.method,
         projections_enhanced=enhanced,
         reference_theta=[] if pairs is None else pairs.theta.tolist(),
         mse_short=mse_short,

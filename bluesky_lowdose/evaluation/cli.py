@@ -79,6 +79,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--exposure", type=float, default=1.0, help="Poisson mode: long exposure, s (default 1)"
     )
     parser.add_argument(
+        "--phantom",
+        choices=("spheres", "textured"),
+        default="spheres",
+        help="the paper's cube of spheres, or a porous fibre-reinforced matrix with cracks (default spheres)",
+    )
+    parser.add_argument(
+        "--flux",
+        type=float,
+        default=300.0,
+        help="Poisson mode: open-beam photons per pixel per second, i.e. quanta per pixel at full dose "
+        "with --exposure 1 (default 300; beamlines: 300-3000)",
+    )
+    parser.add_argument(
+        "--psf",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="Poisson mode: detector blur, Gaussian sigma in pixels, on signal and noise (default 0)",
+    )
+    parser.add_argument(
+        "--dead-pixels", type=int, default=0, help="Poisson mode: pixels that detect no light (default 0)"
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=list(DEFAULT_METHODS),
@@ -170,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         slices=args.slices,
         margin=args.margin,
         seed=args.seed,
+        phantom=args.phantom,
+        flux=args.flux,
+        psf_sigma=args.psf,
+        dead_pixels=args.dead_pixels,
         progress=progress,
         dask_scheduler=args.dask_scheduler,
     )

@@ -133,6 +133,17 @@ class EvaluationConfig:
     dask_scheduler : str, optional
         ``tcp://HOST:PORT`` (or ``"local"``): every method's reconstruction slabs and learned
         inference steps run as tasks on that Dask cluster (:class:`bluesky_lowdose.engine.DaskEngine`).
+    phantom : {"spheres", "textured"}
+        The paper's cube of spheres, or a fibre-reinforced porous matrix with cracks
+        (:func:`bluesky_lowdose.physics.make_textured_phantom`).
+    flux : float
+        Poisson mode: detected photons per open-beam pixel per second (at the brightest part of
+        the beam); with ``exposure`` 1 s, the quanta per pixel at full dose (300 by default;
+        beamlines: hundreds to thousands).
+    psf_sigma : float
+        Poisson mode: detector blur (Gaussian sigma, pixels) of the signal and of its noise.
+    dead_pixels : int
+        Poisson mode: pixels that detect no light.
     """
 
     mode: str = "gaussian"
@@ -153,6 +164,10 @@ class EvaluationConfig:
     progress: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     dask_scheduler: str | None = None
+    phantom: str = "spheres"
+    flux: float = 300.0
+    psf_sigma: float = 0.0
+    dead_pixels: int = 0
 
     def validate(self) -> None:
         """Raise ValueError for inconsistent parameters (nothing heavy is imported)."""
@@ -189,6 +204,16 @@ class EvaluationConfig:
             raise ValueError(f"margin must be >= 0 rows, got {self.margin}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.phantom not in ("spheres", "textured"):
+            raise ValueError(f"phantom must be 'spheres' or 'textured', got {self.phantom!r}")
+        if not (np.isfinite(self.flux) and self.flux > 0):
+            raise ValueError(
+                f"flux must be a positive number of photons per pixel and second, got {self.flux}"
+            )
+        if not (np.isfinite(self.psf_sigma) and self.psf_sigma >= 0):
+            raise ValueError(f"psf_sigma must be >= 0 pixels, got {self.psf_sigma}")
+        if not 0 <= self.dead_pixels < self.size * self.size:
+            raise ValueError(f"dead_pixels must lie in [0, size^2), got {self.dead_pixels}")
         if self.slab_rows().stop - self.slab_rows().start < 8:
             raise ValueError("the slab (scored slices and margins) must be at least 8 detector rows")
 
@@ -269,8 +294,16 @@ def _tag(value: float) -> int:
     return round(1000 * float(value))
 
 
-def _labels(phantom: Any, rows: slice) -> np.ndarray:
-    """Phase of each voxel of the scored slices: 0 background, 1 cube, 2 spheres."""
+def _make_phantom(cfg: EvaluationConfig) -> Any:
+    from bluesky_lowdose.physics import make_phantom, make_textured_phantom
+
+    return (make_textured_phantom if cfg.phantom == "textured" else make_phantom)(cfg.size, seed=cfg.seed)
+
+
+def _labels(phantom: Any, rows: slice) -> np.ndarray | None:
+    """Phase of each voxel of the scored slices: 0 background, 1 cube, 2 spheres (None: textured)."""
+    if getattr(phantom, "kind", "spheres") != "spheres":
+        return None
     vol = phantom.voxelize()[rows]
     lab = np.zeros(vol.shape, dtype=np.int8)
     lab[np.isclose(vol, phantom.cube_value)] = 1
@@ -301,7 +334,7 @@ def _brief(record: Any) -> Any:
 class _Scorer:
     """Scores volumes of the slab inside the object of ``R_o`` (the pipeline's definition)."""
 
-    def __init__(self, reference: np.ndarray, scored: slice, labels: np.ndarray) -> None:
+    def __init__(self, reference: np.ndarray, scored: slice, labels: np.ndarray | None) -> None:
         from bluesky_lowdose.metrics import object_mask
 
         self.scored = scored
@@ -315,6 +348,8 @@ class _Scorer:
 
         vol = volume[self.scored]
         scores = score_volume(vol, self.reference, mask=self.mask)
+        if self.labels is None:
+            return scores, {}
         separation = phase_histograms(vol, self.labels, bins=64)["separation"]
         return scores, separation
 
@@ -338,22 +373,25 @@ def _run_methods(
     seed: int,
     open_beam_counts: np.ndarray | None = None,
     read_noise: float = 0.0,
+    long_open_beam_counts: np.ndarray | None = None,
     mapper: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run every method through :func:`enhance_scan`; return the level's entry and middle slices."""
-    from bluesky_lowdose.pipeline import METHODS, enhance_scan
+    from bluesky_lowdose.pipeline import enhance_scan
 
-    entry: dict[str, Any] = {"scores": {}, "separation": {}, "seconds": {}, "provenance": {}}
+    entry: dict[str, Any] = {"scores": {}, "separation": {}, "seconds": {}, "provenance": {}, "judge": {}}
     slices: dict[str, np.ndarray] = {}
     mid = scorer.scored.start + (scorer.scored.stop - scorer.scored.start) // 2
     for method in cfg.method_list():
-        pairs = METHODS[method].pairs
         t0 = time.perf_counter()
+        # every method gets the long exposures: pair methods learn from them (all but the held-out
+        # one), every result is judged by them (pipeline.judge)
         result = enhance_scan(
             projections,
             theta,
-            long_refs=long_refs if pairs else None,
-            reference_angles=reference_angles if pairs else None,
+            long_refs=long_refs,
+            reference_angles=reference_angles,
+            long_open_beam_counts=long_open_beam_counts,
             input=input,
             method=method,
             open_beam_counts=open_beam_counts,
@@ -368,9 +406,47 @@ def _run_methods(
         entry["seconds"][method] = round(time.perf_counter() - t0, 2)
         entry["scores"][method], entry["separation"][method] = scorer(result.volume)
         entry["provenance"][method] = _brief(result.provenance)
+        if result.quality is not None:
+            q = result.quality
+            entry["judge"][method] = {"psnr_db": q["enhanced"]["psnr_db"], "ssim": q["enhanced"]["ssim"],
+                                      "raw_psnr_db": q["raw"]["psnr_db"], "raw_ssim": q["raw"]["ssim"],
+                                      "angles_deg": q["enhanced"]["angles_deg"], "held_out": q["held_out"],
+                                      "ceiling_psnr_db": q["ceiling_psnr_db"]}  # fmt: skip
         slices[method] = result.volume[mid].copy()
         _progress_line(f"  {method}", entry["scores"][method], entry["seconds"][method], cfg.progress)
     return entry, slices
+
+
+def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """How well the long exposures' judge ranks the methods of one case against the true reference.
+
+    The judge's criterion is the gain over the raw reconstruction on the same angles
+    (``psnr_db - raw_psnr_db``): methods held out of different pairs then compare.
+
+    Parameters
+    ----------
+    entry : dict
+        A level of :func:`run_evaluation` (``scores`` and ``judge`` per method).
+
+    Returns
+    -------
+    dict or None
+        ``spearman`` (rank correlation of the judge's gain and the true PSNR over the methods),
+        ``picked`` (the judge's best), ``best`` (the truly best by PSNR), ``regret_psnr_db``
+        (true PSNR lost by taking the judge's pick); None with fewer than two judged methods.
+    """
+    judged = [m for m in entry.get("judge", {}) if m in entry["scores"]]
+    if len(judged) < 2:
+        return None
+    gain = np.array([entry["judge"][m]["psnr_db"] - entry["judge"][m]["raw_psnr_db"] for m in judged])
+    true = np.array([entry["scores"][m]["psnr"] for m in judged])
+    picked, best = judged[int(np.argmax(gain))], judged[int(np.argmax(true))]
+    rg, rt = np.argsort(np.argsort(gain)), np.argsort(np.argsort(true))
+    sd = float(np.std(rg) * np.std(rt))
+    rho = float(np.mean((rg - rg.mean()) * (rt - rt.mean())) / sd) if sd > 0 else None
+    return {"spearman": rho, "picked": picked, "best": best,
+            "regret_psnr_db": float(true.max() - entry["scores"][picked]["psnr"]),
+            "judge_gain_db": {m: float(g) for m, g in zip(judged, gain, strict=True)}}  # fmt: skip
 
 
 def _progress_line(name: str, score: dict[str, float], seconds: float, progress: bool) -> None:
@@ -389,6 +465,11 @@ def _report_level(name: str, entry: dict[str, Any], mode: str, progress: bool) -
 
     scores = entry["scores"]
     text = ", ".join(f"{m} {s['ssim']:.3f}/{s['psnr']:.1f} dB" for m, s in scores.items())
+    agree = entry.get("judge_agreement")
+    if agree:
+        rho = "n/a" if agree["spearman"] is None else f"{agree['spearman']:.2f}"
+        text += (f" | long-exposure judge picks {agree['picked']} (best {agree['best']}, "
+                 f"regret {agree['regret_psnr_db']:.2f} dB, Spearman {rho})")  # fmt: skip
     check = target_check(scores, mode)
     if check is not None:
         text += (
@@ -411,12 +492,10 @@ def _reference_indices(theta: np.ndarray, angles: Sequence[float]) -> np.ndarray
 def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:
     from tqdm.auto import tqdm
 
-    from bluesky_lowdose.physics import make_phantom
-
     rows, slab = cfg.scored_rows(), cfg.slab_rows()
     scored = slice(rows.start - slab.start, rows.stop - slab.start)
     t0 = time.perf_counter()
-    phantom = make_phantom(cfg.size, seed=cfg.seed)
+    phantom = _make_phantom(cfg)
     theta = np.linspace(0.0, 180.0, cfg.angles)
     p_clean = phantom.project_many(theta)
     scale = float(p_clean.max())
@@ -451,6 +530,7 @@ def _gaussian(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapp
             entry["paper_ssim"] = {"noisy": paper[0], "enhanced": paper[1]}
         result["levels"].append(entry)
         figures[f"{level:g}"] = {"slices": {"reference": r_o[mid].copy(), **slices}}
+        entry["judge_agreement"] = judge_agreement(entry)
         _report_level(f"noise {100 * level:g} %", entry, cfg.mode, cfg.progress)
     result["_figures"] = figures
 
@@ -475,16 +555,18 @@ def _equivalent_dose(score: float, ladder: dict[float, float]) -> dict[str, Any]
 def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:
     from tqdm.auto import tqdm
 
-    from bluesky_lowdose.physics import TXMPhysics, make_phantom
+    from bluesky_lowdose.physics import DetectorModel, TXMPhysics
     from bluesky_lowdose.pipeline import flat_field, photon_statistics
 
     rows, slab = cfg.scored_rows(), cfg.slab_rows()
     scored = slice(rows.start - slab.start, rows.stop - slab.start)
     t0 = time.perf_counter()
-    phantom = make_phantom(cfg.size, seed=cfg.seed)
+    phantom = _make_phantom(cfg)
     theta = np.linspace(0.0, 180.0, cfg.angles)
     # the clean projections are cached: every scan sees the same sample
-    physics = TXMPhysics(phantom, seed=cfg.seed + 2, cache_size=cfg.angles + 8)
+    detector = DetectorModel((cfg.size, cfg.size), flux=cfg.flux, psf_sigma=cfg.psf_sigma,
+                             dead_pixels=cfg.dead_pixels)  # fmt: skip
+    physics = TXMPhysics(phantom, detector, seed=cfg.seed + 2, cache_size=cfg.angles + 8)
     p_clean = phantom.project_many(theta)
     labels = _labels(phantom, rows)
     ref_idx = _reference_indices(theta, cfg.train_angles)
@@ -544,7 +626,9 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mappe
         entry, slices = _run_methods(cfg, low["transmission"], theta, long_refs, theta[ref_idx], scorer,
                                      input="transmission", seed=cfg.seed + tag,
                                      open_beam_counts=low["open_beam_counts"],
-                                     read_noise=low["read_noise"], mapper=mapper)  # fmt: skip
+                                     read_noise=low["read_noise"],
+                                     long_open_beam_counts=full["open_beam_counts"],
+                                     mapper=mapper)  # fmt: skip
         clock.add("methods", t0)
         if "none" in entry["scores"]:
             ladder[float(ratio)] = entry["scores"]["none"]
@@ -559,6 +643,7 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mappe
         entry = {"dose_ratio": float(ratio), "scan": low["record"], **entry}
         result["levels"].append(entry)
         figures[f"{ratio:g}"] = {"slices": {"reference": r_o[mid].copy(), **slices, "full-dose": r_full[mid]}}
+        entry["judge_agreement"] = judge_agreement(entry)
         _report_level(f"dose 1/{ratio:g}", entry, cfg.mode, cfg.progress)
     extra = sorted({float(r) for r in cfg.dose_ladder} - set(ladder))
     for ratio in tqdm(extra, desc="dose ladder", disable=not cfg.progress):

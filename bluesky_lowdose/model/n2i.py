@@ -85,23 +85,28 @@ class _SplitCrops(keras.utils.PyDataset):
         self.crop = crop
         self.batch_size = batch_size
         self.steps = steps
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0  # batches are a function of (seed, epoch, index): Keras may ask for one twice
         self.weights = weights
         self.near = near  # (n_centres, 2 context + 1): indices into splits' slices
 
     def __len__(self) -> int:
         return self.steps
 
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         k, _, h, w = self.splits.shape
         c, span = self.crop, self.near.shape[1]
         x = np.empty((self.batch_size, c, c, span), np.float32)
         y = np.empty((self.batch_size, c, c, 1), np.float32)
-        picks = self.rng.choice(len(self.near), self.batch_size, p=self.weights)
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        picks = rng.choice(len(self.near), self.batch_size, p=self.weights)
         for i, pick in enumerate(picks):
-            dst = int(self.rng.integers(k))
-            r0 = int(self.rng.integers(0, h - c + 1))
-            c0 = int(self.rng.integers(0, w - c + 1))
+            dst = int(rng.integers(k))
+            r0 = int(rng.integers(0, h - c + 1))
+            c0 = int(rng.integers(0, w - c + 1))
             near = self.near[pick]
             zi = near[span // 2]
             # input: the mean of every subset but the target (the N2I "X:1" strategy; K = 2: the other)
@@ -110,7 +115,7 @@ class _SplitCrops(keras.utils.PyDataset):
             block = np.mean([self.splits[j, near, r0 : r0 + c, c0 : c0 + c] for j in others], axis=0)
             x[i] = np.moveaxis(block, 0, -1)
             y[i, :, :, 0] = self.splits[dst, zi, r0 : r0 + c, c0 : c0 + c]
-        ops = self.rng.integers(0, 8, self.batch_size)
+        ops = rng.integers(0, 8, self.batch_size)
         return dihedral(self.norm.forward(x), ops), dihedral(self.norm.forward(y), ops)
 
 

@@ -13,6 +13,6 @@ along ``z`` and the detector coordinate ``u = x cos(theta) + y sin(theta)``.
 """
 
 from .detector import DetectorModel, TXMPhysics
-from .phantom import Phantom, make_phantom
+from .phantom import Phantom, make_phantom, make_textured_phantom
 
-__all__ = ["DetectorModel", "Phantom", "TXMPhysics", "make_phantom"]
+__all__ = ["DetectorModel", "Phantom", "TXMPhysics", "make_phantom", "make_textured_phantom"]

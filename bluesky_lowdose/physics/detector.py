@@ -4,7 +4,13 @@ Counts in one pixel for an exposure ``t`` (seconds)::
 
     photons ~ Poisson(flux * t * flat(v, u) * exp(-mu * line_integral))   (shutter open)
     dark    ~ Poisson(dark_rate * t)
-    adu     = round(gain * (photons + dark) + bias + Normal(0, read_noise))
+    light   = psf * photons                                   (scintillator + optics blur)
+    adu     = round(gain * (light + dark) + bias + Normal(0, read_noise))
+
+The point-spread function (``psf_sigma``, a Gaussian of that many pixels) acts on the detected
+photons, so it blurs the signal *and* its noise, which is then correlated between neighbouring
+pixels, as a scintillator does; dark current and read noise arise after it, in the camera.
+Dead pixels (``dead_pixels``) record no light: only dark current and read noise.
 
 so a long exposure has a higher SNR than a short one by ``sqrt(t_long / t_short)`` in the
 photon-limited regime, exactly as counting statistics say.  Frames are ``uint16`` and
@@ -84,6 +90,11 @@ class DetectorModel:
         Non-uniformity of the beam (0: flat).
     seed : int
         Seed of the fixed-pattern flat field.
+    psf_sigma : float
+        Standard deviation (pixels) of the Gaussian blur of the scintillator and optics, applied
+        to the photons (signal and noise); 0: none.
+    dead_pixels : int
+        Pixels (at seeded random places) that detect no light.
     """
 
     shape: tuple[int, int]
@@ -94,14 +105,34 @@ class DetectorModel:
     gain: float = 1.0
     flat_strength: float = 1.0
     seed: int = 1
+    psf_sigma: float = 0.0
+    dead_pixels: int = 0
     flat: np.ndarray = field(init=False, repr=False)
+    live: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.flux <= 0 or self.gain <= 0:
             raise ValueError("flux and gain must be positive")
         if self.dark_rate < 0 or self.read_noise < 0 or self.bias < 0:
             raise ValueError("dark_rate, read_noise and bias must be non-negative")
+        if not (np.isfinite(self.psf_sigma) and self.psf_sigma >= 0):
+            raise ValueError(f"psf_sigma must be >= 0 pixels, got {self.psf_sigma!r}")
+        n_pix = int(np.prod(self.shape))
+        if not 0 <= self.dead_pixels < n_pix:
+            raise ValueError(f"dead_pixels must lie in [0, {n_pix}), got {self.dead_pixels}")
         self.flat = flat_field_profile(tuple(self.shape), seed=self.seed, strength=self.flat_strength)
+        self.live = np.ones(self.shape, np.float64)
+        if self.dead_pixels:
+            rng = np.random.default_rng([self.seed, 3])
+            self.live.ravel()[rng.choice(n_pix, self.dead_pixels, replace=False)] = 0.0
+
+    def _blur(self, image: np.ndarray) -> np.ndarray:
+        """Scintillator/optics blur, then the camera's dead pixels."""
+        if self.psf_sigma > 0:
+            from scipy.ndimage import gaussian_filter
+
+            image = gaussian_filter(np.asarray(image, np.float64), self.psf_sigma, mode="nearest")
+        return image * self.live if self.dead_pixels else image
 
     def expected_counts(
         self, transmission: np.ndarray | None, exposure: float, *, shutter_open: bool = True
@@ -112,7 +143,7 @@ class DetectorModel:
         if not shutter_open:
             return np.full(self.shape, dark, dtype=np.float64)
         t = 1.0 if transmission is None else transmission
-        return self.gain * self.flux * exposure * self.flat * t + dark
+        return self.gain * self._blur(self.flux * exposure * self.flat * t) + dark
 
     def expose(
         self,
@@ -143,7 +174,7 @@ class DetectorModel:
         self._check_exposure(exposure)
         if shutter_open:
             t = 1.0 if transmission is None else np.clip(transmission, 0.0, 1.0)
-            photons = rng.poisson(self.flux * exposure * self.flat * t)
+            photons = self._blur(rng.poisson(self.flux * exposure * self.flat * t))
         else:
             photons = 0
         dark = rng.poisson(self.dark_rate * exposure, self.shape)

@@ -13,14 +13,25 @@ BM3D are imported on first use.
 - :func:`debias_line_integrals` -- the low-count ``-log`` bias correction
 - :func:`match_angles`, :func:`angle_difference`, :func:`nominal_angle` -- angle matching
 - :func:`score_volume` -- PSNR and SSIM inside the object
+- :class:`LongExposureJudge` -- every result scored against the long exposures (no ground truth)
+- :func:`select_method` -- ``method="auto"``: candidates on a slab, the long exposures choose
+- :func:`dead_pixel_mask`, :func:`fill_dead_pixels` -- pixels that see no beam
 """
 
 from __future__ import annotations
 
 from .._lazy import lazy_attributes
 from .angles import DEFAULT_TOLERANCE, angle_difference, match_angles, nominal_angle
-from .flatfield import FlatField, PhotonStatistics, flat_field, photon_statistics
+from .flatfield import (
+    FlatField,
+    PhotonStatistics,
+    dead_pixel_mask,
+    fill_dead_pixels,
+    flat_field,
+    photon_statistics,
+)
 from .scan import (
+    AUTO_SPEC,
     AUTO_WITH_PAIRS,
     AUTO_WITHOUT_PAIRS,
     METHODS,
@@ -30,12 +41,14 @@ from .scan import (
     ScanPipeline,
     ScanResult,
     enhance_scan,
+    method_description,
     pair_from_projections,
     resolve_method,
 )
 from .scoring import score_volume
 
 __all__ = [
+    "AUTO_SPEC",
     "AUTO_WITHOUT_PAIRS",
     "AUTO_WITH_PAIRS",
     "DEFAULT_TOLERANCE",
@@ -43,20 +56,29 @@ __all__ = [
     "N2I_OPTIONS",
     "PROJECTION_TRAINING",
     "FlatField",
+    "LongExposureJudge",
     "MethodSpec",
     "PhotonStatistics",
     "ScanPipeline",
     "ScanResult",
     "angle_difference",
+    "dead_pixel_mask",
     "debias_line_integrals",
     "enhance_scan",
+    "fill_dead_pixels",
     "flat_field",
     "match_angles",
+    "method_description",
     "nominal_angle",
     "pair_from_projections",
     "photon_statistics",
     "resolve_method",
     "score_volume",
+    "select_method",
 ]
 
-__getattr__, __dir__ = lazy_attributes(__name__, {"debias_line_integrals": "logbias"}, __all__)
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {"debias_line_integrals": "logbias", "LongExposureJudge": "judge", "select_method": "auto"},
+    __all__,
+)

@@ -13,6 +13,12 @@ One policy for every entry point (streaming enhancer, ``lowdose-tomo enhance``, 
 The photon statistics (open-beam counts per pixel, read noise) come from the same frames by
 the photon-transfer method: across repeated flats the variance of a pixel grows with its mean
 by the gain (ADU per photon); darks give the read noise.
+
+**Dead pixels** (an open beam below :data:`DEAD_FRACTION` of the median, e.g. a flat at or
+below the dark) carry no information: their transmission is filled with the mean of their live
+neighbours (3 x 3) in every corrected frame, their open-beam counts likewise, and their number
+is recorded (``describe()["dead_pixels"]``).  Without the fill each would be a ring in every
+slice.
 """
 
 from __future__ import annotations
@@ -22,12 +28,74 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FlatField", "PhotonStatistics", "flat_field", "photon_statistics"]
+__all__ = [
+    "FlatField",
+    "PhotonStatistics",
+    "dead_pixel_mask",
+    "fill_dead_pixels",
+    "flat_field",
+    "photon_statistics",
+]
 
 #: Transmission floor without photon statistics (line integrals are at most -log(1e-6) = 13.8).
 DEFAULT_FLOOR = 1e-6
 #: With photon statistics the transmission floor is this many photons of the open beam.
 FLOOR_PHOTONS = 0.5
+#: A pixel whose open-beam signal is below this fraction of the median is dead.
+DEAD_FRACTION = 0.05
+
+
+def dead_pixel_mask(open_beam: Any) -> np.ndarray:
+    """Pixels that see (almost) no open beam: signal below :data:`DEAD_FRACTION` of the median.
+
+    Parameters
+    ----------
+    open_beam : array_like
+        ``(rows, cols)`` open-beam signal above the dark (ADU or photons).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True where dead.
+    """
+    sig = np.asarray(open_beam, dtype=np.float64)
+    return ~(sig > DEAD_FRACTION * max(float(np.median(sig)), 0.0))
+
+
+def fill_dead_pixels(images: Any, dead: np.ndarray | None) -> np.ndarray:
+    """Replace dead pixels by the mean of their live 3 x 3 neighbours (repeated until all are filled).
+
+    Parameters
+    ----------
+    images : array_like
+        ``(rows, cols)`` or ``(n, rows, cols)``.
+    dead : numpy.ndarray of bool or None
+        ``(rows, cols)`` mask; None or all False returns ``images`` unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float32 images, dead pixels filled (a copy when any is dead).
+    """
+    arr = np.asarray(images, dtype=np.float32)
+    if dead is None or not dead.any():
+        return arr
+    from scipy.ndimage import uniform_filter
+
+    out = np.array(arr, dtype=np.float32, copy=True)
+    live = (~dead).astype(np.float32)
+    todo = dead.copy()
+    size = (1, 3, 3) if out.ndim == 3 else (3, 3)
+    for _ in range(max(dead.shape)):
+        if not todo.any():
+            break
+        w = uniform_filter(live, 3, mode="nearest")
+        num = uniform_filter(out * (live[None] if out.ndim == 3 else live), size, mode="nearest")
+        ok = todo & (w > 0)
+        out[..., ok] = num[..., ok] / w[ok]
+        live[ok] = 1.0
+        todo &= ~ok
+    return out
 
 
 def _stack(frames: Any, name: str) -> np.ndarray:
@@ -62,6 +130,17 @@ class FlatField:
     exposure_ratio: float | None = None
 
     @property
+    def dead(self) -> np.ndarray:
+        """Dead pixels (:func:`dead_pixel_mask` of ``flat - dark``).
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            ``(rows, cols)``.
+        """
+        return dead_pixel_mask(self.flat - self.dark)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """Frame shape ``(rows, cols)``.
 
@@ -89,7 +168,8 @@ class FlatField:
         """
         from ..recon import flat_dark_correct
 
-        return flat_dark_correct(frames, self.flat[None], self.dark[None], floor=floor)
+        return fill_dead_pixels(flat_dark_correct(frames, self.flat[None], self.dark[None], floor=floor),
+                                self.dead)  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record for provenance.
@@ -104,6 +184,8 @@ class FlatField:
             "exposure_ratio": self.exposure_ratio,
             "median_open_beam_adu": float(np.median(self.flat - self.dark)),
             "average": "median of the frames",
+            "dead_pixels": int(self.dead.sum()),
+            "dead_pixel_rule": f"open beam < {DEAD_FRACTION:g} x median; filled from live neighbours",
         }
 
 
@@ -229,13 +311,19 @@ def photon_statistics(
     signal = f.mean(axis=0) - d.mean(axis=0)
     var_d = d.var(axis=0, ddof=1)
     excess = f.var(axis=0, ddof=1) - var_d
-    if not (signal.sum() > 0 and excess.sum() > 0):
+    live = ~dead_pixel_mask(signal)  # dead pixels would bias the gain
+    if live.any():
+        signal_live, excess_live = signal[live], excess[live]
+    else:
+        signal_live, excess_live = signal, excess
+    if not (signal_live.sum() > 0 and excess_live.sum() > 0):
         raise ValueError("the flats show no photon noise above the darks: cannot measure the gain")
-    gain = float(excess.sum() / signal.sum())
+    gain = float(excess_live.sum() / signal_live.sum())
     if read_noise_darks is not None:
         rd = _stack(read_noise_darks, "read-noise darks").astype(np.float64)
         if len(rd) >= 2 and rd.shape[1:] == d.shape[1:]:
             var_d = rd.var(axis=0, ddof=1)
     read_noise = float(np.sqrt(max(float(np.mean(var_d)), 0.0)) / gain)
     counts = np.clip(signal / gain * float(exposure_ratio), 1e-3, None).astype(np.float32)
+    counts = np.clip(fill_dead_pixels(counts, dead_pixel_mask(signal)), 1e-3, None)
     return PhotonStatistics(gain, read_noise, counts)

@@ -19,8 +19,10 @@ method         pairs projection step (before the log)            slice step (aft
 ``bm3d-slices`` no   -- (bias corrected)                          BM3D, sigma tuned on the split
 ============== ===== ============================================ ==================================
 
-``"auto"`` is :data:`AUTO_WITH_PAIRS` when pairs are given, else :data:`AUTO_WITHOUT_PAIRS`
-(the best methods measured in ``docs/evaluation.md``).
+``"auto"`` with long exposures (and their angles) tries the candidates of
+:mod:`~bluesky_lowdose.pipeline.auto` on a slab of the scan and keeps the one the long exposures
+judge best (never one below the raw reconstruction); without them it is
+:data:`AUTO_WITHOUT_PAIRS` (the best method measured in ``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .angles import DEFAULT_TOLERANCE, match_angles
 from .flatfield import DEFAULT_FLOOR, FLOOR_PHOTONS
 
 __all__ = [
+    "AUTO_SPEC",
     "AUTO_WITHOUT_PAIRS",
     "AUTO_WITH_PAIRS",
     "METHODS",
@@ -47,6 +50,7 @@ __all__ = [
     "ScanPipeline",
     "ScanResult",
     "enhance_scan",
+    "method_description",
     "resolve_method",
 ]
 
@@ -69,6 +73,10 @@ class MethodSpec:
         Corrects the low-count bias of ``-log`` when photon statistics are given.
     description : str
         One line for provenance and reports.
+    split : {"angles", "counts"}
+        How the slice step's independent halves are made: disjoint angle subsets, or a binomial
+        split of every frame's detected photons into two half-dose frames at every angle
+        (needs photon statistics).
     """
 
     pairs: bool
@@ -76,6 +84,7 @@ class MethodSpec:
     slices: str | None
     debias: bool
     description: str
+    split: str = "angles"
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -94,13 +103,39 @@ METHODS: dict[str, MethodSpec] = {
     "bm3d-slices": MethodSpec(False, None, "bm3d", True,
                               "BM3D on reconstructed slices, sigma tuned so that the denoised reconstruction "
                               "of one angle subset best predicts the other's"),
+    "n2i-counts": MethodSpec(False, None, "n2i", True,
+                             "Noise2Inverse over a binomial split of the detected photons: two half-dose "
+                             "scans over every angle (photon statistics; needs open-beam counts)",
+                             split="counts"),
 }  # fmt: skip
 
-#: ``method="auto"`` with reference pairs, and without.  Measured (docs/evaluation.md): Noise2Inverse
-#: beats the pair-trained projection CNN and the hybrid of both in both protocols, so the pairs are
-#: not used by default (they stay the input of ``"paper"`` and ``"hybrid"``).
+#: ``method="auto"`` with long exposures is a choice among candidates judged by them
+#: (:mod:`~bluesky_lowdose.pipeline.auto`); without them it is :data:`AUTO_WITHOUT_PAIRS`.
+#: ``AUTO_WITH_PAIRS`` is the candidate tried first after ``"none"`` and the method the evaluation
+#: reports as the default's learned method.
 AUTO_WITH_PAIRS = "n2i"
 AUTO_WITHOUT_PAIRS = "n2i"
+#: What ``"auto"`` is while it has not chosen yet.
+AUTO_SPEC = MethodSpec(False, None, None, False,
+                       "auto: the candidates run on a slab of the scan, the long exposures choose (never "
+                       "below the raw reconstruction), the winner runs on the whole scan")  # fmt: skip
+
+
+def method_description(method: str) -> str:
+    """One line describing ``method`` (a key of :data:`METHODS` or ``"auto"``).
+
+    Parameters
+    ----------
+    method : str
+        The method.
+
+    Returns
+    -------
+    str
+        Its description.
+    """
+    return AUTO_SPEC.description if method == "auto" else METHODS[method].description
+
 
 #: Training of the projection CNN (the paper's step): one set of defaults for every entry point.
 PROJECTION_TRAINING: dict[str, Any] = {"model": "unet", "epochs": 25, "patience": 6}
@@ -123,7 +158,8 @@ def resolve_method(method: str, has_pairs: bool, *, has_projection_model: bool =
     Returns
     -------
     str
-        The method.
+        The method: ``"auto"`` stays ``"auto"`` when there are pairs (the long exposures choose at
+        the end of the scan), else :data:`AUTO_WITHOUT_PAIRS`.
 
     Raises
     ------
@@ -133,7 +169,7 @@ def resolve_method(method: str, has_pairs: bool, *, has_projection_model: bool =
     if method == "auto":
         if has_projection_model:
             return "paper"
-        return AUTO_WITH_PAIRS if has_pairs else AUTO_WITHOUT_PAIRS
+        return "auto" if has_pairs else AUTO_WITHOUT_PAIRS
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(METHODS)}")
     if METHODS[method].pairs and not has_pairs:
@@ -169,6 +205,12 @@ class ScanResult:
         ``"slices"``: the Noise2Inverse :class:`~bluesky_lowdose.model.Enhancer`.
     timings : dict
         Seconds per stage.
+    quality : dict or None
+        The long exposures' judgement (:mod:`bluesky_lowdose.pipeline.judge`): ``enhanced`` and
+        ``raw`` scores (``psnr_db``, ``ssim``, ``angles_deg``), ``held_out``, ``in_sample``,
+        ``ceiling_psnr_db``, ``noise_rms``, ``worse_than_raw``; None without long exposures.
+    warnings : list of str
+        What the user must know about this result (also in ``provenance["warnings"]``).
     """
 
     volume: Any
@@ -178,6 +220,8 @@ class ScanResult:
     provenance: dict[str, Any]
     models: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _as_stack(a: Any, name: str, ndim: int = 3) -> np.ndarray:
@@ -241,6 +285,22 @@ class ScanPipeline:
         too — the projection network on each block of frames, the Noise2Inverse denoiser on each
         slab of slices — with the trained model sent as bytes and loaded once per worker
         (:mod:`bluesky_lowdose.model.remote`). Training stays in this process.
+    long_open_beam_counts : float or numpy.ndarray, optional
+        Detected photons of the open beam per pixel at the *long* exposure: the noise of the
+        long-exposure judge (:mod:`~bluesky_lowdose.pipeline.judge`); default: estimated.
+    judge : bool
+        Score the volumes against the long exposures given to :meth:`fit` (with their angles);
+        pair-trained methods then train without the held-out pair when there are three or more.
+    slice_model : object, optional
+        A trained Noise2Inverse denoiser to apply instead of training one.
+    held_out : int, optional
+        Judge on this pair only (a reused model was trained without it).
+    auto_candidates : sequence of str, optional
+        ``method="auto"``: the methods tried (default
+        :data:`~bluesky_lowdose.pipeline.auto.AUTO_CANDIDATES`).
+    auto_budget_s : float, optional
+        ``method="auto"``: seconds the candidates may take together (default
+        :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`).
     workdir : str or Path, optional
         Bounded memory: line integrals go to HDF5 stacks in a ``scan-*`` folder of this directory
         (one per pipeline: two scans never share files) as frames arrive, the
@@ -272,6 +332,12 @@ class ScanPipeline:
         on_epoch: Callable[[str, int, dict[str, float]], Any] | None = None,
         mapper: Callable[..., Any] | None = None,
         workdir: str | Path | None = None,
+        long_open_beam_counts: Any = None,
+        judge: bool = True,
+        slice_model: Any = None,
+        held_out: int | None = None,
+        auto_candidates: Any = None,
+        auto_budget_s: float | None = None,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -282,7 +348,7 @@ class ScanPipeline:
             has_pairs or projection_model is not None,
             has_projection_model=projection_model is not None,
         )
-        self.spec = METHODS[self.method]
+        self.spec = AUTO_SPEC if self.method == "auto" else METHODS[self.method]
         if self.spec.slices == "n2i" and subsets < 2:
             raise ValueError(f"Noise2Inverse needs at least 2 angle subsets, got {subsets}")
         self.shape = (int(shape[0]), int(shape[1]))
@@ -300,6 +366,11 @@ class ScanPipeline:
             if input != "transmission":
                 raise ValueError("open_beam_counts apply to transmission input only")
         self.debias = self.spec.debias and self.open_beam_counts is not None
+        if self.spec.split == "counts" and self.open_beam_counts is None:
+            raise ValueError(
+                f"method {self.method!r} splits the detected photons: it needs open_beam_counts (photon "
+                "statistics from repeated flats and darks)"
+            )
         self.projection_training = {**PROJECTION_TRAINING, **(projection_training or {})}
         self.n2i_options = {**N2I_OPTIONS, **(n2i_options or {})}
         self.subsets = int(subsets) if self.spec.slices else 1
@@ -320,6 +391,15 @@ class ScanPipeline:
             self.models["projection"] = projection_model
         self.timings: dict[str, float] = {}
         self.pairs_record: dict[str, Any] | None = None
+        self.use_judge = bool(judge)
+        self.long_open_beam_counts = long_open_beam_counts
+        self.judge: Any = None  # LongExposureJudge once fit() had long frames with angles
+        self.held_out: int | None = held_out  # the pair kept out of training (judged on it)
+        self.slice_model = slice_model
+        self.auto_candidates = auto_candidates
+        self.auto_budget_s = auto_budget_s
+        self._pairs: tuple[np.ndarray, np.ndarray, list[float] | None] | None = None  # kept for auto
+        self._inputs: list[np.ndarray] = []  # auto: the frames as given (in memory)
         self._frames: list[np.ndarray] = []
         self._line_integrals: list[np.ndarray] = []
         self._raw_line_integrals: list[np.ndarray] = []
@@ -327,10 +407,20 @@ class ScanPipeline:
         self._acc: Any = None
         self._raw_acc: Any = None
         self._separate_raw = self.spec.projection is not None or self.debias
-        if self.backend is None and mapper is None and workdir is None:
+        self._halves: list[Any] = []  # n2i-counts: accumulators of the two half-dose scans
+        self._half_line_integrals: list[list[np.ndarray]] = [[], []]
+        if self.method == "auto":  # the frames are kept; the chosen method runs at the end
+            pass
+        elif self.backend is None and mapper is None and workdir is None:
             from ..recon.subsets import SubsetBackprojector
 
-            self._acc = SubsetBackprojector(*self.shape, subsets=self.subsets, center=center)
+            counts = self.spec.split == "counts"
+            self._acc = SubsetBackprojector(*self.shape, subsets=1 if counts else self.subsets, center=center)
+            self._halves = (
+                [SubsetBackprojector(*self.shape, subsets=1, center=center) for _ in range(2)]
+                if counts
+                else []
+            )
             if self._separate_raw:
                 self._raw_acc = SubsetBackprojector(*self.shape, subsets=1, center=center)
 
@@ -377,8 +467,20 @@ class ScanPipeline:
         if angles is not None and len(angles) != len(short):
             raise ValueError(f"{len(angles)} reference angle(s) for {len(short)} reference pair(s)")
         self.pairs_record = {"n_pairs": len(short), "angles_deg": angles}
+        if self.use_judge and angles is not None:
+            self._make_judge(long_, angles)
+        if self.method == "auto":
+            self._pairs = (short, long_, angles)
         if not self.needs_fit:
             return self.models.get("projection")
+        if self.judge is not None and self.spec.pairs:
+            from .judge import holdout_index
+
+            self.held_out = holdout_index(len(short))
+            if self.held_out is not None:  # judged on a pair it never saw
+                keep = [i for i in range(len(short)) if i != self.held_out]
+                short, long_ = short[keep], long_[keep]
+                self.pairs_record["held_out_deg"] = angles[self.held_out] if angles else None
         t0 = time.perf_counter()
         if self.spec.projection == "cnn":
             from ..model import train
@@ -392,6 +494,22 @@ class ScanPipeline:
         self.models["projection"] = model
         self.timings["projection_training_s"] = time.perf_counter() - t0
         return model
+
+    def _make_judge(self, long_: np.ndarray, angles: list[float]) -> None:
+        """The long-exposure judge of this scan (its frames in line integrals)."""
+        from .judge import LongExposureJudge
+
+        n0 = self.long_open_beam_counts
+        if self.input == "line_integrals":
+            li = long_
+        else:
+            from ..recon import transmission_to_line_integrals
+
+            floor: Any = DEFAULT_FLOOR
+            if n0 is not None:
+                floor = np.minimum(FLOOR_PHOTONS / np.maximum(np.asarray(n0, np.float32), 1e-3), 0.5)
+            li = transmission_to_line_integrals(long_, floor=floor)
+        self.judge = LongExposureJudge(li, np.asarray(angles), open_beam_counts=n0, center=self.center)
 
     def _hook(self, stage: str) -> Callable[[int, dict[str, float]], None] | None:
         """``on_epoch`` of a training, tagged with its stage, or None."""
@@ -457,6 +575,13 @@ class ScanPipeline:
             raise RuntimeError(
                 f"method {self.method!r}: train the projection step (fit) before adding frames"
             )
+        if self.method == "auto":
+            if self.workdir is not None:
+                self._stack("inputs").append(block)
+            else:
+                self._inputs.append(block)
+            self._theta.extend(float(t) for t in theta)
+            return None
         t0 = time.perf_counter()
         enhanced = None
         if self.spec.projection is not None:
@@ -480,6 +605,14 @@ class ScanPipeline:
             li = debias_line_integrals(raw_li, self.open_beam_counts, read_noise=self.read_noise)
         else:
             li = raw_li
+        if self.spec.split == "counts":
+            for k, half in enumerate(self._split_counts(index, block)):
+                if self._halves:
+                    self._halves[k].add(index, theta, half)
+                elif self.workdir is not None:
+                    self._stack(f"half{k}").append(half)
+                else:
+                    self._half_line_integrals[k].append(half)
         if self._acc is not None:
             self._acc.add(index, theta, li)
             if self._raw_acc is not None:
@@ -497,6 +630,29 @@ class ScanPipeline:
             self.timings.get("backprojection_s", 0.0) + time.perf_counter() - t1
         )
         return enhanced
+
+    def _split_counts(self, index: int, block: np.ndarray) -> list[np.ndarray]:
+        """Two half-dose frames of line integrals from a binomial split of each frame's photons.
+
+        The photons of a pixel are ``T * N0`` (transmission times open-beam counts); each is kept
+        in half A with probability 1/2, the rest go to B: for Poisson counts A and B are
+        independent Poisson scans of half the dose (exactly so for photon counting; approximately
+        for integrating detectors).  Seeded per frame: the same at any block size.
+        """
+        from ..recon import transmission_to_line_integrals
+        from .logbias import debias_line_integrals
+
+        n0 = self.open_beam_counts
+        half_n0 = n0 / 2.0
+        floor = np.minimum(FLOOR_PHOTONS / half_n0, 0.5)
+        out: list[list[np.ndarray]] = [[], []]
+        for j, frame in enumerate(block):
+            photons = np.rint(np.clip(frame, 0.0, None) * n0).astype(np.int64)
+            a = np.random.default_rng([self.seed, 11, index + j]).binomial(photons, 0.5)
+            for k, part in enumerate((a, photons - a)):
+                li = transmission_to_line_integrals((part / half_n0).astype(np.float32), floor=floor)
+                out[k].append(debias_line_integrals(li, half_n0, read_noise=self.read_noise / np.sqrt(2.0)))
+        return [np.stack(o).astype(np.float32) for o in out]
 
     def _stack(self, name: str) -> Any:
         """The on-disk stack ``name`` of line integrals (created at the first frame)."""
@@ -537,7 +693,10 @@ class ScanPipeline:
     def _subset_volumes(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """(subset volumes, full volume, raw volume)."""
         if self._acc is not None:
-            parts = self._acc.subset_volumes() if self.subsets > 1 else []
+            if self._halves:
+                parts = [h.volume() for h in self._halves]
+            else:
+                parts = self._acc.subset_volumes() if self.subsets > 1 else []
             full = self._acc.volume()
             raw = self._raw_acc.volume() if self._raw_acc is not None else full
             return parts, full, raw
@@ -552,10 +711,16 @@ class ScanPipeline:
             sources = {"li": np.concatenate(self._line_integrals)}
             if self._separate_raw:
                 sources["raw"] = np.concatenate(self._raw_line_integrals)
+            if self.spec.split == "counts":
+                sources.update(
+                    {f"half{k}": np.concatenate(h) for k, h in enumerate(self._half_line_integrals)}
+                )
         wanted: list[tuple[str, str, Any]] = [("full", "li", None)]
         if self._separate_raw:
             wanted.append(("raw", "raw", None))
-        if self.subsets > 1:
+        if self.spec.split == "counts":
+            wanted += [(f"subset{k}", f"half{k}", None) for k in range(2)]
+        elif self.subsets > 1:
             subsets = subset_index(len(theta), self.subsets)
             wanted += [(f"subset{k}", "li", idx) for k, idx in enumerate(subsets)]
         # slabs of slices, run by the mapper (in order here, or as tasks on a cluster), each slab
@@ -585,6 +750,8 @@ class ScanPipeline:
         from ..recon import resolve_backend
         from ..recon.stored import StoredArray
 
+        if self.method == "auto":
+            return self._finish_auto()
         if self.n_frames < max(2, self.subsets):
             raise ValueError(f"{self.n_frames} frame(s): at least {max(2, self.subsets)} are needed")
         t0 = time.perf_counter()
@@ -599,14 +766,18 @@ class ScanPipeline:
             from ..model.n2i import denoise_splits, train_noise2inverse
 
             opts = {"seed": self.seed, **self.n2i_options}
-            denoiser = train_noise2inverse(
-                parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
-            )
+            if self.slice_model is not None:
+                denoiser = self.slice_model
+            else:
+                denoiser = train_noise2inverse(
+                    parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
+                )
             self.models["slices"] = denoiser
             out = None if self.workdir is None else self._dir() / "enhanced.h5"
             volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
                                     mapper=self.mapper)  # fmt: skip
             slice_record = {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
+                            "reused_model": self.slice_model is not None,
                             "model": denoiser.provenance}  # fmt: skip
         elif self.spec.slices == "bm3d":
             from .slices import bm3d_slices
@@ -646,15 +817,114 @@ class ScanPipeline:
             "slice_step": slice_record,
             "reconstruction": {"backend": backend, "filter": "parzen",
                                "center": (self.shape[1] - 1) / 2.0 if self.center is None else self.center,
-                               "angle_subsets": self.subsets, "subset_rule": "frame i -> subset i % K"},
+                               "angle_subsets": self.subsets,
+                               "subset_rule": "binomial split of each frame's photons (two half-dose scans)"
+                               if self.spec.split == "counts" else "frame i -> subset i % K"},
             "seed": self.seed,
         }  # fmt: skip
         from ..versions import software_versions
 
+        quality, warnings = self._judge(volume, raw)
+        prov["quality"] = quality
+        prov["warnings"] = warnings
         prov["software"] = software_versions(backend)
         prov["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         return ScanResult(volume=volume, raw_volume=raw, projections=projections, method=self.method,
-                          provenance=prov, models=dict(self.models), timings=dict(self.timings))  # fmt: skip
+                          provenance=prov, models=dict(self.models), timings=dict(self.timings),
+                          quality=quality, warnings=warnings)  # fmt: skip
+
+    def _finish_auto(self) -> ScanResult:
+        """Choose among the candidates on a slab (the long exposures judge), run the winner on the scan."""
+        from .auto import AUTO_BUDGET_S, auto_slab, select_method
+
+        if self.n_frames < 2:
+            raise ValueError(f"{self.n_frames} frame(s): at least 2 are needed")
+        if self._pairs is None or self._pairs[2] is None or self.judge is None:
+            raise ValueError("method 'auto' needs long exposures with their angles (fit) to choose")
+        t0 = time.perf_counter()
+        theta = np.asarray(self._theta)
+        stored = self._stacks.pop("inputs").close() if "inputs" in self._stacks else None
+        rows = auto_slab(self.shape[0])
+        if stored is not None:
+            import h5py
+
+            with h5py.File(stored.path, "r", locking=False) as f:
+                slab = np.asarray(f[stored.dataset][:, rows], np.float32)
+        else:
+            frames = np.concatenate(self._inputs)
+            slab = frames[:, rows]
+        short, long_, angles = self._pairs
+        common = dict(input=self.input, open_beam_counts=self.open_beam_counts, read_noise=self.read_noise,
+                      projection_training=self.projection_training, n2i_options=self.n2i_options,
+                      center=self.center, backend=self.backend, seed=self.seed,
+                      long_open_beam_counts=self.long_open_beam_counts)  # fmt: skip
+        winner, record, chosen = select_method(
+            slab, theta, long_refs=long_, short_refs=short,
+            reference_angles=angles, candidates=self.auto_candidates,
+            budget_s=AUTO_BUDGET_S if self.auto_budget_s is None else self.auto_budget_s,
+            progress=self.progress, mapper=self.mapper, **common,
+        )  # fmt: skip
+        self.timings["auto_selection_s"] = time.perf_counter() - t0
+        if record["whole_detector"] and chosen["result"] is not None and self.workdir is None:
+            result = chosen["result"]  # the slab was the whole scan: nothing to run again
+        else:
+            from .judge import holdout_index
+
+            models = chosen["models"]
+            held = holdout_index(len(short)) if record["candidates"][winner].get("held_out") else None
+            pipe = ScanPipeline(self.shape, winner, has_pairs=True, projection_model=models.get("projection"),
+                                slice_model=models.get("slices"), keep_projections=self.keep_projections,
+                                progress=self.progress, on_epoch=self.on_epoch, workdir=self.workdir,
+                                held_out=held,
+                                mapper=self.mapper, **common)  # fmt: skip
+            pipe.fit(short, long_, reference_angles=angles)
+            for i in range(0, self.n_frames, 16):
+                block = (
+                    stored.slices(i, min(i + 16, self.n_frames)) if stored is not None else frames[i : i + 16]
+                )
+                pipe.add(i, theta[i : i + 16], block)
+            result = pipe.finish()
+        if stored is not None:
+            Path(stored.path).unlink(missing_ok=True)
+        self._inputs.clear()
+        self.models = dict(result.models)
+        self.timings.update({f"{k}": v for k, v in result.timings.items()})
+        self.timings["auto_total_s"] = time.perf_counter() - t0
+        result.provenance["requested_method"] = "auto"
+        result.provenance["auto"] = record
+        result.provenance["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        result.timings = dict(self.timings)
+        self.method = result.method
+        return result
+
+    def _judge(self, volume: Any, raw: Any) -> tuple[dict[str, Any] | None, list[str]]:
+        """The long exposures' scores of the enhanced and raw volumes, and the warnings they call for."""
+        if self.judge is None:
+            return None, []
+        t0 = time.perf_counter()
+        in_sample = self.spec.pairs and self.held_out is None and self.projection_model is None
+        enhanced = self.judge.score(volume, held_out=self.held_out)
+        plain = enhanced if volume is raw else self.judge.score(raw, held_out=self.held_out)
+        worse = enhanced["psnr_db"] < plain["psnr_db"] or enhanced["ssim"] < plain["ssim"]
+        quality = {"enhanced": enhanced, "raw": plain, "held_out": self.held_out is not None,
+                   "in_sample": bool(in_sample), "worse_than_raw": bool(worse and self.method != "none"),
+                   **self.judge.describe()}  # fmt: skip
+        self.timings["judge_s"] = time.perf_counter() - t0
+        warnings = []
+        if quality["worse_than_raw"]:
+            warnings.append(
+                f"method {self.method!r} scores below the raw reconstruction against the long exposures "
+                f"({enhanced['psnr_db']:.2f} dB / SSIM {enhanced['ssim']:.3f} vs {plain['psnr_db']:.2f} dB / "
+                f"{plain['ssim']:.3f}): use the raw reconstruction, or method 'auto'"
+            )
+        if in_sample:
+            warnings.append(
+                f"the score of {self.method!r} is on the pairs it trained on (fewer than 3 pairs: none held "
+                "out): optimistic"
+            )
+        for w in warnings:
+            logger.warning(w)
+        return quality, warnings
 
 
 def _model_record(model: Any, kind: str | None, reused: bool) -> dict[str, Any] | None:
@@ -733,6 +1003,11 @@ def enhance_scan(
     seed: int = 0,
     mapper: Callable[..., Any] | None = None,
     workdir: str | Path | None = None,
+    long_open_beam_counts: Any = None,
+    judge: bool = True,
+    slice_model: Any = None,
+    auto_candidates: Any = None,
+    auto_budget_s: float | None = None,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -784,6 +1059,17 @@ def enhance_scan(
     workdir : str or Path, optional
         Line integrals and volumes go to HDF5 files there (bounded memory; the volumes come back
         as :class:`~bluesky_lowdose.recon.stored.StoredArray`); see :class:`ScanPipeline`.
+    long_open_beam_counts : float or array_like, optional
+        Open-beam photons per pixel at the long exposure (the judge's noise level).
+    judge : bool
+        Score the result against the long exposures (``long_refs`` with ``reference_angles``),
+        whatever the method: ``result.quality``.
+    slice_model : object, optional
+        A trained Noise2Inverse denoiser to apply instead of training one.
+    auto_candidates : sequence of str, optional
+        ``method="auto"``: the methods tried (see :mod:`~bluesky_lowdose.pipeline.auto`).
+    auto_budget_s : float, optional
+        ``method="auto"``: seconds the candidates may take together.
 
     Returns
     -------
@@ -817,7 +1103,9 @@ def enhance_scan(
                         projection_model=projection_model, projection_training=projection_training,
                         n2i_options=n2i_options, center=center, backend=backend,
                         keep_projections=keep_projections, seed=seed, progress=progress,
-                        mapper=mapper, workdir=workdir)  # fmt: skip
+                        mapper=mapper, workdir=workdir, long_open_beam_counts=long_open_beam_counts,
+                        judge=judge, slice_model=slice_model, auto_candidates=auto_candidates,
+                        auto_budget_s=auto_budget_s)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

@@ -112,6 +112,34 @@ def filter_sinogram(sino: np.ndarray, name: str = "parzen", *, workers: int | No
     numpy.ndarray
         Float32 array of the same shape.
     """
+    length = padded_length(sino.shape[-1])
+    return _apply(sino, ramp_response(length, name), workers)
+
+
+def apodize(sino: np.ndarray, name: str = "parzen", *, workers: int | None = None) -> np.ndarray:
+    """Apply only the apodisation window along ``u`` (no ramp): the resolution that a
+    reconstruction with this filter, projected again, gives the data.
+
+    Parameters
+    ----------
+    sino : numpy.ndarray
+        ``(..., width)`` line integrals.
+    name : str
+        Apodisation window (:data:`FILTERS`).
+    workers : int, optional
+        Threads used by ``scipy.fft``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float32 array of the same shape.
+    """
+    length = padded_length(sino.shape[-1])
+    return _apply(sino, window(name, np.fft.rfftfreq(length) * 2.0), workers)
+
+
+def _apply(sino: np.ndarray, response: np.ndarray, workers: int | None) -> np.ndarray:
+    """Multiply the spectrum of edge-padded rows by ``response`` (rfft of :func:`padded_length`)."""
     from scipy import fft
 
     width = sino.shape[-1]
@@ -120,6 +148,6 @@ def filter_sinogram(sino: np.ndarray, name: str = "parzen", *, workers: int | No
     pad = [(0, 0)] * (sino.ndim - 1) + [(left, length - width - left)]
     padded = np.pad(np.asarray(sino, dtype=np.float32), pad, mode="edge")
     spec = fft.rfft(padded, axis=-1, workers=workers)
-    spec *= ramp_response(length, name).astype(np.float32)
+    spec *= response.astype(np.float32)
     out = fft.irfft(spec, n=length, axis=-1, workers=workers)
     return np.ascontiguousarray(out[..., left : left + width], dtype=np.float32)

@@ -1,0 +1,181 @@
+"""``method="auto"``: try the candidates on a slab of the scan, let the long exposures choose.
+
+Every candidate runs through :func:`~bluesky_lowdose.pipeline.enhance_scan` on a slab of
+detector rows around the centre (:data:`AUTO_SLAB_ROWS` judged rows plus :data:`AUTO_MARGIN` on
+each side, or the whole detector when it is that small) and is judged by the long exposures
+(:mod:`~bluesky_lowdose.pipeline.judge`): the criterion is its **gain over the raw
+reconstruction on the same angles**, in PSNR.  A candidate that scores below the raw
+reconstruction in PSNR *or* SSIM is never chosen; when none beats it, ``"none"`` wins, so
+``auto`` never returns a result that the long exposures judge worse than the raw one.
+
+Candidates (:data:`AUTO_CANDIDATES`) run in that order, cheapest and most often best first,
+while the time budget lasts (``budget_s``; a candidate that has started finishes); the ones not
+run are recorded as such.  The winner's trained model (projection network, Noise2Inverse
+denoiser, tuned filter) is then reused on the whole scan, so it is not trained twice.
+
+Without long exposures there is nothing to judge with: ``auto`` is then
+:data:`~bluesky_lowdose.pipeline.AUTO_WITHOUT_PAIRS`, as recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AUTO_BUDGET_S", "AUTO_CANDIDATES", "AUTO_MARGIN", "AUTO_SLAB_ROWS", "auto_slab", "select_method"]
+
+logger = logging.getLogger(__name__)
+
+#: Candidates of ``auto``, in the order they are tried.
+AUTO_CANDIDATES: tuple[str, ...] = ("none", "n2i", "bm3d", "paper", "bm3d-slices")
+#: Seconds the candidates may take together (the one running when it runs out finishes).
+AUTO_BUDGET_S = 150.0
+#: Detector rows the candidates are judged on, and rows of margin run on each side.
+AUTO_SLAB_ROWS = 32
+AUTO_MARGIN = 8
+
+
+def auto_slab(rows: int) -> slice:
+    """The detector rows the candidates run on: the central judged rows and their margins.
+
+    Parameters
+    ----------
+    rows : int
+        Detector rows.
+
+    Returns
+    -------
+    slice
+        Rows of the frames (all of them for small detectors).
+    """
+    want = AUTO_SLAB_ROWS + 2 * AUTO_MARGIN
+    if rows <= want + AUTO_MARGIN:
+        return slice(0, rows)
+    start = (rows - want) // 2
+    return slice(start, start + want)
+
+
+def select_method(
+    projections: Any,
+    theta_deg: Any,
+    *,
+    long_refs: Any,
+    reference_angles: Any,
+    short_refs: Any = None,
+    candidates: Sequence[str] | None = None,
+    budget_s: float = AUTO_BUDGET_S,
+    progress: bool = False,
+    **kwargs: Any,
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Run the candidates on a slab and choose by the long exposures' judgement.
+
+    Parameters
+    ----------
+    projections : array_like
+        ``(n, rows, width)`` frames in the pipeline's input units (a slab is cut here).
+    theta_deg : array_like
+        Their angles, degrees.
+    long_refs, reference_angles : array_like
+        The long exposures (all rows) and their angles.
+    short_refs : array_like, optional
+        Their short partners (default: the projections at ``reference_angles``).
+    candidates : sequence of str, optional
+        Methods to try (default :data:`AUTO_CANDIDATES`; ``"none"`` is always tried).
+    budget_s : float
+        Seconds the candidates may take together.
+    progress : bool
+        A line per candidate on stderr.
+    **kwargs
+        Passed to :func:`~bluesky_lowdose.pipeline.enhance_scan` (``input``,
+        ``open_beam_counts``, ``read_noise``, ``n2i_options``, ``seed``, ...).
+
+    Returns
+    -------
+    tuple
+        ``(winner, record, models)``: the method chosen; a JSON-ready record (per candidate its
+        judge scores, gain, seconds, status; the slab; the rule; why the winner won); the
+        winner's trained models to reuse on the whole scan.
+    """
+    from .scan import METHODS, enhance_scan
+
+    proj = np.asarray(projections)
+    rows = auto_slab(proj.shape[1])
+    order = list(AUTO_CANDIDATES if candidates is None else candidates)
+    if "none" not in order:
+        order.insert(0, "none")
+    unknown = [m for m in order if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown auto candidate(s) {unknown}; choose among {', '.join(METHODS)}")
+    record: dict[str, Any] = {
+        "rule": "largest PSNR gain over the raw reconstruction against the long exposures (same angles); "
+        "never a candidate below the raw reconstruction in PSNR or SSIM",
+        "slab_rows": [rows.start, rows.stop],
+        "budget_s": float(budget_s),
+        "candidates": {},
+    }
+    models: dict[str, dict[str, Any]] = {}
+    results: dict[str, Any] = {}
+    started = time.perf_counter()
+    long_slab = np.asarray(long_refs)[:, rows]
+    short_slab = None if short_refs is None else np.asarray(short_refs)[:, rows]
+    opb = kwargs.pop("open_beam_counts", None)
+    lopb = kwargs.pop("long_open_beam_counts", None)
+
+    def cut(a: Any) -> Any:
+        return None if a is None or np.ndim(a) < 2 else np.asarray(a)[rows]
+
+    for method in order:
+        elapsed = time.perf_counter() - started
+        if method != "none" and elapsed >= budget_s:
+            record["candidates"][method] = {"status": f"not run: the {budget_s:g} s budget was spent"}
+            continue
+        t0 = time.perf_counter()
+        try:
+            res = enhance_scan(proj[:, rows], theta_deg, long_refs=long_slab, short_refs=short_slab,
+                               reference_angles=reference_angles, method=method, keep_projections=False,
+                               open_beam_counts=opb if cut(opb) is None else cut(opb),
+                               long_open_beam_counts=lopb if cut(lopb) is None else cut(lopb),
+                               **kwargs)  # fmt: skip
+        except Exception as exc:  # a candidate that fails is not chosen; the others still run
+            record["candidates"][method] = {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}
+            logger.warning("auto: candidate %s failed: %s", method, exc)
+            continue
+        q = res.quality
+        entry = {"status": "run", "seconds": round(time.perf_counter() - t0, 2)}
+        if q is not None:
+            entry.update(judge=q["enhanced"], raw=q["raw"], held_out=q["held_out"],
+                         gain_psnr_db=q["enhanced"]["psnr_db"] - q["raw"]["psnr_db"],
+                         gain_ssim=q["enhanced"]["ssim"] - q["raw"]["ssim"])  # fmt: skip
+        record["candidates"][method] = entry
+        models[method] = dict(res.models)
+        results[method] = res
+        if progress:
+            import sys
+
+            from tqdm.auto import tqdm
+
+            gain = entry.get("gain_psnr_db")
+            shown = "n/a" if gain is None else f"{gain:+.2f} dB"
+            tqdm.write(f"auto: {method} {shown} over raw ({entry['seconds']:.0f} s)", file=sys.stderr)
+    eligible = {
+        m: e for m, e in record["candidates"].items()
+        if e.get("status") == "run" and "gain_psnr_db" in e and e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0
+    }  # fmt: skip
+    if not eligible:
+        winner = "none"
+        why = "no candidate beat the raw reconstruction against the long exposures"
+    else:
+        winner = max(eligible, key=lambda m: eligible[m]["gain_psnr_db"])
+        e = eligible[winner]
+        why = (f"{winner}: {e['gain_psnr_db']:+.2f} dB / {e['gain_ssim']:+.3f} SSIM over the raw "
+               f"reconstruction, the largest gain of {len(eligible)} candidate(s) not below it")  # fmt: skip
+    record["winner"] = winner
+    record["why"] = why
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    record["whole_detector"] = rows.stop - rows.start == proj.shape[1]
+    logger.info("auto chose %s: %s", winner, why)
+    return winner, record, {"models": models.get(winner, {}), "result": results.get(winner)}

@@ -1,0 +1,327 @@
+"""Quality that holds on realistic scans: the textured phantom, detector blur and dead pixels, the
+forward projector, the long exposures as the judge, ``auto`` choosing by them, reproducibility."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bluesky_lowdose.metrics import object_mask, psnr
+from bluesky_lowdose.physics import DetectorModel, TXMPhysics, make_phantom, make_textured_phantom
+from bluesky_lowdose.pipeline import (
+    LongExposureJudge,
+    enhance_scan,
+    fill_dead_pixels,
+    flat_field,
+    photon_statistics,
+)
+from bluesky_lowdose.recon import reconstruct
+from bluesky_lowdose.recon.filters import apodize
+from bluesky_lowdose.recon.project import forward_project
+
+SIZE = 40
+ANGLES = 49
+REFS = (0.0, 60.0, 120.0)
+
+
+# ---------------------------------------------------------------- simulator
+def test_an_ellipsoid_with_equal_axes_projects_as_the_sphere(monkeypatch) -> None:
+    from bluesky_lowdose.physics import phantom
+
+    monkeypatch.setattr(phantom, "ELLIPSOID_SUBSAMPLES", 1)  # sampled at pixel centres, as spheres are
+    base = make_phantom(32, seed=1, n_spheres=1)
+    sx, sy, sz, r = base.spheres[0]
+    row = np.concatenate([[sx, sy, sz], [r, r, r], np.eye(3).ravel(), [base.sphere_value - base.cube_value]])
+    as_ellipsoid = type(base)(32, base.cube_half_width, np.empty((0, 4)), ellipsoids=row[None])
+    for angle in (0.0, 33.0, 90.0):
+        np.testing.assert_allclose(as_ellipsoid.project(angle), base.project(angle), atol=1e-4)
+
+
+def test_the_textured_phantom_is_seeded_and_its_projections_match_its_voxels() -> None:
+    from bluesky_lowdose.physics import Phantom
+
+    a, b = make_textured_phantom(48, seed=2), make_textured_phantom(48, seed=2)
+    assert a.kind == "textured" and len(a.ellipsoids) > 40  # fibres, pores, cracks
+    np.testing.assert_array_equal(a.project(17.0), b.project(17.0))
+    assert not np.array_equal(a.project(17.0), make_textured_phantom(48, seed=3).project(17.0))
+    values = set(np.round(a.ellipsoids[:, 15], 2))
+    assert {0.7, -0.3, -0.2} <= values and len(a.blobs) > 100  # fibres, pores, cracks, grains
+    vol = a.voxelize()
+    assert vol.min() >= 0.0  # pores and cracks never make attenuation negative
+    # a continuous texture: most of the cube is neither matrix nor inclusion (the paper's cube is)
+    inner = slice(12, 36)
+    for phantom, lo, hi in ((a, 0.3, 1.0), (make_phantom(48), 0.0, 0.0)):
+        cube = phantom.voxelize()[inner, inner, inner]
+        off = ~np.isclose(cube, 0.3) & ~np.isclose(cube, 1.0)
+        assert lo <= off.mean() <= hi
+    # the ellipsoids and grains alone: exact projections = sums of their voxels
+    only = Phantom(
+        48, a.cube_half_width, np.empty((0, 4)), cube_value=0.0, ellipsoids=a.ellipsoids, blobs=a.blobs
+    )
+    voxels = only.voxelize(supersample=4)
+    for angle, axis in ((0.0, 1), (90.0, 2)):
+        exact = only.project(angle)
+        np.testing.assert_allclose(exact.sum(), voxels.sum(axis=axis).sum(), rtol=0.01)
+        assert np.abs(exact - voxels.sum(axis=axis)).max() < 0.1 * np.abs(exact).max()
+
+
+def test_detector_blur_correlates_the_noise_of_neighbouring_pixels() -> None:
+    rng = np.random.default_rng(0)
+    corr = {}
+    for sigma in (0.0, 1.0):
+        det = DetectorModel(
+            (64, 64), flux=1000.0, flat_strength=0.0, read_noise=0.0, dark_rate=0.0, psf_sigma=sigma
+        )
+        frames = np.stack([det.expose(None, 1.0, rng=rng) for _ in range(20)]).astype(np.float64)
+        noise = frames - frames.mean(axis=0)
+        corr[sigma] = float(np.mean(noise[:, :, 1:] * noise[:, :, :-1]) / np.mean(noise**2))
+        np.testing.assert_allclose(frames.mean(), det.expected_counts(None, 1.0).mean(), rtol=0.01)
+    assert abs(corr[0.0]) < 0.05 and corr[1.0] > 0.4, corr
+    with pytest.raises(ValueError, match="psf_sigma"):
+        DetectorModel((8, 8), psf_sigma=-1.0)
+
+
+def _scan(detector: DetectorModel, *, angles: int = ANGLES, seed: int = 3) -> dict:
+    """A low-dose scan (1/10) of the simulator, corrected under the pipeline's policy."""
+    phys = TXMPhysics(make_phantom(SIZE, seed=0), detector, seed=seed, cache_size=angles + 8)
+    theta = np.linspace(0.0, 180.0, angles)
+    lf = np.stack([phys.frame(0.0, 1.0, sample_offset_mm=10.0) for _ in range(6)])
+    ld = np.stack([phys.frame(0.0, 1.0, shutter_open=False) for _ in range(6)])
+    sd = np.stack([phys.frame(0.0, 0.1, shutter_open=False) for _ in range(6)])
+    ff = flat_field(None, sd, exposure=0.1, long_flats=lf, long_darks=ld, long_exposure=1.0)
+    stats = photon_statistics(lf, ld, exposure_ratio=0.1, read_noise_darks=sd)
+    return {
+        "theta": theta,
+        "physics": phys,
+        "flat": ff,
+        "transmission": ff.correct(np.stack([phys.frame(t, 0.1) for t in theta])),
+        "long": flat_field(lf, ld).correct(np.stack([phys.frame(a, 1.0) for a in REFS])),
+        "counts": stats.open_beam_counts,
+        "read_noise": stats.read_noise,
+    }
+
+
+def test_dead_pixels_are_filled_and_counted_not_rings() -> None:
+    dead = _scan(DetectorModel((SIZE, SIZE), dead_pixels=5))
+    assert dead["flat"].describe()["dead_pixels"] == 5
+    at_dead = dead["transmission"][:, dead["flat"].dead]
+    assert np.all(np.isfinite(at_dead)) and 0.05 < at_dead.min() and at_dead.max() < 2.0  # like neighbours
+    assert np.all(dead["counts"] > 0.5 * np.median(dead["counts"]))  # filled, not ~0
+    kw = {"method": "none", "open_beam_counts": dead["counts"]}
+    vol = enhance_scan(dead["transmission"], dead["theta"], **kw).volume
+    # the same scan (same photons) on a detector without dead pixels
+    clean = _scan(DetectorModel((SIZE, SIZE)))
+    plain = enhance_scan(clean["transmission"], clean["theta"], **kw).volume
+    unfilled = dead["transmission"].copy()
+    unfilled[:, dead["flat"].dead] = 1e-6  # what flat/dark correction alone gives them
+    bad = enhance_scan(unfilled, dead["theta"], **kw).volume
+    mask = object_mask(plain)
+    assert psnr(vol, plain, mask=mask) > 25.0  # filled: close to the detector without dead pixels
+    assert psnr(bad, plain, mask=mask) < psnr(vol, plain, mask=mask) - 6.0  # unfilled: rings
+
+
+def test_fill_dead_pixels_uses_live_neighbours_only() -> None:
+    img = np.arange(25, dtype=np.float32).reshape(5, 5)
+    dead = np.zeros((5, 5), bool)
+    dead[2, 2] = dead[2, 3] = True
+    out = fill_dead_pixels(img, dead)
+    assert out[2, 2] == pytest.approx(np.mean([6, 7, 8, 11, 16, 17, 18]))
+    np.testing.assert_array_equal(out[~dead], img[~dead])
+    assert fill_dead_pixels(img, None) is not None
+
+
+# ---------------------------------------------------------------- forward projection and the judge
+def test_forward_projection_inverts_the_reconstruction_geometry() -> None:
+    ph = make_phantom(64, seed=0)
+    theta = np.linspace(0.0, 180.0, 97)
+    exact = ph.project_many(np.array(REFS))
+    mask = object_mask(exact)
+    voxels = forward_project(ph.voxelize(supersample=2), REFS)
+    assert psnr(voxels, exact, mask=mask) > 30.0
+    again = forward_project(reconstruct(ph.project_many(theta), theta), REFS)
+    # an FBP projected again returns the data at the resolution of its filter's window
+    assert psnr(again, apodize(exact), mask=mask) > 32.0
+    assert psnr(again, exact, mask=mask) < psnr(again, apodize(exact), mask=mask)
+    flipped = forward_project(ph.voxelize(supersample=2)[:, ::-1], REFS)  # a wrong orientation scores low
+    assert psnr(flipped, exact, mask=mask) < psnr(voxels, exact, mask=mask) - 8.0
+    with pytest.raises(ValueError, match="NaN"):
+        forward_project(np.full((2, 8, 8), np.nan), REFS)
+
+
+@pytest.fixture(scope="module")
+def low_dose():
+    return _scan(DetectorModel((SIZE, SIZE)))
+
+
+def test_the_judge_prefers_the_truth_and_states_its_own_noise(low_dose) -> None:
+    from bluesky_lowdose.demo import simulator_reference
+    from bluesky_lowdose.recon import transmission_to_line_integrals
+
+    s = low_dose
+    judge = LongExposureJudge(
+        transmission_to_line_integrals(s["long"]), REFS, open_beam_counts=s["counts"] * 10
+    )
+    truth = simulator_reference(s["physics"], s["theta"])
+    noisy = enhance_scan(s["transmission"], s["theta"], method="none").volume
+    t, n = judge.score(truth), judge.score(noisy)
+    assert t["psnr_db"] > n["psnr_db"] + 3.0 and t["ssim"] > n["ssim"], (t, n)
+    ceiling = judge.noise["ceiling_psnr_db"]
+    assert 15.0 < ceiling < 60.0 and t["psnr_db"] < ceiling + 3.0  # the judge is only as good as its frames
+    assert judge.score(truth, held_out=2)["angles_deg"] == [120.0]
+    with pytest.raises(ValueError, match="does not match"):
+        judge.score(truth[:, :-1, :-1])
+
+
+def test_every_result_is_judged_and_pair_methods_on_a_pair_they_never_saw(low_dose) -> None:
+    s = low_dose
+    common = {
+        "long_refs": s["long"],
+        "reference_angles": REFS,
+        "open_beam_counts": s["counts"],
+        "read_noise": s["read_noise"],
+        "long_open_beam_counts": s["counts"] * 10,
+    }
+    plain = enhance_scan(s["transmission"], s["theta"], method="none", **common)
+    assert plain.quality["enhanced"] == plain.quality["raw"] and not plain.quality["held_out"]
+    assert plain.quality["ceiling_psnr_db"] is not None
+    paper = enhance_scan(
+        s["transmission"],
+        s["theta"],
+        method="paper",
+        projection_training={"epochs": 2, "patience": None, "max_patches": 256},
+        **common,
+    )
+    assert paper.quality["held_out"] and paper.quality["enhanced"]["angles_deg"] == [120.0]
+    assert paper.provenance["pairs"]["held_out_deg"] == 120.0
+    assert paper.provenance["projection_step"]["model"]["training_data"]["n_pairs"] == 2
+    assert paper.quality["raw"]["angles_deg"] == [120.0]  # raw judged on the same angle
+    # with two pairs nothing is held out: the score is flagged optimistic
+    two = enhance_scan(
+        s["transmission"], s["theta"], method="tv", long_refs=s["long"][:2], reference_angles=REFS[:2]
+    )
+    assert two.quality["in_sample"] and any("optimistic" in w for w in two.warnings)
+
+
+def test_a_result_worse_than_raw_is_said_so(low_dose) -> None:
+    s = low_dose
+    # a projection CNN trained for one epoch on two pairs: worse than nothing at the third angle
+    bad = enhance_scan(
+        s["transmission"],
+        s["theta"],
+        method="paper",
+        long_refs=s["long"],
+        reference_angles=REFS,
+        projection_training={"epochs": 1, "patience": None, "max_patches": 64},
+    )
+    q = bad.quality
+    if q["enhanced"]["psnr_db"] < q["raw"]["psnr_db"] or q["enhanced"]["ssim"] < q["raw"]["ssim"]:
+        assert q["worse_than_raw"]
+        assert any("below the raw reconstruction" in w for w in bad.warnings)
+        assert bad.provenance["warnings"] == bad.warnings
+    else:  # pragma: no cover - the model happened to help; then nothing may be said
+        assert not q["worse_than_raw"] and not bad.warnings
+
+
+def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose) -> None:
+    s = low_dose
+    res = enhance_scan(
+        s["transmission"],
+        s["theta"],
+        method="auto",
+        long_refs=s["long"],
+        reference_angles=REFS,
+        open_beam_counts=s["counts"],
+        read_noise=s["read_noise"],
+        long_open_beam_counts=s["counts"] * 10,
+        n2i_options={"steps": 150, "crop": 32},
+        projection_training={"epochs": 2, "patience": None, "max_patches": 256},
+        auto_candidates=["none", "n2i", "paper"],
+    )
+    auto = res.provenance["auto"]
+    assert res.provenance["requested_method"] == "auto" and res.method == auto["winner"]
+    cands = auto["candidates"]
+    assert set(cands) == {"none", "n2i", "paper"} and all(c["status"] == "run" for c in cands.values())
+    gains = {m: c["gain_psnr_db"] for m, c in cands.items()}
+    eligible = {m for m, c in cands.items() if c["gain_psnr_db"] >= 0 and c["gain_ssim"] >= 0}
+    assert auto["winner"] == max(eligible, key=gains.get), cands
+    q = res.quality
+    assert q["enhanced"]["psnr_db"] >= q["raw"]["psnr_db"] and q["enhanced"]["ssim"] >= q["raw"]["ssim"]
+    assert not res.warnings
+
+
+def test_auto_within_budget_runs_none_first_and_records_what_it_skipped(low_dose) -> None:
+    s = low_dose
+    res = enhance_scan(
+        s["transmission"],
+        s["theta"],
+        method="auto",
+        long_refs=s["long"],
+        reference_angles=REFS,
+        auto_candidates=["n2i", "bm3d"],
+        auto_budget_s=0.0,
+    )
+    cands = res.provenance["auto"]["candidates"]
+    assert cands["none"]["status"] == "run" and res.method == "none"
+    assert all("budget" in cands[m]["status"] for m in ("n2i", "bm3d"))
+    with pytest.raises(ValueError, match="unknown auto candidate"):
+        enhance_scan(
+            s["transmission"],
+            s["theta"],
+            method="auto",
+            long_refs=s["long"],
+            reference_angles=REFS,
+            auto_candidates=["magic"],
+        )
+
+
+def test_counts_split_noise2inverse_needs_photon_statistics(low_dose) -> None:
+    s = low_dose
+    with pytest.raises(ValueError, match="open_beam_counts"):
+        enhance_scan(s["transmission"], s["theta"], method="n2i-counts")
+    res = enhance_scan(
+        s["transmission"],
+        s["theta"],
+        method="n2i-counts",
+        open_beam_counts=s["counts"],
+        read_noise=s["read_noise"],
+        n2i_options={"steps": 20, "crop": 32},
+    )
+    assert res.volume.shape == (SIZE, SIZE, SIZE) and np.all(np.isfinite(res.volume))
+    assert "binomial" in res.provenance["reconstruction"]["subset_rule"]
+
+
+# ---------------------------------------------------------------- reproducibility
+_TRAIN = """
+import hashlib, numpy as np
+from bluesky_lowdose.model.n2i import train_noise2inverse, denoise_splits
+rng = np.random.default_rng(0)
+clean = np.zeros((12, 64, 64), np.float32); clean[:, 16:48, 16:48] = 1
+parts = [clean + 0.3 * rng.standard_normal(clean.shape).astype(np.float32) for _ in range(2)]
+def run():
+    d = train_noise2inverse(parts, steps=120, crop=64, batch_size=2, seed=3)  # two epochs of batches
+    return denoise_splits(d, parts, tta=False)
+"""
+
+
+def test_noise2inverse_is_bit_for_bit_reproducible_in_and_across_processes() -> None:
+    scope: dict = {}
+    exec(_TRAIN, scope)  # our own snippet, shared with the subprocess below
+    first = scope["run"]()
+    from bluesky_lowdose.model.n2i import train_noise2inverse
+
+    train_noise2inverse(scope["parts"], steps=10, crop=32, batch_size=2, seed=9)  # unrelated training between
+    second = scope["run"]()
+    np.testing.assert_array_equal(first, second)
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN + "print('HASH', hashlib.sha256(run().tobytes()).hexdigest())"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    line = next(x for x in out.stdout.splitlines() if x.startswith("HASH"))
+    assert line.split()[1] == hashlib.sha256(first.tobytes()).hexdigest()

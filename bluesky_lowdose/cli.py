@@ -98,11 +98,19 @@ def _demo(args: argparse.Namespace) -> int:
             f"{dose['conventional_exposure_s']:.0f} s conventional: {dose['dose_ratio']:.1f}x less"
         )
         m = summary.get("metrics", {})
+        from .dxchange.cli import quality_lines
+
+        for line in quality_lines(summary.get("quality"), summary.get("auto")):
+            print(line)
+        for warning in summary.get("warnings", []):
+            print(f"WARNING        {warning}")
         comparison = summary.get("comparison")
         if comparison:
-            print("reconstruction inside the object vs the noise-free reference:")
+            print("reconstruction inside the object vs the noise-free reference (the simulator's truth):")
             for name, sc in comparison["scores"].items():
                 print(f"  {name:<28} PSNR {sc['psnr']:6.2f} dB   SSIM {sc['ssim']:.3f}")
+            for warning in summary.get("comparison_warnings", []):
+                print(f"WARNING        {warning}")
         elif "recon_psnr_raw" in m:
             print(
                 "reconstruction vs noise-free reference: "

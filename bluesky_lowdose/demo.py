@@ -91,7 +91,7 @@ class DemoConfig:
     angles: int = 181
     short_exposure: float = 2.0
     long_exposure: float = 30.0
-    reference_angles: tuple[float, ...] = (0.0, 60.0, 120.0)
+    reference_angles: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0)
     num_darks: int = 10
     num_flats: int = 10
     seed: int = 0
@@ -380,13 +380,21 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
             timings["last_frame_to_processed_run_s"] = time.perf_counter() - t2
             res = enhancer.results[raw_uid]
             timings.update({f"enhancer_{k}": v for k, v in res.timings.items()})
+            auto = (res.provenance or {}).get("auto")
             summary.update(
                 processed_uid=res.processed_uid,
                 status=res.status,
                 method=res.method,
                 reasons=res.reasons,
                 metrics={k: round(float(v), 4) for k, v in res.metrics.items()},
-            )
+                quality=res.quality,
+                warnings=list(res.warnings),
+                auto=None if auto is None else {
+                    "winner": auto["winner"], "why": auto["why"],
+                    "candidates": {m: {k: c[k] for k in ("status", "seconds", "gain_psnr_db", "gain_ssim")
+                                       if k in c} for m, c in auto["candidates"].items()},
+                },
+            )  # fmt: skip
             comparison = None
             if config.compare and res.recon_enhanced is not None and "volume" in reference:
                 t3 = time.perf_counter()
@@ -395,6 +403,15 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 )
                 timings["comparison_s"] = time.perf_counter() - t3
                 full_dose_s = config.long_exposure * config.angles
+                raw_score = comparison["scores"]["raw low-dose"]
+                summary["comparison_warnings"] = [
+                    f"{name} scores below the raw low-dose reconstruction "
+                    f"({sc['psnr']:.2f} dB / SSIM {sc['ssim']:.3f} vs {raw_score['psnr']:.2f} dB / "
+                    f"{raw_score['ssim']:.3f})"
+                    for name, sc in comparison["scores"].items()
+                    if name not in ("raw low-dose", "full dose")
+                    and (sc["psnr"] < raw_score["psnr"] or sc["ssim"] < raw_score["ssim"])
+                ]
                 summary["comparison"] = {
                     "scored": "PSNR/SSIM inside the object against the noise-free reconstruction",
                     "scores": {k: {m: round(v, 4) for m, v in sc.items()}

@@ -37,7 +37,7 @@ FAST_TRAIN = {"epochs": 20, "patience": 20, "max_patches": 1024, "seed": 0}  # a
 #: The streamed scan: at 32 px (or with 2 reference angles) 20 epochs leave the paper's CNN
 #: worse than raw on its own pairs, and the enhancer then rightly reports the run "partial".
 STREAMED_SIZE = 48
-STREAMED_SCAN = {**SCAN, "reference_angles": (0.0, 60.0, 120.0)}
+STREAMED_SCAN = {**SCAN, "reference_angles": (0.0, 45.0, 90.0, 135.0)}
 
 
 def _free_port() -> int:

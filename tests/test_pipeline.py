@@ -40,7 +40,7 @@ def scan():
     rng = np.random.default_rng(7)
     noisy = (clean + LEVEL * rng.standard_normal(clean.shape)).astype(np.float32)
     reference = reconstruct(clean, theta)
-    refs = [0, ANGLES // 4, ANGLES // 2]
+    refs = [0, ANGLES // 4, ANGLES // 2, 3 * ANGLES // 4]  # pair methods train on 3, judged on the 4th
     return {"theta": theta, "clean": clean, "noisy": noisy, "reference": reference, "refs": refs,
             "mask": object_mask(reference)}  # fmt: skip
 

@@ -240,11 +240,13 @@ def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose) -> N
         n2i_options={"steps": 150, "crop": 32},
         projection_training={"epochs": 2, "patience": None, "max_patches": 256},
         auto_candidates=["none", "n2i", "paper"],
+        auto_budget_s=3600.0,
     )
     auto = res.provenance["auto"]
     assert res.provenance["requested_method"] == "auto" and res.method == auto["winner"]
     cands = auto["candidates"]
-    assert set(cands) == {"none", "n2i", "paper"} and all(c["status"] == "run" for c in cands.values())
+    assert set(cands) == {"none", "n2i", "paper"}
+    assert all(c["status"] == "run" for c in cands.values()), cands
     gains = {m: c["gain_psnr_db"] for m, c in cands.items()}
     eligible = {m for m, c in cands.items() if c["gain_psnr_db"] >= 0 and c["gain_ssim"] >= 0}
     assert auto["winner"] == max(eligible, key=gains.get), cands
@@ -325,3 +327,13 @@ def test_noise2inverse_is_bit_for_bit_reproducible_in_and_across_processes() -> 
     )
     line = next(x for x in out.stdout.splitlines() if x.startswith("HASH"))
     assert line.split()[1] == hashlib.sha256(first.tobytes()).hexdigest()
+
+
+def test_noise2inverse_stops_at_its_time_limit_and_says_so() -> None:
+    from bluesky_lowdose.model.n2i import train_noise2inverse
+
+    rng = np.random.default_rng(1)
+    parts = [rng.standard_normal((4, 32, 32)).astype(np.float32) for _ in range(2)]
+    d = train_noise2inverse(parts, steps=5000, crop=32, batch_size=2, time_limit_s=3.0)
+    hp = d.provenance["hyperparameters"]
+    assert hp["stopped_by_time_limit"] and 0 < hp["steps"] < hp["planned_steps"] == 5000

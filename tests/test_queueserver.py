@@ -183,8 +183,8 @@ def test_scan_runs_from_the_queue_into_tiled(api, tiled_client):
     # the processed run written by the enhancer in the worker, linked to the raw run
     processed = _wait_for_processed(tiled_client, uid)
     assert processed.metadata["start"]["original_run_uid"] == uid
-    # the default method (Noise2Inverse) has no projection step: its result is the volume
-    assert processed.metadata["start"]["provenance"]["method"] == "n2i"
+    # the default method: "auto", chosen at the end by the long exposures; its result is the volume
+    assert processed.metadata["start"]["provenance"]["method"] == "auto"
     assert stream_array(processed, "recon_enhanced", "slice").shape == (SIZE, SIZE, SIZE)
     assert processed.metadata["stop"]["exit_status"] in ("success", "fail")
 

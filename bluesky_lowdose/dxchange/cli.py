@@ -36,7 +36,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     argparse.ArgumentParser
         The same parser.
     """
-    from ..pipeline import AUTO_WITH_PAIRS, AUTO_WITHOUT_PAIRS, DEFAULT_TOLERANCE, METHODS, N2I_OPTIONS
+    from ..pipeline import AUTO_WITHOUT_PAIRS, DEFAULT_TOLERANCE, METHODS, N2I_OPTIONS
     from ..pipeline import PROJECTION_TRAINING as TRAINING
 
     parser.description = (
@@ -51,8 +51,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--method",
         choices=("auto", *METHODS),
         default="auto",
-        help=f"enhancement method (default auto: {AUTO_WITH_PAIRS} with reference pairs, "
-        f"{AUTO_WITHOUT_PAIRS} without); {', '.join(k for k, v in METHODS.items() if v.pairs)} need "
+        help="enhancement method (default auto: with long exposures, the candidates of "
+        "pipeline.auto run on a slab and the long exposures choose, never a result below the raw "
+        f"reconstruction; without them {AUTO_WITHOUT_PAIRS}); "
+        f"{', '.join(k for k, v in METHODS.items() if v.pairs)} need "
         "reference pairs (--long, the file's /exchange/reference_long, or --model-in for the CNN methods)",
     )
     parser.add_argument(

@@ -446,6 +446,7 @@ def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:
     rho = float(np.mean((rg - rg.mean()) * (rt - rt.mean())) / sd) if sd > 0 else None
     return {"spearman": rho, "picked": picked, "best": best,
             "regret_psnr_db": float(true.max() - entry["scores"][picked]["psnr"]),
+            "auto": {"method": picked, **entry["scores"][picked]},
             "judge_gain_db": {m: float(g) for m, g in zip(judged, gain, strict=True)}}  # fmt: skip
 
 

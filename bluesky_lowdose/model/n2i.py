@@ -119,6 +119,26 @@ class _SplitCrops(keras.utils.PyDataset):
         return dihedral(self.norm.forward(x), ops), dihedral(self.norm.forward(y), ops)
 
 
+class _TimeLimit(keras.callbacks.Callback):
+    """Stops training after the step during which ``seconds`` have passed (None: never)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.steps = 0
+        self.stopped = False
+        self._t0 = time.perf_counter()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.steps += 1
+        if self.seconds is not None and time.perf_counter() - self._t0 > self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+
 class _StepProgress(keras.callbacks.Callback):
     """A tqdm bar over optimisation steps with the running loss."""
 
@@ -195,6 +215,7 @@ def train_noise2inverse(
     seed: int = 0,
     progress: bool = False,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+    time_limit_s: float | None = None,
 ) -> Enhancer:
     """Train a slice denoiser on the reconstructions of disjoint angle subsets of one scan.
 
@@ -224,6 +245,10 @@ def train_noise2inverse(
         Show a tqdm bar over the steps.
     on_epoch : callable, optional
         ``on_epoch(block, logs)`` after every 100 steps (``logs`` holds ``loss``).
+    time_limit_s : float, optional
+        Stop after the step during which this many seconds of training have passed (a time
+        budget, e.g. ``method="auto"``'s); the steps run are in the provenance
+        (``hyperparameters.steps``, ``stopped_by_time_limit``).
 
     Returns
     -------
@@ -279,6 +304,8 @@ def train_noise2inverse(
     callbacks: list[keras.callbacks.Callback] = [guard, _StepProgress(epochs * block, progress)]
     if on_epoch is not None:
         callbacks.append(_EpochHook(on_epoch))
+    limit = _TimeLimit(time_limit_s)
+    callbacks.append(limit)
     history = network.fit(data, epochs=epochs, callbacks=callbacks, verbose=0)
     if guard.failure is not None:
         raise TrainingError(f"Noise2Inverse training diverged: {guard.failure}; try a lower learning_rate")
@@ -294,7 +321,9 @@ def train_noise2inverse(
         "hyperparameters": {
             "patch_size": crop,
             "inference_stride": crop // 2,
-            "steps": epochs * block,
+            "steps": limit.steps if limit.stopped else epochs * block,
+            "planned_steps": epochs * block,
+            "stopped_by_time_limit": limit.stopped,
             "batch_size": batch_size,
             "learning_rate": float(learning_rate),
             "schedule": f"cosine decay to {final_learning_rate_fraction:g} of the initial rate",

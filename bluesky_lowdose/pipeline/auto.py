@@ -9,9 +9,11 @@ reconstruction in PSNR *or* SSIM is never chosen; when none beats it, ``"none"``
 ``auto`` never returns a result that the long exposures judge worse than the raw one.
 
 Candidates (:data:`AUTO_CANDIDATES`) run in that order, cheapest and most often best first,
-while the time budget lasts (``budget_s``; a candidate that has started finishes); the ones not
-run are recorded as such.  The winner's trained model (projection network, Noise2Inverse
-denoiser, tuned filter) is then reused on the whole scan, so it is not trained twice.
+while the time budget lasts (``budget_s``); Noise2Inverse's training stops after
+:data:`N2I_SHARE` of the remaining budget (its steps are recorded), other candidates that have
+started finish; the ones not run are recorded as such.  The winner's trained model (projection
+network, Noise2Inverse denoiser, tuned filter) is then reused on the whole scan, so it is not
+trained twice.
 
 Without long exposures there is nothing to judge with: ``auto`` is then
 :data:`~bluesky_lowdose.pipeline.AUTO_WITHOUT_PAIRS`, as recorded.
@@ -37,6 +39,10 @@ AUTO_BUDGET_S = 150.0
 #: Detector rows the candidates are judged on, and rows of margin run on each side.
 AUTO_SLAB_ROWS = 32
 AUTO_MARGIN = 8
+#: Seconds of Noise2Inverse training granted even when the budget is spent (it runs second), and
+#: the share of the remaining budget its training may take.
+MIN_TRAINING_S = 20.0
+N2I_SHARE = 0.6
 
 
 def auto_slab(rows: int) -> slice:
@@ -128,18 +134,31 @@ def select_method(
     def cut(a: Any) -> Any:
         return None if a is None or np.ndim(a) < 2 else np.asarray(a)[rows]
 
+    from .judge import holdout_index
+
+    n_pairs = len(np.asarray(long_refs))
     for method in order:
         elapsed = time.perf_counter() - started
+        if METHODS[method].pairs and holdout_index(n_pairs) is None:
+            record["candidates"][method] = {
+                "status": f"not run: {n_pairs} pair(s); a method that learns from the pairs is judged on one "
+                "it did not see, which needs at least 3"
+            }
+            continue
         if method != "none" and elapsed >= budget_s:
             record["candidates"][method] = {"status": f"not run: the {budget_s:g} s budget was spent"}
             continue
         t0 = time.perf_counter()
+        options = dict(kwargs)
+        if METHODS[method].slices == "n2i":  # the longest step: it leaves 40 % of the rest to the others
+            left = max(N2I_SHARE * (budget_s - (time.perf_counter() - started)), MIN_TRAINING_S)
+            options["n2i_options"] = {**(kwargs.get("n2i_options") or {}), "time_limit_s": left}
         try:
             res = enhance_scan(proj[:, rows], theta_deg, long_refs=long_slab, short_refs=short_slab,
                                reference_angles=reference_angles, method=method, keep_projections=False,
                                open_beam_counts=opb if cut(opb) is None else cut(opb),
                                long_open_beam_counts=lopb if cut(lopb) is None else cut(lopb),
-                               **kwargs)  # fmt: skip
+                               **options)  # fmt: skip
         except Exception as exc:  # a candidate that fails is not chosen; the others still run
             record["candidates"][method] = {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}
             logger.warning("auto: candidate %s failed: %s", method, exc)

@@ -301,6 +301,10 @@ class ScanPipeline:
     auto_budget_s : float, optional
         ``method="auto"``: seconds the candidates may take together (default
         :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`).
+    holdout : bool
+        With the judge and three or more pairs, train pair methods without the last pair and judge
+        them on it (honest scores, one pair less to learn from: take four or more pairs); False
+        trains on all pairs and flags the score as in-sample (optimistic).
     workdir : str or Path, optional
         Bounded memory: line integrals go to HDF5 stacks in a ``scan-*`` folder of this directory
         (one per pipeline: two scans never share files) as frames arrive, the
@@ -338,6 +342,7 @@ class ScanPipeline:
         held_out: int | None = None,
         auto_candidates: Any = None,
         auto_budget_s: float | None = None,
+        holdout: bool = True,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -398,6 +403,7 @@ class ScanPipeline:
         self.slice_model = slice_model
         self.auto_candidates = auto_candidates
         self.auto_budget_s = auto_budget_s
+        self.holdout = bool(holdout)
         self._pairs: tuple[np.ndarray, np.ndarray, list[float] | None] | None = None  # kept for auto
         self._inputs: list[np.ndarray] = []  # auto: the frames as given (in memory)
         self._frames: list[np.ndarray] = []
@@ -473,7 +479,7 @@ class ScanPipeline:
             self._pairs = (short, long_, angles)
         if not self.needs_fit:
             return self.models.get("projection")
-        if self.judge is not None and self.spec.pairs:
+        if self.judge is not None and self.spec.pairs and self.holdout:
             from .judge import holdout_index
 
             self.held_out = holdout_index(len(short))
@@ -1008,6 +1014,7 @@ def enhance_scan(
     slice_model: Any = None,
     auto_candidates: Any = None,
     auto_budget_s: float | None = None,
+    holdout: bool = True,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -1070,6 +1077,8 @@ def enhance_scan(
         ``method="auto"``: the methods tried (see :mod:`~bluesky_lowdose.pipeline.auto`).
     auto_budget_s : float, optional
         ``method="auto"``: seconds the candidates may take together.
+    holdout : bool
+        Judge pair-trained methods on a pair held out of their training (see :class:`ScanPipeline`).
 
     Returns
     -------
@@ -1105,7 +1114,7 @@ def enhance_scan(
                         keep_projections=keep_projections, seed=seed, progress=progress,
                         mapper=mapper, workdir=workdir, long_open_beam_counts=long_open_beam_counts,
                         judge=judge, slice_model=slice_model, auto_candidates=auto_candidates,
-                        auto_budget_s=auto_budget_s)  # fmt: skip
+                        auto_budget_s=auto_budget_s, holdout=holdout)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

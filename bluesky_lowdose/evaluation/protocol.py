@@ -766,5 +766,14 @@ def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
         for m, s in entry["seconds"].items():
             per_method[m] = round(per_method.get(m, 0.0) + s, 2)
     result["seconds_per_method"] = per_method
+    agreements = [e["judge_agreement"] for e in result["levels"] if e.get("judge_agreement")]
+    if agreements:
+        rhos = [a["spearman"] for a in agreements if a["spearman"] is not None]
+        result["judge_summary"] = {
+            "cases": len(agreements),
+            "picked_the_best": sum(a["picked"] == a["best"] for a in agreements),
+            "within_0_5_db": sum(a["regret_psnr_db"] <= 0.5 for a in agreements),
+            "mean_spearman": float(np.mean(rhos)) if rhos else None,
+        }
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     return result

@@ -24,6 +24,16 @@ MIN_DIAMETER = 2.0
 ELLIPSOID_SUBSAMPLES = 3
 
 
+def _footprint(n: int, u0: float, z0: float, reach: float, shift: float) -> tuple[int, int, int, int] | None:
+    """Detector columns ``jlo:jhi`` and rows ``klo:khi`` within ``reach`` of ``(u0, z0)`` (centred
+    coordinates; the sample shifted by ``shift`` pixels along ``u``), or None when off the detector."""
+    jlo = max(int(np.floor(u0 + shift + (n - 1) / 2 - reach)), 0)
+    jhi = min(int(np.ceil(u0 + shift + (n - 1) / 2 + reach)) + 1, n)
+    klo = max(int(np.floor(z0 + (n - 1) / 2 - reach)), 0)
+    khi = min(int(np.ceil(z0 + (n - 1) / 2 + reach)) + 1, n)
+    return None if jlo >= jhi or klo >= khi else (jlo, jhi, klo, khi)
+
+
 def _centres(n: int) -> np.ndarray:
     """Coordinates of pixel/voxel centres, centred on the rotation axis at ``(n-1)/2``."""
     return np.arange(n, dtype=np.float64) - (n - 1) / 2.0
@@ -184,33 +194,22 @@ class Phantom:
         excess = self.sphere_value - self.cube_value
         for sx, sy, sz, r in self.spheres:
             u0 = sx * cos + sy * sin
-            jlo = max(int(np.floor(u0 + shift + (n - 1) / 2 - r)), 0)
-            jhi = min(int(np.ceil(u0 + shift + (n - 1) / 2 + r)) + 1, n)
-            klo = max(int(np.floor(sz + (n - 1) / 2 - r)), 0)
-            khi = min(int(np.ceil(sz + (n - 1) / 2 + r)) + 1, n)
-            if jlo >= jhi or klo >= khi:
+            box = _footprint(n, u0, sz, r, shift)
+            if box is None:
                 continue
+            jlo, jhi, klo, khi = box
             du = u[jlo:jhi][None, :] - u0
             dv = v[klo:khi][:, None] - sz
             rr = r * r - du * du - dv * dv
             out[klo:khi, jlo:jhi] += excess * 2.0 * np.sqrt(np.clip(rr, 0.0, None))
         if len(self.ellipsoids):
             self._project_ellipsoids(out, u, v, cos, sin, shift)
-        for (
-            bx,
-            by,
-            bz,
-            sig,
-            amp,
-        ) in self.blobs:  # a Gaussian's line integral: amp sig sqrt(2 pi) exp(-d^2/2sig^2)
+        for bx, by, bz, sig, amp in self.blobs:  # line integral: amp sig sqrt(2 pi) exp(-d^2 / 2 sig^2)
             u0 = bx * cos + by * sin
-            reach = 4.0 * sig
-            jlo = max(int(np.floor(u0 + shift + (n - 1) / 2 - reach)), 0)
-            jhi = min(int(np.ceil(u0 + shift + (n - 1) / 2 + reach)) + 1, n)
-            klo = max(int(np.floor(bz + (n - 1) / 2 - reach)), 0)
-            khi = min(int(np.ceil(bz + (n - 1) / 2 + reach)) + 1, n)
-            if jlo >= jhi or klo >= khi:
+            box = _footprint(n, u0, bz, 4.0 * sig, shift)
+            if box is None:
                 continue
+            jlo, jhi, klo, khi = box
             d2 = (u[jlo:jhi][None, :] - u0) ** 2 + (v[klo:khi][:, None] - bz) ** 2
             out[klo:khi, jlo:jhi] += amp * sig * np.sqrt(2 * np.pi) * np.exp(-d2 / (2 * sig * sig))
         return out.astype(np.float32)
@@ -228,14 +227,10 @@ class Phantom:
         for e in self.ellipsoids:
             c0, axes, rot, value = e[:3], e[3:6], e[6:15].reshape(3, 3), e[15]
             m = rot @ np.diag(1.0 / axes**2) @ rot.T
-            reach = float(axes.max()) + 0.5
-            u0 = c0[0] * cos + c0[1] * sin
-            jlo = max(int(np.floor(u0 + shift + (n - 1) / 2 - reach)), 0)
-            jhi = min(int(np.ceil(u0 + shift + (n - 1) / 2 + reach)) + 1, n)
-            klo = max(int(np.floor(c0[2] + (n - 1) / 2 - reach)), 0)
-            khi = min(int(np.ceil(c0[2] + (n - 1) / 2 + reach)) + 1, n)
-            if jlo >= jhi or klo >= khi:
+            box = _footprint(n, c0[0] * cos + c0[1] * sin, c0[2], float(axes.max()) + 0.5, shift)
+            if box is None:
                 continue
+            jlo, jhi, klo, khi = box
             uu = (u[jlo:jhi][:, None] + sub[None, :]).reshape(1, -1)
             qx = uu * cos - c0[0]
             qy = uu * sin - c0[1]

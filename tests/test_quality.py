@@ -87,7 +87,8 @@ def test_detector_blur_correlates_the_noise_of_neighbouring_pixels() -> None:
 
 def _scan(detector: DetectorModel, *, angles: int = ANGLES, seed: int = 3) -> dict:
     """A low-dose scan (1/10) of the simulator, corrected under the pipeline's policy."""
-    phys = TXMPhysics(make_phantom(SIZE, seed=0), detector, seed=seed, cache_size=angles + 8)
+    size = int(detector.shape[0])
+    phys = TXMPhysics(make_phantom(size, seed=0), detector, seed=seed, cache_size=angles + 8)
     theta = np.linspace(0.0, 180.0, angles)
     lf = np.stack([phys.frame(0.0, 1.0, sample_offset_mm=10.0) for _ in range(6)])
     ld = np.stack([phys.frame(0.0, 1.0, shutter_open=False) for _ in range(6)])
@@ -337,3 +338,30 @@ def test_noise2inverse_stops_at_its_time_limit_and_says_so() -> None:
     d = train_noise2inverse(parts, steps=5000, crop=32, batch_size=2, time_limit_s=3.0)
     hp = d.provenance["hyperparameters"]
     assert hp["stopped_by_time_limit"] and 0 < hp["steps"] < hp["planned_steps"] == 5000
+
+
+def test_auto_judges_a_slab_against_the_same_rows_of_the_long_exposures(tmp_path) -> None:
+    """64 rows: the candidates run on rows 8-55 only, on memory and on disk (workdir) alike."""
+    from bluesky_lowdose.pipeline.auto import auto_slab
+    from bluesky_lowdose.recon import transmission_to_line_integrals
+
+    s = _scan(DetectorModel((64, 64)), angles=61)
+    rows = auto_slab(64)
+    assert (rows.start, rows.stop) == (8, 56)
+    plain = enhance_scan(s["transmission"][:, rows], s["theta"], method="none").volume
+    judge = LongExposureJudge(transmission_to_line_integrals(s["long"][:, rows]), REFS)
+    expected = judge.score(plain)
+    for workdir in (None, tmp_path / "work"):
+        res = enhance_scan(
+            s["transmission"],
+            s["theta"],
+            method="auto",
+            long_refs=s["long"],
+            reference_angles=REFS,
+            auto_candidates=["none"],
+            workdir=workdir,
+        )
+        auto = res.provenance["auto"]
+        assert auto["slab_rows"] == [8, 56] and not auto["whole_detector"] and res.method == "none"
+        assert auto["candidates"]["none"]["judge"]["psnr_db"] == pytest.approx(expected["psnr_db"], abs=1e-4)
+        assert res.volume.shape == (64, 64, 64)

@@ -75,6 +75,7 @@ def select_method(
     candidates: Sequence[str] | None = None,
     budget_s: float = AUTO_BUDGET_S,
     progress: bool = False,
+    rows: slice | None = None,
     **kwargs: Any,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Run the candidates on a slab and choose by the long exposures' judgement.
@@ -95,6 +96,10 @@ def select_method(
         Seconds the candidates may take together.
     progress : bool
         A line per candidate on stderr.
+    rows : slice, optional
+        The detector rows ``projections`` already are (a slab cut by the caller, e.g. from frames
+        on disk); the long exposures and per-pixel counts, full height, are cut to them here.
+        Default: :func:`auto_slab` of the projections, cut here.
     **kwargs
         Passed to :func:`~bluesky_lowdose.pipeline.enhance_scan` (``input``,
         ``open_beam_counts``, ``read_noise``, ``n2i_options``, ``seed``, ...).
@@ -109,7 +114,12 @@ def select_method(
     from .scan import METHODS, enhance_scan
 
     proj = np.asarray(projections)
-    rows = auto_slab(proj.shape[1])
+    height = np.asarray(long_refs).shape[1]
+    if rows is None:
+        rows = auto_slab(proj.shape[1])
+        proj = proj[:, rows]
+    elif proj.shape[1] != rows.stop - rows.start:
+        raise ValueError(f"projections of {proj.shape[1]} rows are not the slab {rows.start}:{rows.stop}")
     order = list(AUTO_CANDIDATES if candidates is None else candidates)
     if "none" not in order:
         order.insert(0, "none")
@@ -154,7 +164,7 @@ def select_method(
             left = max(N2I_SHARE * (budget_s - (time.perf_counter() - started)), MIN_TRAINING_S)
             options["n2i_options"] = {**(kwargs.get("n2i_options") or {}), "time_limit_s": left}
         try:
-            res = enhance_scan(proj[:, rows], theta_deg, long_refs=long_slab, short_refs=short_slab,
+            res = enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
                                reference_angles=reference_angles, method=method, keep_projections=False,
                                open_beam_counts=opb if cut(opb) is None else cut(opb),
                                long_open_beam_counts=lopb if cut(lopb) is None else cut(lopb),
@@ -195,6 +205,6 @@ def select_method(
     record["winner"] = winner
     record["why"] = why
     record["seconds"] = round(time.perf_counter() - started, 2)
-    record["whole_detector"] = rows.stop - rows.start == proj.shape[1]
+    record["whole_detector"] = rows.stop - rows.start == height
     logger.info("auto chose %s: %s", winner, why)
     return winner, record, {"models": models.get(winner, {}), "result": results.get(winner)}

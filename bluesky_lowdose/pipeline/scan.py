@@ -866,7 +866,7 @@ class ScanPipeline:
                       long_open_beam_counts=self.long_open_beam_counts)  # fmt: skip
         winner, record, chosen = select_method(
             slab, theta, long_refs=long_, short_refs=short,
-            reference_angles=angles, candidates=self.auto_candidates,
+            reference_angles=angles, candidates=self.auto_candidates, rows=rows,
             budget_s=AUTO_BUDGET_S if self.auto_budget_s is None else self.auto_budget_s,
             progress=self.progress, mapper=self.mapper, **common,
         )  # fmt: skip

@@ -142,7 +142,8 @@ def select_method(
     lopb = kwargs.pop("long_open_beam_counts", None)
 
     def cut(a: Any) -> Any:
-        return None if a is None or np.ndim(a) < 2 else np.asarray(a)[rows]
+        """Per-pixel arrays cut to the slab's rows; scalars and None as they are."""
+        return a if a is None or np.ndim(a) < 2 else np.asarray(a)[rows]
 
     from .judge import holdout_index
 
@@ -166,8 +167,8 @@ def select_method(
         try:
             res = enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
                                reference_angles=reference_angles, method=method, keep_projections=False,
-                               open_beam_counts=opb if cut(opb) is None else cut(opb),
-                               long_open_beam_counts=lopb if cut(lopb) is None else cut(lopb),
+                               open_beam_counts=cut(opb),
+                               long_open_beam_counts=cut(lopb),
                                **options)  # fmt: skip
         except Exception as exc:  # a candidate that fails is not chosen; the others still run
             record["candidates"][method] = {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}

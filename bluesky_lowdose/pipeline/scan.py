@@ -894,7 +894,7 @@ class ScanPipeline:
             Path(stored.path).unlink(missing_ok=True)
         self._inputs.clear()
         self.models = dict(result.models)
-        self.timings.update({f"{k}": v for k, v in result.timings.items()})
+        self.timings.update(result.timings)
         self.timings["auto_total_s"] = time.perf_counter() - t0
         result.provenance["requested_method"] = "auto"
         result.provenance["auto"] = record

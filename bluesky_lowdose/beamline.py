@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -221,7 +222,12 @@ class BeamlineConfig:
 
 
 class _Closer:
-    """Flush the Tiled writer, then stop the embedded server, once, at process exit.
+    """Wait for the enhancer, flush the Tiled writer, stop the embedded server: once, at exit.
+
+    Registered with :mod:`atexit` after h5py is imported (handlers run last-in first-out, so it
+    runs while h5py, which keras' ``save_model`` needs, still works), with multiprocessing's
+    finalizers (the RE Manager's worker, where atexit does not run), and, in IPython, in front
+    of ``exit``/Ctrl-D, where Ctrl-C returns to the prompt instead of leaving.
 
     Parameters
     ----------
@@ -230,21 +236,61 @@ class _Closer:
     server : TiledServer or None
         The embedded server.
     enhancer : ProjectionEnhancer or None
-        Waited for (up to 10 minutes) so that processed runs are complete.
+        Waited for (up to ``timeout`` seconds) so that processed runs are complete.
+    timeout : float
+        Longest wait for the enhancer at exit.
     """
 
-    def __init__(self, writer: Any, server: Any, enhancer: Any = None) -> None:
+    #: Seconds between two progress lines while waiting.
+    REPORT_EVERY_S = 15.0
+
+    def __init__(self, writer: Any, server: Any, enhancer: Any = None, *, timeout: float = 3600.0) -> None:
         self.writer = writer
         self.server = server
         self.enhancer = enhancer
+        self.timeout = timeout
         self.done = False
+
+    def wait_for_enhancer(self) -> bool:
+        """Wait, printing what the enhancer does, until its processed runs are saved.
+
+        Returns
+        -------
+        bool
+            True when nothing is left to do. ``KeyboardInterrupt`` (Ctrl-C) propagates to the
+            caller, which decides what stopping the wait means.
+        """
+        if self.enhancer is None:
+            return True
+        deadline = time.monotonic() + self.timeout
+        while True:
+            busy = self.enhancer.busy()
+            if not busy:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            lines = "; ".join(b["text"] for b in busy)
+            print(f"lowdose: waiting for the enhancer to save its processed runs: {lines}"
+                  " (Ctrl-C stops waiting)", file=sys.stderr, flush=True)  # fmt: skip
+            if self.enhancer.close(timeout=min(self.REPORT_EVERY_S, left)):
+                return True
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        if self.enhancer is not None and not self.enhancer.close(timeout=600):
-            logger.error("the enhancer was still working at exit; its processed run is partial or missing")
+        try:
+            finished = self.wait_for_enhancer()
+        except KeyboardInterrupt:
+            finished = False
+        if not finished:
+            busy = self.enhancer.busy()
+            logger.error(
+                "stopped waiting for the enhancer at exit: %s stay incomplete; the raw runs are safe in "
+                "Tiled (reprocess one with `lowdose-tomo export --run UID` and `lowdose-tomo enhance`)",
+                "; ".join(b["text"] for b in busy) or "no run",
+            )
         if self.writer is not None:
             if not self.writer.flush(timeout=60):
                 logger.error("Tiled writes still pending at exit; runs are kept in the backup directory")
@@ -254,11 +300,55 @@ class _Closer:
 
 
 def _at_exit(func: Any) -> None:
-    # multiprocessing's finalizers run at interpreter exit (via atexit) *and* when a
-    # multiprocessing child ends (the RE Manager's worker), where atexit does not run.
+    import atexit
+
+    # h5py unregisters its type converters at exit; atexit runs handlers last-in first-out, so
+    # ours, registered after h5py's import, runs first (keras saves models through h5py).
+    import h5py  # noqa: F401
+
+    atexit.register(func)
+    # multiprocessing's finalizers run at interpreter exit *and* when a multiprocessing child
+    # ends (the RE Manager's worker), where atexit does not run; ``func`` must be idempotent.
     from multiprocessing.util import Finalize
 
     Finalize(None, func, exitpriority=10)
+
+
+def _hook_ipython(closer: _Closer) -> None:
+    """In IPython: wait for the enhancer at ``exit``/Ctrl-D, and say when it works after a cell."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or closer.enhancer is None:
+        return
+    ask_exit = shell.ask_exit
+
+    def ask_exit_after_saving() -> None:
+        try:
+            finished = closer.wait_for_enhancer()
+        except KeyboardInterrupt:
+            print("\nlowdose: not exiting; the enhancer keeps working (`enhancer.busy()` says what it "
+                  "does; exit again to wait)", file=sys.stderr, flush=True)  # fmt: skip
+            return
+        if not finished:
+            print("lowdose: the enhancer did not finish in time; exiting anyway", file=sys.stderr)
+        ask_exit()
+
+    shell.ask_exit = ask_exit_after_saving
+    announced: set[str] = set()
+
+    def say_what_the_enhancer_does(result: Any = None) -> None:
+        for b in closer.enhancer.busy():
+            if b["raw_uid"] in announced or b.get("frames_enhanced", 0) < b.get("frames_expected", 1):
+                continue  # said once per run, once its frames are all in
+            announced.add(b["raw_uid"])
+            print(f"lowdose: the enhancer is still working on {b['text']}; its processed run appears in "
+                  "tiled_client['processed'] when done. `enhancer.wait()` waits; exiting waits too.",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    shell.events.register("post_run_cell", say_what_the_enhancer_does)
 
 
 def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
@@ -303,7 +393,9 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
         enhancer = None
     else:
         enhancer = _subscribe_enhancer(RE, client, layout, config) if config.enhance else None
-    _at_exit(_Closer(writer, server, enhancer))
+    closer = _Closer(writer, server, enhancer)
+    _at_exit(closer)
+    _hook_ipython(closer)
     return {
         "RE": RE,
         "tiled_client": client,

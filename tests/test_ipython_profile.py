@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiled.queries import Key
 
 from bluesky_lowdose.storage import stream_array
 
@@ -128,3 +129,42 @@ def test_ipython_runs_the_readme_line(tiled_server, tmp_path):
     run = tiled_server.client()["raw"][uid]
     assert run.metadata["stop"]["exit_status"] == "success"
     assert stream_array(run, "primary", "txm_cam_image").shape == (361, SIZE, SIZE)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_exiting_ipython_right_after_a_scan_keeps_the_processed_run(tiled_server, tmp_path):
+    """A scan, then the session ends at once (``ipython -c``): the exit waits for the enhancer.
+
+    The enhancer is still training when the interpreter starts to shut down; before the exit
+    waited early enough, keras' ``save_model`` met h5py after h5py had unregistered its type
+    converters, and the processed run ended ``fail``.
+    """
+    code = (
+        "import json; "
+        "uids = RE(lowdose_tomo_scan(txm_cam, rotation, shutter, sample_x, num_angles=31, num_darks=2,"
+        " num_flats=2, reference_angles=(0.0, 60.0, 120.0))); "
+        "print('RESULT ' + json.dumps(list(uids)), flush=True)"
+    )
+    ipython = Path(sys.executable).with_name("ipython")
+    env = {
+        **os.environ,
+        **_env(tiled_server, tmp_path / "data"),
+        "LOWDOSE_ENHANCE": "1",
+        "LOWDOSE_METHOD": "n2i",
+        "LOWDOSE_N2I_STEPS": "200",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    proc = subprocess.run(
+        [str(ipython), f"--profile-dir={PROFILE / 'ipython'}", "--no-banner", "--colors=NoColor", "-c", code],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=380, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    log = f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0 and lines, log
+    (uid,) = json.loads(lines[-1][len("RESULT ") :])
+    client = tiled_server.client()
+    (processed,) = client["processed"].search(Key("start.original_run_uid") == uid).values()
+    assert processed.metadata["stop"]["exit_status"] == "success", (processed.metadata["stop"], log)
+    assert {"recon_enhanced", "model_n2i"} <= set(processed), (list(processed), log)
+    assert "waiting for the enhancer" in proc.stdout + proc.stderr, log

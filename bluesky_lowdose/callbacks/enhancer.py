@@ -803,6 +803,40 @@ class ProjectionEnhancer:
         """
         return dict(self._jobs[raw_uid].progress)
 
+    def busy(self) -> list[dict[str, Any]]:
+        """The runs still being processed: what each is doing, in a line a person can read.
+
+        Returns
+        -------
+        list of dict
+            Per unfinished run: ``raw_uid``, ``scan_id``, ``method`` (requested), ``stage``,
+            ``frames_enhanced``/``frames_expected`` and ``text`` (one line for a person).
+        """
+        out = []
+        for uid, res in list(self.results.items()):
+            if res.done.is_set():
+                continue
+            job = self._jobs.get(uid)
+            progress = dict(job.progress) if job is not None else {"stage": "waiting for documents"}
+            scan_id = None if job is None else job.raw_start.get("scan_id")
+            method = res.method or self.method
+            text = f"scan {scan_id if scan_id is not None else uid[:8]}: {progress.get('stage')}"
+            text += f" (method {method!r}"
+            if progress.get("frames_expected"):
+                text += f", {progress.get('frames_enhanced', 0)}/{progress['frames_expected']} frames"
+            if progress.get("stage") == "training" and progress.get("epoch"):
+                text += f", training block {progress['epoch']}"
+            if method == "auto":
+                text += f", choosing within ~{self.auto_budget_s():.0f} s"
+            out.append({"raw_uid": uid, "scan_id": scan_id, "method": method, **progress, "text": text + ")"})
+        return out
+
+    def auto_budget_s(self) -> float:
+        """Seconds ``method="auto"`` may spend choosing (``auto_options["budget_s"]`` or the default)."""
+        from ..pipeline.auto import AUTO_BUDGET_S
+
+        return float(self.auto_options.get("budget_s") or AUTO_BUDGET_S)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every run seen so far is fully processed and written.
 

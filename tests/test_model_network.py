@@ -162,6 +162,9 @@ def test_save_load_gives_identical_outputs(
     assert isinstance(data, bytes) and data[:2] == b"PK"
     again = bm.from_bytes(np.frombuffer(data, np.uint8))  # as stored in Tiled
     np.testing.assert_array_equal(again.enhance(frames), enh.enhance(frames))
+    # a model stream read back from Tiled: one event, (1, N)
+    again = bm.from_bytes(np.frombuffer(data, np.uint8)[None])
+    np.testing.assert_array_equal(again.enhance(frames), enh.enhance(frames))
 
 
 def test_persistence_errors(unet: bm.Enhancer, tmp_path: Path) -> None:
@@ -171,6 +174,8 @@ def test_persistence_errors(unet: bm.Enhancer, tmp_path: Path) -> None:
         bm.load(tmp_path / "missing.keras")
     with pytest.raises(TypeError):
         bm.from_bytes("not bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="one model"):
+        bm.from_bytes(np.zeros((2, 8), np.uint8))  # two models in one array
     with pytest.raises(ValueError, match="no data"):
         bm.from_bytes(b"")
     with pytest.raises(ValueError, match="not a readable"):

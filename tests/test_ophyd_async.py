@@ -128,3 +128,27 @@ def test_pause_closes_a_soft_signal_shutter(RE, tmp_path) -> None:
     # closed for the pause, reopened for the rest of the rotation, closed at the end
     assert states[at_pause - 2 : at_pause] == ["open", "close"]
     assert states[at_pause:] == ["open", "close"]
+
+
+def test_default_shutter_values_match_an_enum_shutter_without_regard_to_case(RE, tmp_path) -> None:
+    """An enum shutter spelled ``Open``/``Close`` (as EPICS shutters often are) takes the plan's
+    defaults ``"open"``/``"close"``: the plan uses the shutter's own states and records them."""
+    from bluesky.run_engine import call_in_bluesky_event_loop
+    from ophyd_async.core import StrictEnum, init_devices, soft_signal_rw
+
+    class ShutterState(StrictEnum):
+        CLOSE = "Close"
+        OPEN = "Open"
+
+    det, rot, samx, _ = _devices(tmp_path / "det")
+    with init_devices():
+        shutter = soft_signal_rw(ShutterState, ShutterState.CLOSE)
+    docs = _collect(RE)
+    RE(lowdose_tomo_scan(det, rot, shutter, samx, **SCAN))
+    assert docs[-1][1]["exit_status"] == "success", docs[-1][1]
+    args = docs[0][1]["plan_args"]
+    assert (args["shutter_open"], args["shutter_close"]) == ("Open", "Close")
+    assert call_in_bluesky_event_loop(shutter.get_value()) == ShutterState.CLOSE
+    # a value that is no state of the shutter is still refused before anything moves
+    with pytest.raises(ValueError, match="not a state"):
+        RE(lowdose_tomo_scan(det, rot, shutter, samx, shutter_open="opened", **SCAN))

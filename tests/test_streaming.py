@@ -105,8 +105,7 @@ def test_provenance_is_present_and_meaningful(streamed, tiled_client) -> None:
 def test_model_from_tiled_reproduces_the_enhanced_frames(streamed, tiled_client) -> None:
     res = streamed["res"]
     processed = tiled_client[PROCESSED][res.processed_uid]
-    blob = stream_array(processed, "model", "model_keras").read()
-    model = from_bytes(np.asarray(blob).ravel())
+    model = from_bytes(stream_array(processed, "model", "model_keras").read())  # as README writes it
     assert model.model_hash == res.enhancer.model_hash
     again = np.stack([model.enhance(frame) for frame in res.raw[:7]])  # the pipeline's frame-by-frame rule
     stored = stream_array(processed, "enhanced", "enhanced_image").read()[:7]

@@ -374,7 +374,9 @@ def from_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> Enhancer:
     Parameters
     ----------
     data : bytes, bytearray, memoryview or numpy.ndarray
-        The ``.keras`` archive; a 1-D uint8 array (as stored in Tiled) is accepted.
+        The ``.keras`` archive; a uint8 array holding one archive is accepted: 1-D, or
+        ``(1, N)`` as a one-event stream reads back from Tiled
+        (``stream_array(run, "model_n2i", "model_keras").read()``).
 
     Returns
     -------
@@ -389,8 +391,13 @@ def from_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> Enhancer:
         Empty or not an enhancer archive.
     """
     if isinstance(data, np.ndarray):
+        if data.ndim == 2 and data.shape[0] == 1:  # the one event of a model stream
+            data = data[0]
         if data.dtype != np.uint8 or data.ndim != 1:
-            raise TypeError(f"an enhancer array must be 1-D uint8, got {data.dtype} shape {data.shape}")
+            raise TypeError(
+                "an enhancer array must be uint8, 1-D or (1, N) (one model), "
+                f"got {data.dtype} shape {data.shape}"
+            )
         data = data.tobytes()
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"from_bytes needs bytes, got {type(data).__name__}")

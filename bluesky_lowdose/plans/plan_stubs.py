@@ -238,8 +238,12 @@ def _allowed_values(shutter: Any) -> tuple[list[Any] | None, type | None]:
     return None, None
 
 
-def check_shutter_values(shutter: Any, open_value: Any, close_value: Any) -> None:
-    """Check the open/close values before anything moves.
+def check_shutter_values(shutter: Any, open_value: Any, close_value: Any) -> tuple[Any, Any]:
+    """Check the open/close values before anything moves; match enum states without regard to case.
+
+    A shutter with named states (an EPICS enum's ``enum_strs``, an ophyd-async enum signal)
+    takes its own spelling: ``"open"`` becomes ``"Open"`` on a shutter whose states are
+    ``["Close", "Open"]`` (logged), so the plan's defaults work on either.
 
     Parameters
     ----------
@@ -248,12 +252,17 @@ def check_shutter_values(shutter: Any, open_value: Any, close_value: Any) -> Non
     open_value, close_value : object
         What ``shutter.set`` gets to open and to close.
 
+    Returns
+    -------
+    tuple
+        ``(open_value, close_value)`` as the shutter spells them.
+
     Raises
     ------
     TypeError
         A value is not a string or a number, or does not fit the shutter's datatype.
     ValueError
-        The values are equal, or not among the shutter's enum choices.
+        The values are equal, not among the shutter's enum choices, or match two of them.
     """
     for label, value in (("shutter_open", open_value), ("shutter_close", close_value)):
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -261,15 +270,29 @@ def check_shutter_values(shutter: Any, open_value: Any, close_value: Any) -> Non
     if open_value == close_value:
         raise ValueError(f"shutter_open and shutter_close are both {open_value!r}")
     choices, datatype = _allowed_values(shutter)
+    resolved = []
     for label, value in (("shutter_open", open_value), ("shutter_close", close_value)):
         if choices is not None:
-            ok = value in choices or (isinstance(value, int) and 0 <= value < len(choices))
-            if not ok:
-                raise ValueError(f"{label}={value!r} is not a state of {_name(shutter)}: one of {choices}")
+            value = _match_state(label, value, choices, _name(shutter))
         elif datatype is str and not isinstance(value, str):
             raise TypeError(f"{label}={value!r}: {_name(shutter)} takes strings")
         elif datatype in (int, float) and not isinstance(value, int | float):
             raise TypeError(f"{label}={value!r}: {_name(shutter)} takes numbers")
+        resolved.append(value)
+    if resolved[0] == resolved[1]:
+        raise ValueError(f"shutter_open and shutter_close are both the state {resolved[0]!r}")
+    return resolved[0], resolved[1]
+
+
+def _match_state(label: str, value: Any, choices: list, name: str) -> Any:
+    if value in choices or (isinstance(value, int) and 0 <= value < len(choices)):  # an index
+        return value
+    if isinstance(value, str):
+        same = [c for c in choices if isinstance(c, str) and c.casefold() == value.casefold()]
+        if len(same) == 1:
+            logger.info("%s=%r: using %s's state %r", label, value, name, same[0])
+            return same[0]
+    raise ValueError(f"{label}={value!r} is not a state of {name}: one of {choices}")
 
 
 class _DoneStatus:

@@ -334,7 +334,9 @@ def lowdose_tomo_scan(
     flat_position : float
         Sample-stage position with the sample out of the beam (device units, e.g. mm).
     shutter_open : str or int
-        The value that opens the shutter (``"open"``; e.g. ``1`` or ``"Open"`` on EPICS).
+        The value that opens the shutter (``"open"``; e.g. ``1`` or ``"Open"`` on EPICS). A
+        shutter with named states takes its own spelling, matched without regard to case; the
+        value used is in the start document's ``plan_args``.
     shutter_close : str or int
         The value that closes the shutter (``"close"``; e.g. ``0`` or ``"Close"``).
     exposure_signal : Movable, optional
@@ -385,7 +387,8 @@ def lowdose_tomo_scan(
     )
     _check_devices(detector, rotation, shutter, sample_stage)
     control = exposure_control(detector, exposure_signal)
-    check_shutter_values(shutter, shutter_open, shutter_close)
+    # the shutter's own spelling of its states ("open" -> "Open"), recorded in plan_args
+    shutter_open, shutter_close = check_shutter_values(shutter, shutter_open, shutter_close)
     _check_timeout(timeout)
     extra = check_metadata(md)
     _md = _start_metadata(params, detector, rotation, shutter, sample_stage)

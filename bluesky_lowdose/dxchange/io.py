@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -403,7 +403,7 @@ def write_dxfile(
             group = f.require_group("/process/bluesky_lowdose")
             group.attrs["software"] = "bluesky_lowdose"
             group.attrs["version"] = _version()
-            group.attrs["written"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            group.attrs["written"] = datetime.now(UTC).isoformat(timespec="seconds")
             if dx.run_uid is not None:
                 f.create_dataset(DX_PATHS["run_uid"], data=str(dx.run_uid))
             f.create_dataset(DX_PATHS["metadata"], data=json.dumps(dx.metadata, allow_nan=False))

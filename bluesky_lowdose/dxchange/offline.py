@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -623,7 +623,7 @@ def enhance_file(
         long_flat = _long_flat_field(short_dx, long_dx)
     provenance: dict[str, Any] = {
         "kind": "bluesky_lowdose.dxchange.enhance_file",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": scan.method,
         "method_requested": method,
         "output": {

@@ -6,7 +6,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import keras
@@ -408,7 +408,7 @@ def finish_enhancer(
         The enhancer.
     """
     provenance["versions"] = _versions()
-    provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     provenance["model_hash"] = weights_sha256(network)
     provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
     return Enhancer(network, norm, provenance)

@@ -369,12 +369,17 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
     from bluesky.utils import PersistentDict
 
     from .callbacks import ThreadedCallback
-    from .storage import RAW, DataDirectory, TiledServer, connect, make_raw_writer
+    from .storage import RAW, DataDirectory, TiledServer, TiledUnreachable, connect, make_raw_writer
 
     layout = DataDirectory.create(config.data_dir)
     server = None
     if config.tiled_uri:
-        client = connect(config.tiled_uri, api_key=config.api_key)
+        try:
+            client = connect(config.tiled_uri, api_key=config.api_key)
+        except TiledUnreachable as exc:  # one line, not the client's retries and an httpx traceback
+            raise TiledUnreachable(
+                f"{exc}: start that server, or unset {ENV['tiled_uri']} for an embedded one"
+            ) from None
     else:
         server = TiledServer(layout.root, api_key=config.api_key).start()
         client = server.client()

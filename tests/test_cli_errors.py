@@ -186,3 +186,17 @@ def test_serve_on_a_taken_port(tmp_path: Path, capsys) -> None:
         port = squatter.getsockname()[1]
         rc, err = _cli(["serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)], capsys)
     assert rc == 1 and "already in use" in err
+
+
+def test_connect_and_the_profile_say_at_once_that_tiled_is_down(tmp_path: Path, monkeypatch) -> None:
+    """``connect`` asks ``/healthz`` once instead of sitting through the client's retries, and the
+    IPython/queue profile names the variable to fix."""
+    from bluesky_lowdose.beamline import BeamlineConfig, setup_run_engine
+    from bluesky_lowdose.storage import TiledUnreachable, connect
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(TiledUnreachable, match="cannot reach Tiled at"):
+        connect(dead)
+    config = BeamlineConfig(data_dir=str(tmp_path / "d"), tiled_uri=dead, enhance=False, persistent_md=False)
+    with pytest.raises(TiledUnreachable, match="unset LOWDOSE_TILED_URI"):
+        setup_run_engine(config)

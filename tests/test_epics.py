@@ -33,7 +33,7 @@ SCAN = {
     "short_exposure": 0.5,
     "long_exposure": 5.0,
 }
-FAST_TRAIN = {"epochs": 20, "patience": 20, "max_patches": 1024, "seed": 0}  # as test_streaming
+FAST_TRAIN = {"epochs": 5, "patience": 5, "max_patches": 512, "seed": 0}  # plumbing, as test_streaming
 #: The streamed scan: at 32 px (or with 2 reference angles) 20 epochs leave the paper's CNN
 #: worse than raw on its own pairs, and the enhancer then rightly reports the run "partial".
 STREAMED_SIZE = 48

@@ -6,6 +6,7 @@ Heavy imports (tiled client, TiledWriter) happen inside the functions.
 from .catalog import (
     PROCESSED,
     RAW,
+    TiledUnreachable,
     connect,
     ensure_run_catalogs,
     make_raw_writer,
@@ -21,6 +22,7 @@ __all__ = [
     "DataDirectory",
     "TiledServer",
     "TiledServerError",
+    "TiledUnreachable",
     "connect",
     "ensure_run_catalogs",
     "make_raw_writer",

@@ -12,6 +12,7 @@ __all__ = [
     "PROCESSED",
     "RAW",
     "RUN_CATALOG_SPEC",
+    "TiledUnreachable",
     "connect",
     "ensure_run_catalogs",
     "make_raw_writer",
@@ -28,6 +29,37 @@ RAW = "raw"
 PROCESSED = "processed"
 #: Spec that makes a Tiled container a catalog of Bluesky runs.
 RUN_CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
+
+
+class TiledUnreachable(ConnectionError):
+    """Nothing answered at the Tiled address (said at once, not after the client's retries)."""
+
+
+def probe(uri: str, *, timeout: float = 5.0) -> None:
+    """Ask ``uri``'s ``/healthz`` once; raise :class:`TiledUnreachable` when nothing answers.
+
+    Tiled's client retries a refused connection for ~25 s before it fails; every command of the
+    package asks once first, so "Tiled is down" is said in a second.
+
+    Parameters
+    ----------
+    uri : str
+        Server address (any path on it; ``/healthz`` is at its root).
+    timeout : float
+        Seconds for the connection and the answer.
+
+    Raises
+    ------
+    TiledUnreachable
+        Connection refused, timed out, or no such host.
+    """
+    import httpx
+
+    url = httpx.URL(uri)
+    try:
+        httpx.get(str(url.copy_with(path="/healthz", query=None)), timeout=timeout)
+    except httpx.TransportError as exc:
+        raise TiledUnreachable(f"cannot reach Tiled at {uri}: {exc or type(exc).__name__}") from None
 
 
 def ensure_run_catalogs(client: Any, names: tuple[str, ...] = (RAW, PROCESSED)) -> None:
@@ -63,9 +95,15 @@ def connect(uri: str, *, api_key: str | None = None, create: bool = True) -> Any
     -------
     tiled.client.container.Container
         The root container.
+
+    Raises
+    ------
+    TiledUnreachable
+        Nothing answers at ``uri`` (within a few seconds, see :func:`probe`).
     """
     from tiled.client import from_uri
 
+    probe(uri)
     client = from_uri(uri, api_key=api_key)
     if create:
         ensure_run_catalogs(client)

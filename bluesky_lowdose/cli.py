@@ -29,7 +29,9 @@ def _data_dir_problem(path: str) -> str | None:
     if p.exists() and not p.is_dir():
         return f"--data-dir {p} is a file, not a directory"
     try:
-        p.mkdir(parents=True, exist_ok=True)
+        from .storage.server import private_directory
+
+        private_directory(p)  # 0700: not world-readable because this check made it first
     except OSError as exc:
         return f"cannot create the data directory {p}: {exc.strerror or exc}"
     if not os.access(p, os.W_OK | os.X_OK):

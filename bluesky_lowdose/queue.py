@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .storage.server import private_directory
+
 __all__ = [
     "QueueStack",
     "QueueStackError",
@@ -328,7 +330,7 @@ class QueueStack:
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
     def _prepare_files(self) -> None:
-        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.queue_dir)
         profile = Path(self.profile_dir or profile_directory())
         for name in ("user_group_permissions.yaml", "existing_plans_and_devices.yaml"):
             target = self.queue_dir / name
@@ -414,7 +416,7 @@ class QueueStack:
         QueueStack
             ``self``.
         """
-        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.queue_dir)
         try:
             self.start_tiled()
             self.start_redis()

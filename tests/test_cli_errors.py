@@ -200,3 +200,34 @@ def test_connect_and_the_profile_say_at_once_that_tiled_is_down(tmp_path: Path, 
     config = BeamlineConfig(data_dir=str(tmp_path / "d"), tiled_uri=dead, enhance=False, persistent_md=False)
     with pytest.raises(TiledUnreachable, match="unset LOWDOSE_TILED_URI"):
         setup_run_engine(config)
+
+
+def test_commands_create_data_directories_private(tmp_path: Path, monkeypatch) -> None:
+    """``demo``/``serve`` check the data directory before any server starts; ``queue start`` makes
+    its ``queue`` folder first. A directory they create is 0700 with its new parents, whatever the
+    umask; one that exists keeps its mode."""
+    import os
+
+    from bluesky_lowdose.cli import _data_dir_problem
+    from bluesky_lowdose.queue import QueueStack
+
+    old = os.umask(0o022)  # the common default, under which mkdir gives 0755
+    try:
+        _check_private_directories(tmp_path, _data_dir_problem, QueueStack)
+    finally:
+        os.umask(old)
+
+
+def _check_private_directories(tmp_path, _data_dir_problem, QueueStack) -> None:
+    import stat
+
+    assert _data_dir_problem(str(tmp_path / "new" / "data")) is None
+    for p in (tmp_path / "new", tmp_path / "new" / "data"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o700, p
+    stack = QueueStack(data_dir=tmp_path / "q" / "data")
+    stack._prepare_files()
+    for p in (tmp_path / "q", tmp_path / "q" / "data", tmp_path / "q" / "data" / "queue"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o700, p
+    (tmp_path / "shared").mkdir(mode=0o755)
+    assert _data_dir_problem(str(tmp_path / "shared")) is None
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755

@@ -35,6 +35,38 @@ class TiledServerError(RuntimeError):
     """The Tiled server could not be started or reached."""
 
 
+def private_directory(path: str | Path) -> Path:
+    """Create ``path`` and its missing parents readable by their owner only (0700).
+
+    Directories that exist keep their mode. Every command that may create a data directory
+    (``demo``, ``serve``, ``queue start``, the profile) goes through here, so ``catalog.db`` and
+    the detector files are never world-readable because of who created the directory first.
+
+    Parameters
+    ----------
+    path : str or Path
+        The directory.
+
+    Returns
+    -------
+    Path
+        The directory (expanded, absolute).
+    """
+    path = Path(path).expanduser().absolute()
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process: keep its mode
+            continue
+        os.chmod(p, 0o700)  # mkdir's mode is filtered by the umask
+    return path
+
+
 @dataclass(frozen=True)
 class DataDirectory:
     """The layout of a data directory served by the embedded Tiled server.
@@ -55,9 +87,7 @@ class DataDirectory:
         logs and the key file are nobody else's business. An existing one keeps its mode.
         """
         d = cls(Path(root).expanduser().resolve())
-        if not d.root.exists():
-            d.root.mkdir(parents=True, mode=0o700)
-            os.chmod(d.root, 0o700)  # mkdir's mode is filtered by the umask
+        private_directory(d.root)
         for p in (d.root, d.tiled, d.writable, d.detector, d.backup, d.results, d.work):
             p.mkdir(parents=True, exist_ok=True)
         return d

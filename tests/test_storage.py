@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -278,3 +279,51 @@ def test_ipv6_loopback_server_starts_and_stops(tmp_path: Path) -> None:
         assert httpx.get(f"{server.uri}/healthz", timeout=5).status_code == 200
         proc = server._proc
     assert proc is not None and proc.poll() is not None  # nothing left running
+
+
+def test_server_output_is_read_to_the_end_when_its_log_cannot_be_written() -> None:
+    """Disk full under the log (``/dev/full`` answers every write with ENOSPC): the copier keeps
+    reading the server's pipe, so the server never blocks on its own output."""
+    import io
+
+    from bluesky_lowdose.storage.server import _redact_into
+
+    lines = b"".join(b"GET /healthz key=secret %d\n" % i for i in range(5000))
+    stream = io.BytesIO(lines)
+    _redact_into(stream, Path("/dev/full"), "secret")  # returns; before, ENOSPC ended the thread
+    assert stream.closed
+
+
+def test_a_script_that_raises_after_start_leaves_no_server(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from bluesky_lowdose.storage import TiledServer\n"
+        f"server = TiledServer({str(tmp_path / 'data')!r}).start()\n"
+        "print(server._proc.pid, flush=True)\n"
+        "raise RuntimeError('the script fails after starting Tiled')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "the script fails" in proc.stderr, proc.stderr[-2000:]
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid), f"Tiled server {pid} still running after its script ended"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead but not yet reaped by its (gone) parent's reaper
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

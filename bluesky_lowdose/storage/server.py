@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,13 +193,35 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def _stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
 def _redact_into(stream: Any, path: Path, secret: str) -> None:
     """Copy the server's output into its log with the key replaced by ``***`` (a daemon thread)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, stat.S_IRUSR | stat.S_IWUSR)
-    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
+    lost = 0
     with os.fdopen(fd, "ab", buffering=0) as log:
+        # The pipe is read to its end whatever happens to the log: a server whose output is not
+        # read blocks on its next write, and every request (/healthz too) then hangs for good.
         for line in iter(stream.readline, b""):
-            log.write(line.replace(secret.encode(), b"***"))
+            line = line.replace(secret.encode(), b"***")
+            try:
+                if lost:
+                    log.write(b"[%d lines of server output lost: the log could not be written]\n" % lost)
+                    lost = 0
+                log.write(line)
+            except OSError:  # disk full, quota: drop the line, keep reading, say so once it works again
+                lost += 1
     stream.close()
 
 
@@ -301,6 +324,8 @@ class TiledServer:
             name="tiled-server-log", daemon=True,
         )  # fmt: skip
         self._log_thread.start()
+        # a script that raises after start() (without close() or ``with``) leaves no server behind
+        self._finalizer = weakref.finalize(self, _stop_process, self._proc)
         try:
             self._wait_until_up()
         except BaseException:
@@ -333,13 +358,10 @@ class TiledServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        _stop_process(proc, timeout)
         thread = getattr(self, "_log_thread", None)
         if thread is not None:
             thread.join(5)

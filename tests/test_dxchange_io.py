@@ -263,6 +263,25 @@ def test_a_planted_partial_file_or_symlink_is_never_clobbered(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == [".scan.h5.partial", "scan.h5", "victim.txt"]
 
 
+def test_written_files_follow_the_umask_without_touching_it(tmp_path: Path, monkeypatch) -> None:
+    """The file gets the mode any new file gets (0666 less the umask), and the process-wide umask
+    is never flipped to read it (other threads creating files meanwhile would get mode 0666)."""
+    import os
+    import stat
+
+    calls: list[int] = []
+    real_umask = os.umask
+    old = real_umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real_umask(mask))
+        path = write_dxfile(tmp_path / "scan.h5", _full())
+    finally:
+        monkeypatch.undo()
+        real_umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert calls == []
+
+
 def _with_external(tmp_path: Path, kind: str) -> Path:
     path = _good(tmp_path)
     other = tmp_path / "elsewhere.h5"

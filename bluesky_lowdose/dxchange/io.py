@@ -521,15 +521,23 @@ def _private_partial(path: Path) -> Path:
     A planted ``.NAME.partial`` or symlink is never followed or clobbered; the file is an empty
     HDF5 file, renamed onto ``path`` only when complete.
     """
-    import tempfile
+    import secrets
 
     import h5py
 
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+    # O_EXCL with mode 0666: the kernel applies the umask, as to any new file (mkstemp's 0600
+    # would outlive the rename; reading the umask means setting it, which races other threads)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.partial")
+        try:
+            fd = os.open(name, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        break
+    else:
+        raise FileExistsError(f"could not create an in-progress file next to {path}")
     with h5py.File(name, "w"):  # the file mkstemp made (same inode): an empty HDF5 file
         pass
     return Path(name)

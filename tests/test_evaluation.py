@@ -13,7 +13,7 @@ import pytest
 from bluesky_lowdose.evaluation import EvaluationConfig, run_evaluation, summary, to_json, to_markdown
 from bluesky_lowdose.evaluation.__main__ import main
 from bluesky_lowdose.evaluation.protocol import DEFAULT_METHODS
-from bluesky_lowdose.evaluation.report import target_check
+from bluesky_lowdose.evaluation.targets import target_check
 from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS
 
 # 32^3, 31 angles, 2 epochs, 50 Noise2Inverse steps: plumbing, not quality (BM3D costs ~1 s per call

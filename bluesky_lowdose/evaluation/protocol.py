@@ -54,7 +54,6 @@ __all__ = [
     "DEFAULT_METHODS",
     "OPTIONAL_METHODS",
     "PAPER_SSIM",
-    "TARGETS",
     "EvaluationConfig",
     "run_evaluation",
 ]
@@ -73,14 +72,6 @@ PAPER_SSIM: dict[float, tuple[float, float]] = {
 DEFAULT_METHODS: tuple[str, ...] = ("none", "paper", "n2i", "hybrid", "bm3d", "bm3d-slices")
 #: Further methods that can be selected.
 OPTIONAL_METHODS: tuple[str, ...] = ("median", "tv")
-#: The baselines the default method is measured against (best of those run, per metric).
-TARGET_BASELINES: tuple[str, ...] = ("bm3d", "bm3d-slices")
-#: Margins (default method minus best baseline) the default method must reach, per mode:
-#: strictly more than 0 where the value is 0.
-TARGETS: dict[str, dict[str, float]] = {
-    "gaussian": {"ssim": 0.05, "psnr": 1.0},
-    "poisson": {"ssim": 0.0, "psnr": 0.0},
-}
 
 #: Flats and darks per scan (Poisson mode).
 N_REFERENCE_FRAMES = 10
@@ -462,7 +453,7 @@ def _progress_line(name: str, score: dict[str, float], seconds: float, progress:
 
 
 def _report_level(name: str, entry: dict[str, Any], mode: str, progress: bool) -> None:
-    from .report import target_check
+    from .targets import target_check
 
     scores = entry["scores"]
     text = ", ".join(f"{m} {s['ssim']:.3f}/{s['psnr']:.1f} dB" for m, s in scores.items())

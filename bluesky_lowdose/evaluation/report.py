@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["machine_info", "methods", "summary", "target_check", "to_json", "to_markdown", "write_report"]
+from .targets import TARGETS, _default, target_check
+
+__all__ = ["machine_info", "methods", "summary", "to_json", "to_markdown", "write_report"]
 
 _LEARNED = ("paper", "n2i", "hybrid")
 _METHOD_ORDER = ("none", "full-dose", "paper", "n2i", "hybrid", "bm3d", "bm3d-slices", "median", "tv")
@@ -61,59 +63,6 @@ def methods(result: dict[str, Any]) -> list[str]:
     found = set(result["levels"][0]["scores"]) if result["levels"] else set()
     ordered = [m for m in _METHOD_ORDER if m in found]
     return ordered + sorted(found - set(ordered))
-
-
-def _default(result_or_none: dict[str, Any] | None = None) -> str:
-    if result_or_none and "default_method" in result_or_none:
-        return str(result_or_none["default_method"])
-    from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS
-
-    return AUTO_WITH_PAIRS
-
-
-def target_check(
-    scores: dict[str, dict[str, float]], mode: str, default: str | None = None
-) -> dict[str, Any] | None:
-    """Margin of the default method over the best BM3D baseline, and whether the target is met.
-
-    The best baseline is taken per metric among :data:`~bluesky_lowdose.evaluation.protocol.TARGET_BASELINES`
-    that were run; the margin is ``default - best``; the target
-    (:data:`~bluesky_lowdose.evaluation.protocol.TARGETS`) is met when both margins reach it
-    (strictly exceed it where it is 0).
-
-    Parameters
-    ----------
-    scores : dict
-        ``{method: {"psnr", "ssim"}}`` of one level.
-    mode : {"gaussian", "poisson"}
-        Selects the target.
-    default : str, optional
-        The default method (default :data:`bluesky_lowdose.pipeline.AUTO_WITH_PAIRS`).
-
-    Returns
-    -------
-    dict or None
-        ``default``, ``best_baseline`` and ``margin`` per metric, ``required``, ``met``; None when
-        the default method or every baseline is missing.
-    """
-    from .protocol import TARGET_BASELINES, TARGETS
-
-    default = default or _default()
-    base = [m for m in TARGET_BASELINES if m in scores]
-    if default not in scores or not base:
-        return None
-    required = TARGETS[mode]
-    best: dict[str, str] = {}
-    margin: dict[str, float] = {}
-    met = True
-    for metric in ("ssim", "psnr"):
-        b = max(base, key=lambda m, metric=metric: scores[m][metric])
-        best[metric] = b
-        margin[metric] = float(scores[default][metric] - scores[b][metric])
-        need = required[metric]
-        met = met and (margin[metric] > 0 if need == 0 else margin[metric] >= need)
-    return {"default": default, "best_baseline": best, "margin": margin, "required": dict(required),
-            "met": bool(met)}  # fmt: skip
 
 
 def _level_name(entry: dict[str, Any]) -> str:
@@ -236,7 +185,6 @@ def to_markdown(
     str
         Markdown text.
     """
-    from .protocol import TARGETS
 
     cfg = result["config"]
     ms = methods(result)

@@ -4,8 +4,8 @@ Plans take protocol-typed devices (``bluesky.protocols``) and import no device c
 no CNN, so they run unchanged on the simulated TXM and on real ophyd devices.
 """
 
+from ..streams import PRIMARY, STREAM_ORDER, dark_stream, flat_stream, reference_stream
 from .patterns import dose_accounting, rotation_angles, validate_scan_parameters
-from .streams import PRIMARY, STREAM_ORDER, dark_stream, flat_stream, reference_stream
 from .tomo import lowdose_tomo_scan, rotation_scan, take_darks, take_flats, take_reference_frames
 
 __all__ = [

@@ -27,6 +27,7 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable, Triggerable
 from bluesky.utils import MsgGenerator
 
+from ..streams import EXPOSURES, PRIMARY, STREAM_ORDER, Exposure, dark_stream, flat_stream, reference_stream
 from .patterns import (
     ScanParameters,
     check_metadata,
@@ -43,7 +44,6 @@ from .plan_stubs import (
     rotation_frames,
     take_frames,
 )
-from .streams import EXPOSURES, PRIMARY, STREAM_ORDER, Exposure, dark_stream, flat_stream, reference_stream
 
 __all__ = [
     "lowdose_tomo_scan",
@@ -292,7 +292,7 @@ def lowdose_tomo_scan(
 ) -> MsgGenerator[str]:
     """Low-dose tomography: long/short reference pairs, then a short-exposure rotation.
 
-    One run with these streams, in order (names in :mod:`bluesky_lowdose.plans.streams`):
+    One run with these streams, in order (names in :mod:`bluesky_lowdose.streams`):
     for the long and then the short exposure, darks (shutter closed), flats (sample moved
     to ``flat_position``) and one frame at each reference angle; then ``primary``, the full
     rotation at the short exposure. The reference pairs come before the rotation so that a

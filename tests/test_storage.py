@@ -327,3 +327,52 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_threaded_callback_keeps_a_bounded_record_of_failures_per_run() -> None:
+    """bluesky's BufferingWrapper underneath; failures are counted per run (a later run's failure
+    never marks an earlier one), and the record neither grows without end nor holds documents."""
+    import logging
+
+    from bluesky_lowdose.callbacks import ThreadedCallback
+
+    class Doc(dict):  # weak-referenceable, to see whether the record keeps documents alive
+        pass
+
+    def target(name: str, doc: dict) -> None:
+        if name == "event" and doc["descriptor"] == "d-bad":
+            raise OSError("disk full")
+
+    log = logging.getLogger("bluesky_lowdose.callbacks.threaded")
+    log.disabled = True  # pytest's log capture would keep each traceback (and its document)
+    try:
+        _run_failing_callback(ThreadedCallback(target, name="test", max_errors=10), Doc)
+    finally:
+        log.disabled = False
+
+
+def _run_failing_callback(cb, Doc) -> None:
+    import gc
+    import weakref
+
+    cb("start", {"uid": "good"})
+    cb("descriptor", {"uid": "d-good", "run_start": "good"})
+    cb("start", {"uid": "bad"})
+    cb("descriptor", {"uid": "d-bad", "run_start": "bad"})
+    docs = [Doc(descriptor="d-bad", seq_num=i) for i in range(50)]
+    refs = [weakref.ref(d) for d in docs]
+    for doc in docs:
+        cb("event", doc)
+    cb("event", {"descriptor": "d-good", "seq_num": 1})
+    cb("stop", {"run_start": "bad"})
+    assert cb.flush(timeout=30) and cb.pending == 0
+    assert cb.errors_of("bad") == 50 and cb.errors_of("good") == 0
+    assert cb.error_count == 50 and len(cb.errors) == 10
+    name, message = cb.errors[-1]
+    assert name == "event" and "disk full" in message and cb.errors[-1].run_uid == "bad"
+    assert cb.close(timeout=10)
+    del docs, doc
+    gc.collect()
+    assert all(r() is None for r in refs)  # no document (nor traceback) kept by the record
+    with pytest.raises(RuntimeError, match="closed"):
+        cb("start", {"uid": "late"})

@@ -152,8 +152,6 @@ class _Job:
         self.ld: dict[str, Any] = dict(start.get("lowdose", {}))
         self.result = result
         self.t0 = time.perf_counter()
-        #: Writer errors before this run: any later one may be this run's (the writer is shared).
-        self.writer_errors_at_start = len(getattr(parent._writer, "errors", ()))
         self.progress: dict[str, Any] = {"stage": "waiting for references", "frames_received": 0,
                                          "frames_enhanced": 0, "epoch": 0,
                                          "frames_expected": int(self.ld.get("num_angles", 0))}  # fmt: skip
@@ -452,7 +450,7 @@ class _Job:
             self._open(res.method or "none", self.setup or {})
         if p._writer is not None and not p._writer.flush(timeout=p.write_timeout):
             self.fail("Tiled writes still pending at the end of the run")
-        if p._writer_failed(res.processed_uid, since=self.writer_errors_at_start):
+        if p._writer_failed(res.processed_uid):
             self.fail("writing to Tiled failed: the processed run is in the backup directory")
         res.status = "complete" if not res.reasons else "partial"
         res.timings["total_s"] = time.perf_counter() - self.t0
@@ -473,10 +471,7 @@ class _Job:
                 logger.error("processed run %s: Tiled writes still pending", res.processed_uid)
                 res.status = "partial"
                 res.reasons.append(f"Tiled writes still pending {p.write_timeout} s after the end of the run")
-            elif (
-                p._writer_failed(res.processed_uid, since=self.writer_errors_at_start)
-                and res.status == "complete"
-            ):
+            elif p._writer_failed(res.processed_uid) and res.status == "complete":
                 res.status = "partial"
                 res.reasons.append(
                     "writing to Tiled failed at the end: the processed run is in the backup directory"
@@ -764,11 +759,10 @@ class ProjectionEnhancer:
                 job.done()
 
     # ------------------------------------------------------------------ storage helpers
-    def _writer_failed(self, uid: str, since: int = 0) -> bool:
-        """True when a write of run ``uid`` failed, or any write failed after ``since`` errors."""
+    def _writer_failed(self, uid: str) -> bool:
+        """True when a write of processed run ``uid`` failed (another run's failure is not this one's)."""
         target = getattr(self._writer, "target", None)
-        errors = len(getattr(self._writer, "errors", ()))
-        return uid in getattr(target, "failed_runs", ()) or errors > since
+        return uid in getattr(target, "failed_runs", ()) or bool(self._writer and self._writer.errors_of(uid))
 
     def recon_backend_name(self) -> str | None:
         """The reconstruction backend that will be used (for provenance).

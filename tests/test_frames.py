@@ -94,7 +94,41 @@ def test_rows_that_do_not_divide_among_events_are_an_error(tmp_path) -> None:
         _feed(FrameResolver(), docs)
 
 
-def test_rows_not_yet_written_are_an_error(tmp_path) -> None:
+def test_rows_never_written_are_an_error_after_the_read_timeout(tmp_path) -> None:
     docs, _ = _stream_docs(tmp_path, seq=(1, 3), rows=(3, 5))
-    with pytest.raises(FrameResolverError, match="not yet in"):
-        _feed(FrameResolver(), docs)
+    with pytest.raises(FrameResolverError, match=r"not in .* within 0.3 s \(has 4\)"):
+        _feed(FrameResolver(read_timeout=0.3), docs)
+
+
+def test_a_detector_that_flushes_after_reporting_done_loses_no_frame(tmp_path) -> None:
+    """The events arrive before their rows are in the file (an areaDetector HDF5 plugin that
+    flushes late): the resolver reads again, reopening the file, until the rows are there.
+    Before, the announcement was dropped at the first look and the frame was lost."""
+    import subprocess
+    import sys
+    import textwrap
+
+    docs, frames = _stream_docs(tmp_path, seq=(1, 5), rows=(0, 4))
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:  # the file exists, its rows do not yet
+        f.create_dataset(IMAGE_DATASET, shape=(0, 3, 4), maxshape=(None, 3, 4), dtype=np.uint16)
+    writer = textwrap.dedent(f"""
+        import time, h5py, numpy as np
+        time.sleep(0.8)
+        with h5py.File({str(path)!r}, "a") as f:
+            ds = f[{IMAGE_DATASET!r}]
+            ds.resize((4, 3, 4))
+            ds[:] = np.arange(48, dtype=np.uint16).reshape(4, 3, 4)
+    """)
+    env = {"HDF5_USE_FILE_LOCKING": "FALSE"}  # the reader may hold the file open meanwhile
+    import os
+
+    late = subprocess.Popen([sys.executable, "-c", writer], env={**os.environ, **env})
+    try:
+        got = _feed(FrameResolver(read_timeout=30), docs)
+    finally:
+        late.wait(30)
+    assert late.returncode == 0
+    assert len(got) == 4
+    for frame, expected in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(frame.image, expected)

@@ -61,10 +61,16 @@ class FrameResolver:
     image_key : str, optional
         Data key of the image; by default the first data key of each descriptor whose shape is
         ``[H, W]`` or ``[k, H, W]``.
+    read_timeout : float
+        Seconds an announced frame may take to appear in its file: a detector that flushes
+        after reporting its frame done (areaDetector's HDF5 plugin can) is read again, the file
+        reopened, until then. The announcement is dropped only once the frame is read or the
+        time is up.
     """
 
-    def __init__(self, image_key: str | None = None) -> None:
+    def __init__(self, image_key: str | None = None, *, read_timeout: float = 10.0) -> None:
         self.image_key = image_key
+        self.read_timeout = read_timeout
         self._descriptors: dict[str, dict[str, Any]] = {}
         self._image_keys: dict[str, str | None] = {}
         self._resources: dict[str, dict[str, Any]] = {}
@@ -178,36 +184,74 @@ class FrameResolver:
         self._files[uid] = f
         return f
 
-    def _rows(self, f: Any, dataset: str, start: int, stop: int, where: str) -> np.ndarray:
-        try:
-            ds = f[dataset]
-        except KeyError:
-            raise FrameResolverError(f"no dataset {dataset} in {where}") from None
-        if hasattr(ds, "refresh"):
+    def _rows(self, uid: str, path: str, label: str, dataset: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of ``dataset``, waiting up to ``read_timeout`` for them to be flushed."""
+        import time
+
+        deadline = time.monotonic() + self.read_timeout
+        delay = 0.02
+        while True:
+            f = self._open(uid, path, label)
             try:
-                ds.refresh()
-            except Exception:  # refresh needs SWMR; a plain open sees what was flushed
-                logger.debug("refresh of %s failed", where, exc_info=True)
-        if stop > ds.shape[0]:
-            raise FrameResolverError(f"rows {start}:{stop} not yet in {where} (has {ds.shape[0]})")
-        return np.asarray(ds[start:stop])
+                ds = f[dataset]
+            except KeyError:
+                ds = None
+            if ds is not None:
+                if hasattr(ds, "refresh"):
+                    try:
+                        ds.refresh()
+                    except Exception:  # refresh needs SWMR; a plain open sees what was flushed
+                        logger.debug("refresh of %s failed", path, exc_info=True)
+                if stop <= ds.shape[0]:
+                    return np.asarray(ds[start:stop])
+                have = f"has {ds.shape[0]}"
+            else:
+                have = f"no dataset {dataset}"
+            if time.monotonic() >= deadline:
+                raise FrameResolverError(
+                    f"rows {start}:{stop} not in {path} within {self.read_timeout:g} s ({have})"
+                )
+            # a plain (non-SWMR) handle sees only what was flushed before it was opened: reopen
+            self._close_file(uid)
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+    def _close_file(self, uid: str) -> None:
+        f = self._files.pop(uid, None)
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                logger.debug("closing an HDF5 file failed", exc_info=True)
 
     def _read_external(self, descriptor: str, seq_num: int, key: str) -> np.ndarray:
         try:
-            target = self._datums.pop((descriptor, key, seq_num))
+            target = self._datums[(descriptor, key, seq_num)]
         except KeyError:
             raise FrameResolverError(
                 f"no StreamDatum announced event {seq_num} of stream {self.stream_name(descriptor)!r} ({key})"
             ) from None
         if isinstance(target, str):
+            del self._datums[(descriptor, key, seq_num)]
             raise FrameResolverError(target)
         resource_uid, start, stop = target
         res = self._resources[resource_uid]
-        f = self._open(resource_uid, _path_from_uri(res["uri"]), "stream resource")
-        return self._rows(f, res["parameters"]["dataset"], start, stop, res["uri"])
+        path = _path_from_uri(res["uri"])
+        try:
+            return self._rows(
+                resource_uid, path, "stream resource", res["parameters"]["dataset"], start, stop
+            )
+        finally:  # read, or given up after read_timeout: either way this announcement is done
+            del self._datums[(descriptor, key, seq_num)]
 
     def _read_datum(self, datum_id: str) -> np.ndarray:
-        datum = self._v1_datums.pop(datum_id)
+        datum = self._v1_datums[datum_id]
+        try:
+            return self._read_v1(datum_id, datum)
+        finally:
+            del self._v1_datums[datum_id]
+
+    def _read_v1(self, datum_id: str, datum: dict[str, Any]) -> np.ndarray:
         res = self._v1_resources.get(datum["resource"])
         if res is None:
             raise FrameResolverError(f"datum {datum_id} names an unknown resource {datum['resource']}")
@@ -220,17 +264,13 @@ class FrameResolver:
         path = os.path.join(res.get("root") or "", res["resource_path"])
         per_point = int(res.get("resource_kwargs", {}).get("frame_per_point", 1))
         point = int(datum.get("datum_kwargs", {}).get("point_number", 0))
-        f = self._open(res["uid"], path, "areaDetector file")
-        return self._rows(f, IMAGE_DATASET, point * per_point, (point + 1) * per_point, path)
+        return self._rows(res["uid"], path, "areaDetector file", IMAGE_DATASET, point * per_point,
+                          (point + 1) * per_point)  # fmt: skip
 
     def close(self) -> None:
         """Close every file opened for reading."""
-        for f in self._files.values():
-            try:
-                f.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                logger.debug("closing an HDF5 file failed", exc_info=True)
-        self._files.clear()
+        for uid in list(self._files):
+            self._close_file(uid)
 
 
 def _path_from_uri(uri: str) -> str:

@@ -394,7 +394,9 @@ def setup_run_engine(config: BeamlineConfig) -> dict[str, Any]:
     if config.enhancer_zmq:  # the enhancer runs as a service (lowdose-tomo enhancer)
         from bluesky.callbacks.zmq import Publisher
 
-        RE.subscribe(Publisher(config.enhancer_zmq))
+        from .wire import pack
+
+        RE.subscribe(Publisher(config.enhancer_zmq, serializer=pack))  # msgpack, as the service reads
         enhancer = None
     else:
         enhancer = _subscribe_enhancer(RE, client, layout, config) if config.enhance else None

@@ -432,7 +432,9 @@ def _monitored_dispatcher(address: str, watch: Callable[[Any], Awaitable[None]])
 
     ``RemoteDispatcher.start()`` creates and connects its socket in one step, so a monitor attached
     afterwards can miss the handshake; this subclass's ``start()`` is bluesky's (1.15), with the
-    monitor attached between the two. ``watch(monitor_socket)`` runs on the dispatcher's loop until
+    monitor attached between the two, and polling resumed after a message whose name is no
+    document kind (upstream's poll task ends there, and the service with it). Documents arrive
+    as msgpack (:mod:`bluesky_lowdose.wire`). ``watch(monitor_socket)`` runs on the dispatcher's loop until
     :meth:`cancel`.
     """
     import zmq
@@ -455,8 +457,13 @@ def _monitored_dispatcher(address: str, watch: Callable[[Any], Awaitable[None]])
                 self._watcher = self.loop.create_task(watch(monitor))
                 self._socket.connect(self.address)
                 self._socket.setsockopt_string(zmq.SUBSCRIBE, "")
-                self._task = self.loop.create_task(self._poll())
-                self.loop.run_until_complete(self._task)
+                while True:
+                    self._task = self.loop.create_task(self._poll())
+                    try:
+                        self.loop.run_until_complete(self._task)
+                        break
+                    except KeyError as exc:  # _poll's DocumentNames[name]: not a document kind
+                        logger.error("dropped a 0MQ message naming no document kind: %s", exc)
             finally:
                 if self._watcher is not None and not self._watcher.done():
                     self._watcher.cancel()
@@ -471,7 +478,10 @@ def _monitored_dispatcher(address: str, watch: Callable[[Any], Awaitable[None]])
             if self._task is not None:
                 self._task.cancel()
 
-    return MonitoredRemoteDispatcher(address)
+    from .wire import unpack
+
+    # msgpack, never pickle: a pickle sent to the proxy would otherwise run in this process
+    return MonitoredRemoteDispatcher(address, deserializer=unpack)
 
 
 def _connect_tiled(uri: str, api_key: str | None) -> Any:

@@ -7,6 +7,7 @@ the raw-run writer run here, the processed runs land in the session's real Tiled
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ from bluesky_lowdose.callbacks import ThreadedCallback
 from bluesky_lowdose.devices import make_devices
 from bluesky_lowdose.plans import PRIMARY, lowdose_tomo_scan
 from bluesky_lowdose.storage import PROCESSED, make_raw_writer, stream_array
+from bluesky_lowdose.wire import pack
 
 pytestmark = [pytest.mark.tiled, pytest.mark.slow]
 
@@ -149,6 +151,16 @@ def _wait_until_documents_flow(publisher: Publisher, service: _Process) -> None:
                 raise
 
 
+class _Touch:
+    """Unpickling this creates a file: proof that a pickle was executed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def _scan(txm):
     return lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **SCAN)
 
@@ -164,9 +176,14 @@ def test_service_processes_a_run_published_over_0mq(processes, proxy, tiled_serv
     service, ready = _start_service(processes, tmp_path, out_port, tiled_server, "--stop-after", "1")
     txm = make_devices(tiled_server.layout.detector, size=SIZE)
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
-    publisher = Publisher(f"127.0.0.1:{in_port}")
+    publisher = Publisher(f"127.0.0.1:{in_port}", serializer=pack)
     try:
         _wait_until_documents_flow(publisher, service)
+        # hostile messages first: a pickle that would create a file when unpickled, and a name that
+        # is no document kind; the service must run neither and keep going
+        marker = tmp_path / "pickle-was-executed"
+        publisher._socket.send(b" ".join([b"", b"start", pickle.dumps(_Touch(str(marker)))]))
+        publisher._socket.send(b" ".join([b"", b"no_such_document", pack({"uid": "x"})]))
         with run_engine() as RE:
             RE.subscribe(raw_writer)
             RE.subscribe(publisher)
@@ -178,6 +195,8 @@ def test_service_processes_a_run_published_over_0mq(processes, proxy, tiled_serv
         raw_writer.close()
     log = service.log
     assert rc == 0, log
+    assert not marker.exists(), "the service unpickled a message from the proxy"
+    assert "naming no document kind" in log and "Failed to deserialize the start document" in log, log
     assert f"run {uid}: processed run" in log and "1 run(s) processed (stop after 1)" in log, log
     assert "Traceback" not in log, log
     assert not ready.exists()  # removed at exit: no stale "ready" for a supervisor
@@ -203,7 +222,7 @@ def test_sigterm_mid_run_closes_the_processed_run_as_partial(
     service, _ = _start_service(processes, tmp_path, out_port, tiled_server, "--close-timeout", "240")
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=3)
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
-    publisher = Publisher(f"127.0.0.1:{in_port}")
+    publisher = Publisher(f"127.0.0.1:{in_port}", serializer=pack)
     state: dict = {"primary": None, "events": 0, "rc": None}
 
     def terminate_on_third_primary_event(name: str, doc: dict) -> None:
@@ -258,6 +277,7 @@ def test_profile_publishes_to_the_proxy_instead_of_enhancing_in_process(tiled_se
     try:
         assert namespace["enhancer"] is None
         assert [p.address for p in publishers] == ["tcp://127.0.0.1:5577"]
+        assert publishers[0]._serializer is pack  # msgpack, as the service reads; never pickle
         assert namespace["tiled_writer"] in subscribed
     finally:
         for p in publishers:
@@ -284,3 +304,19 @@ def test_user_mistakes_are_one_line_errors(args, code, message, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == code and message in err, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("lowdose-tomo enhancer: error:")
+
+
+def test_wire_round_trips_documents_and_refuses_pickles_and_object_arrays() -> None:
+    from bluesky_lowdose.wire import WireError, unpack
+
+    doc = {"uid": "u", "data": {"img": np.arange(12, dtype=np.uint16).reshape(3, 4), "x": np.float64(1.5)},
+           "shape": (3, 4), "none": None}  # fmt: skip
+    back = unpack(pack(doc))
+    np.testing.assert_array_equal(back["data"]["img"], doc["data"]["img"])
+    assert back["data"]["img"].dtype == np.uint16 and back["data"]["x"] == 1.5 and back["shape"] == [3, 4]
+    with pytest.raises(WireError, match="not a msgpack document"):
+        unpack(pickle.dumps({"uid": "u"}))
+    with pytest.raises(WireError, match="object arrays"):
+        pack({"a": np.array([object()])})
+    with pytest.raises(WireError, match="mapping"):
+        unpack(pack([1, 2]))  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ import numpy as np
 from event_model import RunRouter
 
 from .._paths import safe_name
-from .processed import PROCESSED_STREAMS, ProcessedRun, is_number
+from .processed import PROCESSED_STREAMS, STORAGE_REASON, ProcessedRun, is_number
 from .reader import RunReader
 from .threaded import ThreadedCallback
 
@@ -449,9 +449,11 @@ class _Job:
         if self.run is None:
             self._open(res.method or "none", self.setup or {})
         if p._writer is not None and not p._writer.flush(timeout=p.write_timeout):
-            self.fail("Tiled writes still pending at the end of the run")
+            self.fail(f"{STORAGE_REASON}Tiled writes still pending at the end of the run")
         if p._writer_failed(res.processed_uid):
-            self.fail("writing to Tiled failed: the processed run is in the backup directory")
+            self.fail(
+                f"{STORAGE_REASON}writing to Tiled failed: the processed run is in the backup directory"
+            )
         res.status = "complete" if not res.reasons else "partial"
         res.timings["total_s"] = time.perf_counter() - self.t0
         data: dict[str, Any] = {f"timing_{k}": float(v) for k, v in res.timings.items()}

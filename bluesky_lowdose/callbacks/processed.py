@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 from event_model import compose_run
 
-__all__ = ["PROCESSED_STREAMS", "ProcessedRun"]
+from ..storage.catalog import STORAGE_REASON
+
+__all__ = ["PROCESSED_STREAMS", "STORAGE_REASON", "ProcessedRun"]
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ __all__ = [
     "PROCESSED",
     "RAW",
     "RUN_CATALOG_SPEC",
+    "STORAGE_REASON",
     "TiledUnreachable",
     "connect",
     "ensure_run_catalogs",
@@ -23,6 +24,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: A processed run's reason that starts with this says only that Tiled did not take its documents
+#: in time (they are in the backup): replaying the whole backup makes the run complete, and
+#: :func:`replay_backups` says so in its stop document.
+STORAGE_REASON = "storage: "
 #: Run catalog of raw acquisitions.
 RAW = "raw"
 #: Run catalog of enhanced/reconstructed results.
@@ -224,10 +229,30 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
                 logger.warning("%s: the backup of run %s has no stop document; replayed as it is", path, uid)
             writer = make_run_writer(node, backup_directory=None, batch_size=1000)
             for item in lines:
-                writer(item["name"], resolve_arrays(item["doc"]))
+                doc = item["doc"]
+                if item["name"] == "stop" and item is lines[-1]:
+                    doc = _complete_after_replay(doc)
+                writer(item["name"], resolve_arrays(doc))
             written.append(uid)
         path.rename(path.with_name(path.name + ".replayed"))
     return written
+
+
+def _complete_after_replay(stop: dict) -> dict:
+    """A stop that failed only because Tiled did not take the documents says complete after replay.
+
+    The backup holds every document of the run, so once it is replayed whole nothing is missing;
+    the original reason is kept after ``was:``. Any other reason keeps the run ``fail``.
+    """
+    reason = stop.get("reason") or ""
+    partial, _, summary = reason.partition(" | ")
+    if stop.get("exit_status") != "fail" or not partial.startswith("partial: "):
+        return stop
+    reasons = partial[len("partial: ") :].split("; ")
+    if not reasons or not all(r.startswith(STORAGE_REASON) for r in reasons):
+        return stop
+    new = f"complete after replay (was: {partial})" + (f" | {summary}" if summary else "")
+    return {**stop, "exit_status": "success", "reason": new}
 
 
 def stream_array(run: Any, stream: str, key: str) -> Any:

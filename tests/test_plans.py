@@ -153,6 +153,13 @@ def test_dose_ratio_of_the_default_scan_is_about_ten() -> None:
         ({"num_darks": -1}, ValueError, "num_darks"),
         ({"num_flats": -2}, ValueError, "num_flats"),
         ({"start": 10.0, "stop": 10.0}, ValueError, "differ"),
+        # absurd but finite (an outside campaign ran these): refused with the range, as at item_add
+        ({"stop": 1e308}, ValueError, r"stop=1e\+308° is outside \[-360, 360\]°"),
+        ({"short_exposure": 1e-300}, ValueError, r"short_exposure=1e-300 s is outside"),
+        ({"long_exposure": 1e9}, ValueError, "long_exposure"),
+        ({"flat_position": 1e308}, ValueError, r"flat_position=1e\+308 is outside"),
+        ({"num_angles": 10**9}, ValueError, "num_angles must be <= 10000"),
+        ({"num_darks": 10**6}, ValueError, "num_darks must be <= 1000"),
         ({"md": ["not", "a", "dict"]}, TypeError, "md"),
         (
             {"md": {"lowdose": {"dose_ratio": 100}}},

@@ -11,6 +11,11 @@ from numbers import Integral, Real
 import numpy as np
 
 __all__ = [
+    "ANGLE_RANGE",
+    "COUNT_RANGE",
+    "EXPOSURE_RANGE",
+    "FLAT_POSITION_RANGE",
+    "NUM_ANGLES_RANGE",
     "RESERVED_METADATA",
     "ScanParameters",
     "check_metadata",
@@ -28,6 +33,17 @@ RESERVED_METADATA = frozenset(
 
 #: Two reference angles closer than this (degrees) are duplicates.
 ANGLE_TOLERANCE = 1e-6
+#: Inclusive bounds (degrees) of ``start``, ``stop`` and every reference angle.
+ANGLE_RANGE: tuple[float, float] = (-360.0, 360.0)
+#: Inclusive bounds (seconds) of the exposure times (a queue annotation cannot say "> 0": 1 µs).
+EXPOSURE_RANGE: tuple[float, float] = (1e-6, 3600.0)
+#: Inclusive bounds of ``num_angles``.
+NUM_ANGLES_RANGE: tuple[int, int] = (2, 10000)
+#: Inclusive bounds of ``num_darks`` and ``num_flats``.
+COUNT_RANGE: tuple[int, int] = (0, 1000)
+#: Inclusive bounds of ``flat_position`` (device units: a million mm, µm or steps is no stage's
+#: travel; the stage's own limits are checked when it moves).
+FLAT_POSITION_RANGE: tuple[float, float] = (-1e6, 1e6)
 
 
 @dataclass(frozen=True)
@@ -72,12 +88,20 @@ def _number(name: str, value: object) -> float:
     return v
 
 
-def _count(name: str, value: object, minimum: int) -> int:
+def _count(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
+
+
+def _within(name: str, value: float, bounds: tuple[float, float], unit: str = "") -> float:
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{name}={value:g}{unit} is outside [{bounds[0]:g}, {bounds[1]:g}]{unit}")
+    return value
 
 
 def validate_scan_parameters(
@@ -101,19 +125,22 @@ def validate_scan_parameters(
     ValueError
         No angles, a reference angle outside ``[start, stop]``, duplicate reference angles,
         non-positive or inverted exposures (long must exceed short), negative numbers of
-        darks/flats, non-finite numbers.
+        darks/flats, non-finite numbers, or a value outside the ranges above (the queue's
+        annotation rejects the same at ``item_add``).
     """
-    start_f = _number("start", start)
-    stop_f = _number("stop", stop)
+    start_f = _within("start", _number("start", start), ANGLE_RANGE, "°")
+    stop_f = _within("stop", _number("stop", stop), ANGLE_RANGE, "°")
     if start_f == stop_f:
         raise ValueError(f"start and stop must differ, both are {start_f}")
-    n = _count("num_angles", num_angles, 1)
+    n = _count("num_angles", num_angles, 1, NUM_ANGLES_RANGE[1])
     if n < 2:
         raise ValueError(f"num_angles must be >= 2 for a tomographic rotation, got {n}")
     short = _number("short_exposure", short_exposure)
     long_ = _number("long_exposure", long_exposure)
     if short <= 0 or long_ <= 0:
         raise ValueError(f"exposure times must be positive, got short={short}, long={long_}")
+    _within("short_exposure", short, EXPOSURE_RANGE, " s")
+    _within("long_exposure", long_, EXPOSURE_RANGE, " s")
     if long_ <= short:
         raise ValueError(f"long_exposure ({long_} s) must be longer than short_exposure ({short} s)")
     if isinstance(reference_angles, (str, bytes)) or not isinstance(reference_angles, Sequence | np.ndarray):
@@ -134,9 +161,9 @@ def validate_scan_parameters(
         short_exposure=short,
         long_exposure=long_,
         reference_angles=refs,
-        num_darks=_count("num_darks", num_darks, 0),
-        num_flats=_count("num_flats", num_flats, 0),
-        flat_position=_number("flat_position", flat_position),
+        num_darks=_count("num_darks", num_darks, *COUNT_RANGE),
+        num_flats=_count("num_flats", num_flats, *COUNT_RANGE),
+        flat_position=_within("flat_position", _number("flat_position", flat_position), FLAT_POSITION_RANGE),
     )
 
 

@@ -9,7 +9,8 @@ rejects bad items at ``item_add``, before they reach the queue:
 
 - device parameters accept only the names of the devices listed for each role;
 - angles lie in [-360, 360] degrees, exposures in [1 µs, 3600 s], ``num_angles`` in
-  [2, 10000], ``num_darks``/``num_flats`` in [0, 1000].
+  [2, 10000], ``num_darks``/``num_flats`` in [0, 1000], ``flat_position`` in ±10⁶ device
+  units (the same ranges the plan checks when it starts: :mod:`~bluesky_lowdose.plans.patterns`).
 
 Parameter descriptions are not repeated here: the queueserver takes them from the numpydoc
 docstring of the plan. The plan itself still validates everything (e.g. ``start < stop``,
@@ -27,13 +28,10 @@ from typing import Any
 
 from bluesky.utils import MsgGenerator
 
+from .patterns import ANGLE_RANGE, COUNT_RANGE, EXPOSURE_RANGE, FLAT_POSITION_RANGE, NUM_ANGLES_RANGE
 from .tomo import lowdose_tomo_scan as _lowdose_tomo_scan
 
 __all__ = [
-    "ANGLE_RANGE",
-    "COUNT_RANGE",
-    "EXPOSURE_RANGE",
-    "NUM_ANGLES_RANGE",
     "TIMEOUT_RANGE",
     "annotate_count_and_mv",
     "annotate_lowdose_tomo_scan",
@@ -44,14 +42,6 @@ __all__ = [
     "mv",
 ]
 
-#: Inclusive bounds (degrees) of ``start``, ``stop`` and every reference angle.
-ANGLE_RANGE: tuple[float, float] = (-360.0, 360.0)
-#: Inclusive bounds (seconds) of the exposure times; the annotation cannot say "> 0", so 1 µs.
-EXPOSURE_RANGE: tuple[float, float] = (1e-6, 3600.0)
-#: Inclusive bounds of ``num_angles``.
-NUM_ANGLES_RANGE: tuple[int, int] = (2, 10000)
-#: Inclusive bounds of ``num_darks`` and ``num_flats``.
-COUNT_RANGE: tuple[int, int] = (0, 1000)
 #: Inclusive bounds (seconds) of ``timeout``.
 TIMEOUT_RANGE: tuple[float, float] = (0.001, 86400.0)
 
@@ -116,7 +106,7 @@ def lowdose_tomo_scan_annotation(
             "reference_angles": {"annotation": "typing.List[float]", **_range(ANGLE_RANGE)},
             "num_darks": {"annotation": "int", **_range(COUNT_RANGE)},
             "num_flats": {"annotation": "int", **_range(COUNT_RANGE)},
-            "flat_position": {"annotation": "float"},
+            "flat_position": {"annotation": "float", **_range(FLAT_POSITION_RANGE)},
             "shutter_open": {"annotation": "typing.Union[str, int]"},
             "shutter_close": {"annotation": "typing.Union[str, int]"},
             "exposure_signal": {"annotation": "typing.Optional[__MOVABLE__]"},

@@ -231,3 +231,62 @@ def _check_private_directories(tmp_path, _data_dir_problem, QueueStack) -> None:
     (tmp_path / "shared").mkdir(mode=0o755)
     assert _data_dir_problem(str(tmp_path / "shared")) is None
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
+
+
+def _scan_with(tmp_path: Path, changes=None) -> Path:
+    """A small, plausible Data Exchange scan (a bright open beam, a disc of absorption), changed."""
+    rng = np.random.default_rng(1)
+    n, rows, cols = 24, 8, 16
+    theta = np.linspace(0.0, 180.0, n)
+    _, xx = np.mgrid[:rows, :cols]
+    absorb = np.exp(-0.8 * ((np.abs(xx - cols / 2) < 4)[None].repeat(n, 0)))
+    data = (100 + 3000 * absorb * rng.uniform(0.98, 1.02, (n, rows, cols))).astype(np.uint16)
+    fields = {"data": data, "theta": theta, "exposure_time": 1.0,
+              "data_white": rng.integers(3000, 3200, (3, rows, cols), dtype=np.uint16),
+              "data_dark": rng.integers(90, 110, (3, rows, cols), dtype=np.uint16)}  # fmt: skip
+    fields.update(changes(fields) if changes is not None else {})
+    return write_dxfile(tmp_path / "scan.h5", DataExchange(**fields))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda f: {"theta": np.zeros_like(f["theta"])}, "all 24 projection angles are 0°"),
+        (lambda f: {"theta": np.deg2rad(f["theta"])}, "look like radians labelled as degrees"),
+        (
+            lambda f: {
+                "data": np.zeros_like(f["data"]),
+                "data_white": np.zeros_like(f["data_white"]),
+                "data_dark": np.zeros_like(f["data_dark"]),
+            },
+            "all zeros",
+        ),
+    ],
+    ids=["all-angles-0", "radians", "all-zero"],
+)
+def test_enhance_refuses_data_that_cannot_be_a_scan(tmp_path: Path, capsys, change, expected) -> None:
+    """Silent wrong results (outside campaign): each is now one clear line and exit 2."""
+    path = _scan_with(tmp_path, changes=change)
+    rc, err = _cli(["enhance", str(path), "--method", "none"], capsys)
+    assert rc == 2 and expected in err, err
+
+
+def test_enhance_warns_when_flats_and_darks_are_swapped(tmp_path: Path, capsys) -> None:
+    """The correction is still made (a scientist may want to look), but the output and the
+    provenance say what looks wrong."""
+    import json
+
+    import h5py
+
+    path = _scan_with(
+        tmp_path, changes=lambda f: {"data_white": f["data_dark"], "data_dark": f["data_white"]}
+    )
+    rc = main(["enhance", str(path), "--method", "none", "--json", "--out", str(tmp_path / "out.h5")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert any("flats and darks swapped" in w for w in summary["warnings"]), summary
+    assert "flats and darks swapped" in out.err
+    with h5py.File(tmp_path / "out.h5") as f:
+        provenance = json.loads(f[DX_PATHS["provenance"]][()])
+    assert any("flats and darks swapped" in w for w in provenance["warnings"]), provenance.get("warnings")

@@ -81,6 +81,10 @@ def test_enhancer_reads_1xHxW_stream_frames_and_writes_the_processed_run(RE, til
     assert frames.shape[0] == 9 and frames.shape[-2:] == (240, 320)
     res = enhancer.results[uid]
     assert res.status == "complete", res.reasons
+    # the blobs ignore the shutter, so the flats are no brighter than the darks: said, not silent
+    assert any("flats and darks swapped, or a shutter that did not open" in w for w in res.warnings), (
+        res.warnings
+    )
     processed = tiled_client[PROCESSED][res.processed_uid]
     assert {"recon_raw", "recon_enhanced", "metrics", "provenance"} <= set(processed)
     volume = stream_array(processed, "recon_raw", "slice").read()

@@ -182,6 +182,9 @@ class _Job:
     # ------------------------------------------------------------------ set-up and training
     def start(self, setup: dict[str, Any]) -> None:
         self.setup = setup
+        for warning in (setup.get("flat_field") or {}).get("warnings", ()):  # e.g. flats and darks swapped
+            self.result.warnings.append(warning)
+            logger.warning("lowdose enhancer, run %s: %s", self.result.raw_uid[:8], warning)
         if setup.get("pairs") is not None:
             self.result.pairs = {k: setup["pairs"][k] for k in ("short", "long", "angles")}
         p = self.parent
@@ -371,7 +374,7 @@ class _Job:
         res.provenance = out.provenance
         res.method = out.method  # "auto" resolved by the long exposures
         res.quality = out.quality
-        res.warnings = list(out.warnings)
+        res.warnings = [*res.warnings, *(w for w in out.warnings if w not in res.warnings)]
         q = out.quality
         if q is not None:
             res.metrics.update({

@@ -547,6 +547,8 @@ def enhance_file(
             )
         _check_writable(Path(save_slice_model), "--save-slice-model", ".keras")
 
+    if not np.any(short_dx.data):
+        raise ValueError(f"{DX_PATHS['data']} of {path} is all zeros: no data to reconstruct")
     # flat/dark policy and photon statistics (bluesky_lowdose.pipeline.flatfield)
     flat = projection_flat_field(short_dx, long_dx)
     transmission = _apply(flat, short_dx.data)
@@ -595,6 +597,9 @@ def enhance_file(
         seed=seed,
         mapper=mapper,
     )
+    if flat is not None and flat.warnings:  # said in the output and in the provenance
+        scan.warnings[:0] = list(flat.warnings)
+        scan.provenance["warnings"] = list(scan.warnings)
     proj_model = scan.models.get("projection")
     slice_model = scan.models.get("slices")
     if save_model is not None and proj_model is not None:
@@ -626,6 +631,7 @@ def enhance_file(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": scan.method,
         "method_requested": method,
+        "warnings": list(scan.warnings),
         "output": {
             DX_PATHS["data"]: data_text,
             DX_PATHS["reconstruction"]: (

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_TOLERANCE", "angle_difference", "match_angles", "nominal_angle"]
+__all__ = ["DEFAULT_TOLERANCE", "angle_difference", "check_rotation", "match_angles", "nominal_angle"]
 
 #: Default tolerance (degrees) when matching reference angles to projection angles.
 DEFAULT_TOLERANCE = 0.05
@@ -84,3 +84,34 @@ def nominal_angle(readback: float, planned: Any, tolerance: float = DEFAULT_TOLE
     planned = np.atleast_1d(np.asarray(planned, np.float64))
     idx = match_angles([readback], planned, tolerance)[0] if planned.size else -1
     return float(planned[idx]) if idx >= 0 else round(float(readback), 6)
+
+
+def check_rotation(theta_deg: Any) -> None:
+    """Refuse angles that cannot be a tomographic rotation in degrees, saying what they look like.
+
+    Parameters
+    ----------
+    theta_deg : array_like
+        The projection angles, degrees.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two distinct angles (all 0°: the rotation was not recorded), or a span within
+        1 % of π or 2π with more than a handful of angles: radians labelled as degrees.
+    """
+    theta = np.asarray(theta_deg, np.float64).ravel()
+    distinct = np.unique(np.round(theta, 6))
+    if distinct.size < 2:
+        value = f"{distinct[0]:g}°" if distinct.size else "none"
+        raise ValueError(
+            f"all {theta.size} projection angles are {value}: no rotation to reconstruct "
+            "(was the rotation stage recorded?)"
+        )
+    span = float(theta.max() - theta.min())
+    for turn, name in ((np.pi, "π"), (2 * np.pi, "2π")):
+        if theta.size > 8 and abs(span - turn) <= 0.01 * turn:
+            raise ValueError(
+                f"the {theta.size} projection angles span {span:.4g}°, i.e. {name} radians: the angles "
+                "look like radians labelled as degrees (multiply them by 180/π)"
+            )

@@ -23,6 +23,7 @@ slice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ __all__ = [
     "flat_field",
     "photon_statistics",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Transmission floor without photon statistics (line integrals are at most -log(1e-6) = 13.8).
 DEFAULT_FLOOR = 1e-6
@@ -122,12 +125,16 @@ class FlatField:
         ``"own flats"`` or ``"long flats scaled by the exposure ratio"``.
     exposure_ratio : float or None
         ``exposure / long_exposure`` when the long flats were scaled.
+    warnings : tuple of str
+        What looks wrong with the flats and darks (e.g. swapped, or a shutter that never opened):
+        the correction is still made, and these go into the result's warnings.
     """
 
     flat: np.ndarray
     dark: np.ndarray
     policy: str
     exposure_ratio: float | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def dead(self) -> np.ndarray:
@@ -186,6 +193,7 @@ class FlatField:
             "average": "median of the frames",
             "dead_pixels": int(self.dead.sum()),
             "dead_pixel_rule": f"open beam < {DEAD_FRACTION:g} x median; filled from live neighbours",
+            "warnings": list(self.warnings),
         }
 
 
@@ -233,15 +241,33 @@ def flat_field(
         ld = np.median(_stack(long_darks, "long darks"), axis=0)
         if lf.shape != d.shape or ld.shape != d.shape:
             raise ValueError(f"long flats {lf.shape} / darks {ld.shape} and darks {d.shape} differ in shape")
+        warning = _check_open_beam(lf, ld, "long flats", "long darks")
         ratio = float(exposure) / float(long_exposure)
         flat = ((lf - ld) * ratio + d).astype(np.float32)
-        return FlatField(flat, d, "long flats scaled by the exposure ratio", ratio)
+        return FlatField(flat, d, "long flats scaled by the exposure ratio", ratio,
+                         warnings=(warning,) if warning else ())  # fmt: skip
     if flats is None:
         raise ValueError("no flats: give the exposure's own flats, or long flats with both exposure times")
     f = np.median(_stack(flats, "flats"), axis=0).astype(np.float32)
     if f.shape != d.shape:
         raise ValueError(f"flats {f.shape} and darks {d.shape} differ in shape")
-    return FlatField(f, d, "own flats")
+    warning = _check_open_beam(f, d, "flats", "darks")
+    return FlatField(f, d, "own flats", warnings=(warning,) if warning else ())
+
+
+def _check_open_beam(flat: np.ndarray, dark: np.ndarray, flat_name: str, dark_name: str) -> str | None:
+    """Why the open beam does not look brighter than the dark on most of the detector, or None."""
+    above = float(np.mean(flat > dark))
+    if above >= 0.5:
+        return None
+    if not np.any(flat) and not np.any(dark):
+        warning = f"{flat_name} and {dark_name} are all zero: the transmission means nothing"
+    else:
+        warning = (f"{flat_name} are not brighter than the {dark_name} on {100 * above:.0f} % of the pixels "
+                   f"(median difference {float(np.median(flat - dark)):.3g} ADU): flats and darks swapped, "
+                   "or a shutter that did not open?")  # fmt: skip
+    logger.warning("flat field: %s", warning)
+    return warning
 
 
 @dataclass(frozen=True)

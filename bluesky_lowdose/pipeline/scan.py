@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .angles import DEFAULT_TOLERANCE, match_angles
+from .angles import DEFAULT_TOLERANCE, check_rotation, match_angles
 from .flatfield import DEFAULT_FLOOR, FLOOR_PHOTONS
 
 __all__ = [
@@ -756,6 +756,8 @@ class ScanPipeline:
         from ..recon import resolve_backend
         from ..recon.stored import StoredArray
 
+        if self.n_frames >= 2:
+            check_rotation(self._theta)  # also for the streaming enhancer: identical angles give NaN
         if self.method == "auto":
             return self._finish_auto()
         if self.n_frames < max(2, self.subsets):
@@ -1102,6 +1104,9 @@ def enhance_scan(
         raise ValueError(
             f"theta_deg must hold one finite angle per projection ({len(proj)}), got {theta.shape}"
         )
+    check_rotation(theta)
+    if not np.any(proj):
+        raise ValueError("every projection is all zeros: no data to reconstruct")
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     if short_refs is not None and long_refs is None:

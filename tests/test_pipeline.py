@@ -191,3 +191,19 @@ def test_frames_must_come_in_order_and_after_training(scan) -> None:
     pipe.add(0, scan["theta"][:2], scan["noisy"][:2])
     with pytest.raises(ValueError, match="out of order"):
         pipe.add(3, scan["theta"][3], scan["noisy"][3])
+
+
+def test_reference_pair_check_is_one_rule_for_stream_and_file() -> None:
+    """A projection model that makes its own training pairs worse is called out (the streaming
+    enhancer marks the run partial, ``enhance`` warns), with both PSNRs."""
+    from bluesky_lowdose.pipeline.scoring import reference_pair_check
+
+    rng = np.random.default_rng(0)
+    long_ = rng.uniform(0.2, 1.0, (3, 16, 16))
+    short = long_ + 0.05 * rng.standard_normal(long_.shape)
+    raw_db, enh_db, problem = reference_pair_check(
+        short, long_, long_ + 0.01 * rng.standard_normal(long_.shape)
+    )
+    assert enh_db > raw_db and problem is None
+    raw_db, enh_db, problem = reference_pair_check(short, long_, 70 * short)  # a diverged network
+    assert enh_db < raw_db and f"({enh_db:.1f} dB vs {raw_db:.1f} dB raw)" in problem

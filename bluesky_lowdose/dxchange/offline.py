@@ -614,6 +614,12 @@ def enhance_file(
         for s, e, lg in zip(pairs.short, pairs_enhanced, pairs.long, strict=True):
             mse_short.append(float(np.mean((s.astype(np.float64) - lg) ** 2)))
             mse_enhanced.append(float(np.mean((e.astype(np.float64) - lg) ** 2)))
+        # the streaming enhancer's rule (it marks the run partial): here a warning, in the output
+        # and the provenance
+        _, _, problem = pipeline.scoring.reference_pair_check(pairs.short, pairs.long, pairs_enhanced)
+        if problem and problem not in scan.warnings:
+            scan.warnings.append(problem)
+            scan.provenance["warnings"] = list(scan.warnings)
     enhanced = scan.projections is not None
     data = scan.projections if enhanced else transmission
     data_text = (

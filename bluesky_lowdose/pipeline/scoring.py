@@ -63,7 +63,7 @@ def reference_pair_check(short: Any, long: Any, enhanced: Any) -> tuple[float, f
         raw_db,
         enh_db,
         (
-            f"the model does not improve even its own reference pairs ({enh_db:.1f} dB vs {raw_db:.1f} dB raw): "
-            "undertrained or diverged"
+            "the model does not improve even its own reference pairs "
+            f"({enh_db:.1f} dB vs {raw_db:.1f} dB raw): undertrained or diverged"
         ),
     )

@@ -423,8 +423,9 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 }  # fmt: skip
             if config.figures:
                 summary["figures"] = write_figures(
-                    layout.results, res, devices.physics, reference.get("volume"), comparison
-                )
+                    layout.results, res, devices.physics, reference.get("volume"), comparison,
+                    dose_fraction=dose.get("dose_fraction"),
+                )  # fmt: skip
             if res.done.is_set():
                 enhancer.forget(raw_uid)  # its volumes are in Tiled: the work files go
         summary["dask"] = (
@@ -445,6 +446,8 @@ def write_figures(
     physics: Any,
     reference: np.ndarray | None,
     comparison: dict[str, Any] | None = None,
+    *,
+    dose_fraction: float | None = None,
 ) -> list[str]:
     """Projection raw/enhanced/noise-free, slices of every method side by side, training curves.
 
@@ -460,6 +463,9 @@ def write_figures(
         Reconstruction of noise-free projections.
     comparison : dict, optional
         From :func:`compare_methods`: ``volumes`` and ``scores`` shown side by side.
+    dose_fraction : float, optional
+        The low-dose scan's dose over a conventional scan's (the start document's ``lowdose``
+        block), written on each panel.
 
     Returns
     -------
@@ -492,49 +498,99 @@ def write_figures(
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     if res.recon_raw is not None:
-        z = res.recon_raw.shape[0] // 2
-        if comparison is not None:
-            vols = [(f"{name}\nSSIM {comparison['scores'][name]['ssim']:.3f}, "
-                     f"{comparison['scores'][name]['psnr']:.1f} dB", vol)
-                    for name, vol in comparison["volumes"].items()]  # fmt: skip
-        else:
-            vols = [("raw", res.recon_raw), ("enhanced", res.recon_enhanced)]
-        vols.append(("reference (noise-free)", reference))
-        vols = [(t, v) for t, v in vols if v is not None]
-        ref = reference if reference is not None else res.recon_raw
-        lo, hi = np.percentile(ref[z], [0.5, 99.5])
-        fig, axes = plt.subplots(2, len(vols), figsize=(4 * len(vols), 8), squeeze=False)
-        for k, (title, vol) in enumerate(vols):
-            axes[0, k].imshow(vol[z], cmap="gray", vmin=lo, vmax=hi)
-            axes[0, k].set_title(title, fontsize=9)
-            axes[0, k].axis("off")
-            axes[1, k].hist(vol[z].ravel(), bins=100, range=(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo)))
-            axes[1, k].set_yscale("log")
-            axes[1, k].set_xlabel("attenuation per voxel")
-        fig.suptitle(f"Slice {z} and histograms; scores inside the object against the noise-free reference")
-        fig.tight_layout()
-        paths.append(str(directory / "reconstruction.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    curves = [
-        (h, t, y)
-        for h, t, y in ((res.history, "projection CNN (pairs)", "1 / PSNR"),
-                        (res.n2i_history, "Noise2Inverse (per 100 steps)", "MSE"))
-        if h
-    ]  # fmt: skip
-    if curves:
-        fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
-        for ax, (hist, title, ylabel) in zip(axes[0], curves, strict=True):
-            epochs = [h["epoch"] for h in hist]
-            for key in ("loss", "val_loss"):
-                if all(key in h for h in hist):
-                    ax.plot(epochs, [h[key] for h in hist], marker="o", label=key)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(ylabel)
-            ax.legend()
-            ax.set_title(title)
-        fig.tight_layout()
-        paths.append(str(directory / "training.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(
+            _reconstruction_figure(plt, directory, res, physics, reference, comparison, dose_fraction)
+        )
+    path = _training_figure(plt, directory, res)
+    if path is not None:
+        paths.append(path)
     return paths
+
+
+#: Units of a reconstructed voxel (the FBP of -log transmission, per pixel).
+ATTENUATION_UNITS = "attenuation per pixel (μ · pixel)"
+
+
+def _panel_dose(name: str, dose_fraction: float | None) -> str:
+    if name.startswith("reference"):
+        return "no noise (simulator)"
+    if name == "full dose":
+        return "dose 1 (conventional scan)"
+    return "dose ?" if dose_fraction is None else f"dose {dose_fraction:.2f} (1/{1 / dose_fraction:.1f})"
+
+
+def _reconstruction_figure(plt, directory, res, physics, reference, comparison, dose_fraction) -> str:
+    """Middle slice of every method in one grey window with its colorbar, scale bar, doses, histograms."""
+    z = res.recon_raw.shape[0] // 2
+    if comparison is not None:
+        sc = comparison["scores"]
+        vols = [(name, f"SSIM {sc[name]['ssim']:.3f}, {sc[name]['psnr']:.1f} dB", vol)
+                for name, vol in comparison["volumes"].items()]  # fmt: skip
+    else:
+        vols = [("raw low-dose", "", res.recon_raw), (f"{res.method}", "", res.recon_enhanced)]
+    vols.append(("reference (noise-free)", "", reference))
+    vols = [(n, sc, v) for n, sc, v in vols if v is not None]
+    ref = reference if reference is not None else res.recon_raw
+    lo, hi = (float(v) for v in np.percentile(ref[z], [0.5, 99.5]))
+    pad = 0.2 * (hi - lo)
+    pixel_mm = getattr(physics, "pixel_size_mm", None)
+    fig, axes = plt.subplots(2, len(vols), figsize=(3.2 * len(vols) + 1.0, 6.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.2]}, layout="constrained")  # fmt: skip
+    image = None
+    for k, (name, score, vol) in enumerate(vols):
+        ax = axes[0, k]
+        image = ax.imshow(vol[z], cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title("\n".join(t for t in (name, _panel_dose(name, dose_fraction), score) if t), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k == 0:  # a scale bar: a quarter of the field
+            width = vol.shape[-1]
+            bar = max(1, width // 4)
+            y = vol.shape[-2] * 0.94
+            ax.plot([width * 0.05, width * 0.05 + bar], [y, y], color="yellow", lw=3)
+            label = f"{bar} px" + (f" = {bar * pixel_mm * 1000:.0f} μm" if pixel_mm else "")
+            ax.text(width * 0.05, y - vol.shape[-2] * 0.04, label, color="yellow", fontsize=9,
+                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0})  # fmt: skip
+        h = axes[1, k]
+        h.hist(vol[z].ravel(), bins=100, range=(lo - pad, hi + pad), color="0.3")
+        h.set_yscale("log")
+        h.set_xlabel(ATTENUATION_UNITS, fontsize=8)
+        h.set_ylabel("voxels in the slice" if k == 0 else "", fontsize=8)
+        h.axvspan(lo, hi, color="tab:blue", alpha=0.08, lw=0)  # the grey window above
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=ATTENUATION_UNITS)
+    fig.suptitle(f"Slice {z} of each reconstruction, one grey window (shaded in the histograms); "
+                 "scores inside the object against the noise-free reference", fontsize=10)  # fmt: skip
+    path = str(directory / "reconstruction.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _training_figure(plt, directory, res) -> str | None:
+    """Loss curves on a log scale: the paper's CNN per epoch, Noise2Inverse per step."""
+    curves = [
+        (h, t, x, y, scale)
+        for h, t, x, y, scale in (
+            (res.history, "projection CNN (pairs), per epoch", "epoch", "loss: 1 / PSNR", 1),
+            (res.n2i_history, "Noise2Inverse, per 100 steps", "training steps", "loss: MSE", 100),
+        )
+        if h
+    ]
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+    for ax, (hist, title, xlabel, ylabel, scale) in zip(axes[0], curves, strict=True):
+        xs = [h["epoch"] * scale for h in hist]
+        for key, label in (("loss", "training"), ("val_loss", "validation")):
+            if all(key in h for h in hist):
+                ax.plot(xs, [h[key] for h in hist], marker="o", ms=3, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        ax.set_title(title)
+    fig.tight_layout()
+    path = str(directory / "training.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -66,6 +66,7 @@ def main() -> int:
                                       mapper=None if engine is None else engine.map,
                                       keep_frames=args.keep_frames,
                                       work_directory=None if args.in_memory else server.layout.work,
+                                      volume_directory=server.layout.volumes,
                                       n2i_options={} if args.n2i_steps is None else {"steps": args.n2i_steps},
                                       )  # fmt: skip
         RE.subscribe(writer)

@@ -52,7 +52,11 @@ def scan(
     if enhance:
         training = {"epochs": epochs, "patience": epochs}
         enhancer = ProjectionEnhancer(
-            client, method=method, train_kwargs=training, n2i_options={"steps": steps}
+            client,
+            method=method,
+            train_kwargs=training,
+            n2i_options={"steps": steps},
+            volume_directory=server.layout.volumes,
         )
         RE.subscribe(enhancer)
     t = time.perf_counter()

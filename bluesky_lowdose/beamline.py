@@ -483,7 +483,8 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
         mapper = engine.map
     enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,
                                   train_kwargs={"epochs": config.epochs}, n2i_options=n2i,
-                                  mapper=mapper, keep_frames=False, work_directory=layout.work)  # fmt: skip
+                                  mapper=mapper, keep_frames=False, work_directory=layout.work,
+                                  volume_directory=layout.volumes)  # fmt: skip
     RE.subscribe(enhancer)
     return enhancer
 

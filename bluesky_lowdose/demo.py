@@ -305,6 +305,7 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 extra_metrics=against_simulator,
                 mapper=None if engine is None else engine.map,
                 work_directory=layout.work,
+                volume_directory=layout.volumes,
             )
             RE.subscribe(enhancer)
         for callback in callbacks:

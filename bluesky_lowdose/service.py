@@ -517,6 +517,7 @@ def run_enhancer_service(
     api_key: str | None = None,
     backup_directory: str | Path | None = None,
     work_directory: str | Path | None = None,
+    volume_directory: str | Path | None = None,
     method: str = "auto",
     n2i_steps: int | None = None,
     epochs: int | None = None,
@@ -540,6 +541,9 @@ def run_enhancer_service(
     work_directory : str or Path, optional
         Line integrals and volumes of the run being reconstructed (bounded memory); None keeps
         them in memory.
+    volume_directory : str or Path, optional
+        Where the processed runs' volumes are written (HDF5, served in place by Tiled: a folder
+        in the server's readable storage); needed with Tiled.
     method : str
         Pipeline method (``"auto"``, ``"paper"``, ``"n2i"``, ...).
     n2i_steps : int, optional
@@ -585,6 +589,7 @@ def run_enhancer_service(
         n2i_options={} if n2i_steps is None else {"steps": n2i_steps},
         backup_directory=backup_directory,
         work_directory=work_directory,  # line integrals and volumes on disk: memory stays bounded
+        volume_directory=volume_directory,
     )
     service = EnhancerService(address, enhancer, stop_after=stop_after, ready_file=ready_file,
                               close_timeout=close_timeout)  # fmt: skip
@@ -624,8 +629,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--data-dir", default="lowdose-data",
-        help="data directory: backups of processed runs if Tiled fails; without --tiled-uri also its "
-        "API key file (default: ./lowdose-data)",
+        help="data directory: the processed runs' volumes (<data-dir>/volumes, served in place: the Tiled "
+        "server must read it, as lowdose-tomo serve --data-dir does), backups of processed runs if Tiled "
+        "fails; without --tiled-uri also its API key file (default: ./lowdose-data)",
     )  # fmt: skip
     parser.add_argument("--method", type=method, default="auto", help="pipeline method (default auto)")
     parser.add_argument("--n2i-steps", type=count(1), default=None, help="Noise2Inverse training steps")
@@ -694,6 +700,7 @@ def run(args: argparse.Namespace, *, on_report: Callable[[ServiceReport], Any] |
             api_key=_api_key(args),
             backup_directory=data_dir / "backup",
             work_directory=data_dir / "work",
+            volume_directory=data_dir / "volumes",
             method=args.method,
             n2i_steps=args.n2i_steps,
             epochs=args.epochs,

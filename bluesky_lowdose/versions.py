@@ -11,7 +11,7 @@ __all__ = ["software_versions"]
 #: Distributions whose versions go into provenance when installed.
 DISTRIBUTIONS = (
     "bluesky-lowdose", "numpy", "scipy", "keras", "tensorflow-cpu", "tensorflow", "torch", "jax",
-    "numba", "scikit-image", "bm3d", "algotom", "tomopy", "h5py",
+    "numba", "finufft", "scikit-image", "bm3d", "algotom", "tomopy", "h5py",
     "bluesky", "event-model", "ophyd", "tiled", "bluesky-tiled-plugins", "databroker",
 )  # fmt: skip
 

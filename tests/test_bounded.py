@@ -118,7 +118,8 @@ def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
     memory = ProjectionEnhancer(None, method="none")
     work = tmp_path / "work"
     disk = ProjectionEnhancer(tiled_client, method="none", work_directory=work, keep_frames=False,
-                              backup_directory=tiled_server.layout.backup)  # fmt: skip
+                              backup_directory=tiled_server.layout.backup,
+                              volume_directory=tiled_server.layout.volumes)  # fmt: skip
     with run_engine() as RE:
         RE.subscribe(memory)
         RE.subscribe(disk)
@@ -134,6 +135,15 @@ def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
     np.testing.assert_allclose(volume, memory.results[uid].recon_enhanced, rtol=0,
                                atol=1e-5 * float(np.abs(volume).max()))  # fmt: skip
     assert list(work.iterdir()) == []
+    # registered, not copied: method "none" has one volume, in one file, announced as both
+    # streams; Tiled's data source for each is that file
+    folder = tiled_server.layout.volumes / res.processed_uid
+    assert [f.name for f in folder.iterdir()] == ["recon_enhanced.h5"]
+    for stream in ("recon_raw", "recon_enhanced"):
+        array = stream_array(run, stream, "slice")
+        assets = [a.data_uri for source in array.data_sources() for a in source.assets]
+        assert len(assets) == 1 and assets[0].endswith(f"{folder.name}/recon_enhanced.h5"), assets
+        np.testing.assert_array_equal(array.read(), volume)
     disk.close()
     memory.close()
 

@@ -77,7 +77,7 @@ def test_startup_files_give_a_working_session(tiled_server, tmp_path, monkeypatc
         devices = [ns[name] for name in ("txm_cam", "rotation", "shutter", "sample_x")]
         (uid,) = ns["RE"](ns["lowdose_tomo_scan"](*devices, num_angles=4, num_darks=1, num_flats=1))
         assert ns["tiled_writer"].flush(timeout=60)
-        assert ns["tiled_writer"].errors == []
+        assert list(ns["tiled_writer"].errors) == []
         run = ns["raw"][uid]
         assert stream_array(run, "primary", "txm_cam_image").shape == (4, SIZE, SIZE)
         scan_id = run.metadata["start"]["scan_id"]

@@ -70,7 +70,9 @@ def test_enhancer_reads_1xHxW_stream_frames_and_writes_the_processed_run(RE, til
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
     # method "none": the blobs ignore shutter and sample stage (flats equal darks), so there is
     # nothing to learn; the documents, the correction and the reconstruction are what is tested
-    enhancer = ProjectionEnhancer(tiled_client, method="none", reconstruct=True)
+    enhancer = ProjectionEnhancer(
+        tiled_client, method="none", reconstruct=True, volume_directory=tiled_server.layout.volumes
+    )
     RE.subscribe(raw_writer)
     RE.subscribe(enhancer)
     (uid,) = RE(lowdose_tomo_scan(det, rot, shutter, samx, **SCAN))

@@ -23,7 +23,7 @@ SCAN = {"num_angles": 61, "num_darks": 4, "num_flats": 4, "reference_angles": (0
 # plumbing sizes: the streamed run checks documents, provenance, links and bit-for-bit agreement
 # with enhance_scan, not quality (test_quality and test_pipeline do); the default-method test
 # below trains for real
-FAST_TRAIN = {"epochs": 5, "patience": 5, "max_patches": 512, "seed": 0}
+FAST_TRAIN = {"epochs": 20, "patience": 20, "max_patches": 1024, "seed": 0}
 FAST_N2I = {"steps": 100, "crop": 32}
 
 
@@ -42,8 +42,8 @@ def streamed(tiled_server, tiled_client):
     # "hybrid" runs both learned steps (the paper's projection CNN, then Noise2Inverse): every stream
     backup = tiled_server.layout.backup
     enhancer = ProjectionEnhancer(tiled_client, method="hybrid", train_kwargs=FAST_TRAIN,
-                                  n2i_options=FAST_N2I,
-                                  backup_directory=backup)  # fmt: skip
+                                  n2i_options=FAST_N2I, backup_directory=backup,
+                                  volume_directory=tiled_server.layout.volumes)  # fmt: skip
     with run_engine() as RE:
         RE.subscribe(raw_writer)
         RE.subscribe(enhancer)
@@ -124,7 +124,9 @@ def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(
     from bluesky_lowdose.pipeline import score_volume
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=4)
-    enhancer = ProjectionEnhancer(tiled_client, n2i_options={"steps": 600, "crop": 32})
+    enhancer = ProjectionEnhancer(
+        tiled_client, n2i_options={"steps": 600, "crop": 32}, volume_directory=tiled_server.layout.volumes
+    )
     RE.subscribe(enhancer)
     (uid,) = RE(_scan(txm, short_exposure=0.2))  # 60 photons per open-beam pixel: a really low dose
     assert enhancer.wait(timeout=600)
@@ -316,6 +318,7 @@ def test_tiled_dying_at_the_end_is_never_reported_complete(RE, tmp_path, monkeyp
             return {}
 
         enhancer = ProjectionEnhancer(client, method="none", reconstruct=True, backup_directory=None,
+                                      volume_directory=server.layout.volumes,
                                       extra_metrics=tiled_dies, write_timeout=60)  # fmt: skip
         RE.subscribe(enhancer)
         (uid,) = RE(_scan(txm, num_angles=9))

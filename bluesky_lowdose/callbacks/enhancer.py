@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 #: Bytes of reconstructed slices queued for Tiled at most (the volume is read from disk faster
 #: than Tiled takes it).
-PUBLISH_QUEUE_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -391,24 +390,31 @@ class _Job:
             res.slice_model = slice_model
             self.run.emit_model("model_n2i", "model_keras", slice_model)
             self.run.emit_history("training_n2i", slice_model.provenance.get("history") or {})
-        deadline = time.monotonic() + self.parent.write_timeout  # for the whole volume
-        for stream, vol in (("recon_raw", out.raw_volume), ("recon_enhanced", out.volume)):
-            most = max(4, PUBLISH_QUEUE_BYTES // max(1, 4 * int(np.prod(vol.shape[1:]))))
-            for z, sl in enumerate(vol):  # on-disk volumes are read slab by slab
-                self.run.emit(stream, {"slice": sl.astype(np.float32, copy=False), "z": z})  # a view
-                self._throttle(most, deadline)
+        if self.parent.volume_directory is not None:
+            self._register_volumes(out)
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
-    def _throttle(self, most: int, deadline: float) -> None:
-        """Wait while the Tiled writer holds more than ``most`` documents (slices of a volume read
-        from disk would otherwise pile up in its queue), until ``deadline`` (monotonic) at most;
-        past it the writer is stalled and the end of the run reports it."""
-        writer = self.parent._writer
-        if writer is None or writer.pending <= most:
-            return
-        while writer.pending > most // 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def _register_volumes(self, out: Any) -> None:
+        """Write each volume once into ``volume_directory/<processed uid>/`` (a volume in the work
+        directory is moved, not copied) and announce it in the processed run: Tiled serves the
+        files in place.  Method ``none`` has one volume, announced as both streams."""
+        from ..recon.stored import StoredArray, place_volume
+
+        res = self.result
+        t0 = time.perf_counter()
+        folder = Path(self.parent.volume_directory) / safe_name(res.processed_uid)
+        enhanced = place_volume(out.volume, folder / "recon_enhanced.h5")
+        same = out.raw_volume is out.volume
+        raw = enhanced if same else place_volume(out.raw_volume, folder / "recon_raw.h5")
+        self.run.register_volume("recon_raw", "slice", raw)
+        self.run.register_volume("recon_enhanced", "slice", enhanced)
+        # results read from disk follow their files; those in memory stay there
+        if isinstance(out.volume, StoredArray):
+            res.recon_enhanced = enhanced
+        if isinstance(out.raw_volume, StoredArray):
+            res.recon_raw = raw
+        res.timings["volumes_written_s"] = time.perf_counter() - t0
 
     def remove_files(self) -> None:
         """Delete the run's files in the work directory (its results are in Tiled)."""
@@ -529,8 +535,9 @@ class ProjectionEnhancer:
     reconstruct : bool
         Reconstruct (and run the slice step) at the end of each run.
     recon_backend : str, optional
-        Reconstruction backend (default: the package's FBP, accumulated frame by frame, or slab by
-        slab at the end with a ``mapper`` or a ``work_directory``).
+        Reconstruction backend (:func:`bluesky_lowdose.recon.resolve_backend`; default the first
+        available: ``"nufft"`` where TomoPy is absent), run slab by slab after the last frame
+        (``"fbp"`` without ``mapper`` or ``work_directory`` accumulates frame by frame instead).
     mapper : callable, optional
         Runs the reconstruction as slab tasks at the end of each run, e.g.
         :meth:`bluesky_lowdose.engine.DaskEngine.map` (see :class:`~bluesky_lowdose.pipeline.ScanPipeline`).
@@ -564,6 +571,13 @@ class ProjectionEnhancer:
         ``.enhanced``, e.g. for the demo's comparison). False for long services and the profile:
         the enhanced frames are in Tiled and the raw ones in the detector's files, and memory no
         longer grows by two stacks per run.
+    volume_directory : str or Path, optional
+        Where the reconstructed volumes go, as HDF5 files in ``<volume_directory>/<processed
+        uid>/``; the processed run announces them (StreamResource/StreamDatum) and Tiled serves
+        them in place, so this folder must be in the Tiled server's readable storage (the
+        embedded server's is the data directory's ``volumes`` folder, :attr:`DataDirectory.volumes
+        <bluesky_lowdose.storage.server.DataDirectory.volumes>`). Needed when writing to Tiled and
+        reconstructing.  Without Tiled (``client=None``) the volumes stay in :attr:`results`.
     write_timeout : float
         Seconds to wait for the Tiled writes of a run at its end.
     angle_tolerance : float
@@ -604,6 +618,7 @@ class ProjectionEnhancer:
         extra_metrics: Callable[[RunResult], dict[str, float]] | None = None,
         keep_frames: bool = True,
         work_directory: str | Path | None = None,
+        volume_directory: str | Path | None = None,
         write_timeout: float = 600.0,
         angle_tolerance: float = 0.05,
         seed: int = 0,
@@ -635,6 +650,12 @@ class ProjectionEnhancer:
         self.extra_metrics = extra_metrics
         self.keep_frames = keep_frames
         self.work_directory = None if work_directory is None else Path(work_directory)
+        if client is not None and reconstruct and volume_directory is None:
+            raise ValueError(
+                "volume_directory is needed to write reconstructions to Tiled: a folder the Tiled "
+                "server reads (the embedded server's DataDirectory(...).volumes, <data dir>/volumes)"
+            )
+        self.volume_directory = None if volume_directory is None else Path(volume_directory)
         self.write_timeout = write_timeout
         self.angle_tolerance = angle_tolerance
         self.seed = seed

@@ -12,10 +12,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from event_model import compose_run
+from event_model import StreamRange, compose_run
 
 from ..storage.catalog import STORAGE_REASON
 
@@ -100,6 +101,39 @@ class ProcessedRun:
         now = time.time()
         ev = self._streams[stream].compose_event(data=data, timestamps=dict.fromkeys(data, now))
         self._write("event", ev)
+
+    def register_volume(self, stream: str, key: str, volume: Any) -> None:
+        """Announce a volume in an HDF5 file as stream ``stream``: one StreamResource and one
+        StreamDatum, as detectors announce their frames, so Tiled serves the file in place (its
+        folder must be in the server's readable storage) and no byte of it goes over HTTP.
+
+        Parameters
+        ----------
+        stream : str
+            Stream name (``"recon_raw"``, ``"recon_enhanced"``).
+        key : str
+            Data key of one slice (``"slice"``): the stream has one row per slice.
+        volume : bluesky_lowdose.recon.stored.StoredArray
+            The file and dataset, ``(slices, rows, width)``.
+        """
+        if self.closed:
+            raise RuntimeError(f"processed run {self.uid} is closed")
+        if stream in self._streams:
+            raise ValueError(f"stream {stream!r} of processed run {self.uid} exists already")
+        n, *frame = (int(v) for v in volume.shape)
+        keys = {key: {"source": "lowdose", "dtype": "array", "shape": frame, "dtype_numpy": volume.dtype.str,
+                      "external": "STREAM:", "dims": [f"dim_{i}" for i in range(len(frame))]}}  # fmt: skip
+        desc = self._bundle.compose_descriptor(name=stream, data_keys=keys)
+        self._streams[stream] = desc
+        self._write("descriptor", desc.descriptor_doc)
+        uri = Path(volume.path).resolve().as_uri().replace("file:///", "file://localhost/", 1)
+        resource = self._bundle.compose_stream_resource(
+            mimetype="application/x-hdf5", uri=uri, data_key=key,
+            parameters={"dataset": volume.dataset, "chunk_shape": [1, *frame]},
+        )  # fmt: skip
+        self._write("stream_resource", resource.stream_resource_doc)
+        rows = StreamRange(start=0, stop=n)
+        self._write("stream_datum", resource.compose_stream_datum(rows, rows, desc.descriptor_doc))
 
     def emit_history(self, stream: str, history: dict[str, list[float]]) -> None:
         """Emit a Keras history (``{name: [value per epoch]}``) as one event per epoch.

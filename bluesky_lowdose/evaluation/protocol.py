@@ -715,7 +715,10 @@ def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
     """
     cfg.validate()
     from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS, N2I_OPTIONS, PROJECTION_TRAINING
+    from bluesky_lowdose.recon import resolve_backend
     from bluesky_lowdose.versions import software_versions
+
+    backend = resolve_backend()  # what enhance_scan uses by default
 
     clock = _Clock()
     started = time.perf_counter()
@@ -729,7 +732,7 @@ def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
         "slab_rows": [slab.start, slab.stop],
         "projection_training": {**PROJECTION_TRAINING, **cfg.projection_training()},
         "n2i_options": {**N2I_OPTIONS, **cfg.n2i_options()},
-        "reconstruction": {"backend": "fbp", "filter": "parzen", "pipeline": "bluesky_lowdose.pipeline"},
+        "reconstruction": {"backend": backend, "filter": "parzen", "pipeline": "bluesky_lowdose.pipeline"},
         "scoring": "pipeline.score_volume inside metrics.object_mask(R_o), scored slices only",
     }
     engine = None
@@ -747,7 +750,7 @@ def run_evaluation(cfg: EvaluationConfig) -> dict[str, Any]:
     finally:
         if engine is not None:
             engine.close()
-    result["software"] = software_versions("fbp")
+    result["software"] = software_versions(backend)
     result["source_sha256"] = {"start": digest, "end": source_digest()}
     if digest != result["source_sha256"]["end"]:
         logger.warning("the pipeline's source changed during the run: its scores mix two versions")

@@ -267,8 +267,10 @@ class ScanPipeline:
     center : float, optional
         Rotation axis column (default: the detector centre).
     backend : str, optional
-        Reconstruction backend; None or ``"fbp"`` accumulates frame by frame, others
-        (``"tomopy"``, ``"dfi"``, ``"skimage"``) keep the line integrals and reconstruct at the end.
+        Reconstruction backend (:func:`bluesky_lowdose.recon.resolve_backend`; None: the first
+        available, ``"nufft"`` where TomoPy is absent).  ``"fbp"`` without a work directory or
+        mapper accumulates frame by frame; the others keep the line integrals (in memory or in
+        the work directory) and reconstruct slab by slab after the last frame.
     keep_projections : bool
         Keep the enhanced projections (memory: one stack).
     seed : int
@@ -380,7 +382,9 @@ class ScanPipeline:
         self.n2i_options = {**N2I_OPTIONS, **(n2i_options or {})}
         self.subsets = int(subsets) if self.spec.slices else 1
         self.center = center
-        self.backend = None if backend in (None, "fbp") else backend
+        from ..recon import resolve_backend
+
+        self.backend = resolve_backend(backend)  # None: "nufft" (TomoPy's gridrec where installed)
         self.mapper = mapper
         self.workdir = None if workdir is None else Path(workdir)
         self._scan_dir: Path | None = None  # this scan's own folder in workdir (made at first use)
@@ -417,7 +421,7 @@ class ScanPipeline:
         self._half_line_integrals: list[list[np.ndarray]] = [[], []]
         if self.method == "auto":  # the frames are kept; the chosen method runs at the end
             pass
-        elif self.backend is None and mapper is None and workdir is None:
+        elif self.backend == "fbp" and mapper is None and workdir is None:
             from ..recon.subsets import SubsetBackprojector
 
             counts = self.spec.split == "counts"
@@ -734,7 +738,7 @@ class ScanPipeline:
         # as the frame-by-frame sums
         vols = reconstruct_volumes(sources, theta, wanted, mapper=self.mapper, progress=self.progress,
                                    out_dir=None if self.workdir is None else self._dir(),
-                                   backend=self.backend or "fbp",
+                                   backend=self.backend,
                                    center=self.center)  # fmt: skip
         self.discard()  # the line integrals are reconstructed: their stacks go
         parts = [vols[f"subset{k}"] for k in range(self.subsets)] if self.subsets > 1 else []
@@ -753,7 +757,6 @@ class ScanPipeline:
         ValueError
             Too few frames for the subsets.
         """
-        from ..recon import resolve_backend
         from ..recon.stored import StoredArray
 
         if self.n_frames >= 2:
@@ -803,7 +806,7 @@ class ScanPipeline:
             if isinstance(part, StoredArray):
                 Path(part.path).unlink(missing_ok=True)
         projections = np.concatenate(self._frames) if self._frames else None
-        backend = resolve_backend(self.backend) if self.backend else "fbp"
+        backend = self.backend
         prov: dict[str, Any] = {
             "method": self.method,
             "description": self.spec.description,
@@ -1051,7 +1054,8 @@ def enhance_scan(
     center : float, optional
         Rotation axis column.
     backend : str, optional
-        Reconstruction backend (default: the package's FBP, accumulated frame by frame).
+        Reconstruction backend (default: the first available, ``"nufft"`` where TomoPy is
+        absent; see :class:`ScanPipeline`).
     keep_projections : bool
         Return the enhanced projections of methods with a projection step.
     tolerance : float

@@ -86,9 +86,10 @@ def reconstruct(
         Column of the rotation axis; None means the detector centre ``(width - 1) / 2``
         (use :func:`~bluesky_lowdose.recon.find_center` to estimate it).
     backend : str, optional
-        ``"tomopy"``, ``"fbp"``, ``"keras"`` (the FBP in Keras operations: on a GPU where
-        Keras's backend has one), ``"dfi"`` or ``"skimage"``; None picks the first available
-        in that order (``"fbp"`` where TomoPy is absent).
+        ``"tomopy"``, ``"nufft"`` (gridrec-class, FINUFFT), ``"fbp"``, ``"dfi"``,
+        ``"skimage"`` or ``"keras"`` (the FBP in Keras operations: on a GPU where Keras's
+        backend has one); None picks the first available in that order, ``"keras"`` excepted
+        (``"nufft"`` where TomoPy is absent).
     filter : str
         Apodisation of the ramp filter: ``"parzen"`` (default, as TomoPy's gridrec in the
         paper), ``"hann"``, ``"hamming"``, ``"shepp-logan"``, ``"cosine"`` or ``"ramp"``.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FILTERS", "filter_sinogram", "ramp_response", "window"]
+__all__ = ["FILTERS", "filter_sinogram", "filtered_spectrum", "ramp_response", "window"]
 
 #: Apodisation windows accepted by :func:`ramp_response`.
 FILTERS = ("parzen", "hann", "hamming", "shepp-logan", "cosine", "ramp")
@@ -138,8 +138,32 @@ def apodize(sino: np.ndarray, name: str = "parzen", *, workers: int | None = Non
     return _apply(sino, window(name, np.fft.rfftfreq(length) * 2.0), workers)
 
 
-def _apply(sino: np.ndarray, response: np.ndarray, workers: int | None) -> np.ndarray:
-    """Multiply the spectrum of edge-padded rows by ``response`` (rfft of :func:`padded_length`)."""
+def filtered_spectrum(
+    sino: np.ndarray, name: str = "parzen", *, workers: int | None = None
+) -> tuple[np.ndarray, int]:
+    """The ``rfft`` of the edge-padded rows times the windowed ramp: the filtered projections
+    in Fourier space, as :func:`filter_sinogram` computes them before its inverse FFT.
+
+    Parameters
+    ----------
+    sino : numpy.ndarray
+        ``(..., width)`` line integrals.
+    name : str
+        Apodisation window (:data:`FILTERS`).
+    workers : int, optional
+        Threads used by ``scipy.fft``.
+
+    Returns
+    -------
+    spectrum : numpy.ndarray
+        Complex64 ``(..., length // 2 + 1)`` for ``length = padded_length(width)``.
+    left : int
+        Padding before detector pixel 0: pixel ``u`` is sample ``u + left`` of the padded row.
+    """
+    return _spectrum(sino, ramp_response(padded_length(sino.shape[-1]), name), workers)
+
+
+def _spectrum(sino: np.ndarray, response: np.ndarray, workers: int | None) -> tuple[np.ndarray, int]:
     from scipy import fft
 
     width = sino.shape[-1]
@@ -149,5 +173,14 @@ def _apply(sino: np.ndarray, response: np.ndarray, workers: int | None) -> np.nd
     padded = np.pad(np.asarray(sino, dtype=np.float32), pad, mode="edge")
     spec = fft.rfft(padded, axis=-1, workers=workers)
     spec *= response.astype(np.float32)
-    out = fft.irfft(spec, n=length, axis=-1, workers=workers)
+    return spec, left
+
+
+def _apply(sino: np.ndarray, response: np.ndarray, workers: int | None) -> np.ndarray:
+    """Multiply the spectrum of edge-padded rows by ``response`` (rfft of :func:`padded_length`)."""
+    from scipy import fft
+
+    width = sino.shape[-1]
+    spec, left = _spectrum(sino, response, workers)
+    out = fft.irfft(spec, n=padded_length(width), axis=-1, workers=workers)
     return np.ascontiguousarray(out[..., left : left + width], dtype=np.float32)

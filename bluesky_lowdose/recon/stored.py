@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayWriter", "LazySlice", "StackWriter", "StoredArray", "volume_writer"]
+__all__ = ["ArrayWriter", "LazySlice", "StackWriter", "StoredArray", "place_volume", "volume_writer"]
 
 #: Slices read at a time when iterating over a stored volume.
 ITER_SLAB = 16
@@ -334,3 +334,48 @@ def volume_writer(path: str | Path | None, shape: tuple[int, ...]) -> StackWrite
     if path is None:
         return ArrayWriter(shape)
     return StackWriter(path, "volume", shape[1:], length=shape[0], chunk_rows=shape[1])
+
+
+def place_volume(volume: Any, path: str | Path) -> StoredArray:
+    """Put a ``(slices, rows, width)`` volume at ``path`` as HDF5 (dataset ``volume``, one chunk
+    per slice), once: a volume already in a file is moved there (renamed; copied slab by slab
+    only across file systems), one in memory is written.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray or StoredArray
+        The volume.
+    path : str or Path
+        The new file (its folder is made, readable by its owner only).
+
+    Returns
+    -------
+    StoredArray
+        The volume at ``path``.
+    """
+    import errno
+
+    path = Path(path)
+    if isinstance(volume, StoredArray) and volume.dataset == "volume":
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.replace(volume.path, path)
+            return StoredArray(path, "volume")
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    shape = tuple(int(n) for n in volume.shape)
+    writer = StackWriter(path, "volume", shape[1:], length=shape[0], chunk_rows=shape[1])
+    try:
+        if isinstance(volume, StoredArray):
+            for start, _stop, slab in volume.slabs():
+                writer.write(start, slab)
+        else:
+            writer.write(0, np.asarray(volume, dtype=np.float32))
+    except BaseException:
+        writer.discard()
+        raise
+    out = writer.close()
+    if isinstance(volume, StoredArray):  # copied across file systems: the original goes
+        Path(volume.path).unlink(missing_ok=True)
+    return out

@@ -89,7 +89,7 @@ class DataDirectory:
         """
         d = cls(Path(root).expanduser().resolve())
         private_directory(d.root)
-        for p in (d.root, d.tiled, d.writable, d.detector, d.backup, d.results, d.work):
+        for p in (d.root, d.tiled, d.writable, d.detector, d.volumes, d.backup, d.results, d.work):
             p.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -117,6 +117,12 @@ class DataDirectory:
     def detector(self) -> Path:
         """HDF5 files written by detectors, registered by Tiled without copying."""
         return self.root / "detector"
+
+    @property
+    def volumes(self) -> Path:
+        """HDF5 files of the processed runs' volumes, registered by Tiled without copying (the
+        enhancer's ``volume_directory``)."""
+        return self.root / "volumes"
 
     @property
     def backup(self) -> Path:
@@ -287,6 +293,8 @@ class TiledServer:
             f"duckdb:///{lay.tabular}",  # duckdb:/// + absolute path = four slashes
             "-r",
             str(lay.detector),
+            "-r",
+            str(lay.volumes),
             "--host",
             self.host,
             "--port",

@@ -9,8 +9,8 @@ every backend uses the Hann-windowed ramp (the one window all of them have).
 Outside references, run in this benchmark only: algotom's FBP (``fbp_reconstruction``,
 CPU, Hann window as algotom's default, orientation matched to ours by the best of the 8
 flips/transposes) and algotom's DFI (our ``"dfi"`` backend is algotom's DFI with its orientation
-calibrated).  The ``"nufft"`` backend is ours (FINUFFT).  TomoPy's gridrec runs where TomoPy is
-importable.
+calibrated).  The ``"nufft"`` backend is ours (FINUFFT); ``"astra"`` is the ASTRA Toolbox's FBP
+(CPU here, ``FBP_CUDA`` on a GPU).  TomoPy's gridrec runs where TomoPy is importable.
 
 Times: a warm-up call first (numba compiles, FFT plans); then ``--slices`` slices (fewer for the
 slow backends at large sizes), per slice = the time / slices; the volume = per slice x width
@@ -40,7 +40,7 @@ from _machine import machine
 FILTER = "hann"
 
 #: Backends too slow to time on many slices at large sizes: one slice there.
-SLOW = ("fbp", "skimage", "keras", "algotom-fbp")
+SLOW = ("fbp", "astra", "skimage", "keras", "algotom-fbp")
 
 
 def disks(width: int, seed: int, count: int = 14) -> np.ndarray:
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--angles", type=int, default=361)
     parser.add_argument("--slices", type=int, default=4,
                         help="slices timed per backend (1 for the slow ones from 1024 pixels)")  # fmt: skip
-    parser.add_argument("--backends", nargs="+", default=["nufft", "fbp", "dfi", "algotom-fbp", "tomopy",
-                                                          "skimage", "keras"])  # fmt: skip
+    parser.add_argument("--backends", nargs="+", default=["nufft", "fbp", "astra", "dfi", "algotom-fbp",
+                                                          "tomopy", "skimage", "keras"])  # fmt: skip
     parser.add_argument("--ncore", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -8,8 +8,10 @@ back slab by slab (``--in-memory``: the previous path, everything in this proces
 Prints one JSON line: ``frames``, ``height``,
 ``width``, ``stack_mb`` (one float32 stack), ``baseline_rss_mb`` (this process after set-up),
 ``peak_rss_mb`` (sampled every 20 ms until the processed run is written), ``growth_stacks``
-((peak - baseline) / stack_mb: issue 11's target is <= 0.5 at any size) and timings. The Tiled
-server and Dask workers are other processes and are not counted.
+((peak - baseline) / stack_mb: issue 11's target is <= 0.5 at any size), timings
+(``after_last_frame_s``: from the end of the scan to the processed run written) and ``storage``
+(the volume files of the processed run and the growth of Tiled's own storage: one copy of each
+volume, issue 18). The Tiled server and Dask workers are other processes and are not counted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
+
+
+def _bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
 
 
 def _rss_mb() -> float:
@@ -84,6 +90,7 @@ def main() -> int:
 
             gc.collect()
         baseline = _rss_mb()
+        tiled_bytes = _bytes(server.layout.tiled)
         peak = {"mb": baseline}
         done = threading.Event()
 
@@ -114,6 +121,13 @@ def main() -> int:
         done.set()
         sampler.join()
         status = enhancer.results[uid].status
+        processed_uid = enhancer.results[uid].processed_uid
+        # one copy of each volume: the files in volumes/<processed uid>/, and what Tiled's own
+        # storage (catalog, arrays written through it, tables) grew by for the whole run
+        grown = _bytes(server.layout.tiled) - tiled_bytes
+        storage = {"volume_files_mb": round(_bytes(server.layout.volumes / processed_uid) / 2**20, 1),
+                   "one_volume_mb": round(args.size**3 * 4 / 2**20, 1),
+                   "tiled_storage_growth_mb": round(grown / 2**20, 1)}  # fmt: skip
     stack_mb = args.angles * args.size * args.size * 4 / 2**20
     row = {
         "frames": args.angles, "height": args.size, "width": args.size, "method": args.method,
@@ -121,7 +135,8 @@ def main() -> int:
         "stack_mb": round(stack_mb, 1), "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak["mb"], 1), "peak_rss_mb_by_stage": stages,
         "growth_stacks": round((peak["mb"] - baseline) / stack_mb, 2), "scan_s": round(scan_s, 1),
-        "total_s": round(total_s, 1), "status": status,
+        "total_s": round(total_s, 1), "after_last_frame_s": round(total_s - scan_s, 1), "status": status,
+        "storage": storage,
         "dask": None if engine is None else engine.report(), "machine": machine(),
     }  # fmt: skip
     if engine is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FILTERS", "filter_sinogram", "filtered_spectrum", "ramp_response", "window"]
+__all__ = ["FILTERS", "filter_sinogram", "filtered_spectrum", "ramp_response", "shift_rows", "window"]
 
 #: Apodisation windows accepted by :func:`ramp_response`.
 FILTERS = ("parzen", "hann", "hamming", "shepp-logan", "cosine", "ramp")
@@ -172,7 +172,7 @@ def _spectrum(sino: np.ndarray, response: np.ndarray, workers: int | None) -> tu
     pad = [(0, 0)] * (sino.ndim - 1) + [(left, length - width - left)]
     padded = np.pad(np.asarray(sino, dtype=np.float32), pad, mode="edge")
     spec = fft.rfft(padded, axis=-1, workers=workers)
-    spec *= response.astype(np.float32)
+    spec *= response.astype(np.complex64 if np.iscomplexobj(response) else np.float32)
     return spec, left
 
 
@@ -184,3 +184,27 @@ def _apply(sino: np.ndarray, response: np.ndarray, workers: int | None) -> np.nd
     spec, left = _spectrum(sino, response, workers)
     out = fft.irfft(spec, n=padded_length(width), axis=-1, workers=workers)
     return np.ascontiguousarray(out[..., left : left + width], dtype=np.float32)
+
+
+def shift_rows(sino: np.ndarray, shift: float, *, workers: int | None = None) -> np.ndarray:
+    """Shift every row along ``u`` by ``shift`` pixels (a Fourier phase ramp on the edge-padded
+    rows: no interpolation blur), e.g. to move the rotation axis to the detector's centre for a
+    library that assumes it there.
+
+    Parameters
+    ----------
+    sino : numpy.ndarray
+        ``(..., width)`` rows.
+    shift : float
+        Pixels; positive moves the content towards higher ``u``.
+    workers : int, optional
+        Threads used by ``scipy.fft``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float32 array of the same shape.
+    """
+    length = padded_length(sino.shape[-1])
+    k = np.fft.rfftfreq(length)
+    return _apply(sino, np.exp(-2j * np.pi * k * shift), workers)

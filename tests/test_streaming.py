@@ -342,9 +342,9 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_se
     from bluesky_lowdose.devices import make_devices
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1)
-    enhancer = ProjectionEnhancer(
-        tiled_client, model=streamed["res"].enhancer, reconstruct=False, batch_size=5
-    )
+    # the frames go into an HDF5 stack that Tiled serves while it grows (SWMR), as in the profile
+    enhancer = ProjectionEnhancer(tiled_client, model=streamed["res"].enhancer, reconstruct=False,
+                                  batch_size=5, volume_directory=tiled_server.layout.volumes)  # fmt: skip
     RE.subscribe(enhancer)
     seen: dict[str, float] = {}
 
@@ -352,7 +352,11 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_se
         try:
             res = next(iter(enhancer.results.values()))
             proc = tiled_client[PROCESSED][res.processed_uid]
-            return stream_array(proc, "enhanced", "enhanced_image").shape[0]
+            frames = stream_array(proc, "enhanced", "enhanced_image")
+            if frames.shape[0]:  # announced: its pixels are readable from the open file
+                first = frames[0]
+                assert first.shape == (SIZE, SIZE) and np.isfinite(first).all() and first.any()
+            return frames.shape[0]
         except (StopIteration, KeyError):
             return 0
 
@@ -385,6 +389,8 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_se
     res = next(iter(enhancer.results.values()))
     final = stream_array(tiled_client[PROCESSED][res.processed_uid], "enhanced", "enhanced_image")
     assert final.shape[0] == 40
+    np.testing.assert_array_equal(final.read(), res.enhanced)  # the stack holds every frame, in order
+    assert (tiled_server.layout.volumes / res.processed_uid / "enhanced.h5").is_file()
 
 
 def test_processed_run_exports_to_data_exchange(streamed, tiled_client, tmp_path) -> None:

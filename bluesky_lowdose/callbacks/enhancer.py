@@ -322,9 +322,17 @@ class _Job:
         if enhanced is not None:
             if self.parent.keep_frames:
                 self.enhanced_frames.append(enhanced)
-            for (_, seq, angle, _, uid, _), frame in zip(batch, enhanced, strict=True):
-                self.run.emit("enhanced", {"enhanced_image": frame, "angle": angle, "raw_seq_num": seq,
-                                           "raw_event_uid": uid})  # fmt: skip
+            rows = [
+                {"angle": angle, "raw_seq_num": seq, "raw_event_uid": uid}
+                for _, seq, angle, _, uid, _ in batch
+            ]
+            if self.parent.volume_directory is not None:  # one HDF5 stack, announced as it grows
+                self.run.emit_frames(
+                    "enhanced", "enhanced_image", enhanced, rows, self._folder() / "enhanced.h5"
+                )
+            else:
+                for row, frame in zip(rows, enhanced, strict=True):
+                    self.run.emit("enhanced", {"enhanced_image": frame, **row})
         self.progress["frames_enhanced"] += len(batch)
         if self.parent.progress:
             if self._bar is None:
@@ -395,6 +403,10 @@ class _Job:
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
+    def _folder(self) -> Path:
+        """This processed run's folder in ``volume_directory`` (volumes, enhanced frames)."""
+        return Path(self.parent.volume_directory) / safe_name(self.result.processed_uid)
+
     def _register_volumes(self, out: Any) -> None:
         """Write each volume once into ``volume_directory/<processed uid>/`` (a volume in the work
         directory is moved, not copied) and announce it in the processed run: Tiled serves the
@@ -403,7 +415,7 @@ class _Job:
 
         res = self.result
         t0 = time.perf_counter()
-        folder = Path(self.parent.volume_directory) / safe_name(res.processed_uid)
+        folder = self._folder()
         enhanced = place_volume(out.volume, folder / "recon_enhanced.h5")
         same = out.raw_volume is out.volume
         raw = enhanced if same else place_volume(out.raw_volume, folder / "recon_raw.h5")
@@ -572,12 +584,14 @@ class ProjectionEnhancer:
         the enhanced frames are in Tiled and the raw ones in the detector's files, and memory no
         longer grows by two stacks per run.
     volume_directory : str or Path, optional
-        Where the reconstructed volumes go, as HDF5 files in ``<volume_directory>/<processed
-        uid>/``; the processed run announces them (StreamResource/StreamDatum) and Tiled serves
-        them in place, so this folder must be in the Tiled server's readable storage (the
+        Where the reconstructed volumes and the enhanced frames go, as HDF5 files in
+        ``<volume_directory>/<processed uid>/`` (the frames' stack grows as they are enhanced,
+        readable meanwhile); the processed run announces them (StreamResource/StreamDatum) and
+        Tiled serves them in place, so this folder must be in the Tiled server's readable storage (the
         embedded server's is the data directory's ``volumes`` folder, :attr:`DataDirectory.volumes
         <bluesky_lowdose.storage.server.DataDirectory.volumes>`). Needed when writing to Tiled and
-        reconstructing.  Without Tiled (``client=None``) the volumes stay in :attr:`results`.
+        reconstructing; without it (``reconstruct=False``) the enhanced frames go to Tiled inside
+        their events.  Without Tiled (``client=None``) the results stay in :attr:`results`.
     write_timeout : float
         Seconds to wait for the Tiled writes of a run at its end.
     angle_tolerance : float

@@ -77,6 +77,7 @@ class ProcessedRun:
         self._bundle = compose_run(metadata=json.loads(json.dumps(metadata, default=str)))
         self._write = write
         self._streams: dict[str, Any] = {}
+        self._stacks: dict[str, tuple[Any, Any]] = {}  # stream -> (StackWriter, its StreamResource bundle)
         self.closed = False
         self.uid: str = self._bundle.start_doc["uid"]
         write("start", self._bundle.start_doc)
@@ -102,6 +103,78 @@ class ProcessedRun:
         ev = self._streams[stream].compose_event(data=data, timestamps=dict.fromkeys(data, now))
         self._write("event", ev)
 
+    def emit_frames(
+        self, stream: str, key: str, frames: np.ndarray, rows: list[dict[str, Any]], path: str | Path
+    ) -> None:
+        """Append frames to an HDF5 stack (SWMR: readable while it grows) and announce them with a
+        StreamDatum, as detectors do; ``rows`` are the frames' other values, one event each.
+
+        The first call creates the file at ``path``, the stream's descriptor and its
+        StreamResource; :meth:`close` closes the file.
+
+        Parameters
+        ----------
+        stream : str
+            Stream name (``"enhanced"``).
+        key : str
+            Data key of one frame.
+        frames : numpy.ndarray
+            ``(n, rows, width)``.
+        rows : list of dict
+            ``n`` dicts of numbers and strings (angle, raw sequence number, ...).
+        path : str or Path
+            The stack's file.
+        """
+        if self.closed:
+            raise RuntimeError(f"processed run {self.uid} is closed")
+        frames = np.asarray(frames)
+        if len(rows) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(rows)} rows of values")
+        if stream not in self._stacks:
+            from ..recon.stored import StackWriter
+
+            shape = [int(v) for v in frames.shape[1:]]
+            writer = StackWriter(
+                path, "data", tuple(shape), chunk_rows=shape[0], dtype=frames.dtype, swmr=True
+            )
+            keys = {
+                key: self._external_key(shape, frames.dtype),
+                **{k: _data_key(v) for k, v in rows[0].items()},
+            }
+            desc = self._bundle.compose_descriptor(name=stream, data_keys=keys)
+            self._streams[stream] = desc
+            self._write("descriptor", desc.descriptor_doc)
+            resource = self._resource(key, writer.path, "data", shape, swmr=True)
+            self._stacks[stream] = (writer, resource)
+        writer, resource = self._stacks[stream]
+        desc = self._streams[stream]
+        start = writer.n
+        writer.append(frames)
+        # as the RunEngine orders them: the StreamDatum, then the events it belongs to
+        indices = StreamRange(start=start, stop=writer.n)
+        seq = StreamRange(start=start + 1, stop=writer.n + 1)
+        self._write("stream_datum", resource.compose_stream_datum(indices, seq, desc.descriptor_doc))
+        for row in rows:
+            ev = desc.compose_event(data=row, timestamps=dict.fromkeys(row, time.time()))
+            self._write("event", ev)
+
+    @staticmethod
+    def _external_key(shape: list[int], dtype: Any) -> dict[str, Any]:
+        return {"source": "lowdose", "dtype": "array", "shape": shape, "dtype_numpy": np.dtype(dtype).str,
+                "external": "STREAM:", "dims": [f"dim_{i}" for i in range(len(shape))]}  # fmt: skip
+
+    def _resource(
+        self, key: str, path: str | Path, dataset: str, shape: list[int], *, swmr: bool = False
+    ) -> Any:
+        uri = Path(path).resolve().as_uri().replace("file:///", "file://localhost/", 1)
+        parameters: dict[str, Any] = {"dataset": dataset, "chunk_shape": [1, *shape]}
+        if swmr:
+            parameters["swmr"] = True
+        resource = self._bundle.compose_stream_resource(mimetype="application/x-hdf5", uri=uri, data_key=key,
+                                                        parameters=parameters)  # fmt: skip
+        self._write("stream_resource", resource.stream_resource_doc)
+        return resource
+
     def register_volume(self, stream: str, key: str, volume: Any) -> None:
         """Announce a volume in an HDF5 file as stream ``stream``: one StreamResource and one
         StreamDatum, as detectors announce their frames, so Tiled serves the file in place (its
@@ -121,17 +194,12 @@ class ProcessedRun:
         if stream in self._streams:
             raise ValueError(f"stream {stream!r} of processed run {self.uid} exists already")
         n, *frame = (int(v) for v in volume.shape)
-        keys = {key: {"source": "lowdose", "dtype": "array", "shape": frame, "dtype_numpy": volume.dtype.str,
-                      "external": "STREAM:", "dims": [f"dim_{i}" for i in range(len(frame))]}}  # fmt: skip
-        desc = self._bundle.compose_descriptor(name=stream, data_keys=keys)
+        desc = self._bundle.compose_descriptor(
+            name=stream, data_keys={key: self._external_key(frame, volume.dtype)}
+        )
         self._streams[stream] = desc
         self._write("descriptor", desc.descriptor_doc)
-        uri = Path(volume.path).resolve().as_uri().replace("file:///", "file://localhost/", 1)
-        resource = self._bundle.compose_stream_resource(
-            mimetype="application/x-hdf5", uri=uri, data_key=key,
-            parameters={"dataset": volume.dataset, "chunk_shape": [1, *frame]},
-        )  # fmt: skip
-        self._write("stream_resource", resource.stream_resource_doc)
+        resource = self._resource(key, volume.path, volume.dataset, frame)
         rows = StreamRange(start=0, stop=n)
         self._write("stream_datum", resource.compose_stream_datum(rows, rows, desc.descriptor_doc))
 
@@ -165,6 +233,11 @@ class ProcessedRun:
         blob = np.frombuffer(enhancer.to_bytes(), dtype=np.uint8)
         self.emit(stream, {key: blob, "model_hash": enhancer.model_hash})
 
+    def close_files(self) -> None:
+        """Close the stacks written by :meth:`emit_frames` (their rows stay announced)."""
+        for writer, _ in self._stacks.values():
+            writer.close()
+
     def close(self, status: str, reasons: list[str], *, summary: str = "") -> None:
         """Write the stop document: ``success`` when complete, ``fail`` with the reasons otherwise.
 
@@ -181,6 +254,7 @@ class ProcessedRun:
         if self.closed:
             return
         self.closed = True
+        self.close_files()
         complete = status == "complete"
         reason = "" if complete else "partial: " + "; ".join(reasons)
         if summary:

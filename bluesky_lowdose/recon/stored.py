@@ -176,6 +176,9 @@ class StackWriter:
         frame's append and a slab's read touch whole chunks.
     dtype : numpy dtype
         Stored type.
+    swmr : bool
+        Single-writer/multiple-reader mode: every :meth:`append` is flushed and readers (Tiled
+        serving the file while a scan runs) see the rows written so far.
 
     Examples
     --------
@@ -193,6 +196,7 @@ class StackWriter:
         length: int | None = None,
         chunk_rows: int = 16,
         dtype: Any = np.float32,
+        swmr: bool = False,
     ) -> None:
         import h5py
 
@@ -203,7 +207,8 @@ class StackWriter:
         if len(self.frame_shape) != 2 or min(self.frame_shape) < 1:
             raise ValueError(f"shape must be (rows, width) of one entry, got {shape}")
         chunks = (1, min(int(chunk_rows), self.frame_shape[0]), self.frame_shape[1])
-        self._file = h5py.File(self.path, "w")
+        self._file = h5py.File(self.path, "w", libver="latest") if swmr else h5py.File(self.path, "w")
+        self.swmr = swmr
         try:
             if length is None:
                 self._ds = self._file.create_dataset(
@@ -214,6 +219,8 @@ class StackWriter:
                 self._ds = self._file.create_dataset(
                     dataset, shape=(int(length), *self.frame_shape), chunks=chunks, dtype=dtype
                 )
+            if swmr:
+                self._file.swmr_mode = True
         except BaseException:
             self.discard()
             raise
@@ -236,6 +243,8 @@ class StackWriter:
             self._ds.resize(self.n + len(arr), axis=0)
         self._ds[self.n : self.n + len(arr)] = arr
         self.n += len(arr)
+        if self.swmr:
+            self._ds.flush()
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Write entries ``start .. start + len(block)`` of an array of known shape.

@@ -26,12 +26,16 @@ slices in parallel, so results do not depend on the thread count.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["gridrec"]
 
 #: Relative accuracy requested from FINUFFT (single precision reaches about 1e-6).
 EPS = 1e-5
+#: Slices transformed together by one thread (bounds the memory per thread).
+BATCH = 4
 
 
 def gridrec(
@@ -66,7 +70,7 @@ def gridrec(
 
     _, n_sl, width = sino.shape
     length = padded_length(width)
-    spec, left = filtered_spectrum(sino, filter_name, workers=ncore)  # (n_ang, n_sl, length // 2 + 1)
+    left = (length - width) // 2  # as filtered_spectrum pads
     k = np.arange(length // 2 + 1, dtype=np.float64)
     # half spectrum of a real row: k and -k give conjugate terms, so count 0 < k < L/2 twice and
     # take the real part of the sum
@@ -88,14 +92,19 @@ def gridrec(
     def run(s0: int, s1: int) -> None:
         import finufft
 
-        if s1 <= s0:
-            return
-        plan = finufft.Plan(1, (width, width), n_trans=s1 - s0, eps=eps, isign=1, dtype="complex64",
-                            nthreads=1)  # fmt: skip
-        plan.setpts(py, px)
-        coef = spec[:, s0:s1, :] * factor[:, None, :]  # (n_ang, slices, nk)
-        coef = np.ascontiguousarray(np.moveaxis(coef, 1, 0).reshape(s1 - s0, -1))
-        out[s0:s1] = plan.execute(coef).real
+        plans: dict[int, Any] = {}
+        # a few slices at a time: the padded rows, their spectrum and the weighted coefficients
+        # of a slice are each ~ n_angles x 2 width x 4-8 bytes (75 MB at 2048^2 x 1501)
+        for a in range(s0, s1, BATCH):
+            b = min(a + BATCH, s1)
+            if b - a not in plans:
+                plans[b - a] = finufft.Plan(1, (width, width), n_trans=b - a, eps=eps, isign=1,
+                                            dtype="complex64", nthreads=1)  # fmt: skip
+                plans[b - a].setpts(py, px)
+            spec, _ = filtered_spectrum(sino[:, a:b, :], filter_name, workers=1)  # (n_ang, b - a, nk)
+            spec *= factor[:, None, :]
+            coef = np.ascontiguousarray(np.moveaxis(spec, 1, 0).reshape(b - a, -1))
+            out[a:b] = plans[b - a].execute(coef).real
 
     if workers == 1:
         run(0, n_sl)

@@ -266,3 +266,22 @@ def test_parallel_backends_are_deterministic_whatever_the_threads(backend, spher
     one = reconstruct(sphere_projections, THETA, backend=backend, ncore=1)
     three = reconstruct(sphere_projections, THETA, backend=backend, ncore=3, chunk_slices=7)
     np.testing.assert_array_equal(one, three)
+
+
+def test_work_on_threads_does_every_job_and_reports_an_error():
+    from bluesky_lowdose.recon._threads import run_parallel
+
+    done = np.zeros(10, int)
+
+    def one(i: int) -> None:
+        done[i] += 1
+
+    run_parallel(one, ((i,) for i in range(10)), workers=3)
+    assert done.tolist() == [1] * 10
+
+    def bad(i: int) -> None:
+        if i == 4:
+            raise ValueError("slice 4")
+
+    with pytest.raises(ValueError, match="slice 4"):
+        run_parallel(bad, ((i,) for i in range(10)), workers=2)

@@ -224,14 +224,9 @@ def _astra_raw(
             if projector is not None:
                 astra.projector.delete(projector)
 
-    if cuda or ncore <= 1 or n_sl == 1:
-        for s in range(n_sl):
-            one(s)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
+    from ._threads import run_parallel
 
-        with ThreadPoolExecutor(min(ncore, n_sl)) as pool:
-            list(pool.map(one, range(n_sl)))
+    run_parallel(one, ((s,) for s in range(n_sl)), 1 if cuda else ncore)
     # ASTRA weights each angle by pi / n; ours counts a repeated last angle once (angle_weight)
     out *= angle_weight(theta) / (np.pi / max(theta.size, 1))
     return out

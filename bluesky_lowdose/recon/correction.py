@@ -178,9 +178,9 @@ def remove_stripes(projections: np.ndarray, *, size: int = 21, ncore: int | None
     numpy.ndarray
         Float32 array of the same shape.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from algotom.prep.removal import remove_stripe_based_sorting
+
+    from ._threads import run_parallel
 
     p = np.asarray(projections, dtype=np.float32)
     squeeze = p.ndim == 2
@@ -195,6 +195,5 @@ def remove_stripes(projections: np.ndarray, *, size: int = 21, ncore: int | None
 
     from os import cpu_count
 
-    with ThreadPoolExecutor(max_workers=ncore or cpu_count() or 1) as pool:
-        list(pool.map(one, range(p.shape[1])))
+    run_parallel(one, ((v,) for v in range(p.shape[1])), ncore or cpu_count() or 1)
     return out[:, 0, :] if squeeze else out

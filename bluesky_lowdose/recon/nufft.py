@@ -26,6 +26,7 @@ slices in parallel, so results do not depend on the thread count.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,7 @@ def gridrec(
         Float32 ``(n_slices, width, width)`` indexed ``[z, y, x]``, not yet weighted per angle
         (the caller multiplies by :func:`~bluesky_lowdose.recon.backends.angle_weight`).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
+    from ._threads import run_parallel
     from .filters import filtered_spectrum, padded_length
 
     _, n_sl, width = sino.shape
@@ -106,9 +106,5 @@ def gridrec(
             coef = np.ascontiguousarray(np.moveaxis(spec, 1, 0).reshape(b - a, -1))
             out[a:b] = plans[b - a].execute(coef).real
 
-    if workers == 1:
-        run(0, n_sl)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, bounds[:-1], bounds[1:]))
+    run_parallel(run, itertools.pairwise(bounds), workers)
     return out

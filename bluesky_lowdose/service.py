@@ -629,9 +629,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--data-dir", default="lowdose-data",
-        help="data directory: the processed runs' volumes (<data-dir>/volumes, served in place: the Tiled "
-        "server must read it, as lowdose-tomo serve --data-dir does), backups of processed runs if Tiled "
-        "fails; without --tiled-uri also its API key file (default: ./lowdose-data)",
+        help="data directory: the processed runs' volumes and enhanced frames (<data-dir>/volumes unless "
+        "--volume-dir), backups of processed runs if Tiled fails; without --tiled-uri also its API key "
+        "file (default: ./lowdose-data)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--volume-dir", default=None, metavar="DIR",
+        help="where the processed runs' volumes and enhanced frames are written as HDF5: a folder the Tiled "
+        "server reads (its readable storage, tiled serve ... -r DIR), since Tiled serves them in place; "
+        "lowdose-tomo serve --data-dir D reads D/volumes (default: <data-dir>/volumes)",
     )  # fmt: skip
     parser.add_argument("--method", type=method, default="auto", help="pipeline method (default auto)")
     parser.add_argument("--n2i-steps", type=count(1), default=None, help="Noise2Inverse training steps")
@@ -700,7 +706,7 @@ def run(args: argparse.Namespace, *, on_report: Callable[[ServiceReport], Any] |
             api_key=_api_key(args),
             backup_directory=data_dir / "backup",
             work_directory=data_dir / "work",
-            volume_directory=data_dir / "volumes",
+            volume_directory=Path(args.volume_dir).expanduser() if args.volume_dir else data_dir / "volumes",
             method=args.method,
             n2i_steps=args.n2i_steps,
             epochs=args.epochs,

@@ -108,7 +108,9 @@ def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
     tiled_server, tiled_client, tmp_path: Path
 ) -> None:
     """Two enhancers on one scan: in memory, and through files in a work directory (as the
-    profile and the service run). Tiled gets the same volumes; the work directory ends empty."""
+    profile and the service run). Tiled gets the same volumes; the work directory ends empty.
+    A third writes its volumes where the server does not read: Tiled takes the registration,
+    so the enhancer reads them back and calls its run partial, naming the folder."""
     from bluesky_lowdose.callbacks import ProjectionEnhancer
     from bluesky_lowdose.devices import make_devices
     from bluesky_lowdose.plans import lowdose_tomo_scan
@@ -120,13 +122,19 @@ def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
     disk = ProjectionEnhancer(tiled_client, method="none", work_directory=work, keep_frames=False,
                               backup_directory=tiled_server.layout.backup,
                               volume_directory=tiled_server.layout.volumes)  # fmt: skip
+    outside = ProjectionEnhancer(tiled_client, method="none", backup_directory=tiled_server.layout.backup,
+                                 volume_directory=tmp_path / "not-served")  # fmt: skip
     with run_engine() as RE:
         RE.subscribe(memory)
         RE.subscribe(disk)
+        RE.subscribe(outside)
         plan = lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage,
                                  num_angles=31, num_darks=2, num_flats=2, reference_angles=(0,))  # fmt: skip
         (uid,) = RE(plan)
-        assert memory.wait(timeout=120) and disk.wait(timeout=120)
+        assert memory.wait(timeout=120) and disk.wait(timeout=120) and outside.wait(timeout=120)
+    lost = outside.results[uid]
+    assert lost.status == "partial", lost.reasons
+    assert any("readable storage" in r and "not-served" in r for r in lost.reasons), lost.reasons
     res = disk.results[uid]
     assert res.status == "complete", res.reasons
     assert res.recon_enhanced is None and res.recon_raw is None  # in Tiled, not in memory
@@ -146,6 +154,7 @@ def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
         np.testing.assert_array_equal(array.read(), volume)
     disk.close()
     memory.close()
+    outside.close()
 
 
 def _run_docs(n_events: int, seed: int = 0) -> list[tuple[str, dict]]:

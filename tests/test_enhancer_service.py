@@ -119,7 +119,8 @@ def _start_service(
 ) -> tuple[_Process, Path]:
     ready = tmp_path / "enhancer.ready"
     args = ["enhancer", "--zmq", f"127.0.0.1:{out_port}", "--tiled-uri", tiled_server.uri,
-            "--data-dir", str(tmp_path / "service-data"), "--ready-file", str(ready)]  # fmt: skip
+            "--data-dir", str(tmp_path / "service-data"), "--ready-file", str(ready),
+            "--volume-dir", str(tiled_server.layout.volumes)]  # fmt: skip
     p = _Process(
         [_script("lowdose-tomo"), *args, *SERVICE_ARGS, *extra],
         tmp_path / "enhancer.log",

@@ -497,6 +497,35 @@ class _Job:
                 res.reasons.append(
                     "writing to Tiled failed at the end: the processed run is in the backup directory"
                 )
+            else:
+                self._check_served()
+
+    def _check_served(self) -> None:
+        """Read one value of the files registered in place back through Tiled.
+
+        Tiled accepts a StreamResource anywhere but serves only files inside its readable
+        storage: a volume folder outside it gives a run that looks whole and cannot be read.
+        The writer registers the files when the stop document arrives, so this runs after it:
+        the result turns partial (the stop document in Tiled keeps ``success``).
+        """
+        p = self.parent
+        if p.client is None or self.run is None:
+            return
+        if not self.run.in_place:
+            return
+        from ..storage import PROCESSED, stream_array
+
+        stream, key = next(iter(self.run.in_place.items()))
+        try:
+            arr = stream_array(p.client[PROCESSED][self.result.processed_uid], stream, key)
+            arr[(0,) * len(arr.shape)]
+        except Exception as exc:
+            self.result.status = "partial"
+            self.fail(
+                f"{STORAGE_REASON}Tiled does not serve {self._folder()} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}): the folder must be in the server's "
+                "readable storage (tiled serve ... -r DIR; lowdose-tomo serve --data-dir D reads D/volumes)"
+            )
 
     def crashed(self, exc: BaseException) -> None:
         self.fail(f"processing failed: {exc!r}")

@@ -78,6 +78,8 @@ class ProcessedRun:
         self._write = write
         self._streams: dict[str, Any] = {}
         self._stacks: dict[str, tuple[Any, Any]] = {}  # stream -> (StackWriter, its StreamResource bundle)
+        #: streams whose data Tiled serves from files in place: stream -> data key
+        self.in_place: dict[str, str] = {}
         self.closed = False
         self.uid: str = self._bundle.start_doc["uid"]
         write("start", self._bundle.start_doc)
@@ -146,6 +148,7 @@ class ProcessedRun:
             self._write("descriptor", desc.descriptor_doc)
             resource = self._resource(key, writer.path, "data", shape, swmr=True)
             self._stacks[stream] = (writer, resource)
+            self.in_place[stream] = key
         writer, resource = self._stacks[stream]
         desc = self._streams[stream]
         start = writer.n
@@ -200,6 +203,7 @@ class ProcessedRun:
         self._streams[stream] = desc
         self._write("descriptor", desc.descriptor_doc)
         resource = self._resource(key, volume.path, volume.dataset, frame)
+        self.in_place[stream] = key
         rows = StreamRange(start=0, stop=n)
         self._write("stream_datum", resource.compose_stream_datum(rows, rows, desc.descriptor_doc))
 

@@ -36,6 +36,7 @@ def scan(
     epochs: int,
     method: str,
     steps: int,
+    preview_interval: float | None = 5.0,
 ) -> dict:
     from bluesky import RunEngine
 
@@ -57,6 +58,7 @@ def scan(
             train_kwargs=training,
             n2i_options={"steps": steps},
             volume_directory=server.layout.volumes,
+            preview_interval=preview_interval,
         )
         RE.subscribe(enhancer)
     t = time.perf_counter()
@@ -84,6 +86,13 @@ def scan(
         out["after_last_frame_s"] = res.timings.get("after_last_frame_s", float("nan"))
         out["slice_step_s"] = res.timings.get("pipeline_slice_step_s", 0.0)
         out["status"] = res.status
+        out["preview_per_frame_s"] = res.timings.get("pipeline_preview_s", 0.0) / max(len(res.latencies), 1)
+        out["previews"] = 0
+        if preview_interval is not None:
+            from bluesky_lowdose.storage import PROCESSED, stream_array
+
+            run = client[PROCESSED][res.processed_uid]
+            out["previews"] = int(stream_array(run, "preview", "frames").shape[0]) if "preview" in run else 0
     return out
 
 
@@ -179,23 +188,27 @@ def main() -> None:
     parser.add_argument("--method", default="auto")
     parser.add_argument("--n2i-steps", type=int, default=2400)
     parser.add_argument("--service", action="store_true", help="also run the enhancer as a 0MQ service")
+    parser.add_argument("--preview-interval", type=float, default=5.0,
+                        help="seconds between live previews (negative: no preview)")  # fmt: skip
     args = parser.parse_args()
 
     from bluesky_lowdose.storage import TiledServer
 
     opts = (args.size, args.angles, args.time_scale)
+    preview = None if args.preview_interval < 0 else args.preview_interval
     rest = (args.epochs, args.method, args.n2i_steps)
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp, TiledServer(tmp) as server:
         client = server.client()
         base = scan(*opts, False, server, client, *rest)
-        withe = scan(*opts, True, server, client, *rest)
+        withe = scan(*opts, True, server, client, *rest, preview)
         service = scan_service(*opts, server, client, *rest) if args.service else None
     short = 2.0 * args.time_scale
     print(f"machine: {machine()}")
     print(
         f"command: python benchmarks/bench_streaming.py --size {args.size} --angles {args.angles} "
         f"--time-scale {args.time_scale} --epochs {args.epochs} --method {args.method} "
-        f"--n2i-steps {args.n2i_steps}" + (" --service" if args.service else "")
+        f"--n2i-steps {args.n2i_steps} --preview-interval {args.preview_interval}"
+        + (" --service" if args.service else "")
     )
     print()
     print("| quantity | value |")
@@ -211,6 +224,9 @@ def main() -> None:
     print(f"| projection training time | {withe['training_s']:.1f} s |")
     print(f"| per-frame work while the scan runs (projection step + -log + back-projection) | "
           f"{withe['per_frame_s'] * 1000:.1f} ms |")  # fmt: skip
+    print(f"| live preview: previews in Tiled during/after the scan | {withe['previews']} |")
+    print(f"| live preview: back-projection per frame (3 central slices) | "
+          f"{withe['preview_per_frame_s'] * 1000:.1f} ms |")  # fmt: skip
     print(f"| short exposure (as paced) | {short * 1000:.0f} ms |")
     lat = withe["latency_median_s"]
     print(f"| median frame latency (arrival → processed) | {lat:.2f} s |")

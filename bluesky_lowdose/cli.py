@@ -1,8 +1,9 @@
 """``lowdose-tomo``: the command-line entry point.
 
 Subcommands: ``demo`` (the main job), ``serve`` (serve a data directory with Tiled),
-``evaluate`` (the synthetic benchmark of the enhancer) and ``ioc`` (the simulated microscope
-as a Channel Access IOC).
+``evaluate`` (the synthetic benchmark of the enhancer), ``ioc`` (the simulated microscope
+as a Channel Access IOC), ``enhancer`` (the 0MQ service), ``queue``, ``enhance``, ``export``
+and ``watch`` (a scan's live preview).
 """
 
 from __future__ import annotations
@@ -246,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     svc = sub.add_parser("enhancer", help="run the streaming enhancer as a service fed by a 0MQ proxy")
     service_cli.configure_parser(svc)
     svc.set_defaults(func=service_cli.run)
+
+    from . import watch as watch_cli
+
+    w = sub.add_parser("watch", help="draw a scan's live preview from Tiled into a PNG as it refreshes")
+    watch_cli.configure_parser(w)
+    w.set_defaults(func=watch_cli.run)
     return parser
 
 

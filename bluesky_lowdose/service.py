@@ -525,6 +525,7 @@ def run_enhancer_service(
     ready_file: str | Path | None = None,
     close_timeout: float = 600.0,
     client: Any = None,
+    preview_interval: float | None = 5.0,
 ) -> ServiceReport:
     """Run the streaming enhancer on the documents of a 0MQ proxy, until stopped.
 
@@ -559,6 +560,8 @@ def run_enhancer_service(
         Seconds to wait for open runs when stopping.
     client : tiled.client.container.Container, optional
         An existing Tiled client (then ``tiled_uri`` and ``api_key`` are not used).
+    preview_interval : float or None
+        Seconds between live previews in the processed run's ``preview`` stream (None: none).
 
     Returns
     -------
@@ -590,6 +593,7 @@ def run_enhancer_service(
         backup_directory=backup_directory,
         work_directory=work_directory,  # line integrals and volumes on disk: memory stays bounded
         volume_directory=volume_directory,
+        preview_interval=preview_interval,
     )
     service = EnhancerService(address, enhancer, stop_after=stop_after, ready_file=ready_file,
                               close_timeout=close_timeout)  # fmt: skip
@@ -644,6 +648,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epochs", type=count(1), default=15, help="training epochs of the projection CNN (default 15)"
     )
+    parser.add_argument(
+        "--preview-interval", type=float, default=5.0, metavar="S",
+        help="seconds between live previews (stream 'preview', drawn by lowdose-tomo watch); 0: after "
+        "every batch of frames; negative: no preview (default 5)",
+    )  # fmt: skip
     parser.add_argument(
         "--stop-after", type=count(1), default=None, metavar="N",
         help="exit after N runs have been processed (default: run until SIGTERM/Ctrl-C)",
@@ -713,6 +722,7 @@ def run(args: argparse.Namespace, *, on_report: Callable[[ServiceReport], Any] |
             stop_after=args.stop_after,
             ready_file=args.ready_file,
             close_timeout=args.close_timeout,
+            preview_interval=None if args.preview_interval < 0 else args.preview_interval,
         )
     except ServiceError as exc:
         return _fail(str(exc), exc.code)

@@ -285,3 +285,51 @@ def test_work_on_threads_does_every_job_and_reports_an_error():
 
     with pytest.raises(ValueError, match="slice 4"):
         run_parallel(bad, ((i,) for i in range(10)), workers=2)
+
+
+@pytest.mark.parametrize("center", [None, 17.3])
+def test_live_preview_is_the_fbp_volumes_central_slices(center):
+    """The preview's three planes, fed frame blocks as a scan delivers them, are the "fbp"
+    volume's central axial, coronal and sagittal slices; binned, the frames' own are too."""
+    from bluesky_lowdose.recon.preview import OrthoSlices
+    from bluesky_lowdose.recon.subsets import SubsetBackprojector
+
+    size, rows = 32, 24
+    theta = np.linspace(0.0, 180.0, 49)
+    li = (make_phantom(size, seed=0).project_many(theta) * (2.0 / size))[:, :rows]
+    acc = SubsetBackprojector(rows, size, subsets=1, center=center)
+    preview = OrthoSlices(rows, size, center=center)
+    for i in range(0, len(theta), 8):
+        acc.add(i, theta[i : i + 8], li[i : i + 8])
+        preview.add(theta[i : i + 8], li[i : i + 8])
+    volume, planes = acc.volume(), preview.images()
+    assert preview.bin == 1 and preview.n_frames == len(theta)
+    scale = float(np.abs(volume).max())
+    for name, ref in [("axial", volume[rows // 2]), ("coronal", volume[:, size // 2, :]),
+                      ("sagittal", volume[:, :, size // 2])]:  # fmt: skip
+        np.testing.assert_allclose(planes[name], ref, rtol=0, atol=1e-5 * scale, err_msg=name)
+    # binned by 2: the planes of the 2x2-binned frames (per original pixel: values halve back)
+    small = OrthoSlices(rows, size, max_size=size // 2)
+    small.add(theta, li)
+    binned = li.reshape(len(theta), rows // 2, 2, size // 2, 2).mean(axis=(2, 4))
+    ref = SubsetBackprojector(rows // 2, size // 2, subsets=1)
+    ref.add(0, theta, binned)
+    expected = ref.volume()[rows // 4] / 2
+    np.testing.assert_allclose(small.images()["axial"], expected, rtol=0, atol=1e-5 * scale)
+
+
+def test_live_preview_refuses_bad_frames():
+    from bluesky_lowdose.recon.preview import OrthoSlices
+
+    preview = OrthoSlices(8, 16)
+    with pytest.raises(ValueError, match="no frame added yet"):
+        preview.images()
+    with pytest.raises(ValueError, match="do not match the detector"):
+        preview.add(0.0, np.zeros((8, 15)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        preview.add(0.0, np.full((8, 16), np.nan))
+    with pytest.raises(ValueError, match="angle"):
+        preview.add([0.0, 1.0], np.zeros((8, 16)))
+    with pytest.raises(ValueError, match="outside the detector"):
+        OrthoSlices(8, 16, center=20.0)
+    assert preview.n_frames == 0  # nothing refused was counted

@@ -330,10 +330,13 @@ def test_tiled_dying_at_the_end_is_never_reported_complete(RE, tmp_path, monkeyp
         server.close()
 
 
-def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_server, tiled_client) -> None:
-    """Enhanced frames are readable in Tiled before the scan ends: half-way through the rotation
-    the plan itself waits (at most 120 s) until Tiled serves an enhanced frame, so the test does
-    not depend on how fast this machine is, and fails if frames only appear after the stop."""
+def test_enhanced_frames_are_in_tiled_while_the_scan_runs(
+    RE, streamed, tiled_server, tiled_client, tmp_path, monkeypatch
+) -> None:
+    """Enhanced frames and the live preview are readable in Tiled before the scan ends: half-way
+    through the rotation the plan itself waits (at most 120 s) until Tiled serves an enhanced frame
+    and a preview, so the test does not depend on how fast this machine is, and fails if they only
+    appear after the stop. ``lowdose-tomo watch`` then draws the final preview."""
     import time
 
     import bluesky.plan_stubs as bps
@@ -343,8 +346,10 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_se
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=1)
     # the frames go into an HDF5 stack that Tiled serves while it grows (SWMR), as in the profile
+    # and a preview after every batch of frames
     enhancer = ProjectionEnhancer(tiled_client, model=streamed["res"].enhancer, reconstruct=False,
-                                  batch_size=5, volume_directory=tiled_server.layout.volumes)  # fmt: skip
+                                  volume_directory=tiled_server.layout.volumes,
+                                  preview_interval=0.0)  # fmt: skip
     RE.subscribe(enhancer)
     seen: dict[str, float] = {}
 
@@ -360,15 +365,28 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_se
         except (StopIteration, KeyError):
             return 0
 
+    def preview_in_tiled() -> dict | None:
+        from bluesky_lowdose.watch import latest_preview
+
+        try:
+            res = next(iter(enhancer.results.values()))
+            return latest_preview(tiled_client[PROCESSED][res.processed_uid])
+        except (StopIteration, KeyError):
+            return None
+
     async def first_enhanced_frame() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            n = await asyncio.to_thread(enhanced_in_tiled)
+            n = seen.get("frames") or await asyncio.to_thread(enhanced_in_tiled)
             if n:
                 seen["frames"] = n
+            preview = seen.get("preview") or await asyncio.to_thread(preview_in_tiled)
+            if preview is not None:
+                seen["preview"] = preview
+            if n and preview is not None:
                 return
             await asyncio.sleep(0.2)
-        raise TimeoutError("no enhanced frame in Tiled 120 s into the rotation")
+        raise TimeoutError(f"no enhanced frame and preview in Tiled 120 s into the rotation: {seen}")
 
     saves = {"n": 0}
     before_rotation = 2 * (2 + 2 + len(SCAN["reference_angles"]))
@@ -385,12 +403,26 @@ def test_enhanced_frames_are_in_tiled_while_the_scan_runs(RE, streamed, tiled_se
     RE(bpp.plan_mutator(_scan(txm, num_angles=40, num_darks=2, num_flats=2), wait_half_way))
     assert enhancer.wait(timeout=300)
     assert seen.get("frames", 0) >= 1  # served while the run was still open (the plan was waiting)
+    live = seen["preview"]
+    assert 1 <= live["frames"] <= 20, live  # the rotation was half-way at most
+    assert live["axial"].shape == (SIZE, SIZE) and live["coronal"].shape == (SIZE, SIZE)
+    assert all(np.isfinite(live[k]).all() and live[k].any() for k in ("axial", "coronal", "sagittal"))
     assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "success"
     res = next(iter(enhancer.results.values()))
     final = stream_array(tiled_client[PROCESSED][res.processed_uid], "enhanced", "enhanced_image")
     assert final.shape[0] == 40
     np.testing.assert_array_equal(final.read(), res.enhanced)  # the stack holds every frame, in order
     assert (tiled_server.layout.volumes / res.processed_uid / "enhanced.h5").is_file()
+    # the last preview has every frame; watch finds the run by the raw uid, draws it, and ends
+    from bluesky_lowdose.cli import main
+
+    out = tmp_path / "preview.png"
+    monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
+    assert main(["watch", res.raw_uid, "--tiled-uri", tiled_server.uri, "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    last = preview_in_tiled()
+    assert last["frames"] == 40 and last["rows"] > 1 and last["angle_deg"] == pytest.approx(180.0)
+    assert not any(w.startswith("preview failed") for w in res.warnings), res.warnings
 
 
 def test_processed_run_exports_to_data_exchange(streamed, tiled_client, tmp_path) -> None:

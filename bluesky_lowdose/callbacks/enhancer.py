@@ -163,6 +163,7 @@ class _Job:
         self.enhanced_frames: list[np.ndarray] = []
         self.finished = False
         self._bar: Any = None
+        self._preview_at: tuple[float, int] = (time.perf_counter(), 0)  # time and frames of the last preview
         #: Line integrals and volumes of this run on disk (bounded memory), or None.
         wd = parent.work_directory
         self.workdir: Path | None = None if wd is None else Path(wd) / safe_name(self.result.raw_uid)
@@ -230,7 +231,7 @@ class _Job:
                 on_epoch=on_epoch, mapper=p.mapper, workdir=self.workdir,
                 long_open_beam_counts=(self.setup or {}).get("long_open_beam_counts"),
                 auto_candidates=p.auto_options.get("candidates"),
-                auto_budget_s=p.auto_options.get("budget_s"),
+                auto_budget_s=p.auto_options.get("budget_s"), preview=p.preview_interval is not None,
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
@@ -264,7 +265,8 @@ class _Job:
         from ..pipeline import ScanPipeline
 
         p = self.parent
-        return ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper, workdir=self.workdir)
+        return ScanPipeline(shape, "none", backend=p.recon_backend, mapper=p.mapper, workdir=self.workdir,
+                            preview=p.preview_interval is not None)  # fmt: skip
 
     def _open(self, method: str, setup: dict[str, Any]) -> None:
         from ..pipeline import method_description
@@ -334,12 +336,35 @@ class _Job:
                 for row, frame in zip(rows, enhanced, strict=True):
                     self.run.emit("enhanced", {"enhanced_image": frame, **row})
         self.progress["frames_enhanced"] += len(batch)
+        self._preview()
         if self.parent.progress:
             if self._bar is None:
                 from tqdm.auto import tqdm
 
                 self._bar = tqdm(total=self.progress["frames_expected"] or None, desc="frames", unit="frame")
             self._bar.update(len(batch))
+
+    def _preview(self, *, last: bool = False) -> None:
+        """Publish the live preview when ``preview_interval`` has passed (``last``: whenever
+        frames came since the previous one)."""
+        preview = None if self.pipeline is None else self.pipeline.preview
+        if preview is None or self.run is None or self.run.closed or preview.n_frames == 0:
+            return
+        now = time.perf_counter()
+        if preview.n_frames == self._preview_at[1]:
+            return
+        if not last and now - self._preview_at[0] < float(self.parent.preview_interval or 0.0):
+            return
+        try:
+            planes = preview.images()
+            angle = self.theta[-1] if self.theta else float("nan")
+            self.run.emit("preview", {**planes, "frames": preview.n_frames, "angle_deg": float(angle),
+                                      "binning": preview.bin})  # fmt: skip
+        except Exception as exc:  # a picture: the scan and its result go on without it
+            logger.exception("lowdose enhancer, run %s: preview failed", self.result.raw_uid[:8])
+            if not any(w.startswith("preview failed") for w in self.result.warnings):
+                self.result.warnings.append(f"preview failed: {exc!r}")
+        self._preview_at = (now, preview.n_frames)
 
     # ------------------------------------------------------------------ end of run
     def finish(self, stop_doc: dict[str, Any]) -> None:
@@ -353,6 +378,7 @@ class _Job:
         if n < expected:
             self.fail(f"{n} of {expected} projections received")
         res.theta = np.asarray(self.theta)
+        self._preview(last=True)
         if self.raw_frames:  # one stack at a time: the blocks are released as they are joined
             res.raw = _join(self.raw_frames)
         if self.enhanced_frames:
@@ -592,7 +618,14 @@ class ProjectionEnhancer:
     backup_directory : str or Path, optional
         Where processed runs go as JSON lines if Tiled fails.
     batch_size : int
-        Events per Tiled write (small: enhanced frames appear while the scan runs).
+        Events (and StreamDatums) per Tiled write: 1 (default, as bluesky-tiled-plugins advises
+        for streaming) makes every enhanced frame and every preview readable from Tiled at once.
+    preview_interval : float or None
+        Seconds between live previews: the three central orthogonal slices of the raw frames
+        back-projected so far (:class:`~bluesky_lowdose.recon.preview.OrthoSlices`), published as
+        the ``preview`` stream of the processed run while the rotation runs, and once more after
+        the last frame (``lowdose-tomo watch`` draws them). 0: after every batch of frames;
+        None: no preview.
     progress : bool
         Progress bars for training, frames and the slice step.
     sink : callable, optional
@@ -655,7 +688,8 @@ class ProjectionEnhancer:
         enhance_batch: int = 8,
         min_pairs: int = 1,
         backup_directory: str | Path | None = None,
-        batch_size: int = 10,
+        batch_size: int = 1,
+        preview_interval: float | None = 5.0,
         progress: bool = False,
         sink: Callable[[str, dict], Any] | None = None,
         extra_metrics: Callable[[RunResult], dict[str, float]] | None = None,
@@ -699,6 +733,9 @@ class ProjectionEnhancer:
                 "server reads (the embedded server's DataDirectory(...).volumes, <data dir>/volumes)"
             )
         self.volume_directory = None if volume_directory is None else Path(volume_directory)
+        if preview_interval is not None and not preview_interval >= 0:
+            raise ValueError(f"preview_interval must be >= 0 seconds or None, got {preview_interval!r}")
+        self.preview_interval = preview_interval
         self.write_timeout = write_timeout
         self.angle_tolerance = angle_tolerance
         self.seed = seed

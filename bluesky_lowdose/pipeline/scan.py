@@ -307,6 +307,10 @@ class ScanPipeline:
         With the judge and three or more pairs, train pair methods without the last pair and judge
         them on it (honest scores, one pair less to learn from: take four or more pairs); False
         trains on all pairs and flags the score as in-sample (optimistic).
+    preview : bool
+        Back-project every added frame's raw line integrals into the three central orthogonal
+        slices too (:class:`~bluesky_lowdose.recon.preview.OrthoSlices`, at most 512 pixels
+        across): :attr:`preview` shows the sample while the rotation runs, whatever the method.
     workdir : str or Path, optional
         Bounded memory: line integrals go to HDF5 stacks in a ``scan-*`` folder of this directory
         (one per pipeline: two scans never share files) as frames arrive, the
@@ -345,6 +349,7 @@ class ScanPipeline:
         auto_candidates: Any = None,
         auto_budget_s: float | None = None,
         holdout: bool = True,
+        preview: bool = False,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -382,6 +387,12 @@ class ScanPipeline:
         self.n2i_options = {**N2I_OPTIONS, **(n2i_options or {})}
         self.subsets = int(subsets) if self.spec.slices else 1
         self.center = center
+        #: the live preview (:class:`~bluesky_lowdose.recon.preview.OrthoSlices`), or None
+        self.preview: Any = None
+        if preview:
+            from ..recon.preview import OrthoSlices
+
+            self.preview = OrthoSlices(*self.shape, center=center)
         from ..recon import resolve_backend
 
         self.backend = resolve_backend(backend)  # None: "nufft" (TomoPy's gridrec where installed)
@@ -586,6 +597,7 @@ class ScanPipeline:
                 f"method {self.method!r}: train the projection step (fit) before adding frames"
             )
         if self.method == "auto":
+            self._preview(theta, block, None)
             if self.workdir is not None:
                 self._stack("inputs").append(block)
             else:
@@ -639,7 +651,16 @@ class ScanPipeline:
         self.timings["backprojection_s"] = (
             self.timings.get("backprojection_s", 0.0) + time.perf_counter() - t1
         )
+        self._preview(theta, block, raw_li)
         return enhanced
+
+    def _preview(self, theta: np.ndarray, block: np.ndarray, line_integrals: np.ndarray | None) -> None:
+        """Feed the live preview the frames' raw line integrals (taken here when not given)."""
+        if self.preview is None:
+            return
+        t0 = time.perf_counter()
+        self.preview.add(theta, self._log(block) if line_integrals is None else line_integrals)
+        self.timings["preview_s"] = self.timings.get("preview_s", 0.0) + time.perf_counter() - t0
 
     def _split_counts(self, index: int, block: np.ndarray) -> list[np.ndarray]:
         """Two half-dose frames of line integrals from a binomial split of each frame's photons.

@@ -31,6 +31,7 @@ PROCESSED_STREAMS = (
     "model",
     "model_n2i",
     "enhanced",
+    "preview",
     "recon_raw",
     "recon_enhanced",
     "metrics",

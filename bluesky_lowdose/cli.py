@@ -3,7 +3,7 @@
 Subcommands: ``demo`` (the main job), ``serve`` (serve a data directory with Tiled),
 ``evaluate`` (the synthetic benchmark of the enhancer), ``ioc`` (the simulated microscope
 as a Channel Access IOC), ``enhancer`` (the 0MQ service), ``queue``, ``enhance``, ``export``
-and ``watch`` (a scan's live preview).
+``watch`` (a scan's live preview) and ``models`` (the model registry).
 """
 
 from __future__ import annotations
@@ -248,7 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     service_cli.configure_parser(svc)
     svc.set_defaults(func=service_cli.run)
 
+    from . import registry_cli
     from . import watch as watch_cli
+
+    models = sub.add_parser("models", help="list, show, export and import models of the registry in Tiled")
+    registry_cli.configure_parser(models)
+    models.set_defaults(func=registry_cli.run)
 
     w = sub.add_parser("watch", help="draw a scan's live preview from Tiled into a PNG as it refreshes")
     watch_cli.configure_parser(w)

@@ -92,6 +92,9 @@ class RunResult:
         The long exposures' judgement (:attr:`bluesky_lowdose.pipeline.ScanResult.quality`).
     warnings : list of str
         What the user must know about the result (e.g. worse than the raw reconstruction).
+    registry : dict
+        The model registry's part: ``instrument_id``, ``used`` (kind -> registry uid of a model
+        applied instead of training) and ``registered`` (kind -> uid of a model this run added).
     """
 
     raw_uid: str
@@ -115,6 +118,7 @@ class RunResult:
     pairs: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    registry: dict[str, Any] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
@@ -164,6 +168,8 @@ class _Job:
         self.finished = False
         self._bar: Any = None
         self._preview_at: tuple[float, int] = (time.perf_counter(), 0)  # time and frames of the last preview
+        self.instrument: dict[str, Any] | None = None  # the registry's instrument key, once known
+        self.reused: dict[str, Any] = {}  # kind -> model taken from the registry
         #: Line integrals and volumes of this run on disk (bounded memory), or None.
         wd = parent.work_directory
         self.workdir: Path | None = None if wd is None else Path(wd) / safe_name(self.result.raw_uid)
@@ -189,12 +195,17 @@ class _Job:
             self.result.pairs = {k: setup["pairs"][k] for k in ("short", "long", "angles")}
         p = self.parent
         pairs = setup.get("pairs")
-        has_pairs = pairs is not None or p.model is not None
+        self._registry_lookup(setup.get("frame_shape"))
+        model = self._projection_model()
+        has_pairs = pairs is not None or model is not None
         method = p.method
+        if method == "auto" and self.reused:  # registry "only": the registered models are the method
+            method = {frozenset({"projection", "slices"}): "hybrid", frozenset({"slices"}): "n2i",
+                      frozenset({"projection"}): "paper"}[frozenset(self.reused)]  # fmt: skip
         try:
             from ..pipeline import resolve_method
 
-            method = resolve_method(method, has_pairs, has_projection_model=p.model is not None)
+            method = resolve_method(method, has_pairs, has_projection_model=model is not None)
         except ValueError as exc:
             self.fail(
                 f"method {p.method!r} not possible: {exc}; {setup.get('pairs_error') or ''}".rstrip("; ")
@@ -210,8 +221,85 @@ class _Job:
         if shape is not None:
             self._make_pipeline(shape)
 
+    # ------------------------------------------------------------------ model registry
+    def _registry_lookup(self, frame_shape: tuple[int, int] | None) -> None:
+        """Key the run's instrument; with ``registry="only"``, fetch the best registered model
+        of each kind for exactly that instrument (never another instrument's)."""
+        p, reg = self.parent, self.result.registry
+        if p.registry == "off" or p.client is None or frame_shape is None:
+            return
+        from ..storage.models import ModelRegistry, instrument_id, instrument_key
+
+        self.instrument = instrument_key(self.raw_start, frame_shape)
+        reg["instrument_id"] = instrument_id(self.instrument)
+        if p.registry != "only":
+            return
+        from ..model import from_bytes
+
+        try:
+            registry = ModelRegistry(p.client)
+            wanted = ("slices", "projection") if p.model is None else ("slices",)
+            for kind in wanted:
+                found = registry.best(self.instrument, kind)
+                if found is not None and self._wants(kind):
+                    self.reused[kind] = from_bytes(registry.blob(found["uid"]))
+                    reg.setdefault("used", {})[kind] = found["uid"]
+        except Exception as exc:  # the registry is a shortcut: without it the run trains as usual
+            logger.exception("model registry lookup failed")
+            self.result.warnings.append(f"model registry lookup failed ({exc!r}): training instead")
+            self.reused.clear()
+            reg.pop("used", None)
+            return
+        if not self.reused:
+            self.result.warnings.append(
+                f"registry 'only': no registered model for instrument {reg['instrument_id']} "
+                f"({self.instrument}) scored above its raw reconstruction: training instead"
+            )
+
+    def _wants(self, kind: str) -> bool:
+        """Whether the requested method has a step of this kind (``auto`` takes either)."""
+        from ..pipeline import METHODS
+
+        method = self.parent.method
+        if method == "auto":
+            return True
+        spec = METHODS[method]
+        return spec.slices == "n2i" if kind == "slices" else spec.projection is not None
+
+    def _projection_model(self) -> Any:
+        return self.parent.model if self.parent.model is not None else self.reused.get("projection")
+
+    def _register_models(self) -> None:
+        """Add the models this run trained to the registry (complete runs only), with its score."""
+        p, res = self.parent, self.result
+        if p.registry == "off" or p.client is None or self.instrument is None or res.status != "complete":
+            return
+        from ..storage.models import ModelRegistry
+        from ..versions import software_versions
+
+        m = res.metrics
+        score = {k: float(m[f"quality_{k}"]) for k in ("psnr_db", "ssim", "raw_psnr_db", "raw_ssim")
+                 if f"quality_{k}" in m}  # fmt: skip
+        own_projection = p.model is None and "projection" not in self.reused
+        trained = {"projection": res.enhancer if own_projection else None,
+                   "slices": res.slice_model if "slices" not in self.reused else None}  # fmt: skip
+        try:
+            registry = ModelRegistry(p.client)
+            for kind, model in trained.items():
+                if model is None or not hasattr(model, "to_bytes"):
+                    continue
+                uid = registry.register(
+                    model.to_bytes(), kind=kind, method=res.method, instrument=self.instrument,
+                    model_hash=model.model_hash, raw_uid=res.raw_uid, processed_uid=res.processed_uid,
+                    score=score, extra={"versions": software_versions(None)},
+                )  # fmt: skip
+                res.registry.setdefault("registered", {})[kind] = uid
+        except Exception as exc:  # the run is whole in Tiled; only the registry entry is missing
+            logger.exception("model registry: could not register the models of %s", res.processed_uid)
+            res.warnings.append(f"models not registered: {exc!r}")
+
     def _make_pipeline(self, shape: tuple[int, int]) -> None:
-        from ..pipeline import ScanPipeline
+        from ..pipeline import METHODS, ScanPipeline
 
         p, pend = self.parent, self._pending
         photon = pend["photon"]
@@ -226,7 +314,10 @@ class _Job:
                 shape, pend["method"], has_pairs=pend["has_pairs"], input="transmission",
                 open_beam_counts=None if photon is None else photon.open_beam_counts,
                 read_noise=0.0 if photon is None else photon.read_noise,
-                projection_model=p.model, projection_training=p.train_kwargs, n2i_options=p.n2i_options,
+                projection_model=self._projection_model(), projection_training=p.train_kwargs,
+                n2i_options=p.n2i_options,
+                slice_model=self.reused.get("slices") if METHODS.get(pend["method"]) is not None
+                and METHODS[pend["method"]].slices == "n2i" else None,
                 backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress,
                 on_epoch=on_epoch, mapper=p.mapper, workdir=self.workdir,
                 long_open_beam_counts=(self.setup or {}).get("long_open_beam_counts"),
@@ -283,7 +374,8 @@ class _Job:
             "input": "flat/dark-corrected transmission",
             "flat_field": setup.get("flat_field"),
             "photon_statistics": None if photon is None else photon.describe(),
-            "reused_model": p.model is not None,
+            "reused_model": self._projection_model() is not None,
+            "registry": dict(self.result.registry),
             "projection_training": {k: v for k, v in p.train_kwargs.items() if _jsonable(v)},
             "n2i_options": {k: v for k, v in p.n2i_options.items() if _jsonable(v)},
             "software": software_versions(p.recon_backend_name()),
@@ -294,8 +386,9 @@ class _Job:
                 {"angle": a, "short_event_uid": s, "long_event_uid": lg}
                 for a, s, lg in zip(pairs["angles"], pairs["short_uids"], pairs["long_uids"], strict=True)
             ]
-        if p.model is not None and hasattr(p.model, "model_hash"):
-            prov["model_hash"] = p.model.model_hash
+        model = self._projection_model()
+        if model is not None and hasattr(model, "model_hash"):
+            prov["model_hash"] = model.model_hash
         md = {
             "plan_name": "lowdose_enhancement",
             "original_run_uid": self.result.raw_uid,
@@ -525,6 +618,7 @@ class _Job:
                 )
             else:
                 self._check_served()
+        self._register_models()
 
     def _check_served(self) -> None:
         """Read one value of the files registered in place back through Tiled.
@@ -664,6 +758,13 @@ class ProjectionEnhancer:
     auto_options : dict, optional
         ``method="auto"``: ``candidates`` (methods tried) and ``budget_s`` (seconds they may take
         together); see :mod:`bluesky_lowdose.pipeline.auto`.
+    registry : {"record", "only", "off"}
+        The model registry in Tiled (:mod:`bluesky_lowdose.storage.models`). ``"record"``
+        (default): every model a complete run trained is added, keyed on its instrument, with
+        the run's long-exposure score. ``"only"``: apply the best registered model of the run's
+        instrument (one that scored above its raw reconstruction) instead of training — with
+        ``method="auto"`` the models found decide the method — and train as usual, with a
+        warning, when there is none. ``"off"``: neither. Needs ``client``.
 
     Examples
     --------
@@ -700,8 +801,13 @@ class ProjectionEnhancer:
         angle_tolerance: float = 0.05,
         seed: int = 0,
         auto_options: dict[str, Any] | None = None,
+        registry: str = "record",
     ) -> None:
         from ..pipeline import METHODS
+
+        if registry not in ("record", "only", "off"):
+            raise ValueError(f"registry must be 'record', 'only' or 'off', got {registry!r}")
+        self.registry = registry
 
         if frame_queue_size < 1 or enhance_batch < 1 or min_pairs < 1:
             raise ValueError("frame_queue_size, enhance_batch and min_pairs must be >= 1")

@@ -31,7 +31,8 @@ class Setup(dict):
 
     ``pairs``: dict with ``short``, ``long``, ``angles``, ``short_uids``, ``long_uids`` or None;
     ``pairs_error``: why there are none; ``flat_field``: the short exposure's policy record;
-    ``photon``: :class:`~bluesky_lowdose.pipeline.PhotonStatistics` or None.
+    ``photon``: :class:`~bluesky_lowdose.pipeline.PhotonStatistics` or None; ``frame_shape``:
+    ``(rows, columns)`` of the detector's frames (from the darks, flats or pairs) or None.
     """
 
 
@@ -247,6 +248,10 @@ class RunReader(DocumentRouter):
         except Exception as exc:
             setup["pairs_error"] = str(exc)
         setup["photon"] = self._photon_statistics()
+        seen = [frames[0] for frames in self.calib.values() if frames]
+        if setup["pairs"] is not None:
+            seen.append(setup["pairs"]["short"][0])
+        setup["frame_shape"] = tuple(int(v) for v in seen[0].shape[-2:]) if seen else None
         short, long_ = self._exposure("short"), self._exposure("long")
         if setup["photon"] is not None and short and long_:  # the long frames' counts: the judge's noise
             setup["long_open_beam_counts"] = setup["photon"].open_beam_counts * np.float32(long_ / short)

@@ -1,0 +1,97 @@
+"""The model registry in Tiled: trained models recorded with their instrument key and score,
+reused (registry="only") on a second sample of the same instrument, never on another."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plan_helpers import run_engine
+
+from bluesky_lowdose.callbacks import ProjectionEnhancer
+from bluesky_lowdose.devices import make_devices
+from bluesky_lowdose.plans import lowdose_tomo_scan
+from bluesky_lowdose.storage.models import ModelRegistry, instrument_id, instrument_key
+
+pytestmark = [pytest.mark.tiled, pytest.mark.slow]
+
+SCAN = {"num_angles": 61, "num_darks": 2, "num_flats": 2, "reference_angles": (0.0, 45.0, 90.0, 135.0),
+        "short_exposure": 0.2}  # fmt: skip
+N2I = {"steps": 300, "crop": 16}
+
+
+def _run(server, client, size: int, seed: int, **kw) -> tuple[object, dict]:
+    txm = make_devices(server.layout.detector, size=size, seed=seed)
+    enhancer = ProjectionEnhancer(client, n2i_options=N2I, backup_directory=server.layout.backup,
+                                  volume_directory=server.layout.volumes, preview_interval=None,
+                                  **kw)  # fmt: skip
+    starts: list[dict] = []
+    with run_engine() as RE:
+        RE.subscribe(enhancer)
+        RE.subscribe(lambda name, doc: starts.append(doc) if name == "start" else None)
+        (uid,) = RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **SCAN))
+        assert enhancer.wait(timeout=600)
+    enhancer.close()
+    return enhancer.results[uid], starts[0]
+
+
+def _cli(*argv: str) -> int:
+    from bluesky_lowdose.cli import main
+
+    return main(list(argv))
+
+
+def test_registry_records_models_and_reuses_them_only_on_their_instrument(
+    tiled_server, tiled_client, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
+    uri = tiled_server.uri
+    registry = ModelRegistry(tiled_client)
+    # 1. a complete n2i run records its denoiser, keyed on the instrument, with its score
+    first, start = _run(tiled_server, tiled_client, 32, seed=1, method="n2i")
+    assert first.status == "complete", first.reasons
+    uid = first.registry["registered"]["slices"]
+    assert "projection" not in first.registry["registered"]  # n2i trains no projection CNN
+    meta = registry.metadata(uid)
+    assert meta["instrument"] == instrument_key(start, (32, 32)) and meta["kind"] == "slices"
+    assert meta["instrument_id"] == first.registry["instrument_id"] == instrument_id(meta["instrument"])
+    assert meta["model_hash"] == first.slice_model.model_hash and meta["raw_uid"] == first.raw_uid
+    assert meta["score"]["psnr_db"] > meta["score"]["raw_psnr_db"], meta["score"]  # beat raw: offered
+    assert _cli("models", "list", "--tiled-uri", uri, "--json") == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [m["uid"] for m in listed] == [uid] and listed[0]["method"] == "n2i"
+    assert {"uid", "method", "instrument", "raw_uid"} <= set(listed[0])
+
+    # 2. registry="only", another sample on the same instrument: the model is applied, not trained
+    second, _ = _run(tiled_server, tiled_client, 32, seed=2, registry="only")
+    assert second.status == "complete", second.reasons
+    assert second.registry["used"] == {"slices": uid} and second.method == "n2i"
+    assert second.slice_model.model_hash == meta["model_hash"]
+    assert second.provenance["slice_step"]["reused_model"] is True and not second.n2i_history
+    assert "registered" not in second.registry  # nothing was trained, nothing new recorded
+    processed = tiled_client["processed"][second.processed_uid].metadata["start"]["provenance"]
+    assert processed["registry"]["used"] == {"slices": uid}
+
+    # 3. another instrument (another frame size): never used silently; trains and says so
+    third, _ = _run(tiled_server, tiled_client, 24, seed=3, method="n2i", registry="only")
+    assert "used" not in third.registry
+    assert any("no registered model for instrument" in w for w in third.warnings), third.warnings
+    assert third.registry["instrument_id"] != first.registry["instrument_id"]
+
+    # 4. export and import: the archive round-trips (safe mode), an import needs its instrument
+    out = tmp_path / "n2i.keras"
+    assert _cli("models", "export", uid, str(out), "--tiled-uri", uri) == 0
+    from bluesky_lowdose.model import from_bytes
+
+    assert from_bytes(out.read_bytes()).model_hash == meta["model_hash"]
+    assert _cli("models", "import", str(out), "--tiled-uri", uri) == 2  # no kind/method/instrument
+    other = {"detector": "elsewhere", "frame_shape": [32, 32]}
+    assert _cli("models", "import", str(out), "--tiled-uri", uri, "--kind", "slices", "--method", "n2i",
+                "--instrument", json.dumps(other)) == 0  # fmt: skip
+    imported = capsys.readouterr().out.strip().splitlines()[-1]
+    assert registry.metadata(imported)["instrument_id"] == instrument_id(other) != meta["instrument_id"]
+    assert _cli("models", "show", "no-such-model", "--tiled-uri", uri) == 2
+    np.testing.assert_array_equal(np.frombuffer(registry.blob(imported), np.uint8),
+                                  np.frombuffer(out.read_bytes(), np.uint8))  # fmt: skip

@@ -41,6 +41,8 @@ variable                   meaning (default)
 ``LOWDOSE_EPOCHS``         training epochs of the projection CNN (15)
 ``LOWDOSE_METHOD``         pipeline method of the enhancer (``auto``: the best measured)
 ``LOWDOSE_N2I_STEPS``      Noise2Inverse training steps (the pipeline's default)
+``LOWDOSE_REGISTRY``       model registry in Tiled: ``record`` (default), ``only`` (apply
+                           the best model of the run's instrument, no training) or ``off``
 ``LOWDOSE_EPICS_PREFIX``   drive the microscope over EPICS Channel Access at this PV
                            prefix (e.g. ``lowdose-tomo ioc --prefix TXM:``) instead of
                            the in-process simulator; the camera writes to
@@ -89,6 +91,7 @@ ENV: dict[str, str] = {
     "epochs": "LOWDOSE_EPOCHS",
     "method": "LOWDOSE_METHOD",
     "n2i_steps": "LOWDOSE_N2I_STEPS",
+    "registry": "LOWDOSE_REGISTRY",
     "epics_prefix": "LOWDOSE_EPICS_PREFIX",
     "enhancer_zmq": "LOWDOSE_ENHANCER_ZMQ",
     "dask_scheduler": "LOWDOSE_DASK_SCHEDULER",
@@ -130,6 +133,8 @@ class BeamlineConfig:
         Pipeline method of the streaming enhancer (``"auto"``: the best measured).
     n2i_steps : int or None
         Noise2Inverse training steps (None: the pipeline's default).
+    registry : str
+        The enhancer's model registry mode: ``"record"``, ``"only"`` or ``"off"``.
     epics_prefix : str or None
         PV prefix of the microscope over EPICS (None: the in-process simulator; ``size``,
         ``seed``, ``motion_delay`` and ``time_scale`` then belong to the IOC).
@@ -155,6 +160,7 @@ class BeamlineConfig:
     epochs: int = 15
     method: str = "auto"
     n2i_steps: int | None = None
+    registry: str = "record"
     epics_prefix: str | None = None
     enhancer_zmq: str | None = None
     dask_scheduler: str | None = None
@@ -193,6 +199,7 @@ class BeamlineConfig:
             ("epochs", int),
             ("method", str),
             ("n2i_steps", int),
+            ("registry", str),
             ("epics_prefix", str),
             ("enhancer_zmq", str),
             ("dask_scheduler", str),
@@ -484,7 +491,7 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
     enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,
                                   train_kwargs={"epochs": config.epochs}, n2i_options=n2i,
                                   mapper=mapper, keep_frames=False, work_directory=layout.work,
-                                  volume_directory=layout.volumes)  # fmt: skip
+                                  volume_directory=layout.volumes, registry=config.registry)  # fmt: skip
     RE.subscribe(enhancer)
     return enhancer
 

@@ -526,6 +526,7 @@ def run_enhancer_service(
     close_timeout: float = 600.0,
     client: Any = None,
     preview_interval: float | None = 5.0,
+    registry: str = "record",
 ) -> ServiceReport:
     """Run the streaming enhancer on the documents of a 0MQ proxy, until stopped.
 
@@ -562,6 +563,8 @@ def run_enhancer_service(
         An existing Tiled client (then ``tiled_uri`` and ``api_key`` are not used).
     preview_interval : float or None
         Seconds between live previews in the processed run's ``preview`` stream (None: none).
+    registry : {"record", "only", "off"}
+        The model registry (see :class:`~bluesky_lowdose.callbacks.ProjectionEnhancer`).
 
     Returns
     -------
@@ -594,6 +597,7 @@ def run_enhancer_service(
         work_directory=work_directory,  # line integrals and volumes on disk: memory stays bounded
         volume_directory=volume_directory,
         preview_interval=preview_interval,
+        registry=registry,
     )
     service = EnhancerService(address, enhancer, stop_after=stop_after, ready_file=ready_file,
                               close_timeout=close_timeout)  # fmt: skip
@@ -652,6 +656,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--preview-interval", type=float, default=5.0, metavar="S",
         help="seconds between live previews (stream 'preview', drawn by lowdose-tomo watch); 0: after "
         "every batch of frames; negative: no preview (default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--registry", choices=("record", "only", "off"), default="record",
+        help="model registry in Tiled: record the models trained (default), only apply the best "
+        "registered model of the run's instrument instead of training, or off",
     )  # fmt: skip
     parser.add_argument(
         "--stop-after", type=count(1), default=None, metavar="N",
@@ -723,6 +732,7 @@ def run(args: argparse.Namespace, *, on_report: Callable[[ServiceReport], Any] |
             ready_file=args.ready_file,
             close_timeout=args.close_timeout,
             preview_interval=None if args.preview_interval < 0 else args.preview_interval,
+            registry=args.registry,
         )
     except ServiceError as exc:
         return _fail(str(exc), exc.code)

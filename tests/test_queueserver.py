@@ -93,7 +93,7 @@ def _wait_for_run(raw, uid: str, timeout: float = 30.0):
         time.sleep(0.1)
 
 
-def _wait_for_processed(client, raw_uid: str, timeout: float = 120.0):
+def _wait_for_processed(client, raw_uid: str, timeout: float = 360.0):
     """The processed run of ``raw_uid`` once the enhancer has closed it."""
     from tiled.queries import Key
 

@@ -247,10 +247,7 @@ class ModelRegistry:
         KeyError
             No such model.
         """
-        node = self._node(create=False)
-        if node is None or uid not in node:
-            raise KeyError(f"no model {uid!r} in the registry")
-        return np.asarray(node[uid].read(), dtype=np.uint8).tobytes()
+        return np.asarray(self._model(uid).read(), dtype=np.uint8).tobytes()
 
     def metadata(self, uid: str) -> dict[str, Any]:
         """The metadata of one model.
@@ -270,7 +267,10 @@ class ModelRegistry:
         KeyError
             No such model.
         """
+        return dict(self._model(uid).metadata)
+
+    def _model(self, uid: str) -> Any:
         node = self._node(create=False)
         if node is None or uid not in node:
             raise KeyError(f"no model {uid!r} in the registry")
-        return dict(node[uid].metadata)
+        return node[uid]

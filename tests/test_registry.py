@@ -4,6 +4,7 @@ reused (registry="only") on a second sample of the same instrument, never on ano
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ pytestmark = [pytest.mark.tiled, pytest.mark.slow]
 SCAN = {"num_angles": 61, "num_darks": 2, "num_flats": 2, "reference_angles": (0.0, 45.0, 90.0, 135.0),
         "short_exposure": 0.2}  # fmt: skip
 N2I = {"steps": 300, "crop": 16}
+# this test's own instrument (the session's Tiled server holds other tests' models too)
+BEAMLINE = {"instrument": {"beamline": f"registry-test-{uuid.uuid4().hex[:8]}", "energy_kev": 8.0}}
 
 
 def _run(server, client, size: int, seed: int, **kw) -> tuple[object, dict]:
@@ -31,7 +34,10 @@ def _run(server, client, size: int, seed: int, **kw) -> tuple[object, dict]:
     with run_engine() as RE:
         RE.subscribe(enhancer)
         RE.subscribe(lambda name, doc: starts.append(doc) if name == "start" else None)
-        (uid,) = RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, **SCAN))
+        plan = lowdose_tomo_scan(
+            txm.detector, txm.rotation, txm.shutter, txm.sample_stage, md=BEAMLINE, **SCAN
+        )
+        (uid,) = RE(plan)
         assert enhancer.wait(timeout=600)
     enhancer.close()
     return enhancer.results[uid], starts[0]
@@ -61,8 +67,10 @@ def test_registry_records_models_and_reuses_them_only_on_their_instrument(
     assert meta["score"]["psnr_db"] > meta["score"]["raw_psnr_db"], meta["score"]  # beat raw: offered
     assert _cli("models", "list", "--tiled-uri", uri, "--json") == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [m["uid"] for m in listed] == [uid] and listed[0]["method"] == "n2i"
-    assert {"uid", "method", "instrument", "raw_uid"} <= set(listed[0])
+    mine = [m for m in listed if m["instrument_id"] == first.registry["instrument_id"]]
+    assert [m["uid"] for m in mine] == [uid] and mine[0]["method"] == "n2i"
+    assert {"uid", "method", "instrument", "raw_uid"} <= set(mine[0])
+    assert mine[0]["instrument"]["beamline"] == BEAMLINE["instrument"]["beamline"]  # declared, as given
 
     # 2. registry="only", another sample on the same instrument: the model is applied, not trained
     second, _ = _run(tiled_server, tiled_client, 32, seed=2, registry="only")

@@ -27,7 +27,20 @@ DATE_SUBDIRECTORIES = "%Y/%m/%d/"
 
 
 class HDF5PluginWithFileStore(HDF5Plugin, FileStoreHDF5IterativeWrite):
-    """The HDF5 file plugin announcing its files with Resource/Datum documents (spec ``AD_HDF5``)."""
+    """The HDF5 file plugin announcing its files with Resource/Datum documents (spec ``AD_HDF5``).
+
+    Lazy signals do not wait for their PV when first touched (ophyd's default waits 1 s and
+    raises, which a busy machine missed): :func:`make_epics_devices` waits for the ones it uses
+    with its own ``connection_timeout``, and every ``get``/``put`` waits for its PV anyway.
+    """
+
+    lazy_wait_for_connection = False
+
+
+class _Camera(AreaDetectorCam):
+    """The areaDetector camera driver, with lazy signals that do not wait (as the HDF5 plugin)."""
+
+    lazy_wait_for_connection = False
 
 
 class TXMCamera(SingleTrigger, DetectorBase):
@@ -37,7 +50,8 @@ class TXMCamera(SingleTrigger, DetectorBase):
     data directory (a profile with a fixed directory would give it here).
     """
 
-    cam = ADComponent(AreaDetectorCam, "cam1:")
+    lazy_wait_for_connection = False
+    cam = ADComponent(_Camera, "cam1:")
     hdf1 = ADComponent(HDF5PluginWithFileStore, "HDF1:", write_path_template=DATE_SUBDIRECTORIES)
 
     def trigger(self) -> DeviceStatus:

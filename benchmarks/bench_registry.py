@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
 
 
-def run_scan(server, client, size: int, angles: int, seed: int, steps: int, registry: str) -> dict:
+def run_scan(
+    server, client, size: int, angles: int, short: float, seed: int, steps: int, registry: str
+) -> dict:
     from bluesky import RunEngine
 
     from bluesky_lowdose.callbacks import ProjectionEnhancer
@@ -38,7 +40,7 @@ def run_scan(server, client, size: int, angles: int, seed: int, steps: int, regi
     RE = RunEngine({}, call_returns_result=False)
     RE.subscribe(enhancer)
     plan = lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, num_angles=angles,
-                             reference_angles=(0.0, 45.0, 90.0, 135.0))  # fmt: skip
+                             reference_angles=(0.0, 45.0, 90.0, 135.0), short_exposure=short)  # fmt: skip
     (uid,) = RE(plan)
     enhancer.wait()
     res = enhancer.results[uid]
@@ -57,11 +59,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--angles", type=int, default=181)
     parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument(
+        "--short-exposure", type=float, default=0.2, help="seconds (0.2: 1/10 of the default)"
+    )
     args = parser.parse_args()
 
     from bluesky_lowdose.storage import TiledServer
 
-    opts = (args.size, args.angles)
+    opts = (args.size, args.angles, args.short_exposure)
     with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp, TiledServer(tmp) as server:
         client = server.client()
         rows = [
@@ -71,7 +76,7 @@ def main() -> None:
         ]
     print(f"machine: {machine()}")
     print(f"command: python benchmarks/bench_registry.py --size {args.size} --angles {args.angles} "
-          f"--steps {args.steps}")  # fmt: skip
+          f"--steps {args.steps} --short-exposure {args.short_exposure}")  # fmt: skip
     print()
     print(
         "| scan | registry model used | last frame → processed run | slice step | raw PSNR / SSIM "

@@ -54,6 +54,30 @@ def _summary(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m.get(k) for k in SUMMARY}
 
 
+def _import_file(args: argparse.Namespace) -> tuple[bytes, dict[str, Any], str, Path] | str:
+    """What ``import`` files: (archive, instrument key, model hash, path), or why not."""
+    path = Path(args.args[0]).expanduser()
+    if not path.is_file():
+        return f"no file {path}"
+    if args.kind is None or args.method is None or args.instrument is None:
+        return ("import needs --kind, --method and --instrument JSON (a model is never filed under "
+                "an instrument it was not given)")  # fmt: skip
+    try:
+        instrument = json.loads(args.instrument)
+    except json.JSONDecodeError as exc:
+        return f"--instrument is not JSON: {exc}"
+    if not isinstance(instrument, dict):
+        return "--instrument must be a JSON object"
+    blob = path.read_bytes()
+    try:  # loads in Keras safe mode: an archive that would run code is refused here
+        from .model import from_bytes
+
+        model_hash = from_bytes(blob).model_hash
+    except Exception as exc:
+        return f"{path} is not a model this package can load: {exc}"
+    return blob, instrument, model_hash, path
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``lowdose-tomo models``.
 
@@ -82,28 +106,11 @@ def run(args: argparse.Namespace) -> int:
             "import": "import FILE.keras",
         }
         return _fail(f"usage: lowdose-tomo models {usage[args.action]} --tiled-uri URI")
-    blob = None
-    instrument: dict[str, Any] | None = None
     if args.action == "import":
-        path = Path(args.args[0]).expanduser()
-        if not path.is_file():
-            return _fail(f"no file {path}")
-        if args.kind is None or args.method is None or args.instrument is None:
-            return _fail("import needs --kind, --method and --instrument JSON (a model is never "
-                         "filed under an instrument it was not given)")  # fmt: skip
-        try:
-            instrument = json.loads(args.instrument)
-        except json.JSONDecodeError as exc:
-            return _fail(f"--instrument is not JSON: {exc}")
-        if not isinstance(instrument, dict):
-            return _fail("--instrument must be a JSON object")
-        blob = path.read_bytes()
-        try:  # loads in Keras safe mode: an archive that would run code is refused here
-            from .model import from_bytes
-
-            model = from_bytes(blob)
-        except Exception as exc:
-            return _fail(f"{path} is not a model this package can load: {exc}")
+        checked = _import_file(args)
+        if isinstance(checked, str):
+            return _fail(checked)
+        blob, instrument, model_hash, path = checked
     if args.action == "export":
         out = Path(args.args[1]).expanduser()
         if not out.parent.is_dir():
@@ -133,10 +140,9 @@ def run(args: argparse.Namespace) -> int:
             out.write_bytes(data)
             print(f"{args.args[0]} -> {out} ({len(data)} bytes)")
         else:
-            assert blob is not None and instrument is not None
             uid = registry.register(
                 blob, kind=args.kind, method=args.method, instrument=instrument,
-                model_hash=model.model_hash, extra={"imported_from": str(path)},
+                model_hash=model_hash, extra={"imported_from": str(path)},
             )  # fmt: skip
             print(uid)
     except KeyError as exc:

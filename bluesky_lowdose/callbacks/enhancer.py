@@ -238,10 +238,9 @@ class _Job:
 
         try:
             registry = ModelRegistry(p.client)
-            wanted = ("slices", "projection") if p.model is None else ("slices",)
-            for kind in wanted:
+            for kind in (k for k in ("slices", "projection") if self._wants(k)):
                 found = registry.best(self.instrument, kind)
-                if found is not None and self._wants(kind):
+                if found is not None:
                     self.reused[kind] = from_bytes(registry.blob(found["uid"]))
                     reg.setdefault("used", {})[kind] = found["uid"]
         except Exception as exc:  # the registry is a shortcut: without it the run trains as usual
@@ -257,10 +256,13 @@ class _Job:
             )
 
     def _wants(self, kind: str) -> bool:
-        """Whether the requested method has a step of this kind (``auto`` takes either)."""
+        """Whether a registered model of this kind can serve the requested method (``auto``
+        takes either; a projection model given to the enhancer is never replaced)."""
         from ..pipeline import METHODS
 
         method = self.parent.method
+        if kind == "projection" and self.parent.model is not None:
+            return False
         if method == "auto":
             return True
         spec = METHODS[method]
@@ -299,7 +301,7 @@ class _Job:
             res.warnings.append(f"models not registered: {exc!r}")
 
     def _make_pipeline(self, shape: tuple[int, int]) -> None:
-        from ..pipeline import METHODS, ScanPipeline
+        from ..pipeline import ScanPipeline
 
         p, pend = self.parent, self._pending
         photon = pend["photon"]
@@ -316,8 +318,7 @@ class _Job:
                 read_noise=0.0 if photon is None else photon.read_noise,
                 projection_model=self._projection_model(), projection_training=p.train_kwargs,
                 n2i_options=p.n2i_options,
-                slice_model=self.reused.get("slices") if METHODS.get(pend["method"]) is not None
-                and METHODS[pend["method"]].slices == "n2i" else None,
+                slice_model=self.reused.get("slices"),  # only there for a method with that step
                 backend=p.recon_backend, keep_projections=False, seed=p.seed, progress=p.progress,
                 on_epoch=on_epoch, mapper=p.mapper, workdir=self.workdir,
                 long_open_beam_counts=(self.setup or {}).get("long_open_beam_counts"),
@@ -441,11 +442,9 @@ class _Job:
         """Publish the live preview when ``preview_interval`` has passed (``last``: whenever
         frames came since the previous one)."""
         preview = None if self.pipeline is None else self.pipeline.preview
-        if preview is None or self.run is None or self.run.closed or preview.n_frames == 0:
-            return
+        if preview is None or self.run is None or self.run.closed or preview.n_frames == self._preview_at[1]:
+            return  # (the first "previous" preview had 0 frames)
         now = time.perf_counter()
-        if preview.n_frames == self._preview_at[1]:
-            return
         if not last and now - self._preview_at[0] < float(self.parent.preview_interval or 0.0):
             return
         try:
@@ -629,9 +628,7 @@ class _Job:
         the result turns partial (the stop document in Tiled keeps ``success``).
         """
         p = self.parent
-        if p.client is None or self.run is None:
-            return
-        if not self.run.in_place:
+        if p.client is None or self.run is None or not self.run.in_place:
             return
         from ..storage import PROCESSED, stream_array
 

@@ -159,8 +159,9 @@ class ModelRegistry:
         from tiled.queries import Key
 
         same = node.search(Key("instrument_id") == iid).search(Key("model_hash") == model_hash)
-        for uid in same:
-            return str(uid)
+        existing = next(iter(same), None)
+        if existing is not None:
+            return str(existing)
         uid = str(uuid.uuid4())
         metadata = {
             "uid": uid, "kind": kind, "method": method, "instrument": instrument, "instrument_id": iid,

@@ -41,8 +41,9 @@ variable                   meaning (default)
 ``LOWDOSE_EPOCHS``         training epochs of the projection CNN (15)
 ``LOWDOSE_METHOD``         pipeline method of the enhancer (``auto``: the best measured)
 ``LOWDOSE_N2I_STEPS``      Noise2Inverse training steps (the pipeline's default)
-``LOWDOSE_REGISTRY``       model registry in Tiled: ``record`` (default), ``only`` (apply
-                           the best model of the run's instrument, no training) or ``off``
+``LOWDOSE_REGISTRY``       model registry in Tiled: ``auto`` (default: first result from
+                           the best model of the run's instrument, then fine-tuned),
+                           ``record`` (from scratch), ``only`` (apply it, no training) or ``off``
 ``LOWDOSE_EPICS_PREFIX``   drive the microscope over EPICS Channel Access at this PV
                            prefix (e.g. ``lowdose-tomo ioc --prefix TXM:``) instead of
                            the in-process simulator; the camera writes to
@@ -134,7 +135,7 @@ class BeamlineConfig:
     n2i_steps : int or None
         Noise2Inverse training steps (None: the pipeline's default).
     registry : str
-        The enhancer's model registry mode: ``"record"``, ``"only"`` or ``"off"``.
+        The enhancer's model registry mode: ``"auto"``, ``"record"``, ``"only"`` or ``"off"``.
     epics_prefix : str or None
         PV prefix of the microscope over EPICS (None: the in-process simulator; ``size``,
         ``seed``, ``motion_delay`` and ``time_scale`` then belong to the IOC).
@@ -160,7 +161,7 @@ class BeamlineConfig:
     epochs: int = 15
     method: str = "auto"
     n2i_steps: int | None = None
-    registry: str = "record"
+    registry: str = "auto"
     epics_prefix: str | None = None
     enhancer_zmq: str | None = None
     dask_scheduler: str | None = None

@@ -72,6 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
         cfg.n2i_options["steps"] = args.n2i_steps
     cfg.compare = not args.no_compare
     cfg.dask_scheduler = args.dask_scheduler
+    cfg.registry = args.registry
     try:
         summary = run_demo(cfg)
     except DemoInterrupted as exc:
@@ -94,6 +95,10 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"processed run  {summary['processed_uid']}  (catalog 'processed', status {status})")
             for reason in summary.get("reasons", []):
                 print(f"               ! {reason}")
+            if summary.get("registry"):
+                first = summary.get("first_result_s")
+                when = "" if first is None else f"; first result {first:.1f} s after the last frame"
+                print(f"model          started from registered model {summary['registry']}{when}")
         print(f"tiled          {summary['tiled_uri']}")
         print(f"data directory {summary['data_dir']}")
         print(
@@ -199,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Noise2Inverse steps (default 600 in the demo)",
     )
+    demo.add_argument(
+        "--registry", choices=("auto", "record", "only", "off"), default="auto",
+        help="model registry: auto (default) starts from the best registered model of this instrument "
+        "(a second demo in the same data directory finds the first's), record trains from scratch",
+    )  # fmt: skip
     demo.add_argument(
         "--no-compare", action="store_true", help="skip the paper's method and the simulated full-dose scan"
     )

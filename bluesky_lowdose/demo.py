@@ -79,6 +79,9 @@ class DemoConfig:
         Also reconstruct the paper's method and a simulated conventional full-dose scan.
     figures : bool
         Write PNG figures into ``<data_dir>/results``.
+    registry : str
+        The enhancer's model registry mode (``"auto"``: start from the best registered model of
+        this instrument, so a second demo in the same data directory fine-tunes the first's).
     dask_scheduler : str or None
         ``tcp://HOST:PORT``: the enhancer's reconstruction runs as slab tasks on that Dask
         cluster; ``"local"``: on an in-process one; None: accumulated frame by frame in this
@@ -105,6 +108,7 @@ class DemoConfig:
     compare: bool = True
     figures: bool = True
     dask_scheduler: str | None = None
+    registry: str = "auto"
     extra_md: dict[str, Any] = field(default_factory=dict)
 
 
@@ -241,7 +245,9 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
         ``raw_uid``, ``processed_uid``, ``tiled_uri`` (without key), ``data_dir``, ``status``,
         ``method``, ``metrics``, ``comparison`` (PSNR/SSIM inside the object of the raw
         low-dose, paper, streamed and full-dose reconstructions, and the dose of each),
-        ``dose``, ``figures`` and ``timings``.
+        ``dose``, ``figures``, ``timings``, ``registry`` (uid of the registered model the
+        enhancer started from, or None), ``first_result_s`` (seconds from the last frame to the
+        registered model's first result, or None) and ``registry_detail``.
 
     Raises
     ------
@@ -306,6 +312,7 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 mapper=None if engine is None else engine.map,
                 work_directory=layout.work,
                 volume_directory=layout.volumes,
+                registry=config.registry,
             )
             RE.subscribe(enhancer)
         for callback in callbacks:
@@ -382,7 +389,11 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
             res = enhancer.results[raw_uid]
             timings.update({f"enhancer_{k}": v for k, v in res.timings.items()})
             auto = (res.provenance or {}).get("auto")
+            started = res.registry.get("started_from") or res.registry.get("used") or {}
             summary.update(
+                registry=started.get("slices", started.get("projection")),  # the model it started from
+                first_result_s=res.timings.get("first_result_s"),
+                registry_detail=dict(res.registry),
                 processed_uid=res.processed_uid,
                 status=res.status,
                 method=res.method,

@@ -526,7 +526,7 @@ def run_enhancer_service(
     close_timeout: float = 600.0,
     client: Any = None,
     preview_interval: float | None = 5.0,
-    registry: str = "record",
+    registry: str = "auto",
 ) -> ServiceReport:
     """Run the streaming enhancer on the documents of a 0MQ proxy, until stopped.
 
@@ -563,7 +563,7 @@ def run_enhancer_service(
         An existing Tiled client (then ``tiled_uri`` and ``api_key`` are not used).
     preview_interval : float or None
         Seconds between live previews in the processed run's ``preview`` stream (None: none).
-    registry : {"record", "only", "off"}
+    registry : {"auto", "record", "only", "off"}
         The model registry (see :class:`~bluesky_lowdose.callbacks.ProjectionEnhancer`).
 
     Returns
@@ -658,9 +658,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "every batch of frames; negative: no preview (default 5)",
     )  # fmt: skip
     parser.add_argument(
-        "--registry", choices=("record", "only", "off"), default="record",
-        help="model registry in Tiled: record the models trained (default), only apply the best "
-        "registered model of the run's instrument instead of training, or off",
+        "--registry", choices=("auto", "record", "only", "off"), default="auto",
+        help="model registry in Tiled: auto (default) publishes the best registered model's result of "
+        "the run's instrument first, then fine-tunes it; record trains from scratch; only applies the "
+        "registered model without training; off neither records nor reuses",
     )  # fmt: skip
     parser.add_argument(
         "--stop-after", type=count(1), default=None, metavar="N",

@@ -120,7 +120,8 @@ def _start_service(
     ready = tmp_path / "enhancer.ready"
     args = ["enhancer", "--zmq", f"127.0.0.1:{out_port}", "--tiled-uri", tiled_server.uri,
             "--data-dir", str(tmp_path / "service-data"), "--ready-file", str(ready),
-            "--volume-dir", str(tiled_server.layout.volumes)]  # fmt: skip
+            "--volume-dir", str(tiled_server.layout.volumes),
+            "--registry", "record"]  # from scratch: the session's other tests register models  # fmt: skip
     p = _Process(
         [_script("lowdose-tomo"), *args, *SERVICE_ARGS, *extra],
         tmp_path / "enhancer.log",

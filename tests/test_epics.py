@@ -292,7 +292,9 @@ def test_streaming_enhancer_puts_the_processed_epics_run_in_tiled(
     ioc = start_ioc(Path(tiled_server.layout.detector), size=STREAMED_SIZE)  # where Tiled may read
     txm = make_epics_devices(ioc.prefix, connection_timeout=10)
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
-    enhancer = ProjectionEnhancer(tiled_client, method="paper", train_kwargs=FAST_TRAIN, reconstruct=False)
+    enhancer = ProjectionEnhancer(
+        tiled_client, method="paper", train_kwargs=FAST_TRAIN, reconstruct=False, registry="record"
+    )
     RE.subscribe(raw_writer)
     RE.subscribe(enhancer)
     (uid,) = RE(_scan(txm, **STREAMED_SCAN, timeout=30.0))
@@ -333,7 +335,9 @@ def test_ioc_killed_mid_rotation_ends_the_run_and_keeps_the_frames_taken(
     txm = make_epics_devices(ioc.prefix, connection_timeout=10)
     txm.rotation.velocity.put(30.0)  # 0.5 s per 15 deg step: time to catch the stage moving
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
-    enhancer = ProjectionEnhancer(tiled_client, method="paper", train_kwargs=FAST_TRAIN, reconstruct=False)
+    enhancer = ProjectionEnhancer(
+        tiled_client, method="paper", train_kwargs=FAST_TRAIN, reconstruct=False, registry="record"
+    )
     RE.subscribe(raw_writer)
     RE.subscribe(enhancer)
     docs = _collector(RE)

@@ -151,6 +151,7 @@ def test_exiting_ipython_right_after_a_scan_keeps_the_processed_run(tiled_server
         **os.environ,
         **_env(tiled_server, tmp_path / "data"),
         "LOWDOSE_ENHANCE": "1",
+        "LOWDOSE_REGISTRY": "record",  # from scratch: the session's other tests register models
         "LOWDOSE_METHOD": "n2i",
         "LOWDOSE_N2I_STEPS": "200",
         "TF_CPP_MIN_LOG_LEVEL": "3",

@@ -207,3 +207,25 @@ def test_reference_pair_check_is_one_rule_for_stream_and_file() -> None:
     assert enh_db > raw_db and problem is None
     raw_db, enh_db, problem = reference_pair_check(short, long_, 70 * short)  # a diverged network
     assert enh_db < raw_db and f"({enh_db:.1f} dB vs {raw_db:.1f} dB raw)" in problem
+
+
+def test_the_fine_tuned_result_replaces_the_first_unless_the_long_exposures_score_it_lower() -> None:
+    from bluesky_lowdose.pipeline import ScanResult
+
+    def result(psnr: float, ssim: float, model: str) -> ScanResult:
+        score = {"psnr_db": psnr, "ssim": ssim}
+        return ScanResult(volume=np.full(2, psnr), raw_volume=None, projections=None, method="n2i",
+                          provenance={}, models={"slices": model}, quality={"enhanced": score})  # fmt: skip
+
+    pipe = ScanPipeline((8, 8), "n2i")
+    assert pipe._keep_better(result(30, 0.8, "first"), result(31, 0.79, "tuned")).volume[0] == 31
+    pipe = ScanPipeline((8, 8), "n2i")
+    kept = pipe._keep_better(result(30, 0.8, "first"), result(29, 0.7, "tuned"))
+    assert kept.volume[0] == 30 and kept.models["slices"] == "first"
+    assert kept.provenance["warm_start"]["kept"] == "first" and "first result is kept" in kept.warnings[0]
+    with pytest.raises(ValueError, match="warm_start kinds"):
+        ScanPipeline((8, 8), "n2i", warm_start={"volume": "model"})
+    from bluesky_lowdose.model.n2i import train_noise2inverse
+
+    with pytest.raises(TypeError, match="initial must be an Enhancer"):
+        train_noise2inverse([np.ones((2, 8, 8), np.float32)] * 2, steps=1, initial="model.keras")

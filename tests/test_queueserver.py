@@ -47,6 +47,7 @@ def stack(redis_server_binary, tiled_server, tmp_path_factory: pytest.TempPathFa
         beamline_env={
             "LOWDOSE_SIZE": str(SIZE),
             "LOWDOSE_ENHANCE": "1",  # the streaming enhancer runs in the worker, as at a beamline
+            "LOWDOSE_REGISTRY": "record",  # from scratch: the session's other tests register models
             "LOWDOSE_EPOCHS": "2",  # tiny: this test checks the plumbing, test_streaming the quality
             "LOWDOSE_N2I_STEPS": "40",
             "LOWDOSE_MOTION_DELAY": "0.02",  # so that a 400-angle scan lasts long enough to abort

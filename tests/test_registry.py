@@ -1,5 +1,6 @@
 """The model registry in Tiled: trained models recorded with their instrument key and score,
-reused (registry="only") on a second sample of the same instrument, never on another."""
+reused (registry="only") or fine-tuned (registry="auto", the default) on a second sample of the
+same instrument, never on another."""
 
 from __future__ import annotations
 
@@ -81,6 +82,39 @@ def test_registry_records_models_and_reuses_them_only_on_their_instrument(
     assert "registered" not in second.registry  # nothing was trained, nothing new recorded
     processed = tiled_client["processed"][second.processed_uid].metadata["start"]["provenance"]
     assert processed["registry"]["used"] == {"slices": uid}
+
+    # 2b. registry="auto" (the default), a third sample: the registered denoiser's result comes
+    # first (stream first_result, volume recon_first), then it is fine-tuned for a fifth of the
+    # steps and the fine-tuned model is registered as started from it
+    warm, _ = _run(tiled_server, tiled_client, 32, seed=4)
+    assert warm.status == "complete", warm.reasons
+    assert warm.registry["started_from"] == {"slices": uid} and warm.method == "n2i"
+    assert warm.first_result is not None and warm.first_result["model_uid"] == uid
+    assert 0 < warm.first_result["seconds_after_last_frame"] <= warm.timings["after_last_frame_s"]
+    ws = warm.provenance["warm_start"]
+    assert (
+        ws["kept"] in ("first", "fine_tuned")
+        and ws["first"]["psnr_db"] == warm.first_result["quality_psnr_db"]
+    )
+    run = tiled_client["processed"][warm.processed_uid]
+    assert "first_result" in run and "recon_first" in run
+    row = run["first_result"].read()
+    assert row["model_uid"].values[0] == uid and "first result" in row["label"].values[0]
+    from bluesky_lowdose.storage import stream_array
+
+    first_vol = np.asarray(stream_array(run, "recon_first", "slice").read())
+    final_vol = np.asarray(stream_array(run, "recon_enhanced", "slice").read())
+    assert first_vol.shape == final_vol.shape == (32, 32, 32)
+    if ws["kept"] == "fine_tuned":
+        tuned = warm.slice_model.provenance
+        assert tuned["fine_tuned_from"] == meta["model_hash"] != warm.slice_model.model_hash
+        assert tuned["hyperparameters"]["steps"] == N2I["steps"] // 5  # FINE_TUNE["fraction"] = 0.2
+        assert not np.array_equal(first_vol, final_vol)
+        new = warm.registry["registered"]["slices"]
+        assert registry.metadata(new)["started_from"] == uid
+    else:  # the long exposures preferred the registered model: the same volume, with a warning
+        np.testing.assert_array_equal(first_vol, final_vol)
+        assert any("first result is kept" in w for w in warm.warnings), warm.warnings
 
     # 3. another instrument (another frame size): never used silently; trains and says so
     third, _ = _run(tiled_server, tiled_client, 24, seed=3, method="n2i", registry="only")

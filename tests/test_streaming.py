@@ -41,7 +41,7 @@ def streamed(tiled_server, tiled_client):
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
     # "hybrid" runs both learned steps (the paper's projection CNN, then Noise2Inverse): every stream
     backup = tiled_server.layout.backup
-    enhancer = ProjectionEnhancer(tiled_client, method="hybrid", train_kwargs=FAST_TRAIN,
+    enhancer = ProjectionEnhancer(tiled_client, registry="record", method="hybrid", train_kwargs=FAST_TRAIN,
                                   n2i_options=FAST_N2I, backup_directory=backup,
                                   volume_directory=tiled_server.layout.volumes)  # fmt: skip
     with run_engine() as RE:
@@ -125,7 +125,10 @@ def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(
 
     txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=4)
     enhancer = ProjectionEnhancer(
-        tiled_client, n2i_options={"steps": 600, "crop": 32}, volume_directory=tiled_server.layout.volumes
+        tiled_client,
+        n2i_options={"steps": 600, "crop": 32},
+        volume_directory=tiled_server.layout.volumes,
+        registry="record",
     )
     RE.subscribe(enhancer)
     (uid,) = RE(_scan(txm, short_exposure=0.2))  # 60 photons per open-beam pixel: a really low dose
@@ -166,7 +169,7 @@ def test_processed_run_reads_through_databroker(streamed, tiled_client) -> None:
 def test_failures_leave_the_scan_and_raw_data_intact(
     RE, served_txm, tiled_client, scan_kw, train_kw, method, reason
 ) -> None:
-    enhancer = ProjectionEnhancer(tiled_client, method=method, reconstruct=False,
+    enhancer = ProjectionEnhancer(tiled_client, registry="record", method=method, reconstruct=False,
                                   train_kwargs=FAST_TRAIN | {"epochs": 2} | train_kw)  # fmt: skip
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
     RE.subscribe(raw_writer)
@@ -188,7 +191,7 @@ def test_aborted_scan_closes_the_processed_run_as_partial(RE, served_txm, tiled_
     from bluesky.utils import RunEngineInterrupted
 
     enhancer = ProjectionEnhancer(tiled_client, method="paper", train_kwargs=FAST_TRAIN | {"epochs": 2},
-                                  reconstruct=False)  # fmt: skip
+                                  reconstruct=False, registry="record")  # fmt: skip
     RE.subscribe(enhancer)
     plan = pause_after_primary_trigger(_scan(served_txm, num_angles=9, num_darks=2, num_flats=3,
                                               reference_angles=(30.0, 120.0)), served_txm, 4)  # fmt: skip
@@ -207,7 +210,7 @@ def test_pause_resume_gives_each_enhanced_frame_once(RE, served_txm, tiled_clien
     from bluesky.utils import RunEngineInterrupted
 
     enhancer = ProjectionEnhancer(tiled_client, method="paper", train_kwargs=FAST_TRAIN | {"epochs": 2},
-                                  reconstruct=False)  # fmt: skip
+                                  reconstruct=False, registry="record")  # fmt: skip
     RE.subscribe(enhancer)
     plan = pause_after_primary_trigger(_scan(served_txm, num_angles=9, num_darks=2, num_flats=3,
                                               reference_angles=(30.0, 120.0)), served_txm, 4)  # fmt: skip
@@ -272,7 +275,7 @@ def test_tiled_down_during_the_run_loses_nothing(RE, tmp_path, monkeypatch) -> N
         client = server.client()
         txm = make_devices(server.layout.detector, size=32)
         # bm3d: enhanced projections without a training that might not converge in a test's budget
-        enhancer = ProjectionEnhancer(client, method="bm3d", reconstruct=False,
+        enhancer = ProjectionEnhancer(client, registry="record", method="bm3d", reconstruct=False,
                                       backup_directory=server.layout.backup)  # fmt: skip
         RE.subscribe(enhancer)
         server.close()

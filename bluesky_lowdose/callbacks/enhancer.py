@@ -38,6 +38,7 @@ import numpy as np
 from event_model import RunRouter
 
 from .._paths import safe_name
+from ..storage.models import REGISTRY_MODES
 from .processed import PROCESSED_STREAMS, STORAGE_REASON, ProcessedRun, is_number
 from .reader import RunReader
 from .threaded import ThreadedCallback
@@ -94,7 +95,12 @@ class RunResult:
         What the user must know about the result (e.g. worse than the raw reconstruction).
     registry : dict
         The model registry's part: ``instrument_id``, ``used`` (kind -> registry uid of a model
-        applied instead of training) and ``registered`` (kind -> uid of a model this run added).
+        applied instead of training), ``started_from`` (kind -> uid of a model fine-tuned) and
+        ``registered`` (kind -> uid of a model this run added).
+    first_result : dict or None
+        With a registered slice denoiser to start from: when its result came
+        (``seconds_after_last_frame``), its long-exposure scores and the model's uid; also the
+        ``first_result`` stream and ``recon_first`` volume of the processed run.
     """
 
     raw_uid: str
@@ -119,6 +125,7 @@ class RunResult:
     quality: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     registry: dict[str, Any] = field(default_factory=dict)
+    first_result: dict[str, Any] | None = None
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
@@ -169,7 +176,10 @@ class _Job:
         self._bar: Any = None
         self._preview_at: tuple[float, int] = (time.perf_counter(), 0)  # time and frames of the last preview
         self.instrument: dict[str, Any] | None = None  # the registry's instrument key, once known
-        self.reused: dict[str, Any] = {}  # kind -> model taken from the registry
+        self.reused: dict[str, Any] = {}  # kind -> model taken from the registry (applied)
+        self.warm: dict[str, Any] = {}  # kind -> model taken from the registry (fine-tuned)
+        self._first: tuple[Any, Any] | None = None  # the first result's volume and its placed file
+        self._t_last = time.perf_counter()  # when the stop document came
         #: Line integrals and volumes of this run on disk (bounded memory), or None.
         wd = parent.work_directory
         self.workdir: Path | None = None if wd is None else Path(wd) / safe_name(self.result.raw_uid)
@@ -199,9 +209,10 @@ class _Job:
         model = self._projection_model()
         has_pairs = pairs is not None or model is not None
         method = p.method
-        if method == "auto" and self.reused:  # registry "only": the registered models are the method
+        found = self.reused or self.warm
+        if method == "auto" and found:  # the registered models (applied or fine-tuned) are the method
             method = {frozenset({"projection", "slices"}): "hybrid", frozenset({"slices"}): "n2i",
-                      frozenset({"projection"}): "paper"}[frozenset(self.reused)]  # fmt: skip
+                      frozenset({"projection"}): "paper"}[frozenset(found)]  # fmt: skip
         try:
             from ..pipeline import resolve_method
 
@@ -223,8 +234,9 @@ class _Job:
 
     # ------------------------------------------------------------------ model registry
     def _registry_lookup(self, frame_shape: tuple[int, int] | None) -> None:
-        """Key the run's instrument; with ``registry="only"``, fetch the best registered model
-        of each kind for exactly that instrument (never another instrument's)."""
+        """Key the run's instrument; with ``registry="only"`` or ``"auto"``, fetch the best
+        registered model of each kind for exactly that instrument (never another instrument's):
+        applied (``only``) or fine-tuned (``auto``)."""
         p, reg = self.parent, self.result.registry
         if p.registry == "off" or p.client is None or frame_shape is None:
             return
@@ -232,24 +244,25 @@ class _Job:
 
         self.instrument = instrument_key(self.raw_start, frame_shape)
         reg["instrument_id"] = instrument_id(self.instrument)
-        if p.registry != "only":
+        if p.registry not in ("only", "auto"):
             return
         from ..model import from_bytes
 
+        models, label = (self.reused, "used") if p.registry == "only" else (self.warm, "started_from")
         try:
             registry = ModelRegistry(p.client)
             for kind in (k for k in ("slices", "projection") if self._wants(k)):
                 found = registry.best(self.instrument, kind)
                 if found is not None:
-                    self.reused[kind] = from_bytes(registry.blob(found["uid"]))
-                    reg.setdefault("used", {})[kind] = found["uid"]
+                    models[kind] = from_bytes(registry.blob(found["uid"]))
+                    reg.setdefault(label, {})[kind] = found["uid"]
         except Exception as exc:  # the registry is a shortcut: without it the run trains as usual
             logger.exception("model registry lookup failed")
-            self.result.warnings.append(f"model registry lookup failed ({exc!r}): training instead")
-            self.reused.clear()
-            reg.pop("used", None)
+            self.result.warnings.append(f"model registry lookup failed ({exc!r}): training from scratch")
+            models.clear()
+            reg.pop(label, None)
             return
-        if not self.reused:
+        if not self.reused and p.registry == "only":
             self.result.warnings.append(
                 f"registry 'only': no registered model for instrument {reg['instrument_id']} "
                 f"({self.instrument}) scored above its raw reconstruction: training instead"
@@ -261,8 +274,8 @@ class _Job:
         from ..pipeline import METHODS
 
         method = self.parent.method
-        if kind == "projection" and self.parent.model is not None:
-            return False
+        if self.parent.model is not None and (kind == "projection" or method == "auto"):
+            return False  # (with method "auto" the given model decides: "paper")
         if method == "auto":
             return True
         spec = METHODS[method]
@@ -285,15 +298,16 @@ class _Job:
         own_projection = p.model is None and "projection" not in self.reused
         trained = {"projection": res.enhancer if own_projection else None,
                    "slices": res.slice_model if "slices" not in self.reused else None}  # fmt: skip
+        started = res.registry.get("started_from", {})
         try:
             registry = ModelRegistry(p.client)
             for kind, model in trained.items():
-                if model is None or not hasattr(model, "to_bytes"):
-                    continue
+                if model is None or not hasattr(model, "to_bytes") or model is self.warm.get(kind):
+                    continue  # (a registered model kept as it was is in the registry already)
                 uid = registry.register(
                     model.to_bytes(), kind=kind, method=res.method, instrument=self.instrument,
                     model_hash=model.model_hash, raw_uid=res.raw_uid, processed_uid=res.processed_uid,
-                    score=score, extra={"versions": software_versions(None)},
+                    score=score, started_from=started.get(kind), extra={"versions": software_versions(None)},
                 )  # fmt: skip
                 res.registry.setdefault("registered", {})[kind] = uid
         except Exception as exc:  # the run is whole in Tiled; only the registry entry is missing
@@ -324,6 +338,7 @@ class _Job:
                 long_open_beam_counts=(self.setup or {}).get("long_open_beam_counts"),
                 auto_candidates=p.auto_options.get("candidates"),
                 auto_budget_s=p.auto_options.get("budget_s"), preview=p.preview_interval is not None,
+                warm_start=self.warm, on_first_result=self._publish_first,
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
@@ -461,7 +476,7 @@ class _Job:
     # ------------------------------------------------------------------ end of run
     def finish(self, stop_doc: dict[str, Any]) -> None:
         res = self.result
-        t_last = time.perf_counter()
+        t_last = self._t_last = time.perf_counter()
         if stop_doc.get("exit_status", "success") != "success":
             status, why = stop_doc.get("exit_status"), stop_doc.get("reason", "")
             self.fail(f"raw run ended with exit_status={status!r}: {why}")
@@ -521,6 +536,34 @@ class _Job:
         blob = json.dumps(out.provenance, default=str).encode()
         self.run.emit("provenance", {"provenance_json": np.frombuffer(blob, dtype=np.uint8)})  # UTF-8 JSON
 
+    def _publish_first(self, first: Any) -> None:
+        """The registered denoiser's result, before fine-tuning: stream ``first_result`` (when and
+        how it scored) and volume ``recon_first``; the final result follows in the same run."""
+        res = self.result
+        seconds = time.perf_counter() - self._t_last
+        uid = res.registry.get("started_from", {}).get("slices", "")
+        row: dict[str, Any] = {
+            "seconds_after_last_frame": seconds, "model_uid": uid,
+            "label": f"first result: registered model {uid} as is; recon_enhanced replaces it (fine-tuned)",
+        }  # fmt: skip
+        q = first.quality
+        if q is not None:
+            row.update(quality_psnr_db=q["enhanced"]["psnr_db"], quality_ssim=q["enhanced"]["ssim"],
+                       quality_raw_psnr_db=q["raw"]["psnr_db"],
+                       quality_raw_ssim=q["raw"]["ssim"])  # fmt: skip
+        res.first_result = dict(row)
+        res.timings["first_result_s"] = seconds
+        if self.parent.volume_directory is not None:
+            from ..recon.stored import place_volume
+
+            placed = place_volume(first.volume, self._folder() / "recon_first.h5")
+            self.run.register_volume("recon_first", "slice", placed)
+            self._first = (first.volume, placed)
+        self.run.emit("first_result", row)
+        logger.info(
+            "lowdose enhancer, run %s: first result %.1f s after the last frame", res.raw_uid[:8], seconds
+        )
+
     def _folder(self) -> Path:
         """This processed run's folder in ``volume_directory`` (volumes, enhanced frames)."""
         return Path(self.parent.volume_directory) / safe_name(self.result.processed_uid)
@@ -534,7 +577,10 @@ class _Job:
         res = self.result
         t0 = time.perf_counter()
         folder = self._folder()
-        enhanced = place_volume(out.volume, folder / "recon_enhanced.h5")
+        if self._first is not None and out.volume is self._first[0]:  # the first result was kept
+            enhanced = self._first[1]
+        else:
+            enhanced = place_volume(out.volume, folder / "recon_enhanced.h5")
         same = out.raw_volume is out.volume
         raw = enhanced if same else place_volume(out.raw_volume, folder / "recon_raw.h5")
         self.run.register_volume("recon_raw", "slice", raw)
@@ -755,13 +801,17 @@ class ProjectionEnhancer:
     auto_options : dict, optional
         ``method="auto"``: ``candidates`` (methods tried) and ``budget_s`` (seconds they may take
         together); see :mod:`bluesky_lowdose.pipeline.auto`.
-    registry : {"record", "only", "off"}
-        The model registry in Tiled (:mod:`bluesky_lowdose.storage.models`). ``"record"``
-        (default): every model a complete run trained is added, keyed on its instrument, with
-        the run's long-exposure score. ``"only"``: apply the best registered model of the run's
-        instrument (one that scored above its raw reconstruction) instead of training — with
-        ``method="auto"`` the models found decide the method — and train as usual, with a
-        warning, when there is none. ``"off"``: neither. Needs ``client``.
+    registry : {"auto", "record", "only", "off"}
+        The model registry in Tiled (:mod:`bluesky_lowdose.storage.models`). Every model a
+        complete run trained is added, keyed on its instrument, with the run's long-exposure
+        score (all modes but ``"off"``). ``"auto"`` (default): start from the best registered
+        model of the run's instrument (one that scored above its raw reconstruction): its
+        result is published first (stream ``first_result``, volume ``recon_first``), then it is
+        fine-tuned on this scan (:data:`~bluesky_lowdose.pipeline.FINE_TUNE`) and the final
+        result follows in the same run; from scratch when there is none. ``"record"``: always
+        from scratch. ``"only"``: apply the registered model instead of training — with
+        ``method="auto"`` the models found decide the method (also for ``"auto"``) — and train
+        as usual, with a warning, when there is none. ``"off"``: neither. Needs ``client``.
 
     Examples
     --------
@@ -798,12 +848,12 @@ class ProjectionEnhancer:
         angle_tolerance: float = 0.05,
         seed: int = 0,
         auto_options: dict[str, Any] | None = None,
-        registry: str = "record",
+        registry: str = "auto",
     ) -> None:
         from ..pipeline import METHODS
 
-        if registry not in ("record", "only", "off"):
-            raise ValueError(f"registry must be 'record', 'only' or 'off', got {registry!r}")
+        if registry not in REGISTRY_MODES:
+            raise ValueError(f"registry must be one of {REGISTRY_MODES}, got {registry!r}")
         self.registry = registry
 
         if frame_queue_size < 1 or enhance_batch < 1 or min_pairs < 1:

@@ -32,6 +32,8 @@ PROCESSED_STREAMS = (
     "model_n2i",
     "enhanced",
     "preview",
+    "first_result",
+    "recon_first",
     "recon_raw",
     "recon_enhanced",
     "metrics",

@@ -31,7 +31,7 @@ from .enhancer import Enhancer
 from .networks import DOWNSAMPLING, build_network
 from .normalization import Normalization
 from .patches import dihedral
-from .training import _EpochHook, _Guard, finish_enhancer
+from .training import _EpochHook, _Guard, finish_enhancer, initial_hyperparameters, start_network
 
 __all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2inverse"]
 
@@ -216,6 +216,7 @@ def train_noise2inverse(
     progress: bool = False,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
     time_limit_s: float | None = None,
+    initial: Enhancer | None = None,
 ) -> Enhancer:
     """Train a slice denoiser on the reconstructions of disjoint angle subsets of one scan.
 
@@ -249,6 +250,11 @@ def train_noise2inverse(
         Stop after the step during which this many seconds of training have passed (a time
         budget, e.g. ``method="auto"``'s); the steps run are in the provenance
         (``hyperparameters.steps``, ``stopped_by_time_limit``).
+    initial : Enhancer, optional
+        Fine-tune this Noise2Inverse denoiser (e.g. one from the model registry, trained on another
+        sample of the same instrument) instead of starting from random weights: its filters and
+        context slices are kept, the normalisation is fitted on these subsets, and
+        ``"fine_tuned_from"`` (its weights' hash) goes into the provenance.
 
     Returns
     -------
@@ -265,6 +271,9 @@ def train_noise2inverse(
         The loss became NaN or infinite.
     """
     started = time.perf_counter()
+    if initial is not None:  # fine-tuning: the starting network fixes filters and context
+        hp = initial_hyperparameters(initial, ("noise2inverse",))
+        base_filters, context = hp.get("base_filters", base_filters), hp.get("context_slices", context)
     steps = check_positive_int(steps, "steps")
     batch_size = check_positive_int(batch_size, "batch_size")
     base_filters = check_positive_int(base_filters, "base_filters")
@@ -292,7 +301,9 @@ def train_noise2inverse(
     weights /= weights.sum()
 
     keras.utils.set_random_seed(seed)
-    network = build_network("unet", base_filters=base_filters, in_channels=2 * context + 1)
+    network = start_network(
+        initial, lambda: build_network("unet", base_filters=base_filters, in_channels=2 * context + 1)
+    )
     schedule = keras.optimizers.schedules.CosineDecay(
         float(learning_rate), decay_steps=steps, alpha=float(final_learning_rate_fraction)
     )
@@ -344,6 +355,7 @@ def train_noise2inverse(
         "history": hist,
         "epochs_run": len(hist.get("loss", [])),
         "seed": seed,
+        "fine_tuned_from": None if initial is None else initial.model_hash,
     }
     return finish_enhancer(trained, norm, provenance, started)
 

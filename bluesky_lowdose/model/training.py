@@ -190,6 +190,7 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
     max_patches: int | None = 2048,
+    initial: Enhancer | None = None,
 ) -> Enhancer:
     """Train an enhancer that maps short-exposure frames to long-exposure ones.
 
@@ -237,6 +238,11 @@ def train(
         Upper bound of the number of patches (training + validation); when the frames give more, a
         seeded random subset is used, so memory and time per epoch stay bounded for large frames.
         None uses every patch.
+    initial : Enhancer, optional
+        Fine-tune this projection enhancer (e.g. one from the model registry) instead of starting
+        from random weights: its architecture, patch size and filters are kept, the normalisation
+        is fitted anew on these pairs, and ``"fine_tuned_from"`` (its weights' hash) goes into the
+        provenance.
 
     Returns
     -------
@@ -254,6 +260,9 @@ def train(
         The loss became NaN or infinite (training diverged).
     """
     started = time.perf_counter()
+    if initial is not None:  # fine-tuning: the starting network decides the shape of the problem
+        hp = initial_hyperparameters(initial, ("unet", "paper"))
+        model, patch_size, base_filters = initial.architecture, hp["patch_size"], hp["base_filters"]
     if model not in DEFAULTS:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(DEFAULTS)}")
     short, long = _check_refs(short_refs, long_refs)
@@ -317,7 +326,9 @@ def train(
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
     keras.utils.set_random_seed(seed)
-    network = build_network(model, patch_size=patch_size, base_filters=base_filters)
+    network = start_network(
+        initial, lambda: build_network(model, patch_size=patch_size, base_filters=base_filters)
+    )
     network.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=InversePSNRLoss())
     data = _PatchPairs(x[train_idx], y[train_idx], batch_size, augment, seed + 1)
     guard = _Guard()
@@ -382,8 +393,62 @@ def train(
         "final_val_loss": hist["val_loss"][-1] if "val_loss" in hist else None,
         "stopped_early": best.stopped_early,
         "seed": seed,
+        "fine_tuned_from": None if initial is None else initial.model_hash,
     }
     return finish_enhancer(trained, norm, provenance, started)
+
+
+def initial_hyperparameters(initial: Any, architectures: tuple[str, ...]) -> dict[str, Any]:
+    """The hyper-parameters of a model to fine-tune, checked to be one of ``architectures``.
+
+    Parameters
+    ----------
+    initial : Enhancer
+        The model to start from.
+    architectures : tuple of str
+        Architectures (for slice models: ``provenance["method"]``) the trainer can continue.
+
+    Returns
+    -------
+    dict
+        ``provenance["hyperparameters"]`` of ``initial``.
+
+    Raises
+    ------
+    TypeError
+        ``initial`` is not an :class:`Enhancer`.
+    ValueError
+        A model of another kind (e.g. a slice denoiser given to the projection trainer).
+    """
+    if not isinstance(initial, Enhancer):
+        raise TypeError(f"initial must be an Enhancer, got {type(initial).__name__}")
+    prov = initial.provenance
+    kind = prov.get("method", prov.get("architecture"))
+    if kind not in architectures:
+        raise ValueError(f"cannot fine-tune a {kind!r} model here (expected one of {architectures})")
+    return dict(prov.get("hyperparameters") or {})
+
+
+def start_network(initial: Enhancer | None, build: Callable[[], keras.Model]) -> keras.Model:
+    """The network training starts from: ``build()``, or a trainable copy of ``initial``'s.
+
+    Parameters
+    ----------
+    initial : Enhancer or None
+        A trained enhancer to fine-tune (its network is not modified).
+    build : callable
+        Builds a freshly initialised network.
+
+    Returns
+    -------
+    keras.Model
+        An uncompiled network.
+    """
+    if initial is None:
+        return build()
+    network = keras.models.clone_model(initial.network)
+    network.set_weights(initial.network.get_weights())
+    return network
 
 
 def finish_enhancer(

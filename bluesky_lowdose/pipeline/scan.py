@@ -43,6 +43,7 @@ __all__ = [
     "AUTO_SPEC",
     "AUTO_WITHOUT_PAIRS",
     "AUTO_WITH_PAIRS",
+    "FINE_TUNE",
     "METHODS",
     "N2I_OPTIONS",
     "PROJECTION_TRAINING",
@@ -141,6 +142,9 @@ def method_description(method: str) -> str:
 PROJECTION_TRAINING: dict[str, Any] = {"model": "unet", "epochs": 25, "patience": 6}
 #: Noise2Inverse options (see :func:`bluesky_lowdose.model.n2i.train_noise2inverse`).
 N2I_OPTIONS: dict[str, Any] = {"steps": 2400, "crop": 64, "batch_size": 16}
+#: Fine-tuning a registered model (``warm_start``): the fraction of the from-scratch steps
+#: (Noise2Inverse) or epochs (projection network) and of the learning rate.
+FINE_TUNE: dict[str, float] = {"fraction": 0.2, "learning_rate_fraction": 0.5}
 
 
 def resolve_method(method: str, has_pairs: bool, *, has_projection_model: bool = False) -> str:
@@ -307,6 +311,19 @@ class ScanPipeline:
         With the judge and three or more pairs, train pair methods without the last pair and judge
         them on it (honest scores, one pair less to learn from: take four or more pairs); False
         trains on all pairs and flags the score as in-sample (optimistic).
+    warm_start : dict, optional
+        Models to fine-tune instead of training from random weights, by kind (``"projection"``,
+        ``"slices"``), e.g. the model registry's best for this instrument: each trains for
+        :data:`FINE_TUNE` ``["fraction"]`` of the from-scratch steps/epochs at that fraction of
+        the learning rate.  With ``"slices"`` the registered denoiser's result comes first
+        (``on_first_result``); the fine-tuned one replaces it only where the long exposures score
+        it at least as high (else the first is kept, with a warning).
+    fine_tune : dict, optional
+        Overrides of :data:`FINE_TUNE`.
+    on_first_result : callable, optional
+        ``on_first_result(result)`` with a :class:`ScanResult` of the registered slice denoiser's
+        volume, as soon as it exists (before fine-tuning); ``result.provenance["first_result"]``
+        is True.  Exceptions it raises are logged, not raised.
     preview : bool
         Back-project every added frame's raw line integrals into the three central orthogonal
         slices too (:class:`~bluesky_lowdose.recon.preview.OrthoSlices`, at most 512 pixels
@@ -350,6 +367,9 @@ class ScanPipeline:
         auto_budget_s: float | None = None,
         holdout: bool = True,
         preview: bool = False,
+        warm_start: dict[str, Any] | None = None,
+        fine_tune: dict[str, float] | None = None,
+        on_first_result: Callable[[ScanResult], Any] | None = None,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -416,6 +436,14 @@ class ScanPipeline:
         self.judge: Any = None  # LongExposureJudge once fit() had long frames with angles
         self.held_out: int | None = held_out  # the pair kept out of training (judged on it)
         self.slice_model = slice_model
+        self.warm_start = {k: v for k, v in (warm_start or {}).items() if v is not None}
+        unknown = set(self.warm_start) - {"projection", "slices"}
+        if unknown:
+            raise ValueError(f"warm_start kinds are 'projection' and 'slices', got {sorted(unknown)}")
+        self.fine_tune = {**FINE_TUNE, **(fine_tune or {})}
+        if not (0 < self.fine_tune["fraction"] <= 1 and 0 < self.fine_tune["learning_rate_fraction"] <= 1):
+            raise ValueError(f"fine_tune fractions must lie in (0, 1], got {self.fine_tune}")
+        self.on_first_result = on_first_result
         self.auto_candidates = auto_candidates
         self.auto_budget_s = auto_budget_s
         self.holdout = bool(holdout)
@@ -507,6 +535,9 @@ class ScanPipeline:
             from ..model import train
 
             opts = {"seed": self.seed, **self.projection_training}
+            initial = self.warm_start.get("projection")
+            if initial is not None:
+                opts = self._fine_tuned(opts, "epochs", 40, initial=initial)
             model = train(short, long_, progress=self.progress, on_epoch=self._hook("projection"), **opts)
         else:
             from ..model import baseline
@@ -515,6 +546,14 @@ class ScanPipeline:
         self.models["projection"] = model
         self.timings["projection_training_s"] = time.perf_counter() - t0
         return model
+
+    def _fine_tuned(self, opts: dict[str, Any], length: str, default: int, **extra: Any) -> dict[str, Any]:
+        """``opts`` for fine-tuning: :data:`FINE_TUNE`'s fraction of the steps/epochs and rate."""
+        import math
+
+        lr, n = opts.get("learning_rate", 1e-3), opts.get(length, default)
+        return {**opts, **extra, length: max(1, math.ceil(self.fine_tune["fraction"] * n)),
+                "learning_rate": lr * self.fine_tune["learning_rate_fraction"]}  # fmt: skip
 
     def _make_judge(self, long_: np.ndarray, angles: list[float]) -> None:
         """The long-exposure judge of this scan (its frames in line integrals)."""
@@ -794,23 +833,23 @@ class ScanPipeline:
         volume = full
         slice_record: dict[str, Any] | None = None
         t1 = time.perf_counter()
+        first: ScanResult | None = None
         if self.spec.slices == "n2i":
-            from ..model.n2i import denoise_splits, train_noise2inverse
+            from ..model.n2i import train_noise2inverse
 
             opts = {"seed": self.seed, **self.n2i_options}
+            initial = self.warm_start.get("slices")
             if self.slice_model is not None:
                 denoiser = self.slice_model
             else:
+                if initial is not None:  # the registered denoiser's result first, then fine-tune it
+                    first = self._first_result(initial, parts, raw, t1)
+                    opts = self._fine_tuned(opts, "steps", N2I_OPTIONS["steps"], initial=initial)
                 denoiser = train_noise2inverse(
                     parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
                 )
             self.models["slices"] = denoiser
-            out = None if self.workdir is None else self._dir() / "enhanced.h5"
-            volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
-                                    mapper=self.mapper)  # fmt: skip
-            slice_record = {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
-                            "reused_model": self.slice_model is not None,
-                            "model": denoiser.provenance}  # fmt: skip
+            volume, slice_record = self._denoise(denoiser, parts, "enhanced.h5")
         elif self.spec.slices == "bm3d":
             from .slices import bm3d_slices
 
@@ -826,6 +865,65 @@ class ScanPipeline:
         for part in parts:  # the subsets' volumes were the slice step's input: their files go
             if isinstance(part, StoredArray):
                 Path(part.path).unlink(missing_ok=True)
+        result = self._result(volume, raw, slice_record)
+        if first is not None:
+            result = self._keep_better(first, result)
+        return result
+
+    def _denoise(self, denoiser: Any, parts: list[Any], name: str) -> tuple[Any, dict[str, Any]]:
+        """The Noise2Inverse volume of ``denoiser`` (in ``workdir/name`` with a work directory)."""
+        from ..model.n2i import denoise_splits
+
+        out = None if self.workdir is None else self._dir() / name
+        volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
+                                mapper=self.mapper)  # fmt: skip
+        reused = denoiser is self.slice_model or denoiser is self.warm_start.get("slices")
+        return volume, {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
+                        "reused_model": reused, "model": denoiser.provenance}  # fmt: skip
+
+    def _first_result(self, initial: Any, parts: list[Any], raw: Any, t0: float) -> ScanResult:
+        """The registered denoiser's volume, judged and handed to ``on_first_result``."""
+        volume, record = self._denoise(initial, parts, "first.h5")
+        self.timings["first_result_s"] = time.perf_counter() - t0
+        first = self._result(volume, raw, record, models={**self.models, "slices": initial})
+        first.provenance["first_result"] = True
+        if self.on_first_result is not None:
+            try:
+                self.on_first_result(first)
+            except Exception:  # a early look: the scan's result does not depend on it
+                logger.exception("on_first_result failed")
+        return first
+
+    def _keep_better(self, first: ScanResult, tuned: ScanResult) -> ScanResult:
+        """The fine-tuned result, unless the long exposures score the first one higher."""
+        fq, tq = first.quality, tuned.quality
+        f, t = (None if q is None else q["enhanced"] for q in (fq, tq))
+        worse = f is not None and t is not None and t["psnr_db"] < f["psnr_db"] and t["ssim"] < f["ssim"]
+        record = {"first": f, "fine_tuned": t, "kept": "first" if worse else "fine_tuned",
+                  "first_result_s": round(self.timings.get("first_result_s", 0.0), 3)}  # fmt: skip
+        keep, drop = (first, tuned) if worse else (tuned, first)
+        from ..recon.stored import StoredArray
+
+        if isinstance(drop.volume, StoredArray) and drop.volume is not keep.volume:
+            Path(drop.volume.path).unlink(missing_ok=True)
+        if worse:
+            msg = (f"fine-tuning the registered denoiser scored below it against the long exposures "
+                   f"({tq['enhanced']['psnr_db']:.2f} vs {fq['enhanced']['psnr_db']:.2f} dB): its first "
+                   "result is kept")  # fmt: skip
+            logger.warning(msg)
+            keep.warnings.append(msg)
+            keep.provenance["warnings"] = keep.warnings
+            self.models["slices"] = first.models["slices"]
+        keep.provenance["first_result"] = False
+        keep.provenance["warm_start"] = record
+        keep.models = dict(self.models)
+        keep.timings = dict(self.timings)
+        return keep
+
+    def _result(
+        self, volume: Any, raw: Any, slice_record: dict[str, Any] | None, models: dict[str, Any] | None = None
+    ) -> ScanResult:
+        """Provenance, the long exposures' judgement and the :class:`ScanResult` of ``volume``."""
         projections = np.concatenate(self._frames) if self._frames else None
         backend = self.backend
         prov: dict[str, Any] = {
@@ -862,8 +960,8 @@ class ScanPipeline:
         prov["software"] = software_versions(backend)
         prov["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         return ScanResult(volume=volume, raw_volume=raw, projections=projections, method=self.method,
-                          provenance=prov, models=dict(self.models), timings=dict(self.timings),
-                          quality=quality, warnings=warnings)  # fmt: skip
+                          provenance=prov, models=dict(self.models if models is None else models),
+                          timings=dict(self.timings), quality=quality, warnings=warnings)  # fmt: skip
 
     def _finish_auto(self) -> ScanResult:
         """Choose among the candidates on a slab (the long exposures judge), run the winner on the scan."""
@@ -1041,6 +1139,9 @@ def enhance_scan(
     auto_candidates: Any = None,
     auto_budget_s: float | None = None,
     holdout: bool = True,
+    warm_start: dict[str, Any] | None = None,
+    fine_tune: dict[str, float] | None = None,
+    on_first_result: Callable[[ScanResult], Any] | None = None,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -1106,6 +1207,8 @@ def enhance_scan(
         ``method="auto"``: seconds the candidates may take together.
     holdout : bool
         Judge pair-trained methods on a pair held out of their training (see :class:`ScanPipeline`).
+    warm_start, fine_tune, on_first_result
+        Fine-tune registered models instead of training from scratch (see :class:`ScanPipeline`).
 
     Returns
     -------
@@ -1144,7 +1247,8 @@ def enhance_scan(
                         keep_projections=keep_projections, seed=seed, progress=progress,
                         mapper=mapper, workdir=workdir, long_open_beam_counts=long_open_beam_counts,
                         judge=judge, slice_model=slice_model, auto_candidates=auto_candidates,
-                        auto_budget_s=auto_budget_s, holdout=holdout)  # fmt: skip
+                        auto_budget_s=auto_budget_s, holdout=holdout, warm_start=warm_start,
+                        fine_tune=fine_tune, on_first_result=on_first_result)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DECLARED_FIELDS", "MODELS", "ModelRegistry", "instrument_id", "instrument_key"]
+__all__ = ["DECLARED_FIELDS", "MODELS", "REGISTRY_MODES", "ModelRegistry", "instrument_id", "instrument_key"]
 
 #: The container of the registry at the server's root.
 MODELS = "models"
@@ -31,6 +31,10 @@ DECLARED_FIELDS = (
     "beamline", "energy_kev", "scintillator", "objective", "pixel_size_um", "binning", "camera",
 )  # fmt: skip
 KINDS = ("projection", "slices")
+#: How the enhancer uses the registry: ``auto`` fine-tunes the best registered model (first
+#: result from it as it is), ``record`` trains from scratch, ``only`` applies it without
+#: training (all three register what they trained), ``off`` does neither.
+REGISTRY_MODES = ("auto", "record", "only", "off")
 
 
 def instrument_key(start: dict[str, Any], frame_shape: tuple[int, ...] | list[int]) -> dict[str, Any]:

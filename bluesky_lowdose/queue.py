@@ -146,8 +146,25 @@ def _redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _pid_alive(pid: int | None) -> bool:
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
+    None where that is not known (no such process, no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int | None, started: int | None = None) -> bool:
+    """Whether ``pid`` runs — and, with ``started`` (its :func:`_start_ticks` when it was
+    spawned), whether it is still that process and not a later one that got the same pid."""
     if not pid:
+        return False
+    if started is not None and _start_ticks(pid) not in (started, None):
         return False
     try:
         os.kill(pid, 0)
@@ -163,9 +180,12 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-def _terminate(pid: int | None, *, group: bool, timeout: float = 10.0) -> None:
-    # SIGTERM (the process group when ``group``), wait up to ``timeout``, then SIGKILL.
-    if not _pid_alive(pid):
+def _terminate(pid: int | None, *, group: bool, timeout: float = 10.0, started: int | None = None) -> None:
+    # SIGTERM (the process group when ``group``), wait up to ``timeout``, then SIGKILL; never a
+    # process other than the one spawned (``started``: its start time)
+    if not _pid_alive(pid, started):
+        if pid and started is not None and _pid_alive(pid):
+            logger.warning("pid %s is not the process this stack started (it began later): left alone", pid)
         return
     assert pid is not None
     kill = os.killpg if group else os.kill
@@ -173,7 +193,7 @@ def _terminate(pid: int | None, *, group: bool, timeout: float = 10.0) -> None:
         kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not _pid_alive(pid, started):
             break
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -209,6 +229,9 @@ class QueueStack:
         Prefix of the Redis keys of this manager.
     pids : dict of str to int
         Process ids by role (``tiled``, ``redis``, ``manager``).
+    pid_starts : dict of str to int
+        When each of them started (``/proc/<pid>/stat``): a pid read back from a stale state file
+        that now belongs to another process is never signalled.
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -224,6 +247,7 @@ class QueueStack:
     beamline_env: dict[str, str] = field(default_factory=dict)
     redis_prefix: str = "lowdose"
     pids: dict[str, int] = field(default_factory=dict)
+    pid_starts: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- addresses ---------------------------------------------------------------------------
@@ -322,8 +346,20 @@ class QueueStack:
         finally:
             log.close()
         self._procs[name] = proc
-        self.pids[name] = proc.pid
+        self._record(name, proc.pid)
         return proc
+
+    def _record(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+        started = _start_ticks(pid) if pid else None
+        if started is not None:
+            self.pid_starts[name] = started
+
+    def _alive(self, name: str) -> bool:
+        return _pid_alive(self.pids.get(name), self.pid_starts.get(name))
+
+    def _stop_process(self, name: str, timeout: float) -> None:
+        _terminate(self.pids.get(name), group=True, timeout=timeout, started=self.pid_starts.get(name))
 
     def _log_tail(self, name: str, n: int = 3000) -> str:
         path = self.queue_dir / f"{name}.log"
@@ -371,7 +407,7 @@ class QueueStack:
         )
         server.start()
         self._procs["tiled"] = server
-        self.pids["tiled"] = server._proc.pid if server._proc is not None else 0
+        self._record("tiled", server._proc.pid if server._proc is not None else 0)
         self.tiled_uri, self.api_key, self.tiled_port = server.uri, server.api_key, server.port
 
     def start_manager(self, timeout: float = 30.0) -> float:
@@ -460,18 +496,19 @@ class QueueStack:
         save_timeout : float
             Seconds to wait for a running plan, the enhancer and the writers.
         """
-        if _pid_alive(self.pids.get("manager")):
+        if self._alive("manager"):
             self._wait_until_saved(save_timeout)
             self._close_environment(timeout)
-            _terminate(self.pids.get("manager"), group=True, timeout=timeout)
-        _terminate(self.pids.get("redis"), group=True, timeout=timeout)
+            self._stop_process("manager", timeout)
+        self._stop_process("redis", timeout)
         server = self._procs.get("tiled")
         if server is not None:
             server.close()
         else:
-            _terminate(self.pids.get("tiled"), group=True, timeout=timeout)
+            self._stop_process("tiled", timeout)
         self._procs.clear()
         self.pids.clear()
+        self.pid_starts.clear()
         state = self.queue_dir / STATE_FILE
         if state.exists():
             state.unlink()
@@ -576,7 +613,7 @@ class QueueStack:
             ``processes`` (pid, alive), addresses, and ``manager`` (its status or the error).
         """
         out: dict[str, Any] = {
-            "processes": {name: {"pid": pid, "alive": _pid_alive(pid)} for name, pid in self.pids.items()},
+            "processes": {name: {"pid": pid, "alive": self._alive(name)} for name, pid in self.pids.items()},
             "redis_addr": self.redis_addr,
             "zmq_control_addr": self.zmq_control_addr,
             "zmq_info_addr": self.zmq_info_addr,
@@ -663,7 +700,7 @@ def _start(args: argparse.Namespace) -> int:
     state = Path(args.data_dir).resolve() / "queue" / STATE_FILE
     if state.exists():
         old = QueueStack.from_state(args.data_dir)
-        if any(_pid_alive(pid) for pid in old.pids.values()):
+        if any(old._alive(name) for name in old.pids):
             raise QueueStackError(f"a queue stack is already running (see {state}); stop it first")
     beamline_env = {"LOWDOSE_SIZE": str(args.size)} if args.size else {}
     if args.no_enhance:

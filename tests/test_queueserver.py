@@ -296,3 +296,27 @@ def _wait_for_primary_frames(raw, uid: str, timeout: float = 30.0) -> None:
                 pass  # the image key is not registered yet
         time.sleep(0.1)
     raise AssertionError(f"no primary frames of run {uid} in Tiled after {timeout} s")
+
+
+def test_stop_never_signals_a_process_the_stack_did_not_start(tmp_path: Path) -> None:
+    """A stale state file's pid may belong to anything by now: its start time tells."""
+    import subprocess
+
+    from bluesky_lowdose.queue import _start_ticks
+
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        started = _start_ticks(other.pid)
+        assert started is not None
+        stale = QueueStack(data_dir=tmp_path, pids={"redis": other.pid}, pid_starts={"redis": started - 1})
+        stale.queue_dir.mkdir(parents=True)
+        stale.write_state()
+        QueueStack.from_state(tmp_path).stop(timeout=1)
+        assert other.poll() is None  # alive: the recorded process began earlier, this is another
+        ours = QueueStack(data_dir=tmp_path, pids={"redis": other.pid}, pid_starts={"redis": started})
+        ours.write_state()
+        QueueStack.from_state(tmp_path).stop(timeout=5)
+        assert other.wait(timeout=5) is not None  # the very process recorded: stopped
+    finally:
+        other.kill()
+        other.wait()

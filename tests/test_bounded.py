@@ -270,12 +270,12 @@ def test_a_journal_that_fails_once_still_gives_the_whole_run(tmp_path: Path, mon
 def test_uids_never_name_paths_outside_the_directories(tmp_path: Path) -> None:
     from bluesky_lowdose._paths import safe_name
     from bluesky_lowdose.callbacks import ProjectionEnhancer
-    from bluesky_lowdose.callbacks.enhancer import RunResult, _Job
+    from bluesky_lowdose.callbacks.job import RunJob, RunResult
 
     assert safe_name("0f6c2a1e-3b1d-4e6f-9a7b-1c2d3e4f5a6b") == "0f6c2a1e-3b1d-4e6f-9a7b-1c2d3e4f5a6b"
     for bad in ("/home/op", "../..", ".", "..", "a/b", "", ".hidden", "x" * 200):
         name = safe_name(bad)
         assert name.startswith("uid-") and "/" not in name and len(name) == 68
     enhancer = ProjectionEnhancer(None, method="none", work_directory=tmp_path / "work")
-    job = _Job(enhancer, {"uid": "/etc", "lowdose": {}}, RunResult(raw_uid="/etc"))
+    job = RunJob(enhancer, {"uid": "/etc", "lowdose": {}}, RunResult(raw_uid="/etc"))
     assert job.workdir is not None and job.workdir.parent == tmp_path / "work"

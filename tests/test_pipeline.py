@@ -211,6 +211,7 @@ def test_reference_pair_check_is_one_rule_for_stream_and_file() -> None:
 
 def test_the_fine_tuned_result_replaces_the_first_unless_the_long_exposures_score_it_lower() -> None:
     from bluesky_lowdose.pipeline import ScanResult
+    from bluesky_lowdose.pipeline.result import keep_better
 
     def result(psnr: float, ssim: float, model: str) -> ScanResult:
         score = {"psnr_db": psnr, "ssim": ssim}
@@ -218,9 +219,9 @@ def test_the_fine_tuned_result_replaces_the_first_unless_the_long_exposures_scor
                           provenance={}, models={"slices": model}, quality={"enhanced": score})  # fmt: skip
 
     pipe = ScanPipeline((8, 8), "n2i")
-    assert pipe._keep_better(result(30, 0.8, "first"), result(31, 0.79, "tuned")).volume[0] == 31
+    assert keep_better(pipe, result(30, 0.8, "first"), result(31, 0.79, "tuned")).volume[0] == 31
     pipe = ScanPipeline((8, 8), "n2i")
-    kept = pipe._keep_better(result(30, 0.8, "first"), result(29, 0.7, "tuned"))
+    kept = keep_better(pipe, result(30, 0.8, "first"), result(29, 0.7, "tuned"))
     assert kept.volume[0] == 30 and kept.models["slices"] == "first"
     assert kept.provenance["warm_start"]["kept"] == "first" and "first result is kept" in kept.warnings[0]
     with pytest.raises(ValueError, match="warm_start kinds"):

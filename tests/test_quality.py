@@ -305,7 +305,7 @@ rng = np.random.default_rng(0)
 clean = np.zeros((12, 64, 64), np.float32); clean[:, 16:48, 16:48] = 1
 parts = [clean + 0.3 * rng.standard_normal(clean.shape).astype(np.float32) for _ in range(2)]
 def run():
-    d = train_noise2inverse(parts, steps=120, crop=64, batch_size=2, seed=3)  # two epochs of batches
+    d = train_noise2inverse(parts, steps=120, crop=32, batch_size=2, seed=3)  # two epochs of batches
     return denoise_splits(d, parts, tta=False)
 """
 

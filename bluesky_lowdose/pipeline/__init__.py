@@ -30,28 +30,28 @@ from .flatfield import (
     flat_field,
     photon_statistics,
 )
-from .scan import (
+from .methods import (
     AUTO_SPEC,
     AUTO_WITH_PAIRS,
     AUTO_WITHOUT_PAIRS,
+    FINE_TUNE,
     METHODS,
     N2I_OPTIONS,
     PROJECTION_TRAINING,
     MethodSpec,
-    ScanPipeline,
-    ScanResult,
-    enhance_scan,
     method_description,
-    pair_from_projections,
     resolve_method,
 )
+from .scan import ScanPipeline, ScanResult
 from .scoring import score_volume
+from .stack import enhance_scan, pair_from_projections
 
 __all__ = [
     "AUTO_SPEC",
     "AUTO_WITHOUT_PAIRS",
     "AUTO_WITH_PAIRS",
     "DEFAULT_TOLERANCE",
+    "FINE_TUNE",
     "METHODS",
     "N2I_OPTIONS",
     "PROJECTION_TRAINING",

@@ -24,11 +24,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["AUTO_BUDGET_S", "AUTO_CANDIDATES", "AUTO_MARGIN", "AUTO_SLAB_ROWS", "auto_slab", "select_method"]
+if TYPE_CHECKING:
+    from .result import ScanResult
+    from .scan import ScanPipeline
+
+__all__ = [
+    "AUTO_BUDGET_S",
+    "AUTO_CANDIDATES",
+    "AUTO_MARGIN",
+    "AUTO_SLAB_ROWS",
+    "auto_slab",
+    "finish_auto",
+    "select_method",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +124,8 @@ def select_method(
         judge scores, gain, seconds, status; the slab; the rule; why the winner won); the
         winner's trained models to reuse on the whole scan.
     """
-    from .scan import METHODS, enhance_scan
+    from .methods import METHODS
+    from .stack import enhance_scan
 
     proj = np.asarray(projections)
     height = np.asarray(long_refs).shape[1]
@@ -209,3 +223,83 @@ def select_method(
     record["whole_detector"] = rows.stop - rows.start == height
     logger.info("auto chose %s: %s", winner, why)
     return winner, record, {"models": models.get(winner, {}), "result": results.get(winner)}
+
+
+def finish_auto(pipe: ScanPipeline) -> ScanResult:
+    """The end of a ``method="auto"`` scan: the candidates run on a slab, the long exposures
+    choose, the winner runs on the whole scan (its trained models reused).
+
+    Parameters
+    ----------
+    pipe : ScanPipeline
+        The scan's pipeline, fed with every frame and the pairs (``fit``).
+
+    Returns
+    -------
+    ScanResult
+        The winner's result, with ``provenance["auto"]`` (every candidate's score, and why).
+
+    Raises
+    ------
+    ValueError
+        Fewer than two frames, or no long exposures with their angles.
+    """
+    from .scan import ScanPipeline
+
+    if pipe.n_frames < 2:
+        raise ValueError(f"{pipe.n_frames} frame(s): at least 2 are needed")
+    if pipe._pairs is None or pipe._pairs[2] is None or pipe.judge is None:
+        raise ValueError("method 'auto' needs long exposures with their angles (fit) to choose")
+    t0 = time.perf_counter()
+    theta = np.asarray(pipe._theta)
+    stored = pipe._stacks.pop("inputs").close() if "inputs" in pipe._stacks else None
+    rows = auto_slab(pipe.shape[0])
+    if stored is not None:
+        import h5py
+
+        with h5py.File(stored.path, "r", locking=False) as f:
+            slab = np.asarray(f[stored.dataset][:, rows], np.float32)
+    else:
+        frames = np.concatenate(pipe._inputs)
+        slab = frames[:, rows]
+    short, long_, angles = pipe._pairs
+    common = dict(input=pipe.input, open_beam_counts=pipe.open_beam_counts, read_noise=pipe.read_noise,
+                  projection_training=pipe.projection_training, n2i_options=pipe.n2i_options,
+                  center=pipe.center, backend=pipe.backend, seed=pipe.seed,
+                  long_open_beam_counts=pipe.long_open_beam_counts)  # fmt: skip
+    winner, record, chosen = select_method(
+        slab, theta, long_refs=long_, short_refs=short,
+        reference_angles=angles, candidates=pipe.auto_candidates, rows=rows,
+        budget_s=AUTO_BUDGET_S if pipe.auto_budget_s is None else pipe.auto_budget_s,
+        progress=pipe.progress, mapper=pipe.mapper, **common,
+    )  # fmt: skip
+    pipe.timings["auto_selection_s"] = time.perf_counter() - t0
+    if record["whole_detector"] and chosen["result"] is not None and pipe.workdir is None:
+        result = chosen["result"]  # the slab was the whole scan: nothing to run again
+    else:
+        from .judge import holdout_index
+
+        models = chosen["models"]
+        held = holdout_index(len(short)) if record["candidates"][winner].get("held_out") else None
+        best = ScanPipeline(pipe.shape, winner, has_pairs=True, projection_model=models.get("projection"),
+                            slice_model=models.get("slices"), keep_projections=pipe.keep_projections,
+                            progress=pipe.progress, on_epoch=pipe.on_epoch, workdir=pipe.workdir,
+                            held_out=held,
+                            mapper=pipe.mapper, **common)  # fmt: skip
+        best.fit(short, long_, reference_angles=angles)
+        for i in range(0, pipe.n_frames, 16):
+            block = stored.slices(i, min(i + 16, pipe.n_frames)) if stored is not None else frames[i : i + 16]
+            best.add(i, theta[i : i + 16], block)
+        result = best.finish()
+    if stored is not None:
+        Path(stored.path).unlink(missing_ok=True)
+    pipe._inputs.clear()
+    pipe.models = dict(result.models)
+    pipe.timings.update(result.timings)
+    pipe.timings["auto_total_s"] = time.perf_counter() - t0
+    result.provenance["requested_method"] = "auto"
+    result.provenance["auto"] = record
+    result.provenance["timings"] = {k: round(v, 3) for k, v in pipe.timings.items()}
+    result.timings = dict(pipe.timings)
+    pipe.method = result.method
+    return result

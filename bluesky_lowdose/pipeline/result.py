@@ -1,0 +1,216 @@
+"""The result of one scan: its provenance, the long exposures' judgement, and the warm start's
+choice between the registered model's first result and the fine-tuned one (used by
+:class:`~bluesky_lowdose.pipeline.scan.ScanPipeline`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .flatfield import DEFAULT_FLOOR
+
+if TYPE_CHECKING:
+    from .scan import ScanPipeline
+
+__all__ = ["ScanResult", "build_result", "first_result", "judge_volumes", "keep_better"]
+
+logger = logging.getLogger("bluesky_lowdose.pipeline.scan")  # the pipeline's messages, one logger
+
+
+@dataclass
+class ScanResult:
+    """The outcome of :func:`enhance_scan` / :meth:`ScanPipeline.finish`.
+
+    Attributes
+    ----------
+    volume : numpy.ndarray or StoredArray
+        ``[z, y, x]`` reconstruction of the enhanced scan (geometry of :func:`recon.reconstruct`);
+        a :class:`~bluesky_lowdose.recon.stored.StoredArray` on disk when the pipeline has a
+        ``workdir`` (``numpy.asarray`` reads it).
+    raw_volume : numpy.ndarray or StoredArray
+        The same reconstruction without enhancement (plain ``-log``, no bias correction).
+    projections : numpy.ndarray or None
+        Enhanced projections (input units) when the method has a projection step and they were
+        kept, else None.
+    method : str
+        The method run (``"auto"`` resolved).
+    provenance : dict
+        JSON-ready record: method, inputs, models (hashes, hyper-parameters, loss curves),
+        reconstruction, log and bias correction, software versions, timings.
+    models : dict
+        ``"projection"``: the pair-trained :class:`~bluesky_lowdose.model.Enhancer` (or baseline);
+        ``"slices"``: the Noise2Inverse :class:`~bluesky_lowdose.model.Enhancer`.
+    timings : dict
+        Seconds per stage.
+    quality : dict or None
+        The long exposures' judgement (:mod:`bluesky_lowdose.pipeline.judge`): ``enhanced`` and
+        ``raw`` scores (``psnr_db``, ``ssim``, ``angles_deg``), ``held_out``, ``in_sample``,
+        ``ceiling_psnr_db``, ``noise_rms``, ``worse_than_raw``; None without long exposures.
+    warnings : list of str
+        What the user must know about this result (also in ``provenance["warnings"]``).
+    """
+
+    volume: Any
+    raw_volume: Any
+    projections: np.ndarray | None
+    method: str
+    provenance: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_result(
+    pipe: ScanPipeline,
+    volume: Any,
+    raw: Any,
+    slice_record: dict[str, Any] | None,
+    models: dict[str, Any] | None = None,
+) -> ScanResult:
+    """Provenance, the long exposures' judgement and the :class:`ScanResult` of ``volume``.
+
+    Parameters
+    ----------
+    pipe : ScanPipeline
+        The scan's pipeline (its method, inputs, models, timings and judge).
+    volume, raw : numpy.ndarray or StoredArray
+        The enhanced and the raw reconstruction.
+    slice_record : dict or None
+        What the slice step did (model hash, provenance), if it ran.
+    models : dict, optional
+        The models to report (default: the pipeline's).
+
+    Returns
+    -------
+    ScanResult
+        With ``provenance``, ``quality`` and ``warnings``.
+    """
+    projections = np.concatenate(pipe._frames) if pipe._frames else None
+    backend = pipe.backend
+    prov: dict[str, Any] = {
+        "method": pipe.method,
+        "description": pipe.spec.description,
+        "input": pipe.input,
+        "n_projections": pipe.n_frames,
+        "theta_range_deg": [float(min(pipe._theta)), float(max(pipe._theta))],
+        "pairs": pipe.pairs_record,
+        "log": None if pipe.input == "line_integrals" else {
+            "floor": "half a photon of each pixel's open beam" if pipe.open_beam_counts is not None
+            else f"transmission {DEFAULT_FLOOR:g}",
+            "bias_correction": None if not pipe.debias else {
+                "function": "bluesky_lowdose.pipeline.logbias.debias_line_integrals",
+                "median_open_beam_photons": float(np.median(pipe.open_beam_counts)),
+                "read_noise_photons": pipe.read_noise,
+            },
+        },
+        "projection_step": _model_record(pipe.models.get("projection"), pipe.spec.projection,
+                                         pipe.projection_model is not None),
+        "slice_step": slice_record,
+        "reconstruction": {"backend": backend, "filter": "parzen",
+                           "center": (pipe.shape[1] - 1) / 2.0 if pipe.center is None else pipe.center,
+                           "angle_subsets": pipe.subsets,
+                           "subset_rule": "binomial split of each frame's photons (two half-dose scans)"
+                           if pipe.spec.split == "counts" else "frame i -> subset i % K"},
+        "seed": pipe.seed,
+    }  # fmt: skip
+    from ..versions import software_versions
+
+    quality, warnings = judge_volumes(pipe, volume, raw)
+    prov["quality"] = quality
+    prov["warnings"] = warnings
+    prov["software"] = software_versions(backend)
+    prov["timings"] = {k: round(v, 3) for k, v in pipe.timings.items()}
+    return ScanResult(volume=volume, raw_volume=raw, projections=projections, method=pipe.method,
+                      provenance=prov, models=dict(pipe.models if models is None else models),
+                      timings=dict(pipe.timings), quality=quality, warnings=warnings)  # fmt: skip
+
+
+def judge_volumes(pipe: ScanPipeline, volume: Any, raw: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The long exposures' scores of the enhanced and raw volumes, and the warnings they call for."""
+    if pipe.judge is None:
+        return None, []
+    t0 = time.perf_counter()
+    in_sample = pipe.spec.pairs and pipe.held_out is None and pipe.projection_model is None
+    enhanced = pipe.judge.score(volume, held_out=pipe.held_out)
+    plain = enhanced if volume is raw else pipe.judge.score(raw, held_out=pipe.held_out)
+    worse = enhanced["psnr_db"] < plain["psnr_db"] or enhanced["ssim"] < plain["ssim"]
+    quality = {"enhanced": enhanced, "raw": plain, "held_out": pipe.held_out is not None,
+               "in_sample": bool(in_sample), "worse_than_raw": bool(worse and pipe.method != "none"),
+               **pipe.judge.describe()}  # fmt: skip
+    pipe.timings["judge_s"] = time.perf_counter() - t0
+    warnings = []
+    if quality["worse_than_raw"]:
+        warnings.append(
+            f"method {pipe.method!r} scores below the raw reconstruction against the long exposures "
+            f"({enhanced['psnr_db']:.2f} dB / SSIM {enhanced['ssim']:.3f} vs {plain['psnr_db']:.2f} dB / "
+            f"{plain['ssim']:.3f}): use the raw reconstruction, or method 'auto'"
+        )
+    if in_sample:
+        warnings.append(
+            f"the score of {pipe.method!r} is on the pairs it trained on (fewer than 3 pairs: none held "
+            "out): optimistic"
+        )
+    for w in warnings:
+        logger.warning(w)
+    return quality, warnings
+
+
+def first_result(pipe: ScanPipeline, initial: Any, parts: list[Any], raw: Any, t0: float) -> ScanResult:
+    """The registered denoiser's volume, judged and handed to ``on_first_result``."""
+    volume, record = pipe._denoise(initial, parts, "first.h5")
+    pipe.timings["first_result_s"] = time.perf_counter() - t0
+    first = build_result(pipe, volume, raw, record, models={**pipe.models, "slices": initial})
+    first.provenance["first_result"] = True
+    if pipe.on_first_result is not None:
+        try:
+            pipe.on_first_result(first)
+        except Exception:  # a early look: the scan's result does not depend on it
+            logger.exception("on_first_result failed")
+    return first
+
+
+def keep_better(pipe: ScanPipeline, first: ScanResult, tuned: ScanResult) -> ScanResult:
+    """The fine-tuned result, unless the long exposures score the first one higher."""
+    fq, tq = first.quality, tuned.quality
+    f, t = (None if q is None else q["enhanced"] for q in (fq, tq))
+    worse = f is not None and t is not None and t["psnr_db"] < f["psnr_db"] and t["ssim"] < f["ssim"]
+    record = {"first": f, "fine_tuned": t, "kept": "first" if worse else "fine_tuned",
+              "first_result_s": round(pipe.timings.get("first_result_s", 0.0), 3)}  # fmt: skip
+    keep, drop = (first, tuned) if worse else (tuned, first)
+    from ..recon.stored import StoredArray
+
+    if isinstance(drop.volume, StoredArray) and drop.volume is not keep.volume:
+        Path(drop.volume.path).unlink(missing_ok=True)
+    if worse:
+        msg = (f"fine-tuning the registered denoiser scored below it against the long exposures "
+               f"({tq['enhanced']['psnr_db']:.2f} vs {fq['enhanced']['psnr_db']:.2f} dB): its first "
+               "result is kept")  # fmt: skip
+        logger.warning(msg)
+        keep.warnings.append(msg)
+        keep.provenance["warnings"] = keep.warnings
+        pipe.models["slices"] = first.models["slices"]
+    keep.provenance["first_result"] = False
+    keep.provenance["warm_start"] = record
+    keep.models = dict(pipe.models)
+    keep.timings = dict(pipe.timings)
+    return keep
+
+
+def _model_record(model: Any, kind: str | None, reused: bool) -> dict[str, Any] | None:
+    if kind is None:
+        return None
+    import json
+
+    record: dict[str, Any] = {"kind": kind, "reused_model": reused}
+    prov = getattr(model, "provenance", None)
+    if prov is not None:
+        record["model"] = json.loads(json.dumps(prov, default=str))
+    if hasattr(model, "model_hash"):
+        record["model_hash"] = model.model_hash
+    return record

@@ -478,6 +478,11 @@ def service_functions(writer: Any, enhancer: Any) -> dict[str, Any]:
     }
 
 
+#: Finished runs the profile's enhancer keeps in ``enhancer.results`` (memory stays flat over a
+#: beamtime; every result is in Tiled).
+KEEP_RESULTS = 5
+
+
 def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfig) -> Any:
     from .callbacks import ProjectionEnhancer
 
@@ -492,7 +497,8 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
     enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,
                                   train_kwargs={"epochs": config.epochs}, n2i_options=n2i,
                                   mapper=mapper, keep_frames=False, work_directory=layout.work,
-                                  volume_directory=layout.volumes, registry=config.registry)  # fmt: skip
+                                  volume_directory=layout.volumes, registry=config.registry,
+                                  keep_results=KEEP_RESULTS)  # fmt: skip
     RE.subscribe(enhancer)
     return enhancer
 

@@ -279,3 +279,30 @@ def test_uids_never_name_paths_outside_the_directories(tmp_path: Path) -> None:
     enhancer = ProjectionEnhancer(None, method="none", work_directory=tmp_path / "work")
     job = RunJob(enhancer, {"uid": "/etc", "lowdose": {}}, RunResult(raw_uid="/etc"))
     assert job.workdir is not None and job.workdir.parent == tmp_path / "work"
+
+
+def test_a_long_lived_enhancer_keeps_only_its_newest_results(tmp_path: Path) -> None:
+    """keep_results (the profile's enhancer): older finished runs are forgotten as runs end,
+    with their job, pipeline and work files, so memory does not grow scan by scan."""
+    from bluesky_lowdose.callbacks import ProjectionEnhancer
+    from bluesky_lowdose.devices import make_devices
+    from bluesky_lowdose.plans import lowdose_tomo_scan
+
+    txm = make_devices(tmp_path / "detector", size=24, seed=1)
+    enhancer = ProjectionEnhancer(None, method="none", keep_results=2, keep_frames=False,
+                                  work_directory=tmp_path / "work")  # fmt: skip
+    uids = []
+    with run_engine() as RE:
+        RE.subscribe(enhancer)
+        for _ in range(3):
+            plan = lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, num_angles=12,
+                                     num_darks=1, num_flats=1, reference_angles=(0,))  # fmt: skip
+            (uid,) = RE(plan)
+            uids.append(uid)
+            assert enhancer.wait(timeout=120)
+    assert list(enhancer.results) == uids[1:]  # the oldest is forgotten, the newest two are kept
+    assert uids[0] not in enhancer._jobs and all(enhancer.results[u].status == "complete" for u in uids[1:])
+    assert not (tmp_path / "work" / uids[0]).exists()
+    with pytest.raises(ValueError, match="keep_results"):
+        ProjectionEnhancer(None, keep_results=0)
+    enhancer.close()

@@ -138,6 +138,11 @@ class ProjectionEnhancer:
         from scratch. ``"only"``: apply the registered model instead of training — with
         ``method="auto"`` the models found decide the method (also for ``"auto"``) — and train
         as usual, with a warning, when there is none. ``"off"``: neither. Needs ``client``.
+    keep_results : int, optional
+        Finished runs kept in :attr:`results`: the newest ``keep_results``; older ones are
+        forgotten (:meth:`forget`: their arrays, models, pipeline and work files released) as
+        each run ends, so a process that lives for many scans (the profile, the queue worker)
+        stays flat in memory. None (default) keeps every run (scripts, the demo).
 
     Examples
     --------
@@ -175,12 +180,16 @@ class ProjectionEnhancer:
         seed: int = 0,
         auto_options: dict[str, Any] | None = None,
         registry: str = "auto",
+        keep_results: int | None = None,
     ) -> None:
         from ..pipeline import METHODS
 
         if registry not in REGISTRY_MODES:
             raise ValueError(f"registry must be one of {REGISTRY_MODES}, got {registry!r}")
         self.registry = registry
+        if keep_results is not None and keep_results < 1:
+            raise ValueError(f"keep_results must be None or >= 1, got {keep_results}")
+        self.keep_results = keep_results
 
         if frame_queue_size < 1 or enhance_batch < 1 or min_pairs < 1:
             raise ValueError("frame_queue_size, enhance_batch and min_pairs must be >= 1")
@@ -340,6 +349,19 @@ class ProjectionEnhancer:
             except Exception as exc:
                 job.crashed(exc)
                 job.done()
+            if job.finished:
+                self._trim_results()
+
+    def _trim_results(self) -> None:
+        """Forget the oldest finished runs beyond ``keep_results``."""
+        if self.keep_results is None:
+            return
+        finished = [uid for uid, res in list(self.results.items()) if res.done.is_set()]
+        for uid in finished[: max(0, len(finished) - self.keep_results)]:
+            try:
+                self.forget(uid)
+            except (KeyError, RuntimeError):  # forgotten meanwhile by its owner
+                pass
 
     # ------------------------------------------------------------------ storage helpers
     def _writer_failed(self, uid: str) -> bool:

@@ -22,9 +22,7 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ._process import ChildProcess, ChildProcessFailed, pid_alive, start_ticks, terminate
 from .storage.server import private_directory
 
 __all__ = [
@@ -144,62 +143,6 @@ def _redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
-    None where that is not known (no such process, no ``/proc``)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int | None, started: int | None = None) -> bool:
-    """Whether ``pid`` runs — and, with ``started`` (its :func:`_start_ticks` when it was
-    spawned), whether it is still that process and not a later one that got the same pid."""
-    if not pid:
-        return False
-    if started is not None and _start_ticks(pid) not in (started, None):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still "exists": reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
-
-
-def _terminate(pid: int | None, *, group: bool, timeout: float = 10.0, started: int | None = None) -> None:
-    # SIGTERM (the process group when ``group``), wait up to ``timeout``, then SIGKILL; never a
-    # process other than the one spawned (``started``: its start time)
-    if not _pid_alive(pid, started):
-        if pid and started is not None and _pid_alive(pid):
-            logger.warning("pid %s is not the process this stack started (it began later): left alone", pid)
-        return
-    assert pid is not None
-    kill = os.killpg if group else os.kill
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid, started):
-            break
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        kill(pid, signal.SIGKILL)  # the worker or a straggler of the group
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 @dataclass
@@ -332,38 +275,26 @@ class QueueStack:
         return env
 
     # -- life cycle --------------------------------------------------------------------------
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.queue_dir / f"{name}.log", "ab")
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> ChildProcess:
+        proc = ChildProcess(cmd, log=self.queue_dir / f"{name}.log", env=env, name=name)
         self._procs[name] = proc
         self._record(name, proc.pid)
         return proc
 
     def _record(self, name: str, pid: int) -> None:
         self.pids[name] = pid
-        started = _start_ticks(pid) if pid else None
+        started = start_ticks(pid) if pid else None
         if started is not None:
             self.pid_starts[name] = started
 
     def _alive(self, name: str) -> bool:
-        return _pid_alive(self.pids.get(name), self.pid_starts.get(name))
+        return pid_alive(self.pids.get(name), self.pid_starts.get(name))
 
     def _stop_process(self, name: str, timeout: float) -> None:
-        _terminate(self.pids.get(name), group=True, timeout=timeout, started=self.pid_starts.get(name))
-
-    def _log_tail(self, name: str, n: int = 3000) -> str:
-        path = self.queue_dir / f"{name}.log"
-        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+        if not terminate(self.pids.get(name), timeout=timeout, started=self.pid_starts.get(name)):
+            logger.warning(
+                "pid %s (%s) is not the process this stack started: left alone", self.pids[name], name
+            )
 
     def _prepare_files(self) -> None:
         private_directory(self.queue_dir)
@@ -387,14 +318,11 @@ class QueueStack:
             logger.info("using the Redis server already answering on %s", self.redis_addr)
             return  # e.g. Debian's service on 6379; our keys carry their own prefix
         proc = self._spawn("redis", self.redis_command())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise QueueStackError(f"redis-server exited at start-up:\n{self._log_tail('redis')}")
-            if _redis_ping(self.host, self.redis_port):
-                return
-            time.sleep(0.05)
-        raise QueueStackError(f"redis-server did not answer on {self.redis_addr} within {timeout} s")
+        try:
+            proc.wait_until(lambda: _redis_ping(self.host, self.redis_port), timeout=timeout,
+                            what=f"redis-server on {self.redis_addr}")  # fmt: skip
+        except ChildProcessFailed as exc:
+            raise QueueStackError(str(exc)) from None
 
     def start_tiled(self) -> None:
         """Start the embedded Tiled server (only when no ``tiled_uri`` was given)."""
@@ -430,19 +358,13 @@ class QueueStack:
         proc = self._spawn("manager", self.manager_command(), env=self.worker_environment())
         api = self.api(timeout_recv=0.5)
         try:
-            while time.monotonic() - t0 < timeout:
-                if proc.poll() is not None:
-                    raise QueueStackError(
-                        f"start-re-manager exited at start-up:\n{self._log_tail('manager')}"
-                    )
-                try:
-                    api.status(reload=True)
-                    return time.monotonic() - t0
-                except Exception:
-                    time.sleep(0.1)
+            proc.wait_until(lambda: bool(api.status(reload=True)), timeout=timeout, interval=0.1,
+                            what=f"the RE Manager on {self.zmq_control_addr}")  # fmt: skip
+        except ChildProcessFailed as exc:
+            raise QueueStackError(str(exc)) from None
         finally:
             api.close()
-        raise QueueStackError(f"RE Manager did not answer on {self.zmq_control_addr} within {timeout} s")
+        return time.monotonic() - t0
 
     def start(self) -> QueueStack:
         """Start Tiled (if embedded), Redis and the RE Manager; write the state file.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bluesky_lowdose._process import ChildProcess
 from bluesky_lowdose.physics import make_phantom
 from bluesky_lowdose.pipeline import ScanPipeline, enhance_scan
 from bluesky_lowdose.recon import reconstruct
@@ -64,45 +64,19 @@ class _Cluster:
         port = self.address.rsplit(":", 1)[1]
         env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
         self.log = tmp_path / "dask.log"
-        out = open(self.log, "ab")
-        self.scheduler = subprocess.Popen(
+        self.scheduler = ChildProcess(
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            log=self.log, env=env, name="dask scheduler",
         )  # fmt: skip
         self.workers = [
-            subprocess.Popen(
-                [
-                    DASK,
-                    "worker",
-                    self.address,
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    f"w{i}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+            ChildProcess([DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                          "--host", "127.0.0.1", "--name", f"w{i}"], log=self.log, env=env, name=f"w{i}")
             for i in range(n_workers)
-        ]
-        out.close()
+        ]  # fmt: skip
 
     def close(self) -> None:
         for proc in [*self.workers, self.scheduler]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.workers, self.scheduler]:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            proc.stop(timeout=15)
 
 
 @pytest.fixture

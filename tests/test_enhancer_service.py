@@ -24,6 +24,7 @@ from event_model import compose_run
 from plan_helpers import run_engine
 from tiled.queries import Key
 
+from bluesky_lowdose._process import ChildProcess, ChildProcessFailed
 from bluesky_lowdose.callbacks import ThreadedCallback
 from bluesky_lowdose.devices import make_devices
 from bluesky_lowdose.plans import PRIMARY, lowdose_tomo_scan
@@ -57,38 +58,24 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-class _Process:
-    """A subprocess whose output goes to a log file; stopped (then killed) in :meth:`close`."""
+class _Process(ChildProcess):
+    """The package's child process, failing the test (with its log) when it ends or is late."""
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log
-        self._log = log.open("wb")
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        super().__init__(args, log=log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_text()
 
     def wait_for(self, predicate, timeout: float, what: str) -> None:
-        """Poll ``predicate()`` until true; fail with the log if the process ends or time runs out."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if self.proc.poll() is not None:
-                pytest.fail(f"{what}: the process ended (rc={self.proc.returncode}):\n{self.log}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {timeout} s:\n{self.log}")
-            time.sleep(0.05)
+        try:
+            self.wait_until(predicate, timeout=timeout, what=what)
+        except ChildProcessFailed as exc:
+            pytest.fail(str(exc))
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self._log.close()
+        self.stop(timeout=30)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import inspect
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
+from bluesky_lowdose._process import ChildProcess, ChildProcessFailed
 from bluesky_lowdose.ioc import loopback_environment
 
 SIZE = 32
@@ -62,12 +62,11 @@ class IOC:
         self.prefix = f"LDT{uuid.uuid4().hex[:8]}:"
         self.env = loopback_environment(_free_port())
         self.log = data_dir.parent / f"{self.prefix[:-1]}.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bluesky_lowdose.ioc", "--prefix", self.prefix,
-                 "--data-dir", str(data_dir), "--size", str(size)],
-                env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self.proc = ChildProcess(
+            [sys.executable, "-m", "bluesky_lowdose.ioc", "--prefix", self.prefix,
+             "--data-dir", str(data_dir), "--size", str(size)],
+            log=self.log, env={**os.environ, **self.env}, name="IOC",
+        )  # fmt: skip
 
     def output(self) -> str:
         """What the IOC printed so far (stdout and stderr)."""
@@ -77,35 +76,21 @@ class IOC:
         """Poll a PV until it answers (with this IOC's EPICS environment in ``os.environ``)."""
         from caproto.sync.client import read
 
-        deadline = time.monotonic() + timeout
         pv = f"{self.prefix}HDF1:PluginType_RBV"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the IOC exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                read(pv, timeout=0.5, repeater=False)  # repeater=False: spawn no CA repeater daemon
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(
-                        f"{pv} did not answer in {timeout} s ({exc}); IOC said:\n{self.output()}"
-                    ) from None
+        try:  # repeater=False: spawn no CA repeater daemon
+            self.proc.wait_until(lambda: read(pv, timeout=0.5, repeater=False) is not None, timeout=timeout,
+                                 what=f"{pv} of the IOC", interval=0.0)  # fmt: skip
+        except ChildProcessFailed as exc:
+            self.stop()
+            raise TimeoutError(f"the IOC did not answer: {exc}") from None
 
     def kill(self) -> None:
         """SIGKILL: the IOC dies without closing anything."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        self.proc.kill()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.proc.stop(timeout=10)
 
 
 @pytest.fixture

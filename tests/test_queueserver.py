@@ -302,11 +302,11 @@ def test_stop_never_signals_a_process_the_stack_did_not_start(tmp_path: Path) ->
     """A stale state file's pid may belong to anything by now: its start time tells."""
     import subprocess
 
-    from bluesky_lowdose.queue import _start_ticks
+    from bluesky_lowdose._process import start_ticks
 
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        started = _start_ticks(other.pid)
+        started = start_ticks(other.pid)
         assert started is not None
         stale = QueueStack(data_dir=tmp_path, pids={"redis": other.pid}, pid_starts={"redis": started - 1})
         stale.queue_dir.mkdir(parents=True)

@@ -13,16 +13,16 @@ import os
 import secrets
 import socket
 import stat
-import subprocess
 import sys
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from .._process import ChildProcess, ChildProcessFailed
 
 __all__ = ["DataDirectory", "TiledServer", "TiledServerError", "free_port", "resolve_api_key"]
 
@@ -199,17 +199,6 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
 def _redact_into(stream: Any, path: Path, secret: str) -> None:
     """Copy the server's output into its log with the key replaced by ``***`` (a daemon thread)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, stat.S_IRUSR | stat.S_IWUSR)
@@ -267,7 +256,7 @@ class TiledServer:
         self.port = port or free_port(host)
         self.api_key = api_key or resolve_api_key(self.layout.root)
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ChildProcess | None = None
         self._log_path = self.layout.tiled / "server.log"
 
     @property
@@ -324,16 +313,14 @@ class TiledServer:
         env = dict(os.environ)
         env["TILED_SINGLE_USER_API_KEY"] = self.api_key
         env.pop(API_KEY_ENV, None)
-        self._proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        self._proc = ChildProcess(self.command(), env=env, name="tiled serve")
         self._log_thread = threading.Thread(
             target=_redact_into, args=(self._proc.stdout, self._log_path, self.api_key),
             name="tiled-server-log", daemon=True,
         )  # fmt: skip
         self._log_thread.start()
         # a script that raises after start() (without close() or ``with``) leaves no server behind
-        self._finalizer = weakref.finalize(self, _stop_process, self._proc)
+        self._finalizer = weakref.finalize(self, self._proc.stop)
         try:
             self._wait_until_up()
         except BaseException:
@@ -344,22 +331,21 @@ class TiledServer:
     def _wait_until_up(self) -> None:
         proc = self._proc
         assert proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self._log_thread.join(5)
-                tail = self._log_path.read_text(errors="replace")[-2000:]
-                raise TiledServerError(f"Tiled server exited during start-up:\n{tail}")
-            try:
-                if httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200 and proc.poll() is None:
-                    logger.info("Tiled server at %s serving %s", self.uri, self.layout.root)
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TiledServerError(
-            f"Tiled server did not answer {self.uri}/healthz within {self.startup_timeout} s"
-        )
+
+        def up() -> bool:
+            return httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200
+
+        try:
+            proc.wait_until(up, timeout=self.startup_timeout, interval=0.2, what=f"Tiled at {self.uri}")
+        except ChildProcessFailed:
+            if proc.alive:
+                raise TiledServerError(
+                    f"Tiled server did not answer {self.uri}/healthz within {self.startup_timeout} s"
+                ) from None
+            self._log_thread.join(5)  # its output is in the redacted log, not the pipe
+            tail = self._log_path.read_text(errors="replace")[-2000:]
+            raise TiledServerError(f"Tiled server exited during start-up:\n{tail}") from None
+        logger.info("Tiled server at %s serving %s", self.uri, self.layout.root)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""
@@ -369,7 +355,7 @@ class TiledServer:
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer.detach()
-        _stop_process(proc, timeout)
+        proc.stop(timeout)
         thread = getattr(self, "_log_thread", None)
         if thread is not None:
             thread.join(5)

@@ -1,0 +1,88 @@
+"""Memory across runs: the resident memory of one process that scans and enhances five times.
+
+The process is set up as the IPython profile sets itself up
+(:func:`bluesky_lowdose.beamline.beamline_from_env`: the embedded Tiled server, the streaming
+enhancer with ``keep_frames=False``, a work directory and ``keep_results=KEEP_RESULTS``; the
+model registry on its default ``"auto"``, so scans 2-5 start from the models of the ones
+before). After each scan and its processed run the resident set size (RSS,
+``/proc/self/status``) is read after a garbage collection; the peak so far is ``VmHWM``.
+Target (issue 19): growth over the five scans < 10 % of one scan's peak.
+
+Run: ``.venv/bin/python benchmarks/bench_memory.py [--size 64] [--angles 91] [--scans 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine
+
+
+def _status(field: str) -> float:
+    """A ``/proc/self/status`` field in MiB (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--angles", type=int, default=91)
+    parser.add_argument("--scans", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=600, help="Noise2Inverse steps (from scratch)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        env = {"LOWDOSE_DATA_DIR": tmp, "LOWDOSE_SIZE": str(args.size), "LOWDOSE_METHOD": "n2i",
+               "LOWDOSE_N2I_STEPS": str(args.steps)}  # fmt: skip
+        from bluesky_lowdose.beamline import beamline_from_env
+        from bluesky_lowdose.plans import lowdose_tomo_scan
+
+        ns = beamline_from_env({**os.environ, **env})
+        RE, enhancer = ns["RE"], ns["enhancer"]
+        rows = []
+        for i in range(args.scans):
+            t0 = time.perf_counter()
+            RE(lowdose_tomo_scan(ns["txm_cam"], ns["rotation"], ns["shutter"], ns["sample_x"],
+                                       num_angles=args.angles, short_exposure=0.2,
+                                       md={"sample": f"bench-memory {i}"}))  # fmt: skip
+            assert enhancer.wait(timeout=3600)
+            gc.collect()
+            uid = next(reversed(enhancer.results))
+            res = enhancer.results[uid]
+            rows.append({"scan": i + 1, "rss": _status("VmRSS"), "peak": _status("VmHWM"),
+                         "s": time.perf_counter() - t0, "status": res.status, "kept": len(enhancer.results),
+                         "started_from": (res.registry.get("started_from") or {}).get("slices")})  # fmt: skip
+        ns["tiled_writer"].close()
+        if ns["tiled_server"] is not None:
+            ns["tiled_server"].close()
+    print(f"machine: {machine()}")
+    print(f"command: python benchmarks/bench_memory.py --size {args.size} --angles {args.angles} "
+          f"--scans {args.scans} --steps {args.steps}")  # fmt: skip
+    print()
+    print("| scan | RSS after (MiB) | peak so far (MiB) | scan + processing | results kept | warm start "
+          "| status |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        warm = "from scratch" if r["started_from"] is None else f"from {r['started_from'][:8]}"
+        print(f"| {r['scan']} | {r['rss']:.0f} | {r['peak']:.0f} | {r['s']:.0f} s | {r['kept']} | {warm} | "
+              f"{r['status']} |")  # fmt: skip
+    growth = rows[-1]["rss"] - rows[0]["rss"]
+    print()
+    print(f"RSS growth from scan 1 to scan {args.scans}: {growth:+.0f} MiB = "
+          f"{100 * growth / rows[0]['peak']:+.1f} % of the first scan's peak ({rows[0]['peak']:.0f} MiB); "
+          "target < 10 %")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -50,6 +50,9 @@ def stack(redis_server_binary, tiled_server, tmp_path_factory: pytest.TempPathFa
             "LOWDOSE_REGISTRY": "record",  # from scratch: the session's other tests register models
             "LOWDOSE_EPOCHS": "2",  # tiny: this test checks the plumbing, test_streaming the quality
             "LOWDOSE_N2I_STEPS": "40",
+            # one method, not auto's candidates on every scan (test_streaming runs the default):
+            # the setting reaching the worker's enhancer is part of what is checked
+            "LOWDOSE_METHOD": "n2i",
             "LOWDOSE_MOTION_DELAY": "0.02",  # so that a 400-angle scan lasts long enough to abort
         },
     )
@@ -184,8 +187,8 @@ def test_scan_runs_from_the_queue_into_tiled(api, tiled_client):
     # the processed run written by the enhancer in the worker, linked to the raw run
     processed = _wait_for_processed(tiled_client, uid)
     assert processed.metadata["start"]["original_run_uid"] == uid
-    # the default method: "auto", chosen at the end by the long exposures; its result is the volume
-    assert processed.metadata["start"]["provenance"]["method"] == "auto"
+    # the stack's method (LOWDOSE_METHOD) reached the worker's enhancer; its result is the volume
+    assert processed.metadata["start"]["provenance"]["method"] == "n2i"
     assert stream_array(processed, "recon_enhanced", "slice").shape == (SIZE, SIZE, SIZE)
     assert processed.metadata["stop"]["exit_status"] in ("success", "fail")
 

@@ -1,5 +1,6 @@
 """Screenshots of the Tiled web UI for ``docs/ui``: a small scan into an embedded Tiled server, then
-headless Chromium (Debian's ``chromium``) on the processed run, its live preview and its volume.
+headless Chromium (Debian's ``chromium``) on the processed run, its live preview, its volume and
+the model registry (the ``models`` container).
 
 Run: ``.venv/bin/python docs/ui/screenshots.py OUT_DIR`` (needs ``chromium`` on PATH).
 """
@@ -26,7 +27,9 @@ def main(out: Path) -> None:
         RE = RunEngine({})
         raw = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
         RE.subscribe(raw)
-        enhancer = ProjectionEnhancer(client, method="none", backup_directory=server.layout.backup,
+        # a short Noise2Inverse training, so that the model registry has an entry to show
+        enhancer = ProjectionEnhancer(client, method="n2i", n2i_options={"steps": 200, "crop": 32},
+                                      backup_directory=server.layout.backup,
                                       volume_directory=server.layout.volumes,
                                       preview_interval=0.0)  # fmt: skip
         RE.subscribe(enhancer)
@@ -42,6 +45,7 @@ def main(out: Path) -> None:
             "tiled-ui-processed-run": run,
             "tiled-ui-preview": f"{run}/preview/axial",
             "tiled-ui-volume": f"{run}/recon_enhanced/slice",
+            "tiled-ui-models": f"{base}/ui/browse/models",
         }
         for name, url in pages.items():
             print(name, url, flush=True)

@@ -42,30 +42,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="Noise2Inverse steps (from scratch)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        env = {"LOWDOSE_DATA_DIR": tmp, "LOWDOSE_SIZE": str(args.size), "LOWDOSE_METHOD": "n2i",
-               "LOWDOSE_N2I_STEPS": str(args.steps)}  # fmt: skip
-        from bluesky_lowdose.beamline import beamline_from_env
-        from bluesky_lowdose.plans import lowdose_tomo_scan
+    tmp = tempfile.mkdtemp(prefix="bench-memory-")  # kept: the RunEngine's metadata lives there until exit
+    env = {"LOWDOSE_DATA_DIR": tmp, "LOWDOSE_SIZE": str(args.size), "LOWDOSE_METHOD": "n2i",
+           "LOWDOSE_N2I_STEPS": str(args.steps)}  # fmt: skip
+    from bluesky_lowdose.beamline import beamline_from_env
+    from bluesky_lowdose.plans import lowdose_tomo_scan
 
-        ns = beamline_from_env({**os.environ, **env})
-        RE, enhancer = ns["RE"], ns["enhancer"]
-        rows = []
-        for i in range(args.scans):
-            t0 = time.perf_counter()
-            RE(lowdose_tomo_scan(ns["txm_cam"], ns["rotation"], ns["shutter"], ns["sample_x"],
-                                       num_angles=args.angles, short_exposure=0.2,
-                                       md={"sample": f"bench-memory {i}"}))  # fmt: skip
-            assert enhancer.wait(timeout=3600)
-            gc.collect()
-            uid = next(reversed(enhancer.results))
-            res = enhancer.results[uid]
-            rows.append({"scan": i + 1, "rss": _status("VmRSS"), "peak": _status("VmHWM"),
-                         "s": time.perf_counter() - t0, "status": res.status, "kept": len(enhancer.results),
-                         "started_from": (res.registry.get("started_from") or {}).get("slices")})  # fmt: skip
-        ns["tiled_writer"].close()
-        if ns["tiled_server"] is not None:
-            ns["tiled_server"].close()
+    ns = beamline_from_env({**os.environ, **env})
+    RE, enhancer = ns["RE"], ns["enhancer"]
+    rows = []
+    for i in range(args.scans):
+        t0 = time.perf_counter()
+        RE(lowdose_tomo_scan(ns["txm_cam"], ns["rotation"], ns["shutter"], ns["sample_x"],
+                             num_angles=args.angles, short_exposure=0.2,
+                             md={"sample": f"bench-memory {i}"}))  # fmt: skip
+        assert enhancer.wait(timeout=3600)
+        gc.collect()
+        uid = next(reversed(enhancer.results))
+        res = enhancer.results[uid]
+        rows.append({"scan": i + 1, "rss": _status("VmRSS"), "peak": _status("VmHWM"),
+                     "s": time.perf_counter() - t0, "status": res.status, "kept": len(enhancer.results),
+                     "started_from": (res.registry.get("started_from") or {}).get("slices")})  # fmt: skip
+    ns["tiled_writer"].close()
+    if ns["tiled_server"] is not None:
+        ns["tiled_server"].close()
     print(f"machine: {machine()}")
     print(f"command: python benchmarks/bench_memory.py --size {args.size} --angles {args.angles} "
           f"--scans {args.scans} --steps {args.steps}")  # fmt: skip

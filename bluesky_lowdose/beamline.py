@@ -479,8 +479,8 @@ def service_functions(writer: Any, enhancer: Any) -> dict[str, Any]:
 
 
 #: Finished runs the profile's enhancer keeps in ``enhancer.results`` (memory stays flat over a
-#: beamtime; every result is in Tiled).
-KEEP_RESULTS = 5
+#: beamtime: every result is in Tiled, every model in the registry).
+KEEP_RESULTS = 1
 
 
 def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfig) -> Any:

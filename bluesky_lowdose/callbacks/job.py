@@ -687,6 +687,12 @@ class RunJob:
         self.progress["stage"] = "done"
         self.finished = True
         self.result.timings.setdefault("total_s", time.perf_counter() - self.t0)
+        if not self.parent.keep_frames:  # a long-lived process: the run's state goes with its end
+            if self.pipeline is not None:
+                self.pipeline.discard()
+            self.pipeline = None
+            self.reused, self.warm, self._first = {}, {}, None
+            self.setup = None  # (the reference frames; the result keeps its pairs until forgotten)
         self.result.done.set()
 
 

@@ -309,3 +309,25 @@ def test_wire_round_trips_documents_and_refuses_pickles_and_object_arrays() -> N
         pack({"a": np.array([object()])})
     with pytest.raises(WireError, match="mapping"):
         unpack(pack([1, 2]))  # type: ignore[arg-type]
+
+
+def test_the_dispatcher_copy_matches_the_pinned_bluesky() -> None:
+    """service/bus.py copies bluesky's private ``RemoteDispatcher.start`` (and relies on ``_poll``
+    raising KeyError for an unknown document name): an upgrade that changes either fails here,
+    naming what to re-check, instead of failing the service at a beamline."""
+    import hashlib
+    import inspect
+
+    import bluesky
+    from bluesky.callbacks.zmq import RemoteDispatcher
+
+    pinned = {  # bluesky 1.15.1
+        "start": "41ed83fcab235873420abc56a3845de50167186911eb329869afc73b21968a20",
+        "_poll": "04d9bc1f61dc673483fa7f8383c88e941d83e242c80f424b087fbee97447f3c3",
+    }
+    for name, digest in pinned.items():
+        source = inspect.getsource(getattr(RemoteDispatcher, name))
+        assert hashlib.sha256(source.encode()).hexdigest() == digest, (
+            f"bluesky {bluesky.__version__} changed RemoteDispatcher.{name}: re-check the copy in "
+            "bluesky_lowdose/service/bus.py (_monitored_dispatcher), then update this digest"
+        )

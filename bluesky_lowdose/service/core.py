@@ -1,186 +1,28 @@
-"""``lowdose-tomo enhancer``: the streaming enhancer as its own process, fed by bluesky's 0MQ bus.
-
-The RunEngine publishes its documents with ``bluesky.callbacks.zmq.Publisher`` (the profile does
-so when ``LOWDOSE_ENHANCER_ZMQ`` is set) to a ``bluesky-0MQ-proxy``; this service subscribes a
-:class:`~bluesky_lowdose.callbacks.ProjectionEnhancer` to the proxy's output with a
-``bluesky.callbacks.zmq.RemoteDispatcher``. Training, enhancement, reconstruction and any GPU
-memory then never share a process with the RunEngine; the processed runs go to Tiled exactly as
-with the in-process enhancer.
-
-::
-
-    bluesky-0MQ-proxy --in-address 127.0.0.1:5577 --out-address 127.0.0.1:5578
-    lowdose-tomo enhancer --zmq 127.0.0.1:5578 --tiled-uri http://127.0.0.1:8000
-    LOWDOSE_ENHANCER_ZMQ=127.0.0.1:5577 ipython --profile=lowdose    # the RunEngine side
-
-The service reads the detector's frames from the files the documents point to, so it must see
-the detector directory at the same path as the RunEngine (same machine or a shared file system).
-
-On SIGTERM or SIGINT it stops listening, ends every run whose stop document has not arrived
-(its processed run is closed as partial, with the reason) and waits for the open runs to be
-written; a second signal exits at once. Errors while processing a run make that run partial
-and never end the service.
-"""
+"""The service itself: a :class:`~bluesky_lowdose.callbacks.ProjectionEnhancer` fed by the 0MQ bus,
+its signals, its Tiled connection and its report."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import os
-import re
 import signal
-import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ._argtypes import count, method, positive_float
+from .bus import _check_zmq_address, _monitored_dispatcher, parse_zmq_address
+from .report import RunOutcome, ServiceError, ServiceReport
 
-__all__ = [
-    "EnhancerService",
-    "RunOutcome",
-    "ServiceError",
-    "ServiceReport",
-    "configure_parser",
-    "parse_zmq_address",
-    "run",
-    "run_enhancer_service",
-]
+__all__ = ["DEFAULT_TILED_URI", "EnhancerService", "run_enhancer_service"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("bluesky_lowdose.service")
 
 #: The Tiled server ``lowdose-tomo serve`` starts by default.
 DEFAULT_TILED_URI = "http://127.0.0.1:8000"
-
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>\d+)$")
-
-
-class ServiceError(Exception):
-    """A problem the user can fix (bad address, Tiled unreachable); one line, no traceback.
-
-    Parameters
-    ----------
-    message : str
-        What is wrong.
-    code : int
-        Exit status of ``lowdose-tomo enhancer`` (2: bad usage, 1: a service is unreachable).
-    """
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class RunOutcome:
-    """What the service produced for one raw run.
-
-    Attributes
-    ----------
-    raw_uid, processed_uid : str
-        The raw run and its processed run ("" when none was written).
-    method : str
-        The pipeline method run.
-    status : str
-        ``"complete"`` or ``"partial"``.
-    reasons : list of str
-        Why the processed run is partial.
-    """
-
-    raw_uid: str
-    processed_uid: str
-    method: str
-    status: str
-    reasons: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ServiceReport:
-    """How a run of the service ended.
-
-    Attributes
-    ----------
-    outcomes : list of RunOutcome
-        Every raw run processed, in the order they finished.
-    stop_reason : str
-        Why the service stopped (a signal, ``stop_after`` reached, the bus failed).
-    closed_in_time : bool
-        False when runs were still being processed or written at the end of the close timeout.
-    """
-
-    outcomes: list[RunOutcome] = field(default_factory=list)
-    stop_reason: str = ""
-    closed_in_time: bool = True
-
-
-def parse_zmq_address(text: str) -> str:
-    """The 0MQ address of ``HOST:PORT``, ``tcp://HOST:PORT`` or ``ipc://PATH``.
-
-    Parameters
-    ----------
-    text : str
-        The address as a user writes it.
-
-    Returns
-    -------
-    str
-        ``tcp://HOST:PORT`` or ``ipc://PATH``.
-
-    Raises
-    ------
-    ValueError
-        The text is no such address, or the port is not 1 ... 65535.
-
-    Examples
-    --------
-    >>> parse_zmq_address("127.0.0.1:5578")
-    'tcp://127.0.0.1:5578'
-    """
-    text = text.strip()
-    if text.startswith("ipc://") and len(text) > len("ipc://"):
-        return text
-    rest = text[len("tcp://") :] if text.startswith("tcp://") else text
-    match = _HOST_PORT.match(rest)
-    if match is None:
-        raise ValueError(f"{text!r} is not a 0MQ address: give HOST:PORT, tcp://HOST:PORT or ipc://PATH")
-    port = int(match["port"])
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{text!r}: a TCP port is 1 ... 65535, got {port}")
-    return f"tcp://{rest}"
-
-
-def _check_zmq_address(address: str) -> None:
-    """Raise :class:`ServiceError` when 0MQ cannot connect to ``address`` (e.g. unknown host)."""
-    import socket
-
-    import zmq
-
-    if address.startswith("tcp://"):
-        host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
-        try:
-            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ServiceError(
-                f"cannot resolve the host of {address}: {exc.strerror or exc}", code=2
-            ) from None
-
-    context = zmq.Context()
-    try:
-        sock = context.socket(zmq.SUB)
-        try:
-            sock.connect(address)
-        except zmq.ZMQError as exc:
-            raise ServiceError(f"cannot subscribe to {address}: {exc}", code=2) from None
-        finally:
-            sock.close(linger=0)
-    finally:
-        context.term()
 
 
 class EnhancerService:
@@ -427,69 +269,12 @@ class _ClosingSignals:
         raise KeyboardInterrupt(f"{signal.Signals(signum).name} while closing")
 
 
-def _monitored_dispatcher(address: str, watch: Callable[[Any], Awaitable[None]]) -> Any:
-    """A ``RemoteDispatcher`` whose socket is monitored from before it connects.
-
-    ``RemoteDispatcher.start()`` creates and connects its socket in one step, so a monitor attached
-    afterwards can miss the handshake; this subclass's ``start()`` is bluesky's (1.15), with the
-    monitor attached between the two, and polling resumed after a message whose name is no
-    document kind (upstream's poll task ends there, and the service with it). Documents arrive
-    as msgpack (:mod:`bluesky_lowdose.wire`). ``watch(monitor_socket)`` runs on the dispatcher's loop until
-    :meth:`cancel`.
-    """
-    import zmq
-    import zmq.asyncio
-    from bluesky.callbacks.zmq import RemoteDispatcher
-
-    class MonitoredRemoteDispatcher(RemoteDispatcher):
-        _watcher: asyncio.Task | None = None
-
-        def start(self) -> None:
-            if self.closed:
-                raise RuntimeError("this dispatcher has already been started and stopped")
-            monitor = None
-            try:
-                asyncio.set_event_loop(self.loop)
-                self._context = zmq.asyncio.Context()
-                self._socket = self._context.socket(zmq.SUB)
-                events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
-                monitor = self._socket.get_monitor_socket(events)
-                self._watcher = self.loop.create_task(watch(monitor))
-                self._socket.connect(self.address)
-                self._socket.setsockopt_string(zmq.SUBSCRIBE, "")
-                while True:
-                    self._task = self.loop.create_task(self._poll())
-                    try:
-                        self.loop.run_until_complete(self._task)
-                        break
-                    except KeyError as exc:  # _poll's DocumentNames[name]: not a document kind
-                        logger.error("dropped a 0MQ message naming no document kind: %s", exc)
-            finally:
-                if self._watcher is not None and not self._watcher.done():
-                    self._watcher.cancel()
-                    self.loop.run_until_complete(asyncio.gather(self._watcher, return_exceptions=True))
-                if monitor is not None:
-                    self._socket.disable_monitor()
-                    monitor.close(linger=0)
-                self.stop()
-
-        def cancel(self) -> None:
-            """Stop listening (call on the loop: ``loop.call_soon_threadsafe(dispatcher.cancel)``)."""
-            if self._task is not None:
-                self._task.cancel()
-
-    from .wire import unpack
-
-    # msgpack, never pickle: a pickle sent to the proxy would otherwise run in this process
-    return MonitoredRemoteDispatcher(address, deserializer=unpack)
-
-
 def _connect_tiled(uri: str, api_key: str | None) -> Any:
     """A client of ``uri`` with its run catalogs, or :class:`ServiceError` in one line (fast when down)."""
     import httpx
     from tiled.client.utils import ClientError
 
-    from .storage import TiledUnreachable, connect
+    from ..storage import TiledUnreachable, connect
 
     try:
         return connect(uri, api_key=api_key)  # asks /healthz once first: fast when down
@@ -576,7 +361,7 @@ def run_enhancer_service(
     ServiceError
         A bad address, or Tiled unreachable or refusing the key.
     """
-    from .callbacks import ProjectionEnhancer
+    from ..callbacks import ProjectionEnhancer
 
     try:
         address = parse_zmq_address(zmq_address)
@@ -607,140 +392,3 @@ def run_enhancer_service(
 
 
 # ---------------------------------------------------------------------- command line
-def _zmq(text: str) -> str:
-    try:
-        return parse_zmq_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``lowdose-tomo enhancer`` to ``parser``.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
-    """
-    parser.description = (
-        "Run the streaming enhancer as its own process, fed by a bluesky-0MQ-proxy; "
-        "SIGTERM/Ctrl-C closes open runs as partial and exits."
-    )
-    parser.add_argument(
-        "--zmq", required=True, type=_zmq, metavar="HOST:PORT",
-        help="the 0MQ proxy's output address (bluesky-0MQ-proxy --out-address)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--tiled-uri", default=None,
-        help=f"Tiled server for the processed runs (default {DEFAULT_TILED_URI}, as lowdose-tomo serve); "
-        "API key from $TILED_API_KEY",
-    )  # fmt: skip
-    parser.add_argument(
-        "--data-dir", default="lowdose-data",
-        help="data directory: the processed runs' volumes and enhanced frames (<data-dir>/volumes unless "
-        "--volume-dir), backups of processed runs if Tiled fails; without --tiled-uri also its API key "
-        "file (default: ./lowdose-data)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--volume-dir", default=None, metavar="DIR",
-        help="where the processed runs' volumes and enhanced frames are written as HDF5: a folder the Tiled "
-        "server reads (its readable storage, tiled serve ... -r DIR), since Tiled serves them in place; "
-        "lowdose-tomo serve --data-dir D reads D/volumes (default: <data-dir>/volumes)",
-    )  # fmt: skip
-    parser.add_argument("--method", type=method, default="auto", help="pipeline method (default auto)")
-    parser.add_argument("--n2i-steps", type=count(1), default=None, help="Noise2Inverse training steps")
-    parser.add_argument(
-        "--epochs", type=count(1), default=15, help="training epochs of the projection CNN (default 15)"
-    )
-    parser.add_argument(
-        "--preview-interval", type=float, default=5.0, metavar="S",
-        help="seconds between live previews (stream 'preview', drawn by lowdose-tomo watch); 0: after "
-        "every batch of frames; negative: no preview (default 5)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--registry", choices=("auto", "record", "only", "off"), default="auto",
-        help="model registry in Tiled: auto (default) publishes the best registered model's result of "
-        "the run's instrument first, then fine-tunes it; record trains from scratch; only applies the "
-        "registered model without training; off neither records nor reuses",
-    )  # fmt: skip
-    parser.add_argument(
-        "--stop-after", type=count(1), default=None, metavar="N",
-        help="exit after N runs have been processed (default: run until SIGTERM/Ctrl-C)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--ready-file", default=None, metavar="PATH",
-        help="write this file once subscribed to the proxy (removed at exit)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--close-timeout", type=positive_float, default=600.0, metavar="S",
-        help="seconds to wait for open runs when stopping (default 600)",
-    )  # fmt: skip
-
-
-def _api_key(args: argparse.Namespace) -> str | None:
-    from .storage.server import API_KEY_ENV, API_KEY_FILE
-
-    key = os.environ.get(API_KEY_ENV)
-    if key:
-        return key
-    if args.tiled_uri is None:  # the server of the data directory: its key file, never a new key
-        path = Path(args.data_dir).expanduser() / API_KEY_FILE
-        try:
-            return path.read_text().strip() or None
-        except OSError:
-            return None
-    return None
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"lowdose-tomo enhancer: error: {message}", file=sys.stderr)
-    return code
-
-
-def run(args: argparse.Namespace, *, on_report: Callable[[ServiceReport], Any] | None = None) -> int:
-    """Run ``lowdose-tomo enhancer``.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed options (see :func:`configure_parser`).
-    on_report : callable, optional
-        Receives the :class:`ServiceReport` at the end.
-
-    Returns
-    -------
-    int
-        0 when stopped cleanly, 1 when open runs could not be finished in time or a service is
-        unreachable, 2 for bad options, 130 when a second signal interrupted the close.
-    """
-    logger.setLevel(logging.INFO)  # a service says what it does, without -v
-    data_dir = Path(args.data_dir).expanduser()
-    if data_dir.exists() and not data_dir.is_dir():
-        return _fail(f"--data-dir {data_dir} is a file, not a directory", 2)
-    tiled_uri = args.tiled_uri or DEFAULT_TILED_URI
-    try:
-        report = run_enhancer_service(
-            args.zmq,
-            tiled_uri=tiled_uri,
-            api_key=_api_key(args),
-            backup_directory=data_dir / "backup",
-            work_directory=data_dir / "work",
-            volume_directory=Path(args.volume_dir).expanduser() if args.volume_dir else data_dir / "volumes",
-            method=args.method,
-            n2i_steps=args.n2i_steps,
-            epochs=args.epochs,
-            stop_after=args.stop_after,
-            ready_file=args.ready_file,
-            close_timeout=args.close_timeout,
-            preview_interval=None if args.preview_interval < 0 else args.preview_interval,
-            registry=args.registry,
-        )
-    except ServiceError as exc:
-        return _fail(str(exc), exc.code)
-    except OSError as exc:  # e.g. the backup directory cannot be created
-        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
-    except KeyboardInterrupt as exc:
-        return _fail(f"interrupted ({exc or 'Ctrl-C'}); open processed runs may stay unclosed", 130)
-    if on_report is not None:
-        on_report(report)
-    return 0 if report.closed_in_time else 1

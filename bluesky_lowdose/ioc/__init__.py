@@ -6,8 +6,9 @@ an HDF5 file plugin, served by caproto and driven by stock ophyd classes
 ``lowdose-tomo ioc --prefix TXM: --data-dir DIR`` or ``python -m bluesky_lowdose.ioc``.
 
 Importing this package starts nothing and loads no caproto or h5py: the PV groups
-(:class:`TXMIOC` and its parts, in ``server``) are imported on first use. Build a
-:class:`TXMIOC` and serve it with :func:`run_ioc`.
+(:class:`TXMIOC` in ``server``; its parts in ``motor``, ``camera``, ``hdf5``, with the shared
+PV helpers in ``pvs``, one PV group per module as in caproto's ``ioc_examples``) are imported
+on first use. Build a :class:`TXMIOC` and serve it with :func:`run_ioc`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = [
     "run_ioc",
 ]
 
-_SERVER = ("IMAGE_DATASET", "TXMIOC", "AreaDetectorCam", "HDF5FilePlugin", "SimMotorRecord")
-_LAZY = dict.fromkeys(_SERVER, "server")
+_LAZY = {"IMAGE_DATASET": "pvs", "TXMIOC": "server", "AreaDetectorCam": "camera", "HDF5FilePlugin": "hdf5",
+         "SimMotorRecord": "motor"}  # fmt: skip
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -4,7 +4,7 @@ Importing this package loads numpy only: h5py, Tiled, bluesky and Keras are impo
 the functions that need them.
 
 - :class:`DataExchange`, :func:`read_dxfile`, :func:`write_dxfile`, :func:`write_enhanced`,
-  :class:`DataExchangeError` -- the file format (``io``; pure h5py)
+  :class:`DataExchangeError` -- the file format (``io``: the schema; ``read``, ``write``: h5py)
 - :func:`export_run`, :func:`run_to_dataexchange` -- a raw run from Tiled to a file (``runs``)
 - :func:`enhance_file`, :func:`training_pairs`, :func:`projection_flat_field` -- offline
   enhancement through :func:`bluesky_lowdose.pipeline.enhance_scan` (``offline``);
@@ -14,7 +14,9 @@ the functions that need them.
 from __future__ import annotations
 
 from .._lazy import lazy_attributes
-from .io import DX_PATHS, DataExchange, DataExchangeError, read_dxfile, write_dxfile, write_enhanced
+from .io import DX_PATHS, DataExchange, DataExchangeError
+from .read import read_dxfile
+from .write import write_dxfile, write_enhanced
 
 __all__ = [
     "DX_PATHS",

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..pipeline.angles import DEFAULT_TOLERANCE, angle_difference, match_angles
-from .io import DX_PATHS, DataExchange, DataExchangeError, ThetaUnits, read_dxfile, write_enhanced
+from .io import DX_PATHS, DataExchange, DataExchangeError, ThetaUnits
+from .read import read_dxfile
+from .write import write_enhanced
 
 if TYPE_CHECKING:
     from ..pipeline import FlatField, PhotonStatistics, ScanResult
@@ -465,7 +467,7 @@ def enhance_file(
         Units of angles stored without a ``units`` attribute.
     allow_external : bool
         Follow HDF5 external links and external storage in the input files (see
-        :func:`~bluesky_lowdose.dxchange.io.read_dxfile`).
+        :func:`~bluesky_lowdose.dxchange.read.read_dxfile`).
     mapper : callable, optional
         Runs the reconstruction slabs, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`.
     progress : bool

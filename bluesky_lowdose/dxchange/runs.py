@@ -17,7 +17,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ..streams import PRIMARY, dark_stream, flat_stream, reference_stream
-from .io import DataExchange, DataExchangeError, write_dxfile
+from .io import DataExchange, DataExchangeError
+from .write import write_dxfile
 
 __all__ = ["EXPORT_EXPOSURES", "export_run", "find_image_key", "run_to_dataexchange"]
 
@@ -216,7 +217,7 @@ def export_run(
 
     A raw run (catalog ``raw``) is written as measured; a processed run of the streaming
     enhancer (its start document has ``original_run_uid``) is written with
-    :func:`~bluesky_lowdose.dxchange.io.write_enhanced`: the enhanced transmission, its angles
+    :func:`~bluesky_lowdose.dxchange.write.write_enhanced`: the enhanced transmission, its angles
     and the run's provenance.
 
     Parameters
@@ -255,7 +256,7 @@ def export_run(
 
 
 def _export_processed(run: Any, path: Path, *, overwrite: bool, compression: str | None) -> Path:
-    from .io import write_enhanced
+    from .write import write_enhanced
 
     start = run.metadata["start"]
     stop = run.metadata.get("stop") or {}

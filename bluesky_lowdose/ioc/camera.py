@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from caproto import ChannelType
@@ -25,9 +25,6 @@ from .pvs import (
     _text_ro,
     pvproperty_with_rbv,
 )
-
-if TYPE_CHECKING:
-    from .server import TXMIOC
 
 __all__ = ["AreaDetectorCam"]
 
@@ -134,7 +131,7 @@ class AreaDetectorCam(PVGroup):
         await self.acquire.readback.write("Done")
 
     async def _acquire(self) -> None:
-        ioc: TXMIOC = self.parent
+        ioc = self.parent  # the TXMIOC (server.py), which composes this camera
         mode = _choice(self.image_mode.setpoint)
         count = 1 if mode == "Single" else max(int(self.num_images.setpoint.value), 1)
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from bluesky_lowdose.evaluation import EvaluationConfig, run_evaluation, summary, to_json, to_markdown
 from bluesky_lowdose.evaluation.__main__ import main
-from bluesky_lowdose.evaluation.protocol import DEFAULT_METHODS
+from bluesky_lowdose.evaluation.config import DEFAULT_METHODS
 from bluesky_lowdose.evaluation.targets import target_check
 from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS
 

@@ -6,7 +6,8 @@ front end is :mod:`bluesky_lowdose.evaluation.cli` (``lowdose-tomo evaluate``). 
 is imported until a run starts.
 """
 
-from .protocol import PAPER_SSIM, EvaluationConfig, run_evaluation
+from .config import PAPER_SSIM, EvaluationConfig
+from .protocol import run_evaluation
 from .report import machine_info, summary, to_json, to_markdown, write_report
 
 __all__ = [

@@ -35,7 +35,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """
     from bluesky_lowdose.pipeline import AUTO_WITH_PAIRS, METHODS, N2I_OPTIONS, PROJECTION_TRAINING
 
-    from .protocol import DEFAULT_METHODS, DOSE_LADDER
+    from .config import DEFAULT_METHODS, DOSE_LADDER
 
     parser.description = (
         "Benchmark the enhancement methods of bluesky_lowdose.pipeline (the paper's CNN, Noise2Inverse, "
@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     int
         Exit status: 0 on success, 2 for invalid parameters (checked before anything runs).
     """
-    from .protocol import EvaluationConfig, run_evaluation
+    from .config import EvaluationConfig
+    from .protocol import run_evaluation
     from .report import machine_info, to_json, to_markdown, write_report
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress

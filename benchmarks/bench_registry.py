@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument(
         "--short-exposure", type=float, default=0.2, help="seconds (0.2: 1/10 of the default)"
     )
+    parser.add_argument("--skip-scratch", action="store_true",
+                        help="leave out B from scratch (e.g. when only the warm start changed)")  # fmt: skip
     args = parser.parse_args()
 
     from bluesky_lowdose.storage import TiledServer
@@ -84,8 +86,9 @@ def main() -> None:
             ("A: trained, recorded", run_scan(server, client, *opts, 1, args.steps, "record")),
             ("B: registry model only", run_scan(server, client, *opts, 2, args.steps, "only")),
             ("B: registry auto (fine-tuned)", run_scan(server, client, *opts, 2, args.steps, "auto")),
-            ("B: from scratch", run_scan(server, client, *opts, 2, args.steps, "off")),
         ]
+        if not args.skip_scratch:
+            rows.append(("B: from scratch", run_scan(server, client, *opts, 2, args.steps, "off")))
     print(f"machine: {machine()}")
     print(f"command: python benchmarks/bench_registry.py --size {args.size} --angles {args.angles} "
           f"--steps {args.steps} --short-exposure {args.short_exposure}")  # fmt: skip

@@ -252,8 +252,8 @@ def train_noise2inverse(
         (``hyperparameters.steps``, ``stopped_by_time_limit``).
     initial : Enhancer, optional
         Fine-tune this Noise2Inverse denoiser (e.g. one from the model registry, trained on another
-        sample of the same instrument) instead of starting from random weights: its filters and
-        context slices are kept, the normalisation is fitted on these subsets, and
+        sample of the same instrument) instead of starting from random weights: its filters,
+        context slices and normalisation are kept (training starts from exactly that model), and
         ``"fine_tuned_from"`` (its weights' hash) goes into the provenance.
 
     Returns
@@ -293,7 +293,8 @@ def train_noise2inverse(
     if side < DOWNSAMPLING:
         raise ValueError(f"slices of {h}x{w} are smaller than {DOWNSAMPLING} pixels")
     crop = min(crop // DOWNSAMPLING * DOWNSAMPLING, side)
-    norm = Normalization.fit(arr)
+    # fine-tuning keeps the starting model's normalisation: it starts from exactly that model
+    norm = Normalization.fit(arr) if initial is None else initial.normalization
     # slices with structure are drawn more often than empty ones (air above/below the object)
     centres = near[:, context]
     spread = arr.mean(axis=0)[centres].reshape(len(centres), -1).std(axis=1).astype(np.float64)

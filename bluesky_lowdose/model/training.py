@@ -240,9 +240,9 @@ def train(
         None uses every patch.
     initial : Enhancer, optional
         Fine-tune this projection enhancer (e.g. one from the model registry) instead of starting
-        from random weights: its architecture, patch size and filters are kept, the normalisation
-        is fitted anew on these pairs, and ``"fine_tuned_from"`` (its weights' hash) goes into the
-        provenance.
+        from random weights: its architecture, patch size, filters and normalisation are kept
+        (training starts from exactly that model), and ``"fine_tuned_from"`` (its weights' hash)
+        goes into the provenance.
 
     Returns
     -------
@@ -296,7 +296,7 @@ def train(
         target = max_patches or 2048
         while stride > 1 and len(short) * len(patch_grid((h, w), patch_size, stride)) < target:
             stride -= 1
-    norm = Normalization.fit(short, long)
+    norm = Normalization.fit(short, long) if initial is None else initial.normalization  # (fine-tuning: kept)
     rng = np.random.default_rng(seed)
     corners = patch_grid((h, w), patch_size, stride)
     # (pair, row, column) of every patch, then a seeded subset when there are too many.

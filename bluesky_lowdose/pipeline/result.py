@@ -176,10 +176,12 @@ def first_result(pipe: ScanPipeline, initial: Any, parts: list[Any], raw: Any, t
 
 
 def keep_better(pipe: ScanPipeline, first: ScanResult, tuned: ScanResult) -> ScanResult:
-    """The fine-tuned result, unless the long exposures score the first one higher."""
+    """The fine-tuned result, unless the long exposures score the first one higher (in PSNR, the
+    criterion of ``method="auto"``); the other volume's file is deleted."""
     fq, tq = first.quality, tuned.quality
     f, t = (None if q is None else q["enhanced"] for q in (fq, tq))
-    worse = f is not None and t is not None and t["psnr_db"] < f["psnr_db"] and t["ssim"] < f["ssim"]
+    # auto's criterion: PSNR against the long exposures
+    worse = f is not None and t is not None and t["psnr_db"] < f["psnr_db"]
     record = {"first": f, "fine_tuned": t, "kept": "first" if worse else "fine_tuned",
               "first_result_s": round(pipe.timings.get("first_result_s", 0.0), 3)}  # fmt: skip
     keep, drop = (first, tuned) if worse else (tuned, first)

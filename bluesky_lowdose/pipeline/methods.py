@@ -126,7 +126,7 @@ PROJECTION_TRAINING: dict[str, Any] = {"model": "unet", "epochs": 25, "patience"
 N2I_OPTIONS: dict[str, Any] = {"steps": 2400, "crop": 64, "batch_size": 16}
 #: Fine-tuning a registered model (``warm_start``): the fraction of the from-scratch steps
 #: (Noise2Inverse) or epochs (projection network) and of the learning rate.
-FINE_TUNE: dict[str, float] = {"fraction": 0.2, "learning_rate_fraction": 0.5}
+FINE_TUNE: dict[str, float] = {"fraction": 0.2, "learning_rate_fraction": 0.1}
 
 
 def resolve_method(method: str, has_pairs: bool, *, has_projection_model: bool = False) -> str:

@@ -27,9 +27,15 @@ def main(out: Path) -> None:
         RE = RunEngine({})
         raw = ThreadedCallback(make_raw_writer(client, backup_directory=server.layout.backup))
         RE.subscribe(raw)
-        # a short Noise2Inverse training, so that the model registry has an entry to show
-        enhancer = ProjectionEnhancer(client, method="n2i", n2i_options={"steps": 200, "crop": 32},
-                                      backup_directory=server.layout.backup,
+        # a second scan with a short Noise2Inverse training, so that the model registry has an entry
+        learner = ProjectionEnhancer(client, method="n2i", n2i_options={"steps": 200, "crop": 32},
+                                     backup_directory=server.layout.backup, preview_interval=None,
+                                     volume_directory=server.layout.volumes)  # fmt: skip
+        token = RE.subscribe(learner)
+        RE(lowdose_tomo_scan(txm.detector, txm.rotation, txm.shutter, txm.sample_stage, num_angles=91))
+        learner.wait(timeout=600)
+        RE.unsubscribe(token)
+        enhancer = ProjectionEnhancer(client, method="none", backup_directory=server.layout.backup,
                                       volume_directory=server.layout.volumes,
                                       preview_interval=0.0)  # fmt: skip
         RE.subscribe(enhancer)

@@ -259,7 +259,7 @@ class RunJob:
         if method == "auto":
             return True
         spec = METHODS[method]
-        return spec.slices == "n2i" if kind == "slices" else spec.projection is not None
+        return spec.slices == "n2i" if kind == "slices" else spec.projection == "cnn"  # (bm3d has no model)
 
     def _projection_model(self) -> Any:
         return self.parent.model if self.parent.model is not None else self.reused.get("projection")

@@ -137,3 +137,20 @@ def test_registry_records_models_and_reuses_them_only_on_their_instrument(
     assert _cli("models", "show", "no-such-model", "--tiled-uri", uri) == 2
     np.testing.assert_array_equal(np.frombuffer(registry.blob(imported), np.uint8),
                                   np.frombuffer(out.read_bytes(), np.uint8))  # fmt: skip
+
+
+def test_a_registered_model_is_offered_only_to_methods_that_use_it() -> None:
+    """The kinds a run asks the registry for: the slice denoiser for Noise2Inverse methods, the
+    projection CNN for CNN methods (never for BM3D/median/TV, whose step has no model), either
+    for auto — unless a projection model was given, which then decides the method."""
+    from bluesky_lowdose.callbacks.job import RunJob, RunResult
+
+    def wants(**kw) -> set[str]:
+        enhancer = ProjectionEnhancer(None, **kw)
+        job = RunJob(enhancer, {"uid": "u", "lowdose": {}}, RunResult(raw_uid="u"))
+        return {kind for kind in ("projection", "slices") if job._wants(kind)}
+
+    assert wants(method="bm3d") == set() and wants(method="median") == set()
+    assert wants(method="paper") == {"projection"} and wants(method="n2i") == {"slices"}
+    assert wants(method="hybrid") == wants(method="auto") == {"projection", "slices"}
+    assert wants(method="auto", model=object()) == set()  # the given model is the method ("paper")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ._process import ChildProcess, ChildProcessFailed, pid_alive, start_ticks, terminate
+from ._process import ChildProcess, ChildProcessFailed, pid_alive, terminate
 from .storage.server import private_directory
 
 __all__ = [
@@ -278,14 +278,13 @@ class QueueStack:
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> ChildProcess:
         proc = ChildProcess(cmd, log=self.queue_dir / f"{name}.log", env=env, name=name)
         self._procs[name] = proc
-        self._record(name, proc.pid)
+        self._record(name, proc)
         return proc
 
-    def _record(self, name: str, pid: int) -> None:
-        self.pids[name] = pid
-        started = start_ticks(pid) if pid else None
-        if started is not None:
-            self.pid_starts[name] = started
+    def _record(self, name: str, proc: ChildProcess) -> None:
+        self.pids[name] = proc.pid
+        if proc.started is not None:
+            self.pid_starts[name] = proc.started
 
     def _alive(self, name: str) -> bool:
         return pid_alive(self.pids.get(name), self.pid_starts.get(name))
@@ -335,7 +334,8 @@ class QueueStack:
         )
         server.start()
         self._procs["tiled"] = server
-        self._record("tiled", server._proc.pid if server._proc is not None else 0)
+        assert server._proc is not None  # started
+        self._record("tiled", server._proc)
         self.tiled_uri, self.api_key, self.tiled_port = server.uri, server.api_key, server.port
 
     def start_manager(self, timeout: float = 30.0) -> float:

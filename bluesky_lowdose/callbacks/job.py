@@ -497,10 +497,7 @@ class RunJob:
         res.warnings = [*res.warnings, *(w for w in out.warnings if w not in res.warnings)]
         q = out.quality
         if q is not None:
-            res.metrics.update({
-                "quality_psnr_db": q["enhanced"]["psnr_db"], "quality_ssim": q["enhanced"]["ssim"],
-                "quality_raw_psnr_db": q["raw"]["psnr_db"], "quality_raw_ssim": q["raw"]["ssim"],
-            })  # fmt: skip
+            res.metrics.update(_quality_scalars(q))
             if q.get("ceiling_psnr_db") is not None:
                 res.metrics["quality_ceiling_psnr_db"] = q["ceiling_psnr_db"]
         for warning in out.warnings:
@@ -526,11 +523,8 @@ class RunJob:
             "seconds_after_last_frame": seconds, "model_uid": uid,
             "label": f"first result: registered model {uid} as is; recon_enhanced replaces it (fine-tuned)",
         }  # fmt: skip
-        q = first.quality
-        if q is not None:
-            row.update(quality_psnr_db=q["enhanced"]["psnr_db"], quality_ssim=q["enhanced"]["ssim"],
-                       quality_raw_psnr_db=q["raw"]["psnr_db"],
-                       quality_raw_ssim=q["raw"]["ssim"])  # fmt: skip
+        if first.quality is not None:
+            row.update(_quality_scalars(first.quality))
         res.first_result = dict(row)
         res.timings["first_result_s"] = seconds
         if self.parent.volume_directory is not None:
@@ -694,6 +688,13 @@ class RunJob:
             self.reused, self.warm, self._first = {}, {}, None
             self.setup = None  # (the reference frames; the result keeps its pairs until forgotten)
         self.result.done.set()
+
+
+def _quality_scalars(q: dict[str, Any]) -> dict[str, float]:
+    """The long exposures' scores of a result as metrics (``quality_psnr_db``, ``quality_ssim``,
+    ``quality_raw_psnr_db``, ``quality_raw_ssim``)."""
+    return {f"quality_{prefix}{m}": q[part][m] for part, prefix in (("enhanced", ""), ("raw", "raw_"))
+            for m in ("psnr_db", "ssim")}  # fmt: skip
 
 
 def _jsonable(v: Any) -> bool:

@@ -72,6 +72,7 @@ def build_result(
     raw: Any,
     slice_record: dict[str, Any] | None,
     models: dict[str, Any] | None = None,
+    raw_score: dict[str, Any] | None = None,
 ) -> ScanResult:
     """Provenance, the long exposures' judgement and the :class:`ScanResult` of ``volume``.
 
@@ -85,6 +86,9 @@ def build_result(
         What the slice step did (model hash, provenance), if it ran.
     models : dict, optional
         The models to report (default: the pipeline's).
+    raw_score : dict, optional
+        The judge's score of ``raw`` when it is known already (the raw volume is not read and
+        projected again).
 
     Returns
     -------
@@ -121,7 +125,7 @@ def build_result(
     }  # fmt: skip
     from ..versions import software_versions
 
-    quality, warnings = judge_volumes(pipe, volume, raw)
+    quality, warnings = judge_volumes(pipe, volume, raw, raw_score)
     prov["quality"] = quality
     prov["warnings"] = warnings
     prov["software"] = software_versions(backend)
@@ -131,14 +135,20 @@ def build_result(
                       timings=dict(pipe.timings), quality=quality, warnings=warnings)  # fmt: skip
 
 
-def judge_volumes(pipe: ScanPipeline, volume: Any, raw: Any) -> tuple[dict[str, Any] | None, list[str]]:
-    """The long exposures' scores of the enhanced and raw volumes, and the warnings they call for."""
+def judge_volumes(
+    pipe: ScanPipeline, volume: Any, raw: Any, raw_score: dict[str, Any] | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The long exposures' scores of the enhanced and raw volumes (``raw_score`` when known), and
+    the warnings they call for."""
     if pipe.judge is None:
         return None, []
     t0 = time.perf_counter()
     in_sample = pipe.spec.pairs and pipe.held_out is None and pipe.projection_model is None
     enhanced = pipe.judge.score(volume, held_out=pipe.held_out)
-    plain = enhanced if volume is raw else pipe.judge.score(raw, held_out=pipe.held_out)
+    if volume is raw:
+        plain = enhanced
+    else:
+        plain = raw_score if raw_score is not None else pipe.judge.score(raw, held_out=pipe.held_out)
     worse = enhanced["psnr_db"] < plain["psnr_db"] or enhanced["ssim"] < plain["ssim"]
     quality = {"enhanced": enhanced, "raw": plain, "held_out": pipe.held_out is not None,
                "in_sample": bool(in_sample), "worse_than_raw": bool(worse and pipe.method != "none"),
@@ -191,8 +201,7 @@ def keep_better(pipe: ScanPipeline, first: ScanResult, tuned: ScanResult) -> Sca
         Path(drop.volume.path).unlink(missing_ok=True)
     if worse:
         msg = (f"fine-tuning the registered denoiser scored below it against the long exposures "
-               f"({tq['enhanced']['psnr_db']:.2f} vs {fq['enhanced']['psnr_db']:.2f} dB): its first "
-               "result is kept")  # fmt: skip
+               f"({t['psnr_db']:.2f} vs {f['psnr_db']:.2f} dB): its first result is kept")  # fmt: skip
         logger.warning(msg)
         keep.warnings.append(msg)
         keep.provenance["warnings"] = keep.warnings

@@ -337,7 +337,7 @@ class ScanPipeline:
             opts = {"seed": self.seed, **self.projection_training}
             initial = self.warm_start.get("projection")
             if initial is not None:
-                opts = self._fine_tuned(opts, "epochs", 40, initial=initial)
+                opts = self._fine_tuned(opts, "epochs", initial)
             model = train(short, long_, progress=self.progress, on_epoch=self._hook("projection"), **opts)
         else:
             from ..model import baseline
@@ -347,12 +347,13 @@ class ScanPipeline:
         self.timings["projection_training_s"] = time.perf_counter() - t0
         return model
 
-    def _fine_tuned(self, opts: dict[str, Any], length: str, default: int, **extra: Any) -> dict[str, Any]:
-        """``opts`` for fine-tuning: :data:`FINE_TUNE`'s fraction of the steps/epochs and rate."""
+    def _fine_tuned(self, opts: dict[str, Any], length: str, initial: Any) -> dict[str, Any]:
+        """``opts`` (with ``length``: ``"steps"`` or ``"epochs"``) for fine-tuning ``initial``:
+        :data:`FINE_TUNE`'s fraction of that length and of the rate (both trainers start at 1e-3)."""
         import math
 
-        lr, n = opts.get("learning_rate", 1e-3), opts.get(length, default)
-        return {**opts, **extra, length: max(1, math.ceil(self.fine_tune["fraction"] * n)),
+        lr, n = opts.get("learning_rate", 1e-3), opts[length]
+        return {**opts, "initial": initial, length: max(1, math.ceil(self.fine_tune["fraction"] * n)),
                 "learning_rate": lr * self.fine_tune["learning_rate_fraction"]}  # fmt: skip
 
     def _make_judge(self, long_: np.ndarray, angles: list[float]) -> None:
@@ -646,7 +647,7 @@ class ScanPipeline:
             else:
                 if initial is not None:  # the registered denoiser's result first, then fine-tune it
                     first = first_result(self, initial, parts, raw, t1)
-                    opts = self._fine_tuned(opts, "steps", N2I_OPTIONS["steps"], initial=initial)
+                    opts = self._fine_tuned(opts, "steps", initial)
                 denoiser = train_noise2inverse(
                     parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
                 )
@@ -667,7 +668,8 @@ class ScanPipeline:
         for part in parts:  # the subsets' volumes were the slice step's input: their files go
             if isinstance(part, StoredArray):
                 Path(part.path).unlink(missing_ok=True)
-        result = build_result(self, volume, raw, slice_record)
+        raw_score = None if first is None or first.quality is None else first.quality["raw"]
+        result = build_result(self, volume, raw, slice_record, raw_score=raw_score)
         if first is not None:
             result = keep_better(self, first, result)
         return result

@@ -22,7 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ChildProcess", "ChildProcessFailed", "pid_alive", "start_ticks", "terminate"]
+__all__ = [
+    "ChildProcess",
+    "ChildProcessFailed",
+    "pid_alive",
+    "process_identity",
+    "start_ticks",
+    "terminate",
+]
 
 
 class ChildProcessFailed(RuntimeError):
@@ -50,6 +57,24 @@ def start_ticks(pid: int) -> int | None:
         return int(stat.rsplit(")", 1)[1].split()[19])
     except (IndexError, ValueError):
         return None
+
+
+def process_identity() -> dict[str, Any]:
+    """This process as a record that outlives it: host, pid and start time.
+
+    Written into what a process leaves open while it works (a processed run's start document),
+    so that a later process on the same host can tell whether the writer still runs
+    (:func:`pid_alive` with ``started``) or died without closing it.
+
+    Returns
+    -------
+    dict
+        ``{"host": ..., "pid": ..., "pid_start": ...}`` (``pid_start`` None without ``/proc``).
+    """
+    import socket
+
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_start": start_ticks(pid)}
 
 
 def pid_alive(pid: int | None, started: int | None = None) -> bool:

@@ -485,6 +485,9 @@ KEEP_RESULTS = 1
 
 def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfig) -> Any:
     from .callbacks import ProjectionEnhancer
+    from .storage import close_abandoned_runs
+
+    close_abandoned_runs(client)  # runs a killed session (or service) of this host left open
 
     n2i = {} if config.n2i_steps is None else {"steps": config.n2i_steps}
     mapper = None

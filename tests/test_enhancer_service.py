@@ -251,6 +251,55 @@ def test_sigterm_mid_run_closes_the_processed_run_as_partial(
     assert f"processed run {processed.metadata['start']['uid']} partial" in log, log
 
 
+def test_a_killed_service_s_open_run_is_closed_as_partial_when_it_restarts(
+    processes, proxy, tiled_server, tiled_client, tmp_path
+):
+    """SIGKILL leaves no chance to close anything: the next service on this host closes the run."""
+    in_port, out_port = proxy
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+    service, _ = _start_service(processes, tmp_path / "first", out_port, tiled_server)
+    txm = make_devices(tiled_server.layout.detector, size=SIZE, seed=5)
+    publisher = Publisher(f"127.0.0.1:{in_port}", serializer=pack)
+    state: dict = {"primary": None, "events": 0, "rc": None}
+
+    def kill_on_third_primary_event(name: str, doc: dict) -> None:
+        if name == "start":
+            state["raw"] = doc["uid"]
+        if name == "descriptor" and doc["name"] == PRIMARY:
+            state["primary"] = doc["uid"]
+        if name == "event" and doc["descriptor"] == state["primary"]:
+            state["events"] += 1
+            if state["events"] == 3:  # the processed run is open in Tiled: kill its writer
+
+                def opened() -> bool:
+                    query = Key("start.original_run_uid") == state["raw"]
+                    return len(tiled_client[PROCESSED].search(query)) == 1
+
+                service.wait_for(opened, RUN_TIMEOUT, "processed run opened")
+                service.proc.send_signal(signal.SIGKILL)
+                state["rc"] = service.proc.wait(timeout=60)
+
+    try:
+        _wait_until_documents_flow(publisher, service)
+        with run_engine() as RE:
+            RE.subscribe(publisher)
+            RE.subscribe(kill_on_third_primary_event)
+            (uid,) = RE(_scan(txm))
+    finally:
+        publisher.close()
+    assert state["rc"] == -signal.SIGKILL
+    processed = _processed_run(tiled_client, uid)
+    assert not processed.metadata.get("stop")  # open: nobody can close it now
+
+    restarted, _ = _start_service(processes, tmp_path / "second", out_port, tiled_server)
+    stop = _processed_run(tiled_client, uid).metadata["stop"]
+    assert stop is not None and stop["exit_status"] == "fail", stop
+    assert stop["reason"].startswith("partial: abandoned: "), stop
+    assert f"pid {service.proc.pid}" in stop["reason"], stop
+    assert f"closed run {processed.metadata['start']['uid']}" in restarted.log, restarted.log
+
+
 def test_profile_publishes_to_the_proxy_instead_of_enhancing_in_process(tiled_server, tmp_path):
     """``LOWDOSE_ENHANCER_ZMQ``: a Publisher replaces the in-process enhancer; the raw writer stays."""
     from bluesky_lowdose.beamline import ENV, BeamlineConfig, setup_run_engine

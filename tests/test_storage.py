@@ -376,3 +376,68 @@ def _run_failing_callback(cb, Doc) -> None:
     assert all(r() is None for r in refs)  # no document (nor traceback) kept by the record
     with pytest.raises(RuntimeError, match="closed"):
         cb("start", {"uid": "late"})
+
+
+def test_runs_left_open_by_a_dead_process_are_closed_and_no_other(tiled_client) -> None:
+    """A killed enhancer's processed run would stay open forever: the next one closes it as partial."""
+    import socket
+    import subprocess
+
+    from bluesky_lowdose._process import process_identity, start_ticks
+    from bluesky_lowdose.callbacks.processed import ProcessedRun
+    from bluesky_lowdose.storage import PROCESSED, close_abandoned_runs, make_run_writer
+
+    dead = subprocess.Popen(["sleep", "30"])
+    dead_start = start_ticks(dead.pid)
+    runs = {}
+    for who in ("dead", "alive", "elsewhere"):
+        processor = {
+            "dead": {"host": socket.gethostname(), "pid": dead.pid, "pid_start": dead_start},
+            "alive": process_identity(),
+            "elsewhere": {"host": "another-host.invalid", "pid": dead.pid, "pid_start": dead_start},
+        }[who]
+        writer = make_run_writer(tiled_client[PROCESSED], backup_directory=None, batch_size=1)
+        run = ProcessedRun({"plan_name": "lowdose_enhancement", "processor": processor}, writer)
+        run.emit("metrics", {"frames": 3})
+        runs[who] = run.uid
+    dead.kill()
+    dead.wait()
+
+    closed = close_abandoned_runs(tiled_client)
+    assert runs["dead"] in closed and runs["alive"] not in closed and runs["elsewhere"] not in closed
+    stop = tiled_client[PROCESSED][runs["dead"]].metadata["stop"]
+    assert stop["exit_status"] == "fail" and stop["reason"].startswith("partial: abandoned: "), stop
+    assert f"pid {dead.pid}" in stop["reason"], stop
+    assert tiled_client[PROCESSED][runs["dead"]]["metrics"]["frames"].read().tolist() == [3]  # kept
+    for who in ("alive", "elsewhere"):
+        assert not tiled_client[PROCESSED][runs[who]].metadata.get("stop"), who
+    assert runs["dead"] not in close_abandoned_runs(tiled_client)  # closed once
+
+
+def test_run_catalogs_created_by_many_clients_at_once(tmp_path: Path) -> None:
+    """Two sessions started together on a fresh server: neither dies of the other's ``create``."""
+    import threading
+
+    from tiled.client import from_uri
+
+    from bluesky_lowdose.storage import PROCESSED, ensure_run_catalogs
+
+    with TiledServer(tmp_path / "data") as server:
+        clients = [from_uri(server.uri, api_key=server.api_key) for _ in range(6)]
+        barrier = threading.Barrier(len(clients))
+        errors: list[BaseException] = []
+
+        def create(client) -> None:
+            barrier.wait()
+            try:
+                ensure_run_catalogs(client)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert {RAW, PROCESSED} <= set(server.client())

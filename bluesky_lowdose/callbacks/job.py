@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._paths import safe_name
+from .._process import process_identity
 from .processed import STORAGE_REASON, ProcessedRun, is_number
 
 if TYPE_CHECKING:
@@ -391,6 +392,8 @@ class RunJob:
             "original_scan_id": self.raw_start.get("scan_id"),
             "lowdose": self.ld,
             "provenance": prov,
+            # who writes this run: a later process closes it if this one dies with it open
+            "processor": process_identity(),
         }
         self.run = ProcessedRun(md, self.write)
         self.result.processed_uid = self.run.uid

@@ -370,6 +370,10 @@ def run_enhancer_service(
     _check_zmq_address(address)
     if client is None and tiled_uri is not None:
         client = _connect_tiled(tiled_uri, api_key)
+    if client is not None:  # a killed predecessor's open runs: closed as partial, with the reason
+        from ..storage import close_abandoned_runs
+
+        close_abandoned_runs(client)
     if backup_directory is not None:
         Path(backup_directory).mkdir(parents=True, exist_ok=True)
     enhancer = ProjectionEnhancer(

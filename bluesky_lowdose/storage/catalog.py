@@ -14,6 +14,7 @@ __all__ = [
     "RUN_CATALOG_SPEC",
     "STORAGE_REASON",
     "TiledUnreachable",
+    "close_abandoned_runs",
     "connect",
     "ensure_run_catalogs",
     "make_raw_writer",
@@ -77,11 +78,18 @@ def ensure_run_catalogs(client: Any, names: tuple[str, ...] = (RAW, PROCESSED)) 
     names : tuple of str
         Container keys.
     """
+    from tiled.client.utils import ClientError
     from tiled.structures.core import Spec
 
     for name in names:
-        if name not in client:
+        if name in client:
+            continue
+        try:
             client.create_container(name, specs=[Spec(*RUN_CATALOG_SPEC)])
+        except ClientError as exc:  # another process created it between the check and here
+            if exc.response.status_code != 409:
+                raise
+            logger.debug("run catalog %r was created by another client at the same time", name)
 
 
 def connect(uri: str, *, api_key: str | None = None, create: bool = True) -> Any:
@@ -236,6 +244,74 @@ def replay_backups(client: Any, backup_directory: str | Path, *, catalog: str | 
             written.append(uid)
         path.rename(path.with_name(path.name + ".replayed"))
     return written
+
+
+#: The reason a run left open by a dead process is closed with (after ``partial: ``).
+ABANDONED_REASON = "abandoned: "
+
+
+def close_abandoned_runs(client: Any, catalog: str = PROCESSED) -> list[str]:
+    """Close the runs that a process on this host opened and can no longer close.
+
+    A processed run's start document names the process that writes it (``processor``: host,
+    pid, start time; :func:`bluesky_lowdose._process.process_identity`). A run of this host
+    without a stop document whose process is gone (killed, crashed, the machine rebooted) would
+    otherwise stay open forever and look like work in progress: it gets a stop document
+    ``exit_status="fail"``, ``reason="partial: abandoned: ..."``, naming the process. Runs of a
+    process that still runs, and runs of other hosts (whose processes cannot be checked from
+    here), are left alone. Never raises: what cannot be looked up or closed is logged.
+
+    Parameters
+    ----------
+    client : tiled.client.container.Container
+        Root of the Tiled server.
+    catalog : str
+        Run catalog to look in.
+
+    Returns
+    -------
+    list of str
+        Uids of the runs closed.
+    """
+    import socket
+    import time
+    import uuid
+
+    from tiled.queries import Key
+
+    from .._process import pid_alive
+
+    host = socket.gethostname()
+    closed: list[str] = []
+    try:
+        if catalog not in client:
+            return closed
+        found = list(client[catalog].search(Key("start.processor.host") == host).items())
+    except Exception as exc:  # never fatal: the caller still starts; the runs stay open, and that is said
+        logger.error("could not look for runs left open by a process that died: %r", exc)
+        return closed
+    for uid, node in found:
+        md = node.metadata
+        if md.get("stop"):
+            continue
+        proc = md["start"].get("processor") or {}
+        pid, started = proc.get("pid"), proc.get("pid_start")
+        if pid_alive(pid, started):
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(md["start"].get("time", 0)))
+        reason = (f"partial: {ABANDONED_REASON}the process that wrote this run (pid {pid} on {host}, "
+                  f"run started {when}) ended without closing it (killed or crashed); what reached "
+                  "Tiled before is kept")  # fmt: skip
+        stop = {"uid": str(uuid.uuid4()), "time": time.time(), "run_start": uid, "exit_status": "fail",
+                "reason": reason, "num_events": {}}  # fmt: skip
+        try:
+            node.update_metadata(metadata={"stop": stop}, drop_revision=True)
+        except Exception as exc:
+            logger.error("could not close abandoned run %s: %r", uid, exc)
+            continue
+        logger.warning("closed run %s: %s", uid, reason)
+        closed.append(uid)
+    return closed
 
 
 def _complete_after_replay(stop: dict) -> dict:

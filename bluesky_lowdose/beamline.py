@@ -24,36 +24,39 @@ plans             ``lowdose_tomo_scan`` (queue-annotated; its shutter values def
 Configuration comes from arguments or, for the startup files, from environment variables
 (:meth:`BeamlineConfig.from_env`):
 
-=========================  ==========================================================
-variable                   meaning (default)
-=========================  ==========================================================
-``LOWDOSE_DATA_DIR``       data directory: RE metadata, backups, detector files, and the
-                           embedded Tiled catalog (``./lowdose-data``)
-``LOWDOSE_TILED_URI``      use this Tiled server instead of starting one; key from
-                           ``TILED_API_KEY``
-``LOWDOSE_DETECTOR_DIR``   where the camera writes HDF5 files; the Tiled server must be
-                           able to read it (``<data dir>/detector``)
-``LOWDOSE_SIZE``           detector/phantom size in pixels (128)
-``LOWDOSE_SEED``           seed of phantom and noise (0)
-``LOWDOSE_MOTION_DELAY``   seconds per stage move (0)
-``LOWDOSE_TIME_SCALE``     fraction of the exposure time the camera really waits (0)
-``LOWDOSE_ENHANCE``        subscribe the streaming CNN enhancer when available (1)
-``LOWDOSE_EPOCHS``         training epochs of the projection CNN (15)
-``LOWDOSE_METHOD``         pipeline method of the enhancer (``auto``: the best measured)
-``LOWDOSE_N2I_STEPS``      Noise2Inverse training steps (the pipeline's default)
-``LOWDOSE_REGISTRY``       model registry in Tiled: ``auto`` (default: first result from
-                           the best model of the run's instrument, then fine-tuned),
-                           ``record`` (from scratch), ``only`` (apply it, no training) or ``off``
-``LOWDOSE_EPICS_PREFIX``   drive the microscope over EPICS Channel Access at this PV
-                           prefix (e.g. ``lowdose-tomo ioc --prefix TXM:``) instead of
-                           the in-process simulator; the camera writes to
-                           ``LOWDOSE_DETECTOR_DIR`` if set, else to the IOC's data directory
-``LOWDOSE_ENHANCER_ZMQ``   publish the documents to this ``bluesky-0MQ-proxy`` input
-                           (``HOST:PORT``) for ``lowdose-tomo enhancer`` instead of
-                           enhancing in this process (unset: in-process enhancer)
-``LOWDOSE_DASK_SCHEDULER`` the in-process enhancer reconstructs as slab tasks on this Dask
-                           scheduler (``tcp://HOST:PORT``; ``local``: an in-process cluster)
-=========================  ==========================================================
+===========================  ==========================================================
+variable                     meaning (default)
+===========================  ==========================================================
+``LOWDOSE_DATA_DIR``         data directory: RE metadata, backups, detector files, and the
+                             embedded Tiled catalog (``./lowdose-data``)
+``LOWDOSE_TILED_URI``        use this Tiled server instead of starting one; key from
+                             ``TILED_API_KEY``
+``LOWDOSE_DETECTOR_DIR``     where the camera writes HDF5 files; the Tiled server must be
+                             able to read it (``<data dir>/detector``)
+``LOWDOSE_SIZE``             detector/phantom size in pixels (128)
+``LOWDOSE_SEED``             seed of phantom and noise (0)
+``LOWDOSE_MOTION_DELAY``     seconds per stage move (0)
+``LOWDOSE_TIME_SCALE``       fraction of the exposure time the camera really waits (0)
+``LOWDOSE_ENHANCE``          subscribe the streaming CNN enhancer when available (1)
+``LOWDOSE_EPOCHS``           training epochs of the projection CNN (15)
+``LOWDOSE_METHOD``           pipeline method of the enhancer (``auto``: the best measured)
+``LOWDOSE_N2I_STEPS``        Noise2Inverse training steps (the pipeline's default)
+``LOWDOSE_REGISTRY``         model registry in Tiled: ``auto`` (default: first result from
+                             the best model of the run's instrument, then fine-tuned),
+                             ``record`` (from scratch), ``only`` (apply it, no training) or ``off``
+``LOWDOSE_EPICS_PREFIX``     drive the microscope over EPICS Channel Access at this PV
+                             prefix (e.g. ``lowdose-tomo ioc --prefix TXM:``) instead of
+                             the in-process simulator; the camera writes to
+                             ``LOWDOSE_DETECTOR_DIR`` if set, else to the IOC's data directory
+``LOWDOSE_ENHANCER_ZMQ``     publish the documents to this ``bluesky-0MQ-proxy`` input
+                             (``HOST:PORT``) for ``lowdose-tomo enhancer`` instead of
+                             enhancing in this process (unset: in-process enhancer)
+``LOWDOSE_DASK_SCHEDULER``   the in-process enhancer reconstructs as slab tasks on this Dask
+                             scheduler (``tcp://HOST:PORT``; ``local``: an in-process cluster)
+``LOWDOSE_DISK_RESERVE_MB``  MiB kept free on the disks scan data go to (64): a frame or
+                             an enhancer file that would leave less stops the scan cleanly
+                             with "disk full" (read at every write; any process of the package)
+===========================  ==========================================================
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def _error(command: str, message: str, code: int = 2) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import httpx
 
-    from .demo import DemoConfig, DemoInterrupted, run_demo
+    from .demo import DemoConfig, DemoInterrupted, DemoScanFailed, run_demo
     from .storage import TiledServerError
 
     problem = _data_dir_problem(args.data_dir)
@@ -77,6 +77,8 @@ def _demo(args: argparse.Namespace) -> int:
         summary = run_demo(cfg)
     except DemoInterrupted as exc:
         return _error("demo", str(exc), code=130)
+    except DemoScanFailed as exc:
+        return _error("demo", str(exc), code=1)
     except TiledServerError as exc:
         return _error("demo", f"the embedded Tiled server did not start: {exc}", code=1)
     except httpx.HTTPError as exc:

@@ -42,6 +42,20 @@ class DemoInterrupted(RuntimeError):
         self.raw_uid = raw_uid
 
 
+class DemoScanFailed(RuntimeError):
+    """The scan failed (a device, a full disk); what was taken is saved and the message says where.
+
+    Attributes
+    ----------
+    raw_uid : str or None
+        The failed run (its stop document says ``fail``), if the scan had started.
+    """
+
+    def __init__(self, message: str, raw_uid: str | None = None) -> None:
+        super().__init__(message)
+        self.raw_uid = raw_uid
+
+
 @dataclass
 class DemoConfig:
     """Parameters of the main job.
@@ -320,8 +334,8 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
         started: list[str] = []
         RE.subscribe(lambda name, doc: started.append(doc["uid"]) if name == "start" else None)
 
-        def interrupted(when: str, uid: str | None) -> DemoInterrupted:
-            """Flush what was taken, close the processed run, and say where everything is."""
+        def save_what_was_taken() -> str:
+            """Flush what was taken and close the processed run (before the server stops); say where."""
             flushed = writer.flush(timeout=120)
             writer.close(timeout=10)
             where = "Tiled" if flushed and not writer.errors else f"Tiled or the backup {layout.backup}"
@@ -329,9 +343,13 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
             if enhancer is not None:  # the processed run is closed as partial, with the reason
                 closed = enhancer.close(timeout=120)
                 processed = "; processed run closed as partial" if closed else "; processed run NOT closed"
+            return f"everything taken is in {where}{processed}"
+
+        def interrupted(when: str, uid: str | None) -> DemoInterrupted:
+            saved = save_what_was_taken()
             return DemoInterrupted(
                 f"interrupted by the user (Ctrl-C) {when}: run {uid or '(none)'} ended cleanly (shutter "
-                f"closed, stages returned, stop document written); everything taken is in {where}{processed}",
+                f"closed, stages returned, stop document written); {saved}",
                 raw_uid=uid,
             )
 
@@ -360,6 +378,13 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
             if RE.state == "paused":
                 RE.abort("interrupted by the user (Ctrl-C)")
             raise interrupted("during the scan", started[0] if started else None) from None
+        except Exception as exc:  # a device or the disk failed: the run has its stop document
+            uid = started[0] if started else None
+            raise DemoScanFailed(
+                f"the scan failed: {exc}; run {uid or '(none)'} ended with its stop document; "
+                f"{save_what_was_taken()}",
+                raw_uid=uid,
+            ) from exc
         timings["scan_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         if not writer.flush(timeout=300):

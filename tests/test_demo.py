@@ -58,6 +58,46 @@ def test_ctrl_c_during_the_scan_aborts_cleanly_and_keeps_the_frames(tmp_path: Pa
         assert processed.metadata["stop"]["exit_status"] == "fail"
 
 
+def test_a_full_disk_mid_scan_ends_the_run_cleanly_and_keeps_the_frames(tmp_path: Path, monkeypatch) -> None:
+    """The disk fills after the fifth projection. HDF5 does not survive a full disk (the demo
+    used to die of a segfault, leaving the raw run without a stop document and Tiled orphaned);
+    the writers stop while room is left: the run ends with its stop document naming the full
+    disk, the frames taken are in Tiled, the processed run is closed as partial."""
+    import shutil
+
+    from bluesky_lowdose._disk import RESERVE_ENV
+    from bluesky_lowdose.demo import DemoScanFailed
+    from bluesky_lowdose.storage import TiledServer
+
+    seen = {"primary": None, "n": 0}
+
+    def fill_the_disk(name: str, doc: dict) -> None:
+        if name == "descriptor" and doc["name"] == "primary":
+            seen["primary"] = doc["uid"]
+        if name == "event" and doc["descriptor"] == seen["primary"]:
+            seen["n"] += 1
+            if seen["n"] == 5:  # from now on the disk has less room than the package keeps free
+                free_mb = shutil.disk_usage(tmp_path).free / 2**20
+                monkeypatch.setenv(RESERVE_ENV, str(free_mb + 1))
+
+    with pytest.raises(DemoScanFailed, match="disk full") as info:
+        run_demo(_config(tmp_path), callbacks=[fill_the_disk])
+    uid = info.value.raw_uid
+    assert uid is not None and "processed run closed as partial" in str(info.value), info.value
+    assert str(tmp_path / "data") in str(info.value)  # the message names where the disk is full
+    monkeypatch.delenv(RESERVE_ENV)  # space freed
+    with TiledServer(tmp_path / "data") as server:
+        client = connect(server.uri, api_key=server.api_key)
+        run = client[RAW][uid]
+        stop = run.metadata["stop"]
+        assert stop["exit_status"] == "fail" and "disk full" in stop["reason"], stop
+        assert stop["num_events"]["primary"] == 5
+        assert run["primary"]["txm_cam_image"].shape[0] == 5
+        processed = next(iter(client[PROCESSED].values()))
+        assert processed.metadata["start"]["original_run_uid"] == uid
+        assert processed.metadata["stop"]["exit_status"] == "fail"
+
+
 def test_figures_are_written_with_their_labels(tmp_path) -> None:
     """reconstruction.png and training.png from a result (synthetic volumes: the drawing is tested,
     not the enhancer): one grey window with a colorbar, doses, a scale bar, log-scale losses."""

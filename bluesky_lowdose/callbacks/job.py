@@ -9,6 +9,7 @@ and keeps the outcome in a :class:`RunResult`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -668,10 +669,13 @@ class RunJob:
             )
 
     def crashed(self, exc: BaseException) -> None:
-        self.fail(f"processing failed: {exc!r}")
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # one line: the folder, the numbers
+            self.fail(f"processing stopped: {exc.strerror or exc}")
+        else:
+            self.fail(f"processing failed: {exc!r}")
+            logger.error("lowdose enhancer crashed:\n%s", traceback.format_exc())
         if self.pipeline is not None:
             self.pipeline.discard()
-        logger.error("lowdose enhancer crashed:\n%s", traceback.format_exc())
         try:
             if self.run is None or not self.run.closed:
                 self._close()

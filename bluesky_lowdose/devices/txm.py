@@ -28,6 +28,7 @@ from ophyd import Device, Signal
 from ophyd.sim import SynAxis
 from ophyd.status import DeviceStatus, StatusBase
 
+from .._disk import check_free_space
 from ..physics import TXMPhysics
 
 __all__ = [
@@ -226,9 +227,9 @@ class SimTXMDetector(Device):
     def unstage(self) -> list[object]:
         """Close the HDF5 file."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            f, self._file = self._file, None
+            if f is not None:
+                f.close()
         return super().unstage()
 
     # -- acquisition -------------------------------------------------------------------
@@ -248,6 +249,9 @@ class SimTXMDetector(Device):
         with self._lock:
             ds = self._file[IMAGE_DATASET]
             row = self._rows_announced
+            # HDF5 does not survive a full disk (a failed write can crash the process when the
+            # file is closed): refuse the frame while there is room left for the stop documents
+            check_free_space(self._path, frame.size * ds.dtype.itemsize, f"frame {row} of {self.name}")
             if ds.shape[0] <= row:
                 ds.resize(row + 1, axis=0)
             ds[row] = frame

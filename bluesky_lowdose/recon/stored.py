@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .._disk import check_free_space
+
 __all__ = ["ArrayWriter", "LazySlice", "StackWriter", "StoredArray", "place_volume", "volume_writer"]
 
 #: Slices read at a time when iterating over a stored volume.
@@ -239,6 +241,7 @@ class StackWriter:
             arr = arr[None]
         if arr.shape[1:] != self.frame_shape:
             raise ValueError(f"entries of {arr.shape[1:]} do not match the stack's {self.frame_shape}")
+        self._room(len(arr))
         if self._ds.maxshape[0] is None:
             self._ds.resize(self.n + len(arr), axis=0)
         self._ds[self.n : self.n + len(arr)] = arr
@@ -256,8 +259,14 @@ class StackWriter:
         block : numpy.ndarray
             ``(n, rows, width)``.
         """
+        self._room(len(block))
         self._ds[start : start + len(block)] = block
         self.n = max(self.n, start + len(block))
+
+    def _room(self, entries: int) -> None:
+        """Refuse entries the disk cannot take (HDF5 does not survive a full disk)."""
+        nbytes = entries * int(np.prod(self.frame_shape)) * self._ds.dtype.itemsize
+        check_free_space(self.path, nbytes, f"{entries} entries of {self.path.name}")
 
     def close(self) -> StoredArray:
         """Flush and close the file.

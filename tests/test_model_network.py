@@ -186,6 +186,31 @@ def test_persistence_errors(unet: bm.Enhancer, tmp_path: Path) -> None:
         bm.load(other)
 
 
+def test_an_archive_with_edited_normalisation_is_refused(unet: bm.Enhancer, tmp_path: Path) -> None:
+    """The weights had a digest; the normalisation (every frame's scale in and out of the network)
+    loaded silently when edited. Both are checked now."""
+    import zipfile
+
+    from bluesky_lowdose.model.networks import METADATA_LAYER
+
+    path = unet.save(tmp_path / "enhancer.keras")
+    edited = tmp_path / "edited.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                layer = next(x for x in config["config"]["layers"] if x["config"]["name"] == METADATA_LAYER)
+                payload = json.loads(layer["config"]["payload"])
+                payload["normalization"]["mean"] *= 1.5  # e.g. "fixed" by hand for another detector
+                layer["config"]["payload"] = json.dumps(payload, sort_keys=True)
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.raises(ValueError, match="normalisation does not match"):
+        bm.load(edited)
+    assert bm.load(path).normalization == unet.normalization  # the untouched archive still loads
+
+
 def test_provenance_is_json_and_meaningful(unet: bm.Enhancer, refs: tuple[np.ndarray, np.ndarray]) -> None:
     prov = json.loads(json.dumps(unet.provenance))
     assert prov["architecture"] == "unet"

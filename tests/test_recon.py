@@ -198,6 +198,21 @@ def test_reconstruct_rejects_bad_inputs(sphere_projections):
         reconstruct(p, np.linspace(0, 180, THETA.size, endpoint=False), backend="dfi")
     with pytest.raises(ValueError, match="NaN"):
         find_center(bad)
+    # silent wrong results before (a volume of garbage or non-finite voxels, exit 0): now refused
+    with pytest.raises(ValueError, match="1 distinct angle"):
+        reconstruct(p[:1], THETA[:1])
+    with pytest.raises(ValueError, match="1 distinct angle"):
+        reconstruct(p, np.full(THETA.size, 30.0))
+    with pytest.raises(ValueError, match="1 distinct angle"):  # 0° and 360° are one direction
+        reconstruct(p[:2], [0.0, 360.0])
+    with pytest.raises(TypeError, match="complex"):
+        reconstruct(p + 1j * p, THETA)
+    huge = p.copy()
+    huge[2, 0, 5] = 1e38
+    with pytest.raises(ValueError, match="overflows"):
+        reconstruct(huge, THETA)
+    with pytest.raises(TypeError, match="real numbers"):
+        reconstruct(p.astype(object), THETA)
 
 
 def test_backends_available_and_default():

@@ -274,9 +274,13 @@ class Enhancer:
 
     # -- persistence -------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
+        norm = self.normalization.to_dict()
         return {
             "format_version": FORMAT_VERSION,
-            "normalization": self.normalization.to_dict(),
+            "normalization": norm,
+            # the weights are checked against provenance's model_hash; the numbers that scale
+            # every frame in and out of the network get their own digest
+            "normalization_sha256": _digest(norm),
             "provenance": self._provenance,
         }
 
@@ -365,7 +369,20 @@ def load(path: str | os.PathLike[str]) -> Enhancer:
     digest = weights_sha256(network)
     if digest != provenance.get("model_hash"):
         raise ValueError(f"{path}: weights do not match the recorded model_hash (file damaged or edited)")
+    recorded = meta.get("normalization_sha256")  # absent in archives written before it was recorded
+    if recorded is not None and recorded != _digest(meta["normalization"]):
+        raise ValueError(
+            f"{path}: the normalisation does not match its recorded digest (file damaged or edited): "
+            "the network would scale every frame wrongly"
+        )
     return Enhancer(network, Normalization.from_dict(meta["normalization"]), provenance)
+
+
+def _digest(obj: Any) -> str:
+    """SHA-256 of a JSON-able value, independent of key order."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def from_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> Enhancer:

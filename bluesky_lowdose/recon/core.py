@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 256 * 2**20
 
 
+#: Largest magnitude a projection value may have (line integrals are a few units; float32's
+#: filter overflows near 1e38 / width).
+MAX_ABS_VALUE = 1e30
+
+
 def _validate(projections: np.ndarray, theta_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     p = np.asarray(projections)
     squeeze = p.ndim == 2
@@ -32,11 +37,33 @@ def _validate(projections: np.ndarray, theta_deg: np.ndarray) -> tuple[np.ndarra
         )
     if min(p.shape) == 0:
         raise ValueError(f"projections are empty: shape {p.shape}")
+    if np.iscomplexobj(p):
+        raise TypeError(
+            "projections are complex: give real line integrals (-log of the transmission), not a "
+            "Fourier transform or a phase-retrieved complex field"
+        )
+    if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer) or p.dtype == bool):
+        raise TypeError(f"projections must be real numbers, got dtype {p.dtype}")
     theta = np.asarray(theta_deg, dtype=np.float64)
     if theta.ndim != 1 or theta.size != p.shape[0]:
         raise ValueError(f"theta_deg has {theta.size} angles but projections have {p.shape[0]} (axis 0)")
     if not np.all(np.isfinite(theta)):
         raise ValueError("theta_deg contains NaN or infinite values")
+    distinct = np.unique(np.round(np.mod(theta, 360.0), 9)).size
+    if distinct < 2:
+        raise ValueError(
+            f"{theta.size} projection(s) at {distinct} distinct angle ({theta[0]:g}°): a reconstruction "
+            "needs projections over a rotation (was the rotation recorded?)"
+        )
+    if np.issubdtype(p.dtype, np.floating):
+        # the filter sums a row's values: beyond ~1e30 single precision overflows to inf (the
+        # volume would come out non-finite without a word); one angle at a time, no big temporaries
+        peak = max(float(np.nanmax(np.abs(p[i]))) if np.isfinite(p[i]).any() else 0.0 for i in range(len(p)))
+        if peak > MAX_ABS_VALUE:
+            raise ValueError(
+                f"projections hold values up to {peak:.3g}: line integrals are small numbers (a few "
+                f"units); above {MAX_ABS_VALUE:.0e} the filter overflows (raw counts or a wrong scale?)"
+            )
     return p, theta, squeeze
 
 

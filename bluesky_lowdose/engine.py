@@ -5,23 +5,30 @@
 in-process cluster, and offers ``map(function, tasks)`` — the ``mapper`` the pipeline's
 reconstruction slabs take (:func:`bluesky_lowdose.recon.slabs.reconstruct_volumes`). Results are
 streamed back in task order with a bounded window of tasks in flight; a worker that dies mid-run
-has its tasks rescheduled by the scheduler, and what cannot complete raises (never a silent hole).
+has its tasks rescheduled by the scheduler, and what cannot complete raises (never a silent hole);
+a cluster left without any worker raises :class:`NoWorkers` after ``no_worker_timeout`` seconds
+instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["DaskEngine", "SchedulerUnreachable"]
+__all__ = ["DaskEngine", "NoWorkers", "SchedulerUnreachable"]
 
 logger = logging.getLogger(__name__)
 
 
 class SchedulerUnreachable(ConnectionError):
     """The Dask scheduler did not answer (an ``OSError``: callers catching those still do)."""
+
+
+class NoWorkers(RuntimeError):
+    """No Dask worker was connected for ``no_worker_timeout`` seconds while tasks waited."""
 
 
 class DaskEngine:
@@ -36,6 +43,9 @@ class DaskEngine:
         Of the in-process cluster.
     timeout : float
         Seconds to wait for the scheduler to answer.
+    no_worker_timeout : float
+        Seconds :meth:`map` waits while no worker is connected before it gives up with
+        :class:`NoWorkers` (a scheduler keeps tasks forever when its last worker died).
 
     Raises
     ------
@@ -50,6 +60,7 @@ class DaskEngine:
         n_workers: int = 1,
         threads_per_worker: int = 2,
         timeout: float = 20.0,
+        no_worker_timeout: float = 60.0,
     ) -> None:
         from distributed import Client
 
@@ -66,6 +77,7 @@ class DaskEngine:
                 dashboard_address=None, set_as_default=False,
             )  # fmt: skip
         self.scheduler = scheduler
+        self.no_worker_timeout = float(no_worker_timeout)
         #: Tasks submitted through :meth:`map`.
         self.tasks = 0
 
@@ -114,7 +126,7 @@ class DaskEngine:
                 submit_next()
             while in_flight:
                 future = in_flight.popleft()
-                result = future.result()
+                result = self._result(future)
                 future.release()
                 submit_next()
                 yield result
@@ -124,6 +136,33 @@ class DaskEngine:
                     self.client.cancel(list(in_flight))
                 except Exception:  # the client is already closed: so are its tasks
                     logger.debug("could not cancel %d task(s)", len(in_flight), exc_info=True)
+
+    def _result(self, future: Any) -> Any:
+        """``future.result()``, but a cluster without workers is said, not waited on forever.
+
+        Waits in short steps (a Ctrl-C in the main thread is seen within a second); while no
+        worker is connected for ``no_worker_timeout`` seconds, raises :class:`NoWorkers`.
+        """
+        from distributed import TimeoutError as DaskTimeout
+
+        alone_since: float | None = None
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except (DaskTimeout, TimeoutError):
+                pass
+            if self.client.nthreads():
+                alone_since = None
+                continue
+            now = time.monotonic()
+            alone_since = now if alone_since is None else alone_since
+            if now - alone_since >= self.no_worker_timeout:
+                where = self.scheduler or "the in-process cluster"
+                raise NoWorkers(
+                    f"no Dask worker has been connected to {where} for {self.no_worker_timeout:g} s "
+                    f"while task {future.key} waited (did the workers die?): start workers "
+                    f"(dask worker {where}) and run again"
+                )
 
     def report(self) -> dict[str, Any]:
         """``scheduler`` address, ``workers`` now connected, ``tasks`` run, ``in_process``."""

@@ -154,6 +154,27 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(cluster) -> Non
     np.testing.assert_array_equal(volume, expected)
 
 
+def test_a_cluster_whose_only_worker_died_is_said_not_waited_on(tmp_path) -> None:
+    """The scheduler keeps the tasks of a dead last worker forever; ``map`` used to wait with them
+    (enhance/demo hung > 300 s, the processed run open). Now it gives up, saying why."""
+    from bluesky_lowdose.engine import DaskEngine, NoWorkers
+
+    li, theta = _line_integrals(32, 61, seed=4)
+    lonely = _Cluster(tmp_path, n_workers=1)
+    try:
+        engine = DaskEngine(lonely.address, timeout=60, no_worker_timeout=3)
+        engine.client.wait_for_workers(1, timeout=60)
+        os.killpg(lonely.workers[0].pid, signal.SIGKILL)
+        lonely.workers[0].proc.wait(timeout=30)
+        started = time.monotonic()
+        with pytest.raises(NoWorkers, match="no Dask worker has been connected"):
+            reconstruct_slabs(li, theta, slab=4, backend="fbp", mapper=engine.map)
+        assert time.monotonic() - started < 60
+        engine.close()
+    finally:
+        lonely.close()
+
+
 def test_learned_steps_run_on_the_workers_and_give_the_local_volume(cluster, tmp_path) -> None:
     """Method "hybrid": the projection network on each block of frames and the Noise2Inverse
     denoiser on each slab run on the worker processes (the models travel as bytes); the

@@ -28,8 +28,12 @@ setup-redis:
 	         "or set LOWDOSE_REDIS_SERVER to a redis-server binary" >&2; exit 1; \
 	fi
 
+# Two test processes, each running one test module at a time (a module's servers, IOC and trained
+# fixtures stay shared within it): much of the suite waits on child processes, so two keep both
+# cores busy. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP) setup-redis
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

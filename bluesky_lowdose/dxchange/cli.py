@@ -92,9 +92,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every learned step (default 0)")
     parser.add_argument(
-        "--patch-size", type=int, default=None, help="training patch edge, a multiple of 8 (default 32)"
+        "--patch-size", type=count(8), default=None, help="training patch edge, a multiple of 8 (default 32)"
     )
-    parser.add_argument("--stride", type=int, default=None, help="step between training patches (default 8)")
+    parser.add_argument(
+        "--stride", type=count(1), default=None, help="step between training patches (default 8)"
+    )
     parser.add_argument(
         "--n2i-steps",
         type=count(1),

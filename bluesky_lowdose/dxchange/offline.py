@@ -602,6 +602,10 @@ def enhance_file(
     if flat is not None and flat.warnings:  # said in the output and in the provenance
         scan.warnings[:0] = list(flat.warnings)
         scan.provenance["warnings"] = list(scan.warnings)
+    ignored = _ignored_options(scan.method, overrides, n2i_options, model_in)
+    if ignored:
+        scan.warnings.append(ignored)
+        scan.provenance["warnings"] = list(scan.warnings)
     proj_model = scan.models.get("projection")
     slice_model = scan.models.get("slices")
     if save_model is not None and proj_model is not None:
@@ -713,3 +717,24 @@ def enhance_file(
         provenance=provenance,
         scan=scan,
     )
+
+
+def _ignored_options(
+    method: str, training: dict[str, Any], n2i_options: dict[str, Any] | None, model_in: Any
+) -> str | None:
+    """A warning naming the options the method that ran did not use (None: all were used)."""
+    from ..pipeline import METHODS
+
+    spec = METHODS[method]
+    names: list[str] = []
+    why: list[str] = []
+    if training and (spec.projection != "cnn" or model_in is not None):
+        names += [f"--{k.replace('_', '-')}" for k in training]
+        why.append("--model-in is applied as it is" if spec.projection == "cnn"
+                   else f"method {method!r} trains no projection CNN")  # fmt: skip
+    if n2i_options and spec.slices != "n2i":
+        names += [f"--n2i-{k}" for k in n2i_options]
+        why.append(f"method {method!r} has no Noise2Inverse step")
+    if not names:
+        return None
+    return f"ignored: {', '.join(names)} ({'; '.join(why)})"

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -175,6 +176,11 @@ class QueueStack:
     pid_starts : dict of str to int
         When each of them started (``/proc/<pid>/stat``): a pid read back from a stale state file
         that now belongs to another process is never signalled.
+    zmq_public_key : str or None
+        The RE Manager's CURVE public key. :meth:`start_manager` makes a new key pair every
+        start: the manager gets the private key, this key goes (only) into the 0600 state file,
+        and 0MQ clients without it are not answered — ``script_upload`` runs arbitrary Python in
+        the worker, so the control socket is never open to every local user.
     """
 
     data_dir: Path = Path("lowdose-data")
@@ -191,6 +197,7 @@ class QueueStack:
     redis_prefix: str = "lowdose"
     pids: dict[str, int] = field(default_factory=dict)
     pid_starts: dict[str, int] = field(default_factory=dict)
+    zmq_public_key: str | None = field(default=None, repr=False)
     _procs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- addresses ---------------------------------------------------------------------------
@@ -354,8 +361,13 @@ class QueueStack:
         self._prepare_files()
         self.control_port = self.control_port or _free_port(self.host)
         self.info_port = self.info_port or _free_port(self.host)
+        import zmq
+
+        public, private = zmq.curve_keypair()  # a new pair per start: a stale state file's key is void
+        self.zmq_public_key = public.decode()
+        env = {**self.worker_environment(), "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER": private.decode()}
         t0 = time.monotonic()
-        proc = self._spawn("manager", self.manager_command(), env=self.worker_environment())
+        proc = self._spawn("manager", self.manager_command(), env=env)
         api = self.api(timeout_recv=0.5)
         try:
             proc.wait_until(lambda: bool(api.status(reload=True)), timeout=timeout, interval=0.1,
@@ -385,6 +397,23 @@ class QueueStack:
         self.write_state()
         return self
 
+    def client_environment(self) -> dict[str, str]:
+        """What ``qserver`` reads to reach this manager: address and public key.
+
+        Returns
+        -------
+        dict of str to str
+            ``QSERVER_ZMQ_CONTROL_ADDRESS``, ``QSERVER_ZMQ_INFO_ADDRESS`` and, for an encrypted
+            manager, ``QSERVER_ZMQ_PUBLIC_KEY``.
+        """
+        env = {
+            "QSERVER_ZMQ_CONTROL_ADDRESS": self.zmq_control_addr,
+            "QSERVER_ZMQ_INFO_ADDRESS": self.zmq_info_addr,
+        }
+        if self.zmq_public_key:
+            env["QSERVER_ZMQ_PUBLIC_KEY"] = self.zmq_public_key
+        return env
+
     def api(self, **kwargs: Any) -> Any:
         """A ``bluesky_queueserver_api.zmq.REManagerAPI`` of this manager.
 
@@ -401,8 +430,9 @@ class QueueStack:
         from bluesky_queueserver_api.zmq import REManagerAPI
 
         return REManagerAPI(
-            zmq_control_addr=self.zmq_control_addr, zmq_info_addr=self.zmq_info_addr, **kwargs
-        )
+            zmq_control_addr=self.zmq_control_addr, zmq_info_addr=self.zmq_info_addr,
+            zmq_public_key=self.zmq_public_key, **kwargs,
+        )  # fmt: skip
 
     def stop(self, timeout: float = 15.0, *, save_timeout: float = 600.0) -> None:
         """Wait until everything is saved, close the worker environment, then stop every process.
@@ -569,7 +599,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     argparse.ArgumentParser
         ``parser``.
     """
-    parser.add_argument("action", choices=("start", "stop", "status"), help="what to do")
+    parser.add_argument("action", choices=("start", "stop", "status", "env"),
+                        help="what to do; env: the shell exports qserver needs (address, key)")  # fmt: skip
     parser.add_argument("--data-dir", default="lowdose-data", help="data directory (default ./lowdose-data)")
     parser.add_argument("--tiled-uri", default=None, help="use this Tiled server (key from $TILED_API_KEY)")
     parser.add_argument("--detector-dir", default=None, help="camera files (default <data-dir>/detector)")
@@ -601,6 +632,10 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "start":
             return _start(args)
         stack = QueueStack.from_state(args.data_dir)
+        if args.action == "env":
+            for name, value in stack.client_environment().items():
+                print(f"export {name}={shlex.quote(value)}")
+            return 0
         if args.action == "stop":
             stack.stop()
             print("queue stack stopped")
@@ -644,11 +679,13 @@ def _start(args: argparse.Namespace) -> int:
     if args.json:  # the key stays in the 0600 state file and the data directory's key file
         state = json.loads(stack.write_state().read_text())
         state["api_key"] = "***" if state.get("api_key") else None
+        state["zmq_public_key"] = "***" if state.get("zmq_public_key") else None
         print(json.dumps(state, indent=2))
     else:
         print(f"queue stack up in {time.monotonic() - t0:.1f} s (state in {stack.queue_dir / STATE_FILE})")
         print(f"  tiled   {stack.tiled_uri}")
         print(f"  redis   {stack.redis_addr}")
-        print(f"  manager {stack.zmq_control_addr} (console {stack.zmq_info_addr})")
-        print(f"  next:   qserver --zmq-control-addr {stack.zmq_control_addr} environment open")
+        print(f"  manager {stack.zmq_control_addr} (console {stack.zmq_info_addr}; CURVE-encrypted)")
+        print(f'  next:   eval "$(lowdose-tomo queue env --data-dir {args.data_dir})"')
+        print("          qserver environment open")
     return 0

@@ -59,6 +59,7 @@ def stack(redis_server_binary, tiled_server, tmp_path_factory: pytest.TempPathFa
     try:
         stack.start_redis()
         stack.start_manager()
+        stack.write_state()  # as ``queue start`` does: ``queue env`` reads it
         yield stack
     finally:
         procs = dict(stack._procs)
@@ -299,6 +300,33 @@ def _wait_for_primary_frames(raw, uid: str, timeout: float = 30.0) -> None:
                 pass  # the image key is not registered yet
         time.sleep(0.1)
     raise AssertionError(f"no primary frames of run {uid} in Tiled after {timeout} s")
+
+
+def test_the_manager_answers_only_clients_with_the_stack_s_key(stack, api) -> None:
+    """``script_upload`` runs arbitrary Python in the worker: the control socket is CURVE-encrypted
+    with a key pair made at start, so a local client without the key (from the 0600 state file,
+    ``lowdose-tomo queue env``) gets no answer, and ``qserver`` with it works."""
+    import os
+    import subprocess
+    import sys
+
+    assert stack.zmq_public_key
+    qserver = str(Path(sys.executable).parent / "qserver")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QSERVER_")}
+    plain = {**env, "QSERVER_ZMQ_CONTROL_ADDRESS": stack.zmq_control_addr}
+    stranger = subprocess.run([qserver, "status"], env=plain, capture_output=True, text=True, timeout=120)
+    assert stranger.returncode != 0 and "manager_state" not in stranger.stdout, stranger.stdout
+    exports = subprocess.run(
+        [sys.executable, "-m", "bluesky_lowdose.cli", "queue", "env", "--data-dir", str(stack.data_dir)],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    keyed = dict(env)
+    for line in exports.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        keyed[name] = value.strip("'")
+    assert keyed["QSERVER_ZMQ_PUBLIC_KEY"] == stack.zmq_public_key
+    member = subprocess.run([qserver, "status"], env=keyed, capture_output=True, text=True, timeout=120)
+    assert member.returncode == 0 and "manager_state" in member.stdout, member.stdout + member.stderr
 
 
 def test_stop_never_signals_a_process_the_stack_did_not_start(tmp_path: Path) -> None:

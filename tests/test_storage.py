@@ -94,6 +94,36 @@ def test_runs_are_searchable_and_visible_by_scan_id(RE, served_txm, tiled_server
     assert list(found) == [uid]
 
 
+def test_the_web_ui_lists_runs_with_scan_id_time_plan_and_status(
+    RE, served_txm, tiled_server, tiled_client
+) -> None:
+    """The UI's run list showed bare uids. The server now gives it columns (GET /tiled-ui-settings),
+    and the UI's own list request (``select_metadata`` built from them) returns the values."""
+    import httpx
+
+    writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=tiled_server.layout.backup))
+    sample = f"ui-{uuid.uuid4().hex[:8]}"
+    uid, _ = _run(RE, served_txm, writer, md={"sample": sample})
+    assert writer.flush(timeout=60) and not writer.errors
+    settings = httpx.get(f"{tiled_server.uri}/tiled-ui-settings", timeout=10).json()
+    (runs,) = [s for s in settings["specs"] if s["spec"] == "CatalogOfBlueskyRuns"]
+    fields = {c["field"]: c["select_metadata"] for c in runs["columns"]}
+    assert {"scan_id", "started", "plan", "exit_status", "method", "reason"} <= set(runs["default_columns"])
+    select = "{" + ",".join(f"{f}:{m}" for f, m in fields.items()) + "}"  # as the UI builds it
+    reply = httpx.get(
+        f"{tiled_server.uri}/api/v1/search/{RAW}",
+        params={"fields": "metadata", "select_metadata": select, "page[limit]": 300},
+        headers={"Authorization": f"Apikey {tiled_server.api_key}"}, timeout=30,
+    )  # fmt: skip
+    reply.raise_for_status()
+    rows = {item["id"]: item["attributes"]["metadata"]["selected"] for item in reply.json()["data"]}
+    row = rows[uid]
+    start = tiled_client[RAW][uid].metadata["start"]
+    assert row["scan_id"] == start["scan_id"] and row["plan"] == "lowdose_tomo_scan", row
+    assert row["sample"] == sample and row["exit_status"] == "success", row
+    assert row["started"][:4].isdigit() and "T" in row["started"], row  # ISO 8601, readable
+
+
 def test_tiled_down_loses_nothing_and_replays(RE, tmp_path: Path, monkeypatch) -> None:
     import tiled.client.utils
 

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -391,6 +392,8 @@ class RunJob:
             "plan_name": "lowdose_enhancement",
             "original_run_uid": self.result.raw_uid,
             "original_scan_id": self.raw_start.get("scan_id"),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "sample": self.raw_start.get("sample"),
             "lowdose": self.ld,
             "provenance": prov,
             # who writes this run: a later process closes it if this one dies with it open

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -434,6 +435,8 @@ def _start_metadata(
         "num_points": params.num_angles,
         "num_intervals": params.num_angles - 1,
         "hints": {"dimensions": [(list(hints_fields), PRIMARY)]},
+        # readable where the epoch `time` is not (the Tiled web UI's run list)
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         "lowdose": {
             "short_exposure": params.short_exposure,
             "long_exposure": params.long_exposure,

@@ -32,6 +32,10 @@ API_KEY_ENV = "TILED_API_KEY"
 API_KEY_FILE = ".tiled_api_key"
 
 
+#: Tiled web UI settings with columns for the run catalogs (tiled's defaults plus ``specs``).
+UI_SETTINGS = Path(__file__).with_name("tiled_ui_settings.yml")
+
+
 class TiledServerError(RuntimeError):
     """The Tiled server could not be started or reached."""
 
@@ -312,6 +316,8 @@ class TiledServer:
             )
         env = dict(os.environ)
         env["TILED_SINGLE_USER_API_KEY"] = self.api_key
+        # the web UI's run lists get columns (scan id, time, plan, status, method, result)
+        env.setdefault("TILED_UI_SETTINGS", str(UI_SETTINGS))
         env.pop(API_KEY_ENV, None)
         self._proc = ChildProcess(self.command(), env=env, name="tiled serve")
         self._log_thread = threading.Thread(

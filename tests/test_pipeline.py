@@ -149,6 +149,21 @@ def test_flat_policy_scales_long_flats_and_falls_back_to_own_flats() -> None:
         flat_field(None, dark)
 
 
+def test_saturated_flats_are_said_not_trained_on_silently() -> None:
+    """A long exposure that saturates the detector clips the open beam: every transmission and
+    every long reference built on it is wrong there. The correction is still made; it is said."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(90, 110, (3, 16, 16)).astype(np.uint16)
+    long_flat = rng.integers(30000, 31000, (3, 16, 16)).astype(np.uint16)
+    assert flat_field(long_flat, dark).warnings == ()
+    long_flat[:, :4] = np.iinfo(np.uint16).max  # a quarter of the detector clipped
+    (warning,) = flat_field(long_flat, dark).warnings
+    assert "saturated" in warning and "25.0 % of the flats' pixels" in warning and "65535" in warning
+    own = rng.integers(3000, 3100, (3, 16, 16)).astype(np.uint16)
+    scaled = flat_field(own, dark, exposure=1.0, long_flats=long_flat, long_darks=dark, long_exposure=10.0)
+    assert any("long flats" in w and "saturated" in w for w in scaled.warnings)
+
+
 def test_methods_that_need_pairs_say_so_and_auto_picks_by_the_inputs(scan) -> None:
     assert resolve_method("auto", True) == "auto"  # with long exposures they choose (pipeline.auto)
     assert resolve_method("auto", False) == "n2i"  # without, the best method measured

@@ -241,18 +241,45 @@ def flat_field(
         ld = np.median(_stack(long_darks, "long darks"), axis=0)
         if lf.shape != d.shape or ld.shape != d.shape:
             raise ValueError(f"long flats {lf.shape} / darks {ld.shape} and darks {d.shape} differ in shape")
-        warning = _check_open_beam(lf, ld, "long flats", "long darks")
+        found = (
+            _check_open_beam(lf, ld, "long flats", "long darks"),
+            _check_saturation(long_flats, "long flats"),
+        )
         ratio = float(exposure) / float(long_exposure)
         flat = ((lf - ld) * ratio + d).astype(np.float32)
         return FlatField(flat, d, "long flats scaled by the exposure ratio", ratio,
-                         warnings=(warning,) if warning else ())  # fmt: skip
+                         warnings=tuple(w for w in found if w))  # fmt: skip
     if flats is None:
         raise ValueError("no flats: give the exposure's own flats, or long flats with both exposure times")
     f = np.median(_stack(flats, "flats"), axis=0).astype(np.float32)
     if f.shape != d.shape:
         raise ValueError(f"flats {f.shape} and darks {d.shape} differ in shape")
-    warning = _check_open_beam(f, d, "flats", "darks")
-    return FlatField(f, d, "own flats", warnings=(warning,) if warning else ())
+    found = (_check_open_beam(f, d, "flats", "darks"), _check_saturation(flats, "flats"))
+    return FlatField(f, d, "own flats", warnings=tuple(w for w in found if w))
+
+
+#: Share of a flat's pixels at the detector's largest value from which it is called saturated.
+SATURATED_SHARE = 0.001
+
+
+def _check_saturation(frames: Any, name: str) -> str | None:
+    """Why these integer frames look saturated (pixels at the dtype's maximum), or None.
+
+    A saturated open beam is too dark by an unknown amount: every transmission and every long
+    reference built from it is wrong there, and a network trained on such pairs learns the clip.
+    """
+    arr = np.asarray(frames)
+    if not np.issubdtype(arr.dtype, np.integer):
+        return None
+    top = np.iinfo(arr.dtype).max
+    share = float(np.mean(arr == top))
+    if share < SATURATED_SHARE:
+        return None
+    warning = (f"{100 * share:.1f} % of the {name}' pixels are at the detector's largest value ({top}): "
+               "saturated, so the open beam (and every reference built on it) is wrong there; "
+               "shorten that exposure or lower the flux")  # fmt: skip
+    logger.warning("flat field: %s", warning)
+    return warning
 
 
 def _check_open_beam(flat: np.ndarray, dark: np.ndarray, flat_name: str, dark_name: str) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bluesky_lowdose.demo import DemoConfig, DemoInterrupted, run_demo
-from bluesky_lowdose.storage import PROCESSED, RAW, connect
+from bluesky_lowdose.storage import PROCESSED, RAW, connect, stream_array
 
 pytestmark = [pytest.mark.tiled]
 
@@ -92,7 +92,7 @@ def test_a_full_disk_mid_scan_ends_the_run_cleanly_and_keeps_the_frames(tmp_path
         stop = run.metadata["stop"]
         assert stop["exit_status"] == "fail" and "disk full" in stop["reason"], stop
         assert stop["num_events"]["primary"] == 5
-        assert run["primary"]["txm_cam_image"].shape[0] == 5
+        assert stream_array(run, "primary", "txm_cam_image").shape[0] == 5
         processed = next(iter(client[PROCESSED].values()))
         assert processed.metadata["start"]["original_run_uid"] == uid
         assert processed.metadata["stop"]["exit_status"] == "fail"

@@ -384,6 +384,24 @@ def to_markdown(
     return "\n".join(lines)
 
 
+#: What the figures call R_o, R_n and R_e (the paper's names).
+R_NAMES = (
+    "R_o: reconstruction of the noise-free projections (the reference); R_n: of the low-dose ones; "
+    "R_e: after enhancement"
+)
+
+
+def method_color(method: str) -> Any:
+    """One colour per method in every figure (a fixed order over the pipeline's methods)."""
+    import matplotlib
+
+    from ..pipeline import METHODS
+
+    order = list(METHODS)
+    index = order.index(method) if method in order else len(order) + sum(map(ord, method)) % 7
+    return matplotlib.colormaps["tab10"](index % 10)
+
+
 def _bars(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -403,7 +421,8 @@ def _bars(result: dict[str, Any], path: Path) -> None:
             vals = [e["scores"][m][metric] for e in entries]
             name = m + (" (default)" if m == default else "")
             edge = "k" if m == default else None
-            ax.bar(x + (j - (len(ms) - 1) / 2) * width, vals, width, label=name, edgecolor=edge)
+            ax.bar(x + (j - (len(ms) - 1) / 2) * width, vals, width, label=name, edgecolor=edge,
+                   color=method_color(m))  # fmt: skip
         if metric == "ssim" and gaussian:
             px = [i for i, e in enumerate(entries) if "paper_ssim" in e]
             if px:
@@ -415,16 +434,13 @@ def _bars(result: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
         ax.set_title(f"{metric.upper()} vs R_o inside the object")
         ax.grid(axis="y", alpha=0.3)
-        if metric == "psnr":
-            lo = min(
-                e["scores"][m]["psnr"] for e in entries for m in ms if math.isfinite(e["scores"][m]["psnr"])
-            )
-            ax.set_ylim(bottom=max(0.0, lo - 3.0))
+        ax.set_ylim(bottom=0.0)  # bars from zero: their heights compare
     axes[0].legend(fontsize=8, ncol=2)
     fig.suptitle(
         f"{result['config']['mode']} mode, {result['config']['size']}^3, {result['config']['angles']} angles"
     )
-    fig.tight_layout()
+    fig.text(0.5, 0.01, R_NAMES, ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -442,24 +458,40 @@ def _panel(result: dict[str, Any], key: str, path: Path) -> None:
     lo, hi = float(ref.min()), float(ref.max())
     n = ref.shape[-1]
     z0, z1 = n // 2 - n // 6, n // 2 + n // 6
-    fig, axes = plt.subplots(2, len(show), figsize=(2.4 * len(show), 5.2), squeeze=False)
+    from matplotlib.patches import Rectangle
+
+    grid = {"hspace": 0.08, "wspace": 0.05, "top": 0.84, "bottom": 0.06}
+    size = (2.4 * len(show) + 0.8, 5.0)
+    fig, axes = plt.subplots(2, len(show), figsize=size, squeeze=False, gridspec_kw=grid)
     default = _default(result)
+    shown = None
     for j, m in enumerate(show):
         img = slices[m]
         title = "R_o (clean)" if m == "reference" else m + (" (default)" if m == default else "")
         if m != "reference":
             title += f"\nSSIM {scores[m]['ssim']:.3f}, {scores[m]['psnr']:.1f} dB"
-        axes[0, j].imshow(img, cmap="gray", vmin=lo, vmax=hi)
-        axes[0, j].set_title(title, fontsize=8)
+        shown = axes[0, j].imshow(img, cmap="gray", vmin=lo, vmax=hi)
+        axes[0, j].set_title(title, fontsize=8, color="k" if m == "reference" else method_color(m))
+        # the crop shown enlarged below, marked where it comes from
+        box = Rectangle(
+            (z0 - 0.5, z0 - 0.5), z1 - z0, z1 - z0, fill=False, edgecolor="tab:orange", linewidth=1
+        )
+        axes[0, j].add_patch(box)
         axes[1, j].imshow(img[z0:z1, z0:z1], cmap="gray", vmin=lo, vmax=hi)
         for ax in axes[:, j]:
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for side in axes[1, j].spines.values():
+            side.set_edgecolor("tab:orange")
+    fig.colorbar(
+        shown, ax=axes.ravel().tolist(), shrink=0.8, label="attenuation (R_o's units, one grey scale)"
+    )
     fig.suptitle(
         f"{result['config']['mode']} mode, {_level_name_from_key(result, key)}: middle scored slice "
-        "(bottom: its centre, enlarged; grey scale of R_o)",
+        "(bottom: the orange box, enlarged)",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.text(0.5, 0.01, R_NAMES, ha="center", fontsize=7)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -23,18 +23,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DemoConfig", "DemoInterrupted", "run_demo"]
+__all__ = ["DemoConfig", "DemoEnded", "DemoInterrupted", "DemoScanFailed", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 
-class DemoInterrupted(RuntimeError):
-    """The user interrupted the main job (Ctrl-C); the message says what was kept.
+class DemoEnded(RuntimeError):
+    """The main job ended before its result; the message says what was kept and where.
 
     Attributes
     ----------
     raw_uid : str or None
-        The aborted run (its stop document says ``abort``), if the scan had started.
+        The run that ended early, if the scan had started.
     """
 
     def __init__(self, message: str, raw_uid: str | None = None) -> None:
@@ -42,18 +42,12 @@ class DemoInterrupted(RuntimeError):
         self.raw_uid = raw_uid
 
 
-class DemoScanFailed(RuntimeError):
-    """The scan failed (a device, a full disk); what was taken is saved and the message says where.
+class DemoInterrupted(DemoEnded):
+    """The user interrupted the main job (Ctrl-C): the run's stop document says ``abort``."""
 
-    Attributes
-    ----------
-    raw_uid : str or None
-        The failed run (its stop document says ``fail``), if the scan had started.
-    """
 
-    def __init__(self, message: str, raw_uid: str | None = None) -> None:
-        super().__init__(message)
-        self.raw_uid = raw_uid
+class DemoScanFailed(DemoEnded):
+    """The scan failed (a device, a full disk): the run's stop document says ``fail``."""
 
 
 @dataclass

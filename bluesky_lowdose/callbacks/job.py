@@ -393,12 +393,13 @@ class RunJob:
             "original_run_uid": self.result.raw_uid,
             "original_scan_id": self.raw_start.get("scan_id"),
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "sample": self.raw_start.get("sample"),
             "lowdose": self.ld,
             "provenance": prov,
             # who writes this run: a later process closes it if this one dies with it open
             "processor": process_identity(),
         }
+        if self.raw_start.get("sample") is not None:  # the start schema allows a string or a dict, not null
+            md["sample"] = self.raw_start["sample"]
         self.run = ProcessedRun(md, self.write)
         self.result.processed_uid = self.run.uid
 

@@ -136,10 +136,12 @@ def test_processed_run_reads_through_databroker(streamed, tiled_client) -> None:
     ],
 )
 def test_failures_leave_the_scan_and_raw_data_intact(
-    RE, served_txm, tiled_client, scan_kw, train_kw, method, reason
+    RE, served_txm, tiled_client, scan_kw, train_kw, method, reason, tmp_path
 ) -> None:
+    backup = tmp_path / "backup"  # as the profile, the demo and the service have one
     enhancer = ProjectionEnhancer(tiled_client, registry="record", method=method, reconstruct=False,
-                                  train_kwargs=FAST_TRAIN | {"epochs": 2} | train_kw)  # fmt: skip
+                                  train_kwargs=FAST_TRAIN | {"epochs": 2} | train_kw,
+                                  backup_directory=backup)  # fmt: skip
     raw_writer = ThreadedCallback(make_raw_writer(tiled_client, backup_directory=None))
     RE.subscribe(raw_writer)
     RE.subscribe(enhancer)
@@ -152,6 +154,13 @@ def test_failures_leave_the_scan_and_raw_data_intact(
     assert res.status == "partial"
     assert any(reason in r for r in res.reasons), res.reasons
     processed = tiled_client[PROCESSED][res.processed_uid]
+    if not processed.metadata.get("stop"):
+        # Tiled itself can fail a write under load (tiled 0.2.20's DuckDB tables: "Table ... does
+        # not exist" right after it was created, seen once in 500 tests): the run is then in the
+        # backup, and the documented recovery writes it whole
+        assert any(r.startswith("storage: ") for r in res.reasons), res.reasons
+        assert replay_backups(tiled_client, backup) == [res.processed_uid]
+        processed = tiled_client[PROCESSED][res.processed_uid]
     assert processed.metadata["stop"]["exit_status"] == "fail"
     assert reason in processed.metadata["stop"]["reason"]
 

@@ -55,15 +55,6 @@ def _validate(projections: np.ndarray, theta_deg: np.ndarray) -> tuple[np.ndarra
             f"{theta.size} projection(s) at {distinct} distinct angle ({theta[0]:g}°): a reconstruction "
             "needs projections over a rotation (was the rotation recorded?)"
         )
-    if np.issubdtype(p.dtype, np.floating):
-        # the filter sums a row's values: beyond ~1e30 single precision overflows to inf (the
-        # volume would come out non-finite without a word); one angle at a time, no big temporaries
-        peak = max(float(np.nanmax(np.abs(p[i]))) if np.isfinite(p[i]).any() else 0.0 for i in range(len(p)))
-        if peak > MAX_ABS_VALUE:
-            raise ValueError(
-                f"projections hold values up to {peak:.3g}: line integrals are small numbers (a few "
-                f"units); above {MAX_ABS_VALUE:.0e} the filter overflows (raw counts or a wrong scale?)"
-            )
     return p, theta, squeeze
 
 
@@ -176,6 +167,14 @@ def reconstruct(
             chunk = np.asarray(p[:, s0:s1, :], dtype=np.float32)
             if not np.all(np.isfinite(chunk)):
                 raise ValueError(f"projections contain NaN or infinite values (slices {s0}-{s1 - 1})")
+            # the filter sums a row's values: beyond ~1e30 single precision overflows to inf (the
+            # volume would come out non-finite without a word)
+            peak = float(np.abs(chunk).max())
+            if peak > MAX_ABS_VALUE:
+                raise ValueError(
+                    f"projections hold values up to {peak:.3g}: line integrals are small numbers (a few "
+                    f"units); above {MAX_ABS_VALUE:.0e} the filter overflows (raw counts or a wrong scale?)"
+                )
             out[s0:s1] = impl(chunk, theta, c, filter, ncore)
             if bar is not None:
                 bar.update(s1 - s0)

@@ -275,8 +275,8 @@ def close_abandoned_runs(client: Any, catalog: str = PROCESSED) -> list[str]:
     """
     import socket
     import time
-    import uuid
 
+    from event_model import compose_stop
     from tiled.queries import Key
 
     from .._process import pid_alive
@@ -302,8 +302,8 @@ def close_abandoned_runs(client: Any, catalog: str = PROCESSED) -> list[str]:
         reason = (f"partial: {ABANDONED_REASON}the process that wrote this run (pid {pid} on {host}, "
                   f"run started {when}) ended without closing it (killed or crashed); what reached "
                   "Tiled before is kept")  # fmt: skip
-        stop = {"uid": str(uuid.uuid4()), "time": time.time(), "run_start": uid, "exit_status": "fail",
-                "reason": reason, "num_events": {}}  # fmt: skip
+        stop = compose_stop(start=dict(md["start"]), event_counters={}, poison_pill=[], exit_status="fail",
+                            reason=reason)  # fmt: skip
         try:
             node.update_metadata(metadata={"stop": stop}, drop_revision=True)
         except Exception as exc:

@@ -93,6 +93,12 @@ def test_poisson_mode_photon_statistics_and_full_dose():
     eq = entry["equivalent_dose"]["none"]["psnr"]
     assert eq["dose"] == pytest.approx(0.1) and eq["reduction"] == pytest.approx(1.0)
     assert res["scored_slices"] == [14, 18] and res["slab_rows"] == [10, 22]
+    # judged as auto judges: both methods run again without the frames on the long exposures' views
+    # (31 angles over 180°: the pairs at 0°, 42° (nearest 45°), 90° and the mirror of 0°, 180°)
+    assert entry["judged_views"]["left_out_frames"] == [0, 7, 15, 30]
+    assert set(entry["judge"]) == set(entry["judge_in_view"]) == {"none", "n2i"}
+    assert entry["judge"]["none"]["psnr_db"] != entry["judge_in_view"]["none"]["psnr_db"]
+    assert entry["judge_agreement"]["picked"] in ("none", "n2i")
     assert "dose_ladder" in res and "equivalent_dose" in summary(res)
 
 
@@ -184,6 +190,7 @@ def test_poisson_markdown_reports_full_dose_and_dose_reached():
         ({"epochs": 0}, "epochs"),
         ({"n2i_steps": 0}, "n2i steps"),
         ({"slices": 500}, "slices"),
+        ({"judge_views": "all"}, "judge_views"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -102,6 +102,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--dead-pixels", type=int, default=0, help="Poisson mode: pixels that detect no light (default 0)"
     )
     parser.add_argument(
+        "--judge-views",
+        choices=("held-out", "in-view"),
+        default="held-out",
+        help="how the long exposures judge the methods: as auto does, each run again without the frames on "
+        "the long exposures' views (held-out, default), or the results on every frame (in-view: biased "
+        "towards smoothing)",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=list(DEFAULT_METHODS),
@@ -198,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         flux=args.flux,
         psf_sigma=args.psf,
         dead_pixels=args.dead_pixels,
+        judge_views=args.judge_views,
         progress=progress,
         dask_scheduler=args.dask_scheduler,
     )

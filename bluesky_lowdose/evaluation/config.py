@@ -79,6 +79,9 @@ class EvaluationConfig:
         Seeds the phantom, the noise and every learned step.
     progress : bool
         Show tqdm progress bars and a line per level.
+    extra : dict
+        Options for the benchmarks: ``"n2i_options"``, overrides of
+        :data:`bluesky_lowdose.pipeline.N2I_OPTIONS` (``base_filters``, ``context``, ``seed``, ...).
     dask_scheduler : str, optional
         ``tcp://HOST:PORT`` (or ``"local"``): every method's reconstruction slabs and learned
         inference steps run as tasks on that Dask cluster (:class:`bluesky_lowdose.engine.DaskEngine`).
@@ -93,6 +96,11 @@ class EvaluationConfig:
         Poisson mode: detector blur (Gaussian sigma, pixels) of the signal and of its noise.
     dead_pixels : int
         Poisson mode: pixels that detect no light.
+    judge_views : {"held-out", "in-view"}
+        How the long exposures judge the methods (``judge_agreement``): ``"held-out"`` as
+        ``auto`` does (every method run again without the frames on the long exposures' views);
+        ``"in-view"``: the results on every frame, projected at angles they were made from (biased
+        towards smoothing; kept for comparison).
     """
 
     mode: str = "gaussian"
@@ -117,6 +125,7 @@ class EvaluationConfig:
     flux: float = 300.0
     psf_sigma: float = 0.0
     dead_pixels: int = 0
+    judge_views: str = "held-out"
 
     def validate(self) -> None:
         """Raise ValueError for inconsistent parameters (nothing heavy is imported)."""
@@ -161,6 +170,8 @@ class EvaluationConfig:
             )
         if not (np.isfinite(self.psf_sigma) and self.psf_sigma >= 0):
             raise ValueError(f"psf_sigma must be >= 0 pixels, got {self.psf_sigma}")
+        if self.judge_views not in ("held-out", "in-view"):
+            raise ValueError(f"judge_views must be 'held-out' or 'in-view', got {self.judge_views!r}")
         if not 0 <= self.dead_pixels < self.size * self.size:
             raise ValueError(f"dead_pixels must lie in [0, size^2), got {self.dead_pixels}")
         if self.slab_rows().stop - self.slab_rows().start < 8:
@@ -233,6 +244,10 @@ class EvaluationConfig:
         Returns
         -------
         dict
-            ``steps`` when set.
+            ``steps`` when set, and ``extra["n2i_options"]`` (e.g. ``base_filters``, ``context``,
+            ``seed``: the benchmarks' variants).
         """
-        return {} if self.n2i_steps is None else {"steps": int(self.n2i_steps)}
+        out = dict(self.extra.get("n2i_options", {}))
+        if self.n2i_steps is not None:
+            out["steps"] = int(self.n2i_steps)
+        return out

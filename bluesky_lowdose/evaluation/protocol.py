@@ -186,7 +186,46 @@ def _run_methods(
                                       "ceiling_psnr_db": q["ceiling_psnr_db"]}  # fmt: skip
         slices[method] = result.volume[mid].copy()
         _progress_line(f"  {method}", entry["scores"][method], entry["seconds"][method], cfg.progress)
+    if cfg.judge_views == "held-out" and len(entry["judge"]) >= 2:
+        _judge_like_auto(cfg, entry, projections, theta, long_refs, reference_angles, input=input, seed=seed,
+                         open_beam_counts=open_beam_counts, read_noise=read_noise,
+                         long_open_beam_counts=long_open_beam_counts, mapper=mapper)  # fmt: skip
     return entry, slices
+
+
+def _judge_like_auto(
+    cfg: EvaluationConfig,
+    entry: dict[str, Any],
+    projections: np.ndarray,
+    theta: np.ndarray,
+    long_refs: np.ndarray,
+    reference_angles: np.ndarray,
+    **kwargs: Any,
+) -> None:
+    """Judge the methods exactly as ``auto`` does: each run again on the scan without the frames on
+    the long exposures' views (:func:`bluesky_lowdose.pipeline.select_method`, no time budget).
+
+    The in-view judgement of the results on every frame stays as ``judge_in_view``.
+    """
+    from bluesky_lowdose.pipeline.auto import select_method
+
+    judged = list(entry["judge"])
+    _, record, _ = select_method(projections, theta, long_refs=long_refs, reference_angles=reference_angles,
+                                 candidates=judged, budget_s=1e12, rows=slice(0, projections.shape[1]),
+                                 projection_training=cfg.projection_training(), n2i_options=cfg.n2i_options(),
+                                 progress=cfg.progress, **kwargs)  # fmt: skip
+    entry["judge_in_view"] = entry["judge"]
+    entry["judge"] = {}
+    for m in judged:
+        c = record["candidates"].get(m, {})
+        if "judge" not in c:
+            continue
+        entry["judge"][m] = {"psnr_db": c["judge"]["psnr_db"], "ssim": c["judge"]["ssim"],
+                             "raw_psnr_db": c["raw"]["psnr_db"], "raw_ssim": c["raw"]["ssim"],
+                             "angles_deg": c["judge"]["angles_deg"], "held_out": c["held_out"],
+                             "ceiling_psnr_db": entry["judge_in_view"][m]["ceiling_psnr_db"]}  # fmt: skip
+    entry["judged_views"] = record["judged_views"]
+    entry["auto_winner"] = record["winner"]
 
 
 def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:

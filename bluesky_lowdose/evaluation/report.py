@@ -282,7 +282,15 @@ def to_markdown(
             "`pipeline.judge`: each volume projected again at the long exposures' angles and compared "
             "with them inside the object's shadow; the criterion is the gain over the raw reconstruction "
             "on the same angles (pair-trained methods are judged on the pair held out of their training). "
-            "`picked` is what `auto` would choose among these methods; `regret` the true PSNR lost by it."
+            "`picked` is what `auto` would choose among these methods; `regret` the true PSNR lost by it. "
+            + (
+                "As `auto` judges, every method ran again without the short frames on the long exposures' "
+                "views (frames " + ", ".join(map(str, judged[0]["judged_views"]["left_out_frames"])) + "), "
+                "so the judge compares with views no reconstruction saw."
+                if judged[0].get("judged_views", {}).get("left_out_frames")
+                else "Judged in view: the volumes were made from frames at those angles too (biased "
+                "towards smoothing; `--judge-views held-out` is how `auto` judges)."
+            )
         )
         lines.append("")
         table = []

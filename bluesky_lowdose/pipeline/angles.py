@@ -6,7 +6,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_TOLERANCE", "angle_difference", "check_rotation", "match_angles", "nominal_angle"]
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "angle_difference",
+    "check_rotation",
+    "match_angles",
+    "nominal_angle",
+    "same_view_indices",
+]
 
 #: Default tolerance (degrees) when matching reference angles to projection angles.
 DEFAULT_TOLERANCE = 0.05
@@ -62,6 +69,37 @@ def match_angles(wanted: Any, available: Any, tolerance: float = DEFAULT_TOLERAN
     nearest = np.argmin(dist, axis=1)
     ok = dist[np.arange(len(w)), nearest] <= tolerance
     return np.where(ok, nearest, -1).astype(np.int64)
+
+
+def same_view_indices(theta_deg: Any, reference_deg: Any) -> np.ndarray:
+    """The frames that see the sample along the same lines as a reference angle.
+
+    A frame at ``θ`` and one at ``θ + 180°`` integrate along the same lines (mirrored): both are
+    the "same view".  A frame belongs to a reference angle's view when it lies within half of the
+    scan's angular step of it (modulo 180°), so exactly the frame on the reference angle (and its
+    mirror) is found on a regular scan, and none when the reference lies between two frames.
+
+    Parameters
+    ----------
+    theta_deg : array_like
+        The scan's angles, degrees.
+    reference_deg : array_like
+        The reference angles, degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted, unique int indices into ``theta_deg``.
+    """
+    theta = np.asarray(theta_deg, np.float64).ravel()
+    ref = np.atleast_1d(np.asarray(reference_deg, np.float64)).ravel()
+    if theta.size < 2 or ref.size == 0:
+        return np.zeros(0, np.int64)
+    folded = np.unique(np.round(np.mod(theta, 180.0), 9))
+    gaps = np.diff(np.concatenate([folded, folded[:1] + 180.0]))
+    step = float(np.median(gaps)) if folded.size > 1 else 180.0
+    d = np.abs(np.mod(theta[None, :] - ref[:, None] + 90.0, 180.0) - 90.0)
+    return np.flatnonzero((d < 0.5 * step - 1e-9).any(axis=0) | (d <= 1e-6).any(axis=0)).astype(np.int64)
 
 
 def nominal_angle(readback: float, planned: Any, tolerance: float = DEFAULT_TOLERANCE) -> float:

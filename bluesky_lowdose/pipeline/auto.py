@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .angles import DEFAULT_TOLERANCE
+
 if TYPE_CHECKING:
     from .result import ScanResult
     from .scan import ScanPipeline
@@ -56,6 +58,8 @@ AUTO_MARGIN = 8
 #: the share of the remaining budget its training may take.
 MIN_TRAINING_S = 20.0
 N2I_SHARE = 0.6
+#: Frames a candidate's scan keeps at least when the long exposures' views are left out of it.
+MIN_JUDGED_FRAMES = 8
 
 
 def auto_slab(rows: int) -> slice:
@@ -76,6 +80,33 @@ def auto_slab(rows: int) -> slice:
         return slice(0, rows)
     start = (rows - want) // 2
     return slice(start, start + want)
+
+
+def _leave_out_views(
+    proj: np.ndarray, theta_deg: np.ndarray, reference_angles: Any
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The candidates' scan without the frames that see the long exposures' views.
+
+    A reconstruction projected again at an angle it was made from returns that frame's own noise,
+    ramp-filtered and summed along the whole ray (the back-projection and the projection follow
+    the same lines), so the judge would penalise the raw reconstruction for noise the truth barely
+    shows and reward any smoothing.  Judged on views no candidate saw, the judge ranks like the
+    truth (``docs/evaluation.md``).  The winner runs on every frame afterwards.
+    """
+    from .angles import same_view_indices
+
+    drop = same_view_indices(theta_deg, reference_angles)
+    keep = np.setdiff1d(np.arange(len(theta_deg)), drop)
+    if drop.size == 0 or keep.size < MIN_JUDGED_FRAMES:
+        why = (
+            "no frame lies on a long exposure's view"
+            if drop.size == 0
+            else (f"only {keep.size} frames would be left (fewer than {MIN_JUDGED_FRAMES}): judged in view")
+        )
+        return proj, theta_deg, {"left_out_frames": [], "note": why}  # fmt: skip
+    note = (f"{drop.size} short frame(s) on the long exposures' views (and 180° from them) left out of every "
+            "candidate's reconstruction, so the judge compares with views no candidate saw")  # fmt: skip
+    return proj[keep], theta_deg[keep], {"left_out_frames": drop.tolist(), "note": note}
 
 
 def select_method(
@@ -151,7 +182,20 @@ def select_method(
     results: dict[str, Any] = {}
     started = time.perf_counter()
     long_slab = np.asarray(long_refs)[:, rows]
-    short_slab = None if short_refs is None else np.asarray(short_refs)[:, rows]
+    if short_refs is None:  # their short partners, taken before those frames leave the scan
+        from .angles import match_angles
+
+        idx = match_angles(reference_angles, theta_deg, DEFAULT_TOLERANCE)
+        if (idx < 0).any():
+            raise ValueError(
+                f"no projection within {DEFAULT_TOLERANCE}° of reference angle(s) "
+                f"{np.asarray(reference_angles)[idx < 0].tolist()}: give short_refs"
+            )
+        short_slab = proj[idx]
+    else:
+        short_slab = np.asarray(short_refs)[:, rows]
+    theta_deg = np.asarray(theta_deg, np.float64)
+    proj, theta_deg, record["judged_views"] = _leave_out_views(proj, theta_deg, reference_angles)
     opb = kwargs.pop("open_beam_counts", None)
     lopb = kwargs.pop("long_open_beam_counts", None)
 
@@ -274,8 +318,9 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         progress=pipe.progress, mapper=pipe.mapper, **common,
     )  # fmt: skip
     pipe.timings["auto_selection_s"] = time.perf_counter() - t0
-    if record["whole_detector"] and chosen["result"] is not None and pipe.workdir is None:
-        result = chosen["result"]  # the slab was the whole scan: nothing to run again
+    whole_scan = record["whole_detector"] and not record["judged_views"]["left_out_frames"]
+    if whole_scan and chosen["result"] is not None and pipe.workdir is None:
+        result = chosen["result"]  # the slab was the whole scan, every frame: nothing to run again
     else:
         from .judge import holdout_index
 

@@ -69,7 +69,8 @@ def test_report_files_written(cli_run):
 @pytest.mark.slow
 def test_poisson_mode_photon_statistics_and_full_dose():
     cfg = EvaluationConfig(mode="poisson", size=32, angles=31, dose_ratios=(10.0,), dose_ladder=(3.0,),
-                           methods=("none", "n2i"), n2i_steps=50, slices=4, margin=4, seed=1)  # fmt: skip
+                           methods=("none", "n2i"), n2i_steps=50, slices=4, margin=4, seed=1,
+                           training_seeds=2)  # fmt: skip
     res = run_evaluation(cfg)
     entry = res["levels"][0]
     scores = entry["scores"]
@@ -99,6 +100,10 @@ def test_poisson_mode_photon_statistics_and_full_dose():
     assert set(entry["judge"]) == set(entry["judge_in_view"]) == {"none", "n2i"}
     assert entry["judge"]["none"]["psnr_db"] != entry["judge_in_view"]["none"]["psnr_db"]
     assert entry["judge_agreement"]["picked"] in ("none", "n2i")
+    # the learned method trained twice on the same data: the first is the one scored above
+    spread = entry["seed_spread"]
+    assert set(spread) == {"n2i"} and len(spread["n2i"]["psnr"]) == 2
+    assert spread["n2i"]["psnr"][0] == scores["n2i"]["psnr"] != spread["n2i"]["psnr"][1]
     assert "dose_ladder" in res and "equivalent_dose" in summary(res)
 
 
@@ -177,6 +182,19 @@ def test_poisson_markdown_reports_full_dose_and_dose_reached():
     assert target_check(worse, "poisson")["met"] is False
 
 
+def test_the_spread_over_training_seeds_is_in_the_table_and_the_bars(tmp_path):
+    from bluesky_lowdose.evaluation.report import _bars
+
+    res = _fake_result("poisson")
+    res["levels"][0]["seed_spread"] = {"n2i": {"seeds": [10, 7929, 15848], "psnr": [29.0, 28.0, 30.0],
+                                               "ssim": [0.82, 0.80, 0.84]}}  # fmt: skip
+    md = to_markdown(res)
+    assert "### Spread over training seeds" in md
+    assert "| 1/10 dose | n2i | 3 | 0.820 ± 0.020 (0.800–0.840) | 29.00 ± 1.00 (28.00–30.00) |" in md
+    _bars(res, tmp_path / "bars.png")  # error bars (min-max) on n2i's bars
+    assert (tmp_path / "bars.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -191,6 +209,7 @@ def test_poisson_markdown_reports_full_dose_and_dose_reached():
         ({"n2i_steps": 0}, "n2i steps"),
         ({"slices": 500}, "slices"),
         ({"judge_views": "all"}, "judge_views"),
+        ({"training_seeds": 0}, "training_seeds"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -248,3 +267,12 @@ def test_dask_scheduler_runs_the_same_evaluation(cli_run, tmp_path):
     full = json.loads((tmp_path / "evaluation-gaussian-32.json").read_text())
     # per method: slab tasks (2 slabs of 20 rows), hybrid also 4 projection blocks and 2 denoising slabs
     assert full["dask"]["tasks"] >= 2 + 2 + 4 + 2 and full["config"]["dask_scheduler"] == "local"
+
+
+def test_every_method_and_the_full_dose_have_their_own_colour():
+    from bluesky_lowdose.evaluation.report import method_color
+    from bluesky_lowdose.pipeline import METHODS
+
+    colours = [method_color(m) for m in [*METHODS, "full-dose"]]
+    assert len(set(colours)) == len(colours)
+    assert method_color("n2i") == method_color("n2i")  # the same in every figure

@@ -102,6 +102,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--dead-pixels", type=int, default=0, help="Poisson mode: pixels that detect no light (default 0)"
     )
     parser.add_argument(
+        "--training-seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every learned method (paper, n2i, hybrid, n2i-counts) N times with different training "
+        "seeds on the same data and report the spread (default 1)",
+    )
+    parser.add_argument(
         "--judge-views",
         choices=("held-out", "in-view"),
         default="held-out",
@@ -207,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         psf_sigma=args.psf,
         dead_pixels=args.dead_pixels,
         judge_views=args.judge_views,
+        training_seeds=args.training_seeds,
         progress=progress,
         dask_scheduler=args.dask_scheduler,
     )

@@ -96,6 +96,10 @@ class EvaluationConfig:
         Poisson mode: detector blur (Gaussian sigma, pixels) of the signal and of its noise.
     dead_pixels : int
         Poisson mode: pixels that detect no light.
+    training_seeds : int
+        Runs of every learned method (a projection CNN or Noise2Inverse) with different training
+        seeds on the same data: their spread (``seed_spread``) is in the report, the tables and
+        the bar figure (min-max). The scores and slices shown are the first seed's.
     judge_views : {"held-out", "in-view"}
         How the long exposures judge the methods (``judge_agreement``): ``"held-out"`` as
         ``auto`` does (every method run again without the frames on the long exposures' views);
@@ -126,6 +130,7 @@ class EvaluationConfig:
     psf_sigma: float = 0.0
     dead_pixels: int = 0
     judge_views: str = "held-out"
+    training_seeds: int = 1
 
     def validate(self) -> None:
         """Raise ValueError for inconsistent parameters (nothing heavy is imported)."""
@@ -170,6 +175,8 @@ class EvaluationConfig:
             )
         if not (np.isfinite(self.psf_sigma) and self.psf_sigma >= 0):
             raise ValueError(f"psf_sigma must be >= 0 pixels, got {self.psf_sigma}")
+        if not (isinstance(self.training_seeds, int) and self.training_seeds >= 1):
+            raise ValueError(f"training_seeds must be an int >= 1, got {self.training_seeds!r}")
         if self.judge_views not in ("held-out", "in-view"):
             raise ValueError(f"judge_views must be 'held-out' or 'in-view', got {self.judge_views!r}")
         if not 0 <= self.dead_pixels < self.size * self.size:

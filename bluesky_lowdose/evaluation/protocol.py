@@ -56,9 +56,12 @@ from .config import (
     EvaluationConfig,
 )
 
-__all__ = ["judge_agreement", "run_evaluation", "source_digest"]
+__all__ = ["TRAINING_SEED_STEP", "judge_agreement", "learned", "run_evaluation", "source_digest"]
 
 logger = logging.getLogger(__name__)
+
+#: Seeds of the repeated trainings (``training_seeds``): the level's seed plus multiples of this.
+TRAINING_SEED_STEP = 7919
 
 
 def _tag(value: float) -> int:
@@ -154,27 +157,20 @@ def _run_methods(
     entry: dict[str, Any] = {"scores": {}, "separation": {}, "seconds": {}, "provenance": {}, "judge": {}}
     slices: dict[str, np.ndarray] = {}
     mid = scorer.scored.start + (scorer.scored.stop - scorer.scored.start) // 2
-    for method in cfg.method_list():
-        t0 = time.perf_counter()
+
+    def run(method: str, seed: int) -> Any:
         # every method gets the long exposures: pair methods learn from them (all but the held-out
         # one), every result is judged by them (pipeline.judge)
-        result = enhance_scan(
-            projections,
-            theta,
-            long_refs=long_refs,
-            reference_angles=reference_angles,
-            long_open_beam_counts=long_open_beam_counts,
-            input=input,
-            method=method,
-            open_beam_counts=open_beam_counts,
-            read_noise=read_noise,
-            projection_training=cfg.projection_training(),
-            n2i_options=cfg.n2i_options(),
-            keep_projections=False,
-            progress=cfg.progress,
-            seed=seed,
-            mapper=mapper,
-        )
+        return enhance_scan(projections, theta, long_refs=long_refs, reference_angles=reference_angles,
+                            long_open_beam_counts=long_open_beam_counts, input=input, method=method,
+                            open_beam_counts=open_beam_counts, read_noise=read_noise,
+                            projection_training=cfg.projection_training(),
+                            n2i_options=cfg.n2i_options(), keep_projections=False, progress=cfg.progress,
+                            seed=seed, mapper=mapper)  # fmt: skip
+
+    for method in cfg.method_list():
+        t0 = time.perf_counter()
+        result = run(method, seed)
         entry["seconds"][method] = round(time.perf_counter() - t0, 2)
         entry["scores"][method], entry["separation"][method] = scorer(result.volume)
         entry["provenance"][method] = _brief(result.provenance)
@@ -186,11 +182,38 @@ def _run_methods(
                                       "ceiling_psnr_db": q["ceiling_psnr_db"]}  # fmt: skip
         slices[method] = result.volume[mid].copy()
         _progress_line(f"  {method}", entry["scores"][method], entry["seconds"][method], cfg.progress)
+        if cfg.training_seeds > 1 and learned(method):  # the spread of a learned method over its training
+            spread = [entry["scores"][method]]
+            for k in range(1, cfg.training_seeds):
+                spread.append(scorer(run(method, seed + TRAINING_SEED_STEP * k).volume)[0])
+            entry.setdefault("seed_spread", {})[method] = {
+                "seeds": [seed + TRAINING_SEED_STEP * k for k in range(cfg.training_seeds)],
+                **{m: [float(sc[m]) for sc in spread] for m in ("psnr", "ssim")},
+            }
     if cfg.judge_views == "held-out" and len(entry["judge"]) >= 2:
         _judge_like_auto(cfg, entry, projections, theta, long_refs, reference_angles, input=input, seed=seed,
                          open_beam_counts=open_beam_counts, read_noise=read_noise,
                          long_open_beam_counts=long_open_beam_counts, mapper=mapper)  # fmt: skip
     return entry, slices
+
+
+def learned(method: str) -> bool:
+    """Whether a method trains a network (its result depends on the training seed).
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`bluesky_lowdose.pipeline.METHODS`.
+
+    Returns
+    -------
+    bool
+        True for a projection CNN or a Noise2Inverse slice step.
+    """
+    from bluesky_lowdose.pipeline import METHODS
+
+    spec = METHODS[method]
+    return spec.projection == "cnn" or spec.slices == "n2i"
 
 
 def _judge_like_auto(

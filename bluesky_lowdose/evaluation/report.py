@@ -275,6 +275,23 @@ def to_markdown(
             "",
         ]
         lines += _table(["level", "method", "SSIM margin", "PSNR margin (dB)", "target"], learned_rows)
+    spread_rows = []
+    for e in result["levels"]:
+        for m, sp in e.get("seed_spread", {}).items():
+            cells = [_level_name(e), m, str(len(sp["seeds"]))]
+            for metric, digits in (("ssim", 3), ("psnr", 2)):
+                v = np.asarray(sp[metric], float)
+                cells.append(f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f} "
+                             f"({v.min():.{digits}f}–{v.max():.{digits}f})")  # fmt: skip
+            spread_rows.append(cells)
+    if spread_rows:
+        lines += ["### Spread over training seeds", ""]
+        lines.append(
+            "Each learned method trained again with other seeds on the same data (`--training-seeds`): "
+            "mean ± standard deviation (min–max). The tables above and the slices show the first seed."
+        )
+        lines.append("")
+        lines += _table(["level", "method", "seeds", "SSIM", "PSNR (dB)"], spread_rows)
     judged = [e for e in result["levels"] if e.get("judge_agreement")]
     if judged:
         lines += ["### The long exposures as the judge (no ground truth)", ""]
@@ -406,8 +423,11 @@ def method_color(method: str) -> Any:
     from ..pipeline import METHODS
 
     order = list(METHODS)
-    index = order.index(method) if method in order else len(order) + sum(map(ord, method)) % 7
-    return matplotlib.colormaps["tab10"](index % 10)
+    if method in order:
+        return matplotlib.colormaps["tab10"](order.index(method) % 10)
+    if method == "full-dose":  # the last tab10 colour: no method has it
+        return matplotlib.colormaps["tab10"](9)
+    return matplotlib.colormaps["Dark2"](sum(map(ord, method)) % 8)
 
 
 def _bars(result: dict[str, Any], path: Path) -> None:
@@ -429,8 +449,16 @@ def _bars(result: dict[str, Any], path: Path) -> None:
             vals = [e["scores"][m][metric] for e in entries]
             name = m + (" (default)" if m == default else "")
             edge = "k" if m == default else None
+            # the spread over training seeds (min-max) where a learned method ran several times
+            spreads = [e.get("seed_spread", {}).get(m, {}).get(metric) for e in entries]
+            yerr = None
+            if any(spreads):
+                yerr = np.array([[v - min(sp), max(sp) - v] if sp else [0.0, 0.0]
+                                 for v, sp in zip(vals, spreads, strict=True)]).T  # fmt: skip
+                n = max(len(sp) for sp in spreads if sp)
+                name += f" (min-max over {n} seeds)"
             ax.bar(x + (j - (len(ms) - 1) / 2) * width, vals, width, label=name, edgecolor=edge,
-                   color=method_color(m))  # fmt: skip
+                   color=method_color(m), yerr=yerr, capsize=3 if yerr is not None else 0)  # fmt: skip
         if metric == "ssim" and gaussian:
             px = [i for i, e in enumerate(entries) if "paper_ssim" in e]
             if px:

@@ -210,6 +210,7 @@ def test_the_spread_over_training_seeds_is_in_the_table_and_the_bars(tmp_path):
         ({"slices": 500}, "slices"),
         ({"judge_views": "all"}, "judge_views"),
         ({"training_seeds": 0}, "training_seeds"),
+        ({"reference": "phantom"}, "reference"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -276,3 +277,17 @@ def test_every_method_and_the_full_dose_have_their_own_colour():
     colours = [method_color(m) for m in [*METHODS, "full-dose"]]
     assert len(set(colours)) == len(colours)
     assert method_color("n2i") == method_color("n2i")  # the same in every figure
+
+
+def test_the_reference_of_a_blurring_detector_is_what_it_records_noise_free():
+    def none_score(reference):
+        cfg = EvaluationConfig(mode="poisson", size=32, angles=31, dose_ladder=(), methods=("none",),
+                               psf_sigma=1.0, slices=4, margin=4, reference=reference)  # fmt: skip
+        res = run_evaluation(cfg)
+        return res["reference"], res["levels"][0]["scores"]
+
+    (detector, rec), (sample, exact) = none_score("detector"), none_score("sample")
+    assert "as the detector records them" in detector and "exact line integrals" in sample
+    # the full-dose scan is blurred as the detector's reference is: it scores higher against it
+    assert rec["full-dose"]["psnr"] > exact["full-dose"]["psnr"] + 1.0
+    assert rec["none"]["psnr"] != exact["none"]["psnr"]

@@ -136,6 +136,24 @@ def test_fill_dead_pixels_uses_live_neighbours_only() -> None:
 
 
 # ---------------------------------------------------------------- forward projection and the judge
+def test_recorded_line_integrals_are_the_detectors_noise_free_record() -> None:
+    """The evaluation's reference on a blurring detector: -log of the noise-free frames it records."""
+    ph = make_textured_phantom(48, seed=0)
+    for sigma in (0.0, 1.0):
+        phys = TXMPhysics(ph, DetectorModel((48, 48), psf_sigma=sigma))
+        li = phys.recorded_line_integrals([0.0, 30.0])
+        flat = phys.ideal_frame(0.0, 1.0, sample_offset_mm=10.0)
+        dark = phys.ideal_frame(0.0, 1.0, shutter_open=False)
+        mean = -np.log((phys.ideal_frame(30.0, 1.0) - dark) / (flat - dark))
+        np.testing.assert_allclose(li[1], mean, atol=1e-5)
+        exact = phys.mu * ph.project(30.0)
+        if sigma == 0:
+            np.testing.assert_allclose(li[1], exact, atol=1e-6)
+        else:  # the blur is in it: edges are softer than the sample's
+            assert np.abs(li[1] - exact).max() > 0.1
+            assert np.abs(np.diff(li[1], axis=1)).max() < np.abs(np.diff(exact, axis=1)).max()
+
+
 def test_forward_projection_inverts_the_reconstruction_geometry() -> None:
     ph = make_phantom(64, seed=0)
     theta = np.linspace(0.0, 180.0, 97)

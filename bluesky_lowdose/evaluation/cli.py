@@ -102,6 +102,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--dead-pixels", type=int, default=0, help="Poisson mode: pixels that detect no light (default 0)"
     )
     parser.add_argument(
+        "--reference",
+        choices=("detector", "sample"),
+        default="detector",
+        help="Poisson mode: score against the noise-free projections as the detector records them (its blur "
+        "included: default) or against the sample's exact line integrals (also scores the lost resolution)",
+    )
+    parser.add_argument(
         "--training-seeds",
         type=int,
         default=1,
@@ -216,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         dead_pixels=args.dead_pixels,
         judge_views=args.judge_views,
         training_seeds=args.training_seeds,
+        reference=args.reference,
         progress=progress,
         dask_scheduler=args.dask_scheduler,
     )

@@ -96,6 +96,12 @@ class EvaluationConfig:
         Poisson mode: detector blur (Gaussian sigma, pixels) of the signal and of its noise.
     dead_pixels : int
         Poisson mode: pixels that detect no light.
+    reference : {"detector", "sample"}
+        Poisson mode: ``R_o``, the volume every method is scored against, is the reconstruction of
+        the noise-free projections as the detector records them (``"detector"``: its blur included,
+        as a perfect long exposure gives them and as the paper defines ``R_o``) or of the sample's
+        exact line integrals (``"sample"``: also scores the resolution the detector blur took away,
+        which no denoiser restores). The same without ``psf_sigma``.
     training_seeds : int
         Runs of every learned method (a projection CNN or Noise2Inverse) with different training
         seeds on the same data: their spread (``seed_spread``) is in the report, the tables and
@@ -131,6 +137,7 @@ class EvaluationConfig:
     dead_pixels: int = 0
     judge_views: str = "held-out"
     training_seeds: int = 1
+    reference: str = "detector"
 
     def validate(self) -> None:
         """Raise ValueError for inconsistent parameters (nothing heavy is imported)."""
@@ -177,6 +184,8 @@ class EvaluationConfig:
             raise ValueError(f"psf_sigma must be >= 0 pixels, got {self.psf_sigma}")
         if not (isinstance(self.training_seeds, int) and self.training_seeds >= 1):
             raise ValueError(f"training_seeds must be an int >= 1, got {self.training_seeds!r}")
+        if self.reference not in ("detector", "sample"):
+            raise ValueError(f"reference must be 'detector' or 'sample', got {self.reference!r}")
         if self.judge_views not in ("held-out", "in-view"):
             raise ValueError(f"judge_views must be 'held-out' or 'in-view', got {self.judge_views!r}")
         if not 0 <= self.dead_pixels < self.size * self.size:

@@ -437,7 +437,15 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mappe
     full = scan(1.0)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
-    r_o = _plain(physics.mu * p_clean[:, slab], theta, input="line_integrals", mapper=mapper)
+    # R_o: the noise-free projections as the detector records them (its blur included), or the sample's
+    blurred = cfg.reference == "detector" and cfg.psf_sigma > 0
+    recorded = physics.recorded_line_integrals(theta) if blurred else physics.mu * p_clean
+    r_o = _plain(recorded[:, slab], theta, input="line_integrals", mapper=mapper)
+    result["reference"] = (
+        "R_o: FBP of the noise-free projections as the detector records them (its blur included)"
+        if cfg.reference == "detector"
+        else "R_o: FBP of the sample's exact line integrals (scores the detector's blur too)"
+    )
     scorer = _Scorer(r_o, scored, labels)
     plain_kw = {"input": "transmission", "mapper": mapper}
     r_full = _plain(full["transmission"], theta, open_beam_counts=full["open_beam_counts"],

@@ -196,7 +196,7 @@ def to_markdown(
         lines += [
             f"Protocol: phantom `{cfg.get('phantom', 'spheres')}`, {cfg.get('flux', 300.0):g} open-beam "
             f"photons per pixel at full dose, detector blur sigma {cfg.get('psf_sigma', 0.0):g} px, "
-            f"{cfg.get('dead_pixels', 0)} dead pixels.",
+            f"{cfg.get('dead_pixels', 0)} dead pixels. {result.get('reference', '')}.",
             "",
         ]
     rows, slab = result["scored_slices"], result.get("slab_rows", result["scored_slices"])

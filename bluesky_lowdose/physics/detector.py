@@ -266,6 +266,37 @@ class TXMPhysics:
         t = self.transmission(theta_deg, sample_offset_mm) if shutter_open else None
         return self.detector.expose(t, exposure, shutter_open=shutter_open, rng=self.rng)
 
+    def recorded_line_integrals(self, theta_deg: np.ndarray) -> np.ndarray:
+        """Noise-free line integrals as the detector records them: ``-log`` of the blurred beam
+        through the sample over the blurred open beam (its point-spread function included; dead
+        pixels, which the flat policy fills, are not).
+
+        Without blur these are ``mu`` times the exact line integrals. With blur they are what a
+        perfect long exposure of this instrument would give: the reference of a dose comparison
+        (a denoiser cannot undo the scintillator's blur, a full-dose scan has it too).
+
+        Parameters
+        ----------
+        theta_deg : numpy.ndarray
+            Angles, degrees.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(theta), rows, columns)`` float32.
+        """
+        theta = np.atleast_1d(np.asarray(theta_deg, np.float64))
+        line = np.stack([self.mu * self.phantom.project(float(a)) for a in theta]).astype(np.float64)
+        sigma = self.detector.psf_sigma
+        if sigma <= 0:
+            return line.astype(np.float32)
+        from scipy.ndimage import gaussian_filter
+
+        flat = self.detector.flat.astype(np.float64)
+        beam = gaussian_filter(flat, sigma, mode="nearest")
+        out = [-np.log(gaussian_filter(flat * np.exp(-li), sigma, mode="nearest") / beam) for li in line]
+        return np.stack(out).astype(np.float32)
+
     def ideal_frame(
         self, theta_deg: float, exposure: float, *, shutter_open: bool = True, sample_offset_mm: float = 0.0
     ) -> np.ndarray:

@@ -35,51 +35,28 @@ def main() -> int:
 
     from bluesky_lowdose.evaluation import EvaluationConfig
     from bluesky_lowdose.evaluation import protocol as P
-    from bluesky_lowdose.physics import DetectorModel, TXMPhysics
-    from bluesky_lowdose.pipeline import LongExposureJudge, enhance_scan, flat_field, photon_statistics
+    from bluesky_lowdose.pipeline import LongExposureJudge, enhance_scan
     from bluesky_lowdose.pipeline.angles import same_view_indices
-    from bluesky_lowdose.pipeline.flatfield import FLOOR_PHOTONS
-    from bluesky_lowdose.recon import transmission_to_line_integrals
 
     c, size = CASES[args.case], args.size
     cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(c["angles"] * size)),
                            dose_ladder=(), methods=("none",), phantom=c["phantom"], flux=c["flux"],
-                           psf_sigma=c["psf_sigma"])  # fmt: skip
+                           psf_sigma=c["psf_sigma"], reference=args.reference)  # fmt: skip
     rows, slab = cfg.scored_rows(), cfg.slab_rows()
     scored = slice(rows.start - slab.start, rows.stop - slab.start)
-    phantom = P._make_phantom(cfg)
     theta = np.linspace(0.0, 180.0, cfg.angles)
-    phys = TXMPhysics(phantom, DetectorModel((size, size), flux=cfg.flux, psf_sigma=cfg.psf_sigma),
-                      seed=cfg.seed + 2, cache_size=cfg.angles + 8)  # fmt: skip
+    phys = P.poisson_physics(cfg)  # the evaluation's simulation, scans and R_o
     ref_idx = P._reference_indices(theta, cfg.train_angles)
-
-    def scan(ratio: float) -> tuple[np.ndarray, np.ndarray, float]:
-        """As the evaluation's Poisson scans: long flats scaled, photon statistics."""
-        exposure = 1.0 / ratio
-        phys.rng = np.random.default_rng([0, P._tag(ratio), 2])
-        n = P.N_REFERENCE_FRAMES
-        lf = np.stack([phys.frame(0.0, 1.0, sample_offset_mm=10.0) for _ in range(n)])
-        ld = np.stack([phys.frame(0.0, 1.0, shutter_open=False) for _ in range(n)])
-        d = ld if ratio == 1 else np.stack([phys.frame(0.0, exposure, shutter_open=False) for _ in range(n)])
-        frames = np.stack([phys.frame(t, exposure) for t in theta])
-        ff = flat_field(None, d, exposure=exposure, long_flats=lf, long_darks=ld, long_exposure=1.0)
-        st = photon_statistics(lf, ld, exposure_ratio=exposure)
-        return ff.correct(frames)[:, slab], st.open_beam_counts[slab], st.read_noise
-
-    full, full_n0, _ = scan(1.0)
-    low, low_n0, read_noise = scan(10.0)
-    recorded = (phys.recorded_line_integrals(theta) if args.reference == "detector"
-                else phys.mu * phantom.project_many(theta))  # fmt: skip
-    truth = P._plain(recorded[:, slab], theta, input="line_integrals")
+    full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
+    truth, _ = P.reference_volume(cfg, phys, theta)
     scorer = P._Scorer(truth, scored, None)
-    kw = {"method": "none", "open_beam_counts": low_n0, "read_noise": read_noise}
+    kw = {"method": "none", "open_beam_counts": low["open_beam_counts"], "read_noise": low["read_noise"]}
     drop = same_view_indices(theta, theta[ref_idx])
     keep = np.setdiff1d(np.arange(theta.size), drop)
-    raw = enhance_scan(low, theta, **kw).volume
-    unseen = enhance_scan(low[keep], theta[keep], **kw).volume
-    floor = np.minimum(FLOOR_PHOTONS / np.maximum(np.asarray(full_n0, np.float32), 1e-3), 0.5)
-    judge = LongExposureJudge(transmission_to_line_integrals(full[ref_idx], floor=floor), theta[ref_idx],
-                              open_beam_counts=full_n0)  # fmt: skip
+    raw = enhance_scan(low["transmission"], theta, **kw).volume
+    unseen = enhance_scan(low["transmission"][keep], theta[keep], **kw).volume
+    judge = LongExposureJudge.from_transmission(full["transmission"][ref_idx], theta[ref_idx],
+                                                open_beam_counts=full["open_beam_counts"])  # fmt: skip
     ceiling = judge.noise["ceiling_psnr_db"]
     print(f"machine: {machine()}\n\n{args.case}: {size}^3, {cfg.angles} angles, 1/10 dose; frames left "
           f"out for 'held out': {drop.tolist()}; judge ceiling {ceiling:.1f} dB\n")  # fmt: skip

@@ -56,7 +56,16 @@ from .config import (
     EvaluationConfig,
 )
 
-__all__ = ["TRAINING_SEED_STEP", "judge_agreement", "learned", "run_evaluation", "source_digest"]
+__all__ = [
+    "TRAINING_SEED_STEP",
+    "judge_agreement",
+    "learned",
+    "poisson_physics",
+    "poisson_scan",
+    "reference_volume",
+    "run_evaluation",
+    "source_digest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -387,65 +396,130 @@ def _equivalent_dose(score: float, ladder: dict[float, float]) -> dict[str, Any]
     return {"dose": float(np.exp(np.interp(score, vals, np.log(dose)))), "bound": None}
 
 
-def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:
+def poisson_physics(cfg: EvaluationConfig) -> Any:
+    """The simulator of a Poisson-mode run: its phantom, detector (flux, blur, dead pixels) and seed.
+
+    Parameters
+    ----------
+    cfg : EvaluationConfig
+        The run.
+
+    Returns
+    -------
+    bluesky_lowdose.physics.TXMPhysics
+        The microscope; its clean projections are cached, so every scan sees the same sample.
+    """
+    from bluesky_lowdose.physics import DetectorModel, TXMPhysics
+
+    detector = DetectorModel((cfg.size, cfg.size), flux=cfg.flux, psf_sigma=cfg.psf_sigma,
+                             dead_pixels=cfg.dead_pixels)  # fmt: skip
+    return TXMPhysics(_make_phantom(cfg), detector, seed=cfg.seed + 2, cache_size=cfg.angles + 8)
+
+
+def reference_volume(
+    cfg: EvaluationConfig, physics: Any, theta: np.ndarray, *, mapper: Any = None
+) -> tuple[np.ndarray, str]:
+    """``R_o`` of a Poisson-mode run on its slab: the noise-free projections as the detector records
+    them (``reference="detector"``: its blur included) or the sample's exact line integrals.
+
+    Parameters
+    ----------
+    cfg : EvaluationConfig
+        The run (``reference``, slab).
+    physics : bluesky_lowdose.physics.TXMPhysics
+        The simulator.
+    theta : numpy.ndarray
+        The scan's angles, degrees.
+    mapper : callable, optional
+        As for :func:`~bluesky_lowdose.pipeline.enhance_scan`.
+
+    Returns
+    -------
+    tuple
+        The volume of the slab's rows, and one line saying what it is.
+    """
+    if cfg.reference == "detector" and cfg.psf_sigma > 0:
+        recorded = physics.recorded_line_integrals(theta)
+    else:  # without blur the detector records the sample's line integrals
+        recorded = physics.mu * physics.phantom.project_many(theta)
+    volume = _plain(recorded[:, cfg.slab_rows()], theta, input="line_integrals", mapper=mapper)
+    if cfg.reference == "detector":
+        return volume, "R_o: FBP of the noise-free projections as the detector records them (blur included)"
+    return volume, "R_o: FBP of the sample's exact line integrals (scores the detector's blur too)"
+
+
+def poisson_scan(cfg: EvaluationConfig, physics: Any, theta: np.ndarray, ratio: float) -> dict[str, Any]:
+    """One simulated scan of the Poisson protocol at ``exposure / ratio`` (see the module).
+
+    Parameters
+    ----------
+    cfg : EvaluationConfig
+        The run (seed, exposure, slab, progress).
+    physics : bluesky_lowdose.physics.TXMPhysics
+        The simulator; its noise stream is reseeded per ratio, so scans are independent and
+        reproducible.
+    theta : numpy.ndarray
+        The scan's angles, degrees.
+    ratio : float
+        Long / short exposure ratio (1: the full-dose scan).
+
+    Returns
+    -------
+    dict
+        ``transmission`` (flat/dark-corrected, the slab's rows), ``open_beam_counts`` and
+        ``read_noise`` (photon statistics of the long flats and darks), ``record``.
+    """
     from tqdm.auto import tqdm
 
-    from bluesky_lowdose.physics import DetectorModel, TXMPhysics
     from bluesky_lowdose.pipeline import flat_field, photon_statistics
+
+    slab = cfg.slab_rows()
+    exposure = cfg.exposure / ratio
+    physics.rng = np.random.default_rng([cfg.seed, _tag(ratio), 2])  # scans are independent
+    n = N_REFERENCE_FRAMES
+    long_flats = np.stack([physics.frame(0.0, cfg.exposure, sample_offset_mm=10.0) for _ in range(n)])
+    long_darks = np.stack([physics.frame(0.0, cfg.exposure, shutter_open=False) for _ in range(n)])
+    darks = (
+        long_darks
+        if ratio == 1.0
+        else np.stack([physics.frame(0.0, exposure, shutter_open=False) for _ in range(n)])
+    )
+    frames = np.stack([
+        physics.frame(t, exposure)
+        for t in tqdm(theta, desc=f"scan {exposure:g} s", leave=False, disable=not cfg.progress)
+    ])  # fmt: skip
+    ff = flat_field(None, darks, exposure=exposure, long_flats=long_flats, long_darks=long_darks,
+                    long_exposure=cfg.exposure)  # fmt: skip
+    stats = photon_statistics(long_flats, long_darks, exposure_ratio=exposure / cfg.exposure)
+    return {
+        "transmission": ff.correct(frames)[:, slab],
+        "open_beam_counts": stats.open_beam_counts[slab],
+        "read_noise": stats.read_noise,
+        "record": {"exposure_s": exposure, "flat_field": ff.describe(), "photons": stats.describe()},
+    }
+
+
+def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:
+    from tqdm.auto import tqdm
 
     rows, slab = cfg.scored_rows(), cfg.slab_rows()
     scored = slice(rows.start - slab.start, rows.stop - slab.start)
     t0 = time.perf_counter()
-    phantom = _make_phantom(cfg)
+    physics = poisson_physics(cfg)
+    phantom = physics.phantom
     theta = np.linspace(0.0, 180.0, cfg.angles)
-    # the clean projections are cached: every scan sees the same sample
-    detector = DetectorModel((cfg.size, cfg.size), flux=cfg.flux, psf_sigma=cfg.psf_sigma,
-                             dead_pixels=cfg.dead_pixels)  # fmt: skip
-    physics = TXMPhysics(phantom, detector, seed=cfg.seed + 2, cache_size=cfg.angles + 8)
-    p_clean = phantom.project_many(theta)
     labels = _labels(phantom, rows)
     ref_idx = _reference_indices(theta, cfg.train_angles)
     clock.add("simulate", t0)
 
     def scan(ratio: float) -> dict[str, Any]:
-        """One scan at ``exposure / ratio``: corrected transmission of the slab, photon statistics."""
-        exposure = cfg.exposure / ratio
-        physics.rng = np.random.default_rng([cfg.seed, _tag(ratio), 2])  # scans are independent
-        n = N_REFERENCE_FRAMES
-        long_flats = np.stack([physics.frame(0.0, cfg.exposure, sample_offset_mm=10.0) for _ in range(n)])
-        long_darks = np.stack([physics.frame(0.0, cfg.exposure, shutter_open=False) for _ in range(n)])
-        darks = (
-            long_darks
-            if ratio == 1.0
-            else np.stack([physics.frame(0.0, exposure, shutter_open=False) for _ in range(n)])
-        )
-        frames = np.stack([
-            physics.frame(t, exposure)
-            for t in tqdm(theta, desc=f"scan {exposure:g} s", leave=False, disable=not cfg.progress)
-        ])  # fmt: skip
-        ff = flat_field(None, darks, exposure=exposure, long_flats=long_flats, long_darks=long_darks,
-                        long_exposure=cfg.exposure)  # fmt: skip
-        stats = photon_statistics(long_flats, long_darks, exposure_ratio=exposure / cfg.exposure)
-        return {
-            "transmission": ff.correct(frames)[:, slab],
-            "open_beam_counts": stats.open_beam_counts[slab],
-            "read_noise": stats.read_noise,
-            "record": {"exposure_s": exposure, "flat_field": ff.describe(), "photons": stats.describe()},
-        }
+        return poisson_scan(cfg, physics, theta, ratio)
 
     t0 = time.perf_counter()
     full = scan(1.0)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
-    # R_o: the noise-free projections as the detector records them (its blur included), or the sample's
-    blurred = cfg.reference == "detector" and cfg.psf_sigma > 0
-    recorded = physics.recorded_line_integrals(theta) if blurred else physics.mu * p_clean
-    r_o = _plain(recorded[:, slab], theta, input="line_integrals", mapper=mapper)
-    result["reference"] = (
-        "R_o: FBP of the noise-free projections as the detector records them (its blur included)"
-        if cfg.reference == "detector"
-        else "R_o: FBP of the sample's exact line integrals (scores the detector's blur too)"
-    )
+    r_o, result["reference"] = reference_volume(cfg, physics, theta, mapper=mapper)
     scorer = _Scorer(r_o, scored, labels)
     plain_kw = {"input": "transmission", "mapper": mapper}
     r_full = _plain(full["transmission"], theta, open_beam_counts=full["open_beam_counts"],

@@ -98,6 +98,45 @@ class LongExposureJudge:
             self.mask[:] = True  # no shadow (empty beam): score everything
         self.noise = self._noise(li)
 
+    @classmethod
+    def from_transmission(
+        cls,
+        long_transmission: Any,
+        angles_deg: Any,
+        *,
+        open_beam_counts: Any = None,
+        center: float | None = None,
+    ) -> LongExposureJudge:
+        """The judge of flat/dark-corrected long frames: ``-log`` with the pipeline's floor (half a
+        photon of the long exposure where its counts are known).
+
+        Parameters
+        ----------
+        long_transmission : numpy.ndarray
+            ``(m, rows, width)`` corrected long frames.
+        angles_deg : numpy.ndarray
+            Their angles.
+        open_beam_counts : float or numpy.ndarray, optional
+            Open-beam photons per pixel at the long exposure.
+        center : float, optional
+            Rotation axis column.
+
+        Returns
+        -------
+        LongExposureJudge
+            The judge.
+        """
+        from ..recon import transmission_to_line_integrals
+        from .flatfield import DEFAULT_FLOOR, FLOOR_PHOTONS
+
+        floor: Any = DEFAULT_FLOOR
+        if open_beam_counts is not None:
+            floor = np.minimum(
+                FLOOR_PHOTONS / np.maximum(np.asarray(open_beam_counts, np.float32), 1e-3), 0.5
+            )
+        li = transmission_to_line_integrals(long_transmission, floor=floor)
+        return cls(li, np.asarray(angles_deg), open_beam_counts=open_beam_counts, center=center)
+
     def _noise(self, li: np.ndarray) -> dict[str, Any]:
         """Expected noise of the filtered reference and the PSNR a perfect reconstruction scores."""
         from ..metrics import data_range

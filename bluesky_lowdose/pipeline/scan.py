@@ -362,15 +362,11 @@ class ScanPipeline:
 
         n0 = self.long_open_beam_counts
         if self.input == "line_integrals":
-            li = long_
+            self.judge = LongExposureJudge(long_, np.asarray(angles), open_beam_counts=n0, center=self.center)
         else:
-            from ..recon import transmission_to_line_integrals
-
-            floor: Any = DEFAULT_FLOOR
-            if n0 is not None:
-                floor = np.minimum(FLOOR_PHOTONS / np.maximum(np.asarray(n0, np.float32), 1e-3), 0.5)
-            li = transmission_to_line_integrals(long_, floor=floor)
-        self.judge = LongExposureJudge(li, np.asarray(angles), open_beam_counts=n0, center=self.center)
+            self.judge = LongExposureJudge.from_transmission(
+                long_, angles, open_beam_counts=n0, center=self.center
+            )
 
     def _hook(self, stage: str) -> Callable[[int, dict[str, float]], None] | None:
         """``on_epoch`` of a training, tagged with its stage, or None."""

@@ -291,3 +291,11 @@ def test_the_reference_of_a_blurring_detector_is_what_it_records_noise_free():
     # the full-dose scan is blurred as the detector's reference is: it scores higher against it
     assert rec["full-dose"]["psnr"] > exact["full-dose"]["psnr"] + 1.0
     assert rec["none"]["psnr"] != exact["none"]["psnr"]
+
+
+def test_training_seeds_vary_the_training_even_when_the_options_fix_a_seed():
+    cfg = EvaluationConfig(mode="poisson", size=32, angles=31, dose_ladder=(), methods=("none", "n2i"),
+                           n2i_steps=20, slices=4, margin=4, training_seeds=2, judge_views="in-view",
+                           extra={"n2i_options": {"seed": 5}})  # fmt: skip
+    spread = run_evaluation(cfg)["levels"][0]["seed_spread"]["n2i"]
+    assert spread["psnr"][0] != spread["psnr"][1]

@@ -202,6 +202,10 @@ def test_same_view_frames_are_the_ones_on_a_reference_angle_or_180_degrees_from_
     assert same_view_indices(np.arange(0.0, 360.0, 5.0), [60.0]).tolist() == [12, 48]  # 60° and 240°
     assert same_view_indices(np.arange(1.0, 180.0, 2.0), [0.0, 90.0]).size == 0  # references between frames
     assert same_view_indices([0.0, 90.0], []).size == 0
+    # a 360° scan whose half-turns fold onto nearly the same angles (stage jitter): still every view
+    jitter = np.random.default_rng(0).normal(0.0, 0.01, 73)
+    theta = np.linspace(0.0, 360.0, 73) + jitter
+    assert same_view_indices(theta, REFS).tolist() == [0, 12, 24, 36, 48, 60, 72]
 
 
 def test_the_judge_scores_on_views_no_reconstruction_saw() -> None:
@@ -320,6 +324,16 @@ def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose) -> N
     q = res.quality
     assert q["enhanced"]["psnr_db"] >= q["raw"]["psnr_db"] and q["enhanced"]["ssim"] >= q["raw"]["ssim"]
     assert not res.warnings
+
+
+def test_auto_with_direct_fourier_inversion_judges_in_view_and_says_so(low_dose) -> None:
+    """``dfi`` needs every regular angle: the views are not left out, the record says why."""
+    s = low_dose
+    res = enhance_scan(s["transmission"], s["theta"], method="auto", long_refs=s["long"],
+                       reference_angles=REFS, auto_candidates=["none", "tv"], backend="dfi")  # fmt: skip
+    auto = res.provenance["auto"]
+    assert auto["judged_views"]["left_out_frames"] == [] and "dfi" in auto["judged_views"]["note"]
+    assert all(c["status"] == "run" for c in auto["candidates"].values()), auto["candidates"]
 
 
 def test_auto_within_budget_runs_none_first_and_records_what_it_skipped(low_dose) -> None:

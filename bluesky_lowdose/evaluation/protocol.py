@@ -167,14 +167,17 @@ def _run_methods(
     slices: dict[str, np.ndarray] = {}
     mid = scorer.scored.start + (scorer.scored.stop - scorer.scored.start) // 2
 
-    def run(method: str, seed: int) -> Any:
+    def run(method: str, seed: int, repeat: int = 0) -> Any:
         # every method gets the long exposures: pair methods learn from them (all but the held-out
         # one), every result is judged by them (pipeline.judge)
+        n2i = cfg.n2i_options()
+        if repeat and "seed" in n2i:  # a seed given in the options would win over the repeat's
+            n2i["seed"] = int(n2i["seed"]) + TRAINING_SEED_STEP * repeat
         return enhance_scan(projections, theta, long_refs=long_refs, reference_angles=reference_angles,
                             long_open_beam_counts=long_open_beam_counts, input=input, method=method,
                             open_beam_counts=open_beam_counts, read_noise=read_noise,
                             projection_training=cfg.projection_training(),
-                            n2i_options=cfg.n2i_options(), keep_projections=False, progress=cfg.progress,
+                            n2i_options=n2i, keep_projections=False, progress=cfg.progress,
                             seed=seed, mapper=mapper)  # fmt: skip
 
     for method in cfg.method_list():
@@ -194,7 +197,7 @@ def _run_methods(
         if cfg.training_seeds > 1 and learned(method):  # the spread of a learned method over its training
             spread = [entry["scores"][method]]
             for k in range(1, cfg.training_seeds):
-                spread.append(scorer(run(method, seed + TRAINING_SEED_STEP * k).volume)[0])
+                spread.append(scorer(run(method, seed + TRAINING_SEED_STEP * k, k).volume)[0])
             entry.setdefault("seed_spread", {})[method] = {
                 "seeds": [seed + TRAINING_SEED_STEP * k for k in range(cfg.training_seeds)],
                 **{m: [float(sc[m]) for sc in spread] for m in ("psnr", "ssim")},

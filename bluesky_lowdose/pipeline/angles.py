@@ -96,6 +96,9 @@ def same_view_indices(theta_deg: Any, reference_deg: Any) -> np.ndarray:
     if theta.size < 2 or ref.size == 0:
         return np.zeros(0, np.int64)
     folded = np.unique(np.round(np.mod(theta, 180.0), 9))
+    # the two half-turns of a 360° scan fold onto (nearly) the same angles: jitter is not a step
+    merge = max(DEFAULT_TOLERANCE, 0.1 * 180.0 / folded.size)
+    folded = folded[np.concatenate([[True], np.diff(folded) > merge])]
     gaps = np.diff(np.concatenate([folded, folded[:1] + 180.0]))
     step = float(np.median(gaps)) if folded.size > 1 else 180.0
     d = np.abs(np.mod(theta[None, :] - ref[:, None] + 90.0, 180.0) - 90.0)

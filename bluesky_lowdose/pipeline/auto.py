@@ -185,17 +185,22 @@ def select_method(
     if short_refs is None:  # their short partners, taken before those frames leave the scan
         from .angles import match_angles
 
-        idx = match_angles(reference_angles, theta_deg, DEFAULT_TOLERANCE)
+        tolerance = kwargs.get("tolerance", DEFAULT_TOLERANCE)
+        idx = match_angles(reference_angles, theta_deg, tolerance)
         if (idx < 0).any():
             raise ValueError(
-                f"no projection within {DEFAULT_TOLERANCE}° of reference angle(s) "
+                f"no projection within {tolerance}° of reference angle(s) "
                 f"{np.asarray(reference_angles)[idx < 0].tolist()}: give short_refs"
             )
         short_slab = proj[idx]
     else:
         short_slab = np.asarray(short_refs)[:, rows]
     theta_deg = np.asarray(theta_deg, np.float64)
-    proj, theta_deg, record["judged_views"] = _leave_out_views(proj, theta_deg, reference_angles)
+    if kwargs.get("backend") == "dfi":  # direct Fourier inversion needs the regular angles: judged in view
+        record["judged_views"] = {"left_out_frames": [], "note": "backend 'dfi' needs every regular angle: "
+                                  "judged in view (biased towards smoothing)"}  # fmt: skip
+    else:
+        proj, theta_deg, record["judged_views"] = _leave_out_views(proj, theta_deg, reference_angles)
     opb = kwargs.pop("open_beam_counts", None)
     lopb = kwargs.pop("long_open_beam_counts", None)
 
@@ -221,6 +226,8 @@ def select_method(
         options = dict(kwargs)
         if METHODS[method].slices == "n2i":  # the longest step: it leaves 40 % of the rest to the others
             left = max(N2I_SHARE * (budget_s - (time.perf_counter() - started)), MIN_TRAINING_S)
+            given = (kwargs.get("n2i_options") or {}).get("time_limit_s")
+            left = left if given is None else min(float(given), left)
             options["n2i_options"] = {**(kwargs.get("n2i_options") or {}), "time_limit_s": left}
         try:
             res = enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,

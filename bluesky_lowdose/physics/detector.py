@@ -286,15 +286,17 @@ class TXMPhysics:
             ``(len(theta), rows, columns)`` float32.
         """
         theta = np.atleast_1d(np.asarray(theta_deg, np.float64))
-        line = np.stack([self.mu * self.phantom.project(float(a)) for a in theta]).astype(np.float64)
         sigma = self.detector.psf_sigma
         if sigma <= 0:
-            return line.astype(np.float32)
+            return np.stack([self.mu * self.phantom.project(float(a)) for a in theta]).astype(np.float32)
         from scipy.ndimage import gaussian_filter
 
         flat = self.detector.flat.astype(np.float64)
         beam = gaussian_filter(flat, sigma, mode="nearest")
-        out = [-np.log(gaussian_filter(flat * np.exp(-li), sigma, mode="nearest") / beam) for li in line]
+        # the transmissions the scans used (cached): the projections are not computed again
+        out = [
+            -np.log(gaussian_filter(flat * self.transmission(a), sigma, mode="nearest") / beam) for a in theta
+        ]
         return np.stack(out).astype(np.float32)
 
     def ideal_frame(

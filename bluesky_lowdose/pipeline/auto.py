@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .angles import DEFAULT_TOLERANCE
+from .angles import DEFAULT_TOLERANCE, same_view_indices
 
 if TYPE_CHECKING:
     from .result import ScanResult
@@ -93,8 +93,6 @@ def _leave_out_views(
     shows and reward any smoothing.  Judged on views no candidate saw, the judge ranks like the
     truth (``docs/evaluation.md``).  The winner runs on every frame afterwards.
     """
-    from .angles import same_view_indices
-
     drop = same_view_indices(theta_deg, reference_angles)
     keep = np.setdiff1d(np.arange(len(theta_deg)), drop)
     if drop.size == 0 or keep.size < MIN_JUDGED_FRAMES:
@@ -183,16 +181,10 @@ def select_method(
     started = time.perf_counter()
     long_slab = np.asarray(long_refs)[:, rows]
     if short_refs is None:  # their short partners, taken before those frames leave the scan
-        from .angles import match_angles
+        from .stack import pair_from_projections
 
         tolerance = kwargs.get("tolerance", DEFAULT_TOLERANCE)
-        idx = match_angles(reference_angles, theta_deg, tolerance)
-        if (idx < 0).any():
-            raise ValueError(
-                f"no projection within {tolerance}° of reference angle(s) "
-                f"{np.asarray(reference_angles)[idx < 0].tolist()}: give short_refs"
-            )
-        short_slab = proj[idx]
+        short_slab = pair_from_projections(proj, np.asarray(theta_deg), reference_angles, tolerance)[0]
     else:
         short_slab = np.asarray(short_refs)[:, rows]
     theta_deg = np.asarray(theta_deg, np.float64)

@@ -35,6 +35,7 @@ __all__ = [
     "dead_pixel_mask",
     "fill_dead_pixels",
     "flat_field",
+    "log_floor",
     "photon_statistics",
 ]
 
@@ -44,6 +45,27 @@ logger = logging.getLogger(__name__)
 DEFAULT_FLOOR = 1e-6
 #: With photon statistics the transmission floor is this many photons of the open beam.
 FLOOR_PHOTONS = 0.5
+
+
+def log_floor(open_beam_counts: Any = None) -> Any:
+    """The transmission floor under ``-log``: half a photon of the open beam, never above 0.5 (pixels
+    that see no beam); :data:`DEFAULT_FLOOR` without photon statistics.
+
+    Parameters
+    ----------
+    open_beam_counts : float or numpy.ndarray, optional
+        Detected open-beam photons per pixel at the frames' exposure.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The floor, per pixel where the counts are per pixel.
+    """
+    if open_beam_counts is None:
+        return DEFAULT_FLOOR
+    return np.minimum(FLOOR_PHOTONS / np.maximum(np.asarray(open_beam_counts), 1e-3), 0.5)
+
+
 #: A pixel whose open-beam signal is below this fraction of the median is dead.
 DEAD_FRACTION = 0.05
 

@@ -127,14 +127,9 @@ class LongExposureJudge:
             The judge.
         """
         from ..recon import transmission_to_line_integrals
-        from .flatfield import DEFAULT_FLOOR, FLOOR_PHOTONS
+        from .flatfield import log_floor
 
-        floor: Any = DEFAULT_FLOOR
-        if open_beam_counts is not None:
-            floor = np.minimum(
-                FLOOR_PHOTONS / np.maximum(np.asarray(open_beam_counts, np.float32), 1e-3), 0.5
-            )
-        li = transmission_to_line_integrals(long_transmission, floor=floor)
+        li = transmission_to_line_integrals(long_transmission, floor=log_floor(open_beam_counts))
         return cls(li, np.asarray(angles_deg), open_beam_counts=open_beam_counts, center=center)
 
     def _noise(self, li: np.ndarray) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .angles import check_rotation
-from .flatfield import DEFAULT_FLOOR, FLOOR_PHOTONS
+from .flatfield import log_floor
 from .methods import AUTO_SPEC, FINE_TUNE, METHODS, N2I_OPTIONS, PROJECTION_TRAINING, resolve_method
 from .result import ScanResult, build_result, first_result, keep_better
 
@@ -381,10 +381,7 @@ class ScanPipeline:
 
     # ------------------------------------------------------------------ frames
     def _floor(self) -> float | np.ndarray:
-        if self.open_beam_counts is None:
-            return DEFAULT_FLOOR
-        # half a photon of the open beam, but never above 0.5 (pixels that see no beam)
-        return np.minimum(FLOOR_PHOTONS / self.open_beam_counts, 0.5)
+        return log_floor(self.open_beam_counts)
 
     def _log(self, frames: np.ndarray) -> np.ndarray:
         if self.input == "line_integrals":
@@ -511,7 +508,7 @@ class ScanPipeline:
 
         n0 = self.open_beam_counts
         half_n0 = n0 / 2.0
-        floor = np.minimum(FLOOR_PHOTONS / half_n0, 0.5)
+        floor = log_floor(half_n0)
         out: list[list[np.ndarray]] = [[], []]
         for j, frame in enumerate(block):
             photons = np.rint(np.clip(frame, 0.0, None) * n0).astype(np.int64)

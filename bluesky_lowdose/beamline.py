@@ -33,6 +33,9 @@ variable                     meaning (default)
                              ``TILED_API_KEY``
 ``LOWDOSE_DETECTOR_DIR``     where the camera writes HDF5 files; the Tiled server must be
                              able to read it (``<data dir>/detector``)
+``LOWDOSE_VOLUME_DIR``       where the enhancer writes the processed volumes, registered in
+                             Tiled in place; the Tiled server must be able to read it
+                             (``<data dir>/volumes``; set it with ``LOWDOSE_TILED_URI``)
 ``LOWDOSE_SIZE``             detector/phantom size in pixels (128)
 ``LOWDOSE_SEED``             seed of phantom and noise (0)
 ``LOWDOSE_MOTION_DELAY``     seconds per stage move (0)
@@ -87,6 +90,7 @@ ENV: dict[str, str] = {
     "data_dir": "LOWDOSE_DATA_DIR",
     "tiled_uri": "LOWDOSE_TILED_URI",
     "detector_dir": "LOWDOSE_DETECTOR_DIR",
+    "volume_dir": "LOWDOSE_VOLUME_DIR",
     "size": "LOWDOSE_SIZE",
     "seed": "LOWDOSE_SEED",
     "motion_delay": "LOWDOSE_MOTION_DELAY",
@@ -119,6 +123,9 @@ class BeamlineConfig:
     detector_dir : Path or None
         Directory of the camera's HDF5 files (default ``<data_dir>/detector``); it must be
         readable by the Tiled server.
+    volume_dir : Path or None
+        Directory of the enhancer's processed volumes (default ``<data_dir>/volumes``); they are
+        registered in Tiled in place, so it must be readable by the Tiled server.
     size : int
         Detector/phantom size in pixels.
     seed : int
@@ -155,6 +162,7 @@ class BeamlineConfig:
     tiled_uri: str | None = None
     api_key: str | None = None
     detector_dir: Path | None = None
+    volume_dir: Path | None = None
     size: int = 128
     seed: int = 0
     motion_delay: float = 0.0
@@ -196,6 +204,7 @@ class BeamlineConfig:
             ("data_dir", Path),
             ("tiled_uri", str),
             ("detector_dir", Path),
+            ("volume_dir", Path),
             ("size", int),
             ("seed", int),
             ("motion_delay", float),
@@ -230,6 +239,15 @@ class BeamlineConfig:
         from .storage import DataDirectory
 
         return DataDirectory(Path(self.data_dir).expanduser().resolve()).detector
+
+    @property
+    def volume_directory(self) -> Path:
+        """Where the enhancer writes its volumes (``volume_dir`` or ``<data_dir>/volumes``)."""
+        if self.volume_dir is not None:
+            return Path(self.volume_dir).expanduser().resolve()
+        from .storage import DataDirectory
+
+        return DataDirectory(Path(self.data_dir).expanduser().resolve()).volumes
 
 
 class _Closer:
@@ -503,7 +521,7 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
     enhancer = ProjectionEnhancer(client, backup_directory=layout.backup, method=config.method,
                                   train_kwargs={"epochs": config.epochs}, n2i_options=n2i,
                                   mapper=mapper, keep_frames=False, work_directory=layout.work,
-                                  volume_directory=layout.volumes, registry=config.registry,
+                                  volume_directory=config.volume_directory, registry=config.registry,
                                   keep_results=KEEP_RESULTS)  # fmt: skip
     RE.subscribe(enhancer)
     return enhancer

@@ -161,6 +161,9 @@ class QueueStack:
         Tiled API key (default ``$TILED_API_KEY`` or the key kept in ``data_dir``).
     detector_dir : Path or None
         Where the camera writes (must be readable by the Tiled server).
+    volume_dir : Path or None
+        Where the enhancer writes the processed volumes (default ``<data_dir>/volumes``; must be
+        readable by the Tiled server: set it with ``tiled_uri``).
     host : str
         Address every server binds (default loopback).
     redis_port, control_port, info_port, tiled_port : int
@@ -187,6 +190,7 @@ class QueueStack:
     tiled_uri: str | None = None
     api_key: str | None = None
     detector_dir: Path | None = None
+    volume_dir: Path | None = None
     host: str = "127.0.0.1"
     redis_port: int = 0
     control_port: int = 0
@@ -278,6 +282,8 @@ class QueueStack:
             env["TILED_API_KEY"] = self.api_key
         if self.detector_dir is not None:
             env["LOWDOSE_DETECTOR_DIR"] = str(Path(self.detector_dir).resolve())
+        if self.volume_dir is not None:
+            env["LOWDOSE_VOLUME_DIR"] = str(Path(self.volume_dir).resolve())
         env.update(self.beamline_env)
         return env
 
@@ -551,7 +557,7 @@ class QueueStack:
         state = json.loads(path.read_text())
         known = {f.name for f in fields(cls) if not f.name.startswith("_")}
         values = {k: v for k, v in state.items() if k in known}
-        for key in ("data_dir", "detector_dir", "profile_dir"):
+        for key in ("data_dir", "detector_dir", "volume_dir", "profile_dir"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         return cls(**values)
@@ -604,6 +610,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--data-dir", default="lowdose-data", help="data directory (default ./lowdose-data)")
     parser.add_argument("--tiled-uri", default=None, help="use this Tiled server (key from $TILED_API_KEY)")
     parser.add_argument("--detector-dir", default=None, help="camera files (default <data-dir>/detector)")
+    parser.add_argument("--volume-dir", default=None,
+                        help="processed volumes (default <data-dir>/volumes); with --tiled-uri, a "
+                        "folder that server reads")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="address the servers bind (default 127.0.0.1)")
     parser.add_argument("--redis-port", type=int, default=6379, help="Redis port (default 6379; 0: free)")
     parser.add_argument("--control-port", type=int, default=60615, help="RE Manager control port (60615)")
@@ -667,6 +676,7 @@ def _start(args: argparse.Namespace) -> int:
         tiled_uri=args.tiled_uri,
         api_key=os.environ.get("TILED_API_KEY"),
         detector_dir=None if args.detector_dir is None else Path(args.detector_dir),
+        volume_dir=None if args.volume_dir is None else Path(args.volume_dir),
         host=args.host,
         redis_port=args.redis_port,
         control_port=args.control_port,

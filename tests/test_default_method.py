@@ -49,6 +49,8 @@ def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(
     assert res.method == auto["winner"] != "none", auto
     assert res.metrics["quality_psnr_db"] >= res.metrics["quality_raw_psnr_db"]
     assert tiled_client[PROCESSED][res.processed_uid].metadata["start"]["provenance"]["method"] == "auto"
+    if res.method == "bm3d-slices":  # its factor, tuned on the slab, is reused like a trained model
+        assert "not tuned again" in res.provenance["slice_step"]["tuning"], res.provenance["slice_step"]
     ref = simulator_reference(txm.physics, res.theta)
     raw, enh = score_volume(res.recon_raw, ref), score_volume(res.recon_enhanced, ref)
     assert enh["ssim"] > raw["ssim"] + 0.03, (raw, enh)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiled.queries import Key
 
@@ -41,6 +42,7 @@ def _env(tiled_server, data_dir: Path) -> dict[str, str]:
         "LOWDOSE_TILED_URI": tiled_server.uri,
         "TILED_API_KEY": tiled_server.api_key,
         "LOWDOSE_DETECTOR_DIR": str(tiled_server.layout.detector),
+        "LOWDOSE_VOLUME_DIR": str(tiled_server.layout.volumes),  # read by the server, as it must be
         "LOWDOSE_SIZE": str(SIZE),
         "LOWDOSE_ENHANCE": "0",  # the enhancer has its own tests
     }
@@ -168,4 +170,6 @@ def test_exiting_ipython_right_after_a_scan_keeps_the_processed_run(tiled_server
     (processed,) = client["processed"].search(Key("start.original_run_uid") == uid).values()
     assert processed.metadata["stop"]["exit_status"] == "success", (processed.metadata["stop"], log)
     assert {"recon_enhanced", "model_n2i"} <= set(processed), (list(processed), log)
+    volume = stream_array(processed, "recon_enhanced", "slice")  # served: the folder is the server's
+    assert volume.shape == (SIZE, SIZE, SIZE) and np.isfinite(volume[SIZE // 2, SIZE // 2, SIZE // 2])
     assert "waiting for the enhancer" in proc.stdout + proc.stderr, log

@@ -93,6 +93,36 @@ def test_baselines_tuned_on_pairs_improve(name: str, scene: dict[str, np.ndarray
         np.testing.assert_allclose(single, out[0], rtol=1e-6, atol=1e-6)
 
 
+def test_bm3d_side_by_side_gives_what_one_call_at_a_time_gives() -> None:
+    """Threads (one per core) and one BM3D thread per call: the same images as calls one by one,
+    written into ``out`` in order; and BM3D on slices given its tuned factor is its tuned volume."""
+    from bluesky_lowdose.model.baselines import _bm3d, bm3d_each
+    from bluesky_lowdose.pipeline.slices import bm3d_slices
+
+    rng = np.random.default_rng(5)
+    images = [rng.random((s, s)) for s in (16, 24, 16)]
+    sigmas = [0.05, 0.1, 0.2]
+    one_by_one = [_bm3d(image, sigma) for image, sigma in zip(images, sigmas, strict=True)]
+    for got, want in zip(bm3d_each(images, sigmas), one_by_one, strict=True):
+        np.testing.assert_array_equal(got, want)
+    out = np.zeros((3, 16, 16))
+    bm3d_each([images[0], images[2], images[0]], 0.1, out=out)
+    np.testing.assert_array_equal(out[0], out[2])
+    assert not np.array_equal(out[0], out[1])
+    with pytest.raises(ValueError, match="2 sigmas for 3 images"):
+        bm3d_each(images, sigmas[:2])
+    # two slices of two subsets: tuned, then given the factor it found (no tuning: same volume)
+    clean = rng.random((2, 16, 16))
+    parts = [(clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32) for _ in range(2)]
+    full = (0.5 * (parts[0] + parts[1])).astype(np.float32)
+    tuned, record = bm3d_slices(parts, full)
+    again, given = bm3d_slices(parts, full, factor=record["factor"])
+    np.testing.assert_array_equal(again, tuned)
+    assert "tuning_losses" in record and "tuning_losses" not in given and "not tuned again" in given["tuning"]
+    with pytest.raises(ValueError, match="positive"):
+        bm3d_slices(parts, full, factor=float("nan"))
+
+
 def test_baseline_errors() -> None:
     with pytest.raises(ValueError, match="unknown baseline"):
         bm.baseline("wiener")

@@ -126,5 +126,7 @@ def enhance_frames(task: tuple[ModelRef | LocalRef, np.ndarray]) -> np.ndarray:
     """
     ref, block = task
     model = ref.load()
+    if getattr(model, "batch_invariant", False):  # a filter: every frame on its own in any batch
+        return np.asarray(model.enhance(block), np.float32)
     # frame by frame: a network's output must not depend on how frames were batched
     return np.stack([np.asarray(model.enhance(f), np.float32) for f in block])

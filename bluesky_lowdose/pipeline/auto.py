@@ -12,8 +12,8 @@ Candidates (:data:`AUTO_CANDIDATES`) run in that order, cheapest and most often 
 while the time budget lasts (``budget_s``); Noise2Inverse's training stops after
 :data:`N2I_SHARE` of the remaining budget (its steps are recorded), other candidates that have
 started finish; the ones not run are recorded as such.  The winner's trained model (projection
-network, Noise2Inverse denoiser, tuned filter) is then reused on the whole scan, so it is not
-trained twice.
+network, Noise2Inverse denoiser) or tuned filter (BM3D's sigma on projections, its factor on
+slices) is then reused on the whole scan, so it is not trained or tuned twice.
 
 Without long exposures there is nothing to judge with: ``auto`` is then
 :data:`~bluesky_lowdose.pipeline.AUTO_WITHOUT_PAIRS`, as recorded.
@@ -325,8 +325,12 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
 
         models = chosen["models"]
         held = holdout_index(len(short)) if record["candidates"][winner].get("held_out") else None
+        # a tuned filter is reused like a trained model: BM3D on slices keeps its slab's factor
+        tuned = (chosen["result"].provenance.get("slice_step") or {}) if chosen["result"] is not None else {}
+        factor = tuned.get("factor") if tuned.get("kind") == "bm3d" else None
         best = ScanPipeline(pipe.shape, winner, has_pairs=True, projection_model=models.get("projection"),
-                            slice_model=models.get("slices"), keep_projections=pipe.keep_projections,
+                            slice_model=models.get("slices"), slice_factor=factor,
+                            keep_projections=pipe.keep_projections,
                             progress=pipe.progress, on_epoch=pipe.on_epoch, workdir=pipe.workdir,
                             held_out=held,
                             mapper=pipe.mapper, **common)  # fmt: skip

@@ -99,6 +99,9 @@ class ScanPipeline:
         pair-trained methods then train without the held-out pair when there are three or more.
     slice_model : object, optional
         A trained Noise2Inverse denoiser to apply instead of training one.
+    slice_factor : float, optional
+        BM3D on slices: its sigma as a multiple of the measured noise, already tuned on this scan
+        (``auto``'s winner on its slab), so not tuned again.
     held_out : int, optional
         Judge on this pair only (a reused model was trained without it).
     auto_candidates : sequence of str, optional
@@ -162,6 +165,7 @@ class ScanPipeline:
         long_open_beam_counts: Any = None,
         judge: bool = True,
         slice_model: Any = None,
+        slice_factor: float | None = None,
         held_out: int | None = None,
         auto_candidates: Any = None,
         auto_budget_s: float | None = None,
@@ -236,6 +240,7 @@ class ScanPipeline:
         self.judge: Any = None  # LongExposureJudge once fit() had long frames with angles
         self.held_out: int | None = held_out  # the pair kept out of training (judged on it)
         self.slice_model = slice_model
+        self.slice_factor = slice_factor
         self.warm_start = {k: v for k, v in (warm_start or {}).items() if v is not None}
         unknown = set(self.warm_start) - {"projection", "slices"}
         if unknown:
@@ -651,7 +656,7 @@ class ScanPipeline:
 
             # whole volumes in memory: BM3D's tuning compares the subsets (not bounded by slabs)
             volume, slice_record = bm3d_slices([np.asarray(p) for p in parts], np.asarray(full),
-                                               progress=self.progress)  # fmt: skip
+                                               factor=self.slice_factor, progress=self.progress)  # fmt: skip
         if self.spec.slices == "bm3d":
             from ..recon.core import zero_outside_circle
 

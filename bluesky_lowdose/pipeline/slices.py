@@ -21,7 +21,7 @@ def _inside(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def bm3d_slices(
-    parts: list[np.ndarray], full: np.ndarray, *, progress: bool = False
+    parts: list[np.ndarray], full: np.ndarray, *, factor: float | None = None, progress: bool = False
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Denoise every slice of ``full`` with BM3D, sigma chosen from two subsets' reconstructions.
 
@@ -35,6 +35,9 @@ def bm3d_slices(
         At least two subset reconstructions ``(Z, Y, X)``.
     full : numpy.ndarray
         The reconstruction of the whole scan.
+    factor : float, optional
+        Sigma as a multiple of the measured noise level, already tuned (e.g. by ``auto`` on its
+        slab of the same scan): no tuning here, the noise level is still measured.
     progress : bool
         Progress bar over slices.
 
@@ -43,8 +46,7 @@ def bm3d_slices(
     tuple
         The denoised volume and a provenance record (sigma, factor, tuning losses).
     """
-    import bm3d
-    from tqdm.auto import tqdm
+    from ..model.baselines import bm3d_each
 
     if len(parts) < 2:
         raise ValueError("BM3D on slices is tuned on two angle subsets: give at least two")
@@ -52,25 +54,25 @@ def bm3d_slices(
     inside = _inside(a.shape)
     sigma_half = float(np.std((a - b)[:, inside]) / np.sqrt(2.0))
     sigma_full = sigma_half / np.sqrt(len(parts))
-    spread = full[:, inside].std(axis=1)
-    tune = np.sort(np.argsort(spread)[::-1][: min(TUNING_SLICES, len(full))])
-    losses = []
-    for f in FACTORS:
-        err = 0.0
-        for z in tune:
-            den = np.asarray(bm3d.bm3d(a[z], sigma_psd=f * sigma_half))
-            err += float(np.mean((den - b[z])[inside] ** 2))
-        losses.append(err / len(tune))
-    best = FACTORS[int(np.argmin(losses))]
+    record: dict[str, Any] = {"kind": "bm3d"}
+    if factor is None:
+        spread = full[:, inside].std(axis=1)
+        tune = np.sort(np.argsort(spread)[::-1][: min(TUNING_SLICES, len(full))])
+        losses = []
+        for f in FACTORS:  # the tuning slices side by side, one factor at a time
+            den = bm3d_each([a[z] for z in tune], f * sigma_half)
+            losses.append(
+                float(np.mean([np.mean((d - b[z])[inside] ** 2) for d, z in zip(den, tune, strict=True)]))
+            )
+        best = FACTORS[int(np.argmin(losses))]
+        record["tuning"] = "sigma minimising ||BM3D(subset A) - subset B||^2 over the most structured slices"
+        record["tuning_losses"] = dict(zip([str(f) for f in FACTORS], losses, strict=True))
+    else:
+        best = float(factor)
+        if not (np.isfinite(best) and best > 0):
+            raise ValueError(f"factor must be a positive number, got {factor!r}")
+        record["tuning"] = "factor given (tuned before on this scan), not tuned again"
     out = np.empty_like(full)
-    for z in tqdm(range(len(full)), desc="bm3d slices", unit="slice", disable=not progress, leave=False):
-        out[z] = bm3d.bm3d(full[z], sigma_psd=best * sigma_full)
-    record = {
-        "kind": "bm3d",
-        "sigma": best * sigma_full,
-        "factor": best,
-        "noise_sigma_full": sigma_full,
-        "tuning": "sigma minimising ||BM3D(subset A) - subset B||^2 over the most structured slices",
-        "tuning_losses": dict(zip([str(f) for f in FACTORS], losses, strict=True)),
-    }
+    bm3d_each(full, best * sigma_full, out=out, progress=progress, desc="bm3d slices")
+    record.update(sigma=best * sigma_full, factor=best, noise_sigma_full=sigma_full)
     return out.astype(np.float32), record

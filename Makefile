@@ -30,10 +30,11 @@ setup-redis:
 
 # Two test processes, each running one test module at a time (a module's servers, IOC and trained
 # fixtures stay shared within it): much of the suite waits on child processes, so two keep both
-# cores busy. TEST_WORKERS=0 runs everything in this process.
+# cores busy. The longest modules start first (tests/conftest.py). TEST_WORKERS=0 runs everything
+# in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP) setup-redis
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

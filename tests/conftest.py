@@ -6,6 +6,34 @@ from pathlib import Path
 
 import pytest
 
+# ``make test`` runs two workers, one module at a time each, and ends when its last module does:
+# the longest modules go first and the short ones fill in at the end (pytest-xdist keeps this order
+# with --no-loadscope-reorder; its default puts the modules with the most tests first, which left
+# the two-test, three-minute default-method module for last). Longest first, as measured in the
+# suite on 2 cores (docs/benchmarks.md); modules not named keep their order after these.
+LONGEST_FIRST = (
+    "test_default_method.py",
+    "test_pipeline.py",
+    "test_streaming.py",
+    "test_evaluation.py",
+    "test_storage.py",
+    "test_queueserver.py",
+    "test_epics.py",
+    "test_quality.py",
+    "test_demo.py",
+    "test_dask.py",
+    "test_ophyd_async.py",
+    "test_registry.py",
+    "test_ipython_profile.py",
+    "test_bounded.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest modules first (a stable sort: the order within each module is kept)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture
 def RE():

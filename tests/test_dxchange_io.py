@@ -18,8 +18,8 @@ from bluesky_lowdose.dxchange import (
     write_dxfile,
     write_enhanced,
 )
-from bluesky_lowdose.dxchange.offline import angle_difference, match_angles
 from bluesky_lowdose.pipeline import angles as pipeline_angles
+from bluesky_lowdose.pipeline.angles import angle_difference, match_angles
 
 RNG = np.random.default_rng(0)
 
@@ -337,7 +337,7 @@ def test_match_angles_wraps_and_respects_tolerance() -> None:
 
 
 def test_training_pairs_correct_each_exposure_with_its_own_flats() -> None:
-    from bluesky_lowdose.dxchange.offline import training_pairs
+    from bluesky_lowdose.dxchange.pairs import training_pairs
 
     truth = RNG.uniform(0.2, 0.9, (3, 8, 8))
     dark_s, flat_s, dark_l, flat_l = 10.0, 210.0, 100.0, 3100.0
@@ -372,7 +372,8 @@ def test_importing_the_file_layer_loads_no_bluesky_tiled_or_keras() -> None:
     import sys
 
     code = (
-        "import sys, bluesky_lowdose.dxchange, bluesky_lowdose.dxchange.io, bluesky_lowdose.dxchange.offline;"
+        "import sys, bluesky_lowdose.dxchange, bluesky_lowdose.dxchange.io, bluesky_lowdose.dxchange.pairs,"
+        " bluesky_lowdose.dxchange.offline;"
         "print(sorted(m for m in ('bluesky', 'ophyd', 'tiled', 'databroker', 'keras', 'tensorflow', 'h5py')"
         " if m in sys.modules))"
     )
@@ -439,7 +440,7 @@ def _enhance_cli(argv: list[str]) -> int:
 
 
 def test_training_pairs_use_the_pipelines_flat_policy() -> None:
-    from bluesky_lowdose.dxchange.offline import projection_flat_field, training_pairs
+    from bluesky_lowdose.dxchange.pairs import projection_flat_field, training_pairs
     from bluesky_lowdose.pipeline import flat_field
 
     dx = _raw_scan(references=True).validate()

@@ -213,7 +213,7 @@ def test_enhance_reports_bad_input(files: dict[str, Path], tmp_path: Path, capsy
     assert _enhance([str(files["both"]), "--out", str(files["both"]), "--overwrite", *FAST]) == 2
     assert "overwrite an input" in capsys.readouterr().err
     with pytest.raises(DataExchangeError, match="long-exposure frames are"):
-        from bluesky_lowdose.dxchange.offline import training_pairs
+        from bluesky_lowdose.dxchange.pairs import training_pairs
 
         small = read_dxfile(files["long"])
         small.data = small.data[:, :16, :16]

@@ -6,9 +6,10 @@ the functions that need them.
 - :class:`DataExchange`, :func:`read_dxfile`, :func:`write_dxfile`, :func:`write_enhanced`,
   :class:`DataExchangeError` -- the file format (``io``: the schema; ``read``, ``write``: h5py)
 - :func:`export_run`, :func:`run_to_dataexchange` -- a raw run from Tiled to a file (``runs``)
-- :func:`enhance_file`, :func:`training_pairs`, :func:`projection_flat_field` -- offline
-  enhancement through :func:`bluesky_lowdose.pipeline.enhance_scan` (``offline``);
-  :func:`match_angles` and :func:`angle_difference` are :mod:`bluesky_lowdose.pipeline.angles`'s
+- :func:`enhance_file` -- offline enhancement through
+  :func:`bluesky_lowdose.pipeline.enhance_scan` (``offline``); :func:`training_pairs`,
+  :func:`projection_flat_field` -- the file's references and flat/dark policy (``pairs``).
+  Angle matching is :mod:`bluesky_lowdose.pipeline.angles`'s (one import path per name).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ __all__ = [
     "DataExchange",
     "DataExchangeError",
     "EnhanceResult",
-    "angle_difference",
     "enhance_file",
     "export_run",
-    "match_angles",
     "projection_flat_field",
     "read_dxfile",
     "run_to_dataexchange",
@@ -40,10 +39,8 @@ _LAZY = {
     "run_to_dataexchange": "runs",
     "enhance_file": "offline",
     "EnhanceResult": "offline",
-    "training_pairs": "offline",
-    "match_angles": "offline",
-    "angle_difference": "offline",
-    "projection_flat_field": "offline",
+    "training_pairs": "pairs",
+    "projection_flat_field": "pairs",
 }
 
 

@@ -59,8 +59,48 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory):
 
     server = TiledServer(tmp_path_factory.mktemp("tiled-data"), api_key="testkey" + "0" * 25)
     server.start()
+    _SESSION_SERVERS.append(server)
     yield server
+    _SESSION_SERVERS.remove(server)
     server.close()
+
+
+# tiled 0.2.20's DuckDB tables can take the whole server down under concurrent appends ("No active
+# transaction, cannot commit", then "terminate called ...": seen once in four full runs on
+# 2026-12-04; docs/reliability.md). The session's server is shared by every module of a worker, so
+# one upstream crash failed the test in flight and then every later module of that worker (16).
+# A dead session server is started again (same data, same port) before the next module, and the
+# run's summary says so: the test that met the crash still fails.
+_SESSION_SERVERS: list = []
+_RESTARTS: list[str] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _session_tiled_server_alive(request: pytest.FixtureRequest):
+    """Restart a session Tiled server that died during an earlier module (see above)."""
+    for server in list(_SESSION_SERVERS):
+        if not server.running:
+            _RESTARTS.append(f"{request.node.nodeid}: the session Tiled server at {server.uri} had died")
+            server.close()
+            server.start()
+    yield
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker hands its restarts to the controller (pytest-xdist's ``workeroutput``)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["lowdose_tiled_restarts"] = list(_RESTARTS)
+
+
+def pytest_testnodedown(node, error) -> None:
+    """Controller side (pytest-xdist hook): collect a finished worker's restarts."""
+    _RESTARTS.extend(getattr(node, "workeroutput", {}).get("lowdose_tiled_restarts", []))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say when the session's Tiled server had to be started again."""
+    for line in _RESTARTS:
+        terminalreporter.write_line(f"RESTARTED before {line}", red=True)
 
 
 @pytest.fixture(scope="session")

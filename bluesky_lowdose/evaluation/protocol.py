@@ -515,11 +515,8 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mappe
     ref_idx = _reference_indices(theta, cfg.train_angles)
     clock.add("simulate", t0)
 
-    def scan(ratio: float) -> dict[str, Any]:
-        return poisson_scan(cfg, physics, theta, ratio)
-
     t0 = time.perf_counter()
-    full = scan(1.0)
+    full = poisson_scan(cfg, physics, theta, 1.0)
     clock.add("simulate", t0)
     t0 = time.perf_counter()
     r_o, result["reference"] = reference_volume(cfg, physics, theta, mapper=mapper)
@@ -540,7 +537,7 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mappe
     for ratio in tqdm(list(cfg.dose_ratios), desc="dose ratios", disable=not cfg.progress):
         tag = _tag(ratio)
         t0 = time.perf_counter()
-        low = scan(float(ratio))
+        low = poisson_scan(cfg, physics, theta, float(ratio))
         clock.add("simulate", t0)
         t0 = time.perf_counter()
         entry, slices = _run_methods(cfg, low["transmission"], theta, long_refs, theta[ref_idx], scorer,
@@ -568,7 +565,7 @@ def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mappe
     extra = sorted({float(r) for r in cfg.dose_ladder} - set(ladder))
     for ratio in tqdm(extra, desc="dose ladder", disable=not cfg.progress):
         t0 = time.perf_counter()
-        sc = scan(ratio)
+        sc = poisson_scan(cfg, physics, theta, ratio)
         clock.add("simulate", t0)
         t0 = time.perf_counter()
         ladder[ratio] = scorer(_plain(sc["transmission"], theta, open_beam_counts=sc["open_beam_counts"],

@@ -90,11 +90,9 @@ def bm3d_each(
     if len(each) != n:
         raise ValueError(f"{len(each)} sigmas for {n} images")
     kept: list[np.ndarray] = []
-    workers = min(_cores(), n)
     with tqdm(total=n, desc=desc, unit="image", disable=not progress, leave=False) as bar, \
-            ThreadPoolExecutor(max(workers, 1), thread_name_prefix="bm3d") as pool:  # fmt: skip
-        results = map(_bm3d, images, each) if workers <= 1 else pool.map(_bm3d, images, each)
-        for i, den in enumerate(results):
+            ThreadPoolExecutor(max(min(_cores(), n), 1), thread_name_prefix="bm3d") as pool:  # fmt: skip
+        for i, den in enumerate(pool.map(_bm3d, images, each)):
             if out is None:
                 kept.append(den)
             else:

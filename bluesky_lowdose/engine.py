@@ -164,9 +164,22 @@ class DaskEngine:
                     f"(dask worker {where}) and run again"
                 )
 
+    def _identity(self) -> dict[str, Any]:
+        """The scheduler's identity with every worker, asked now.
+
+        Not ``Client.scheduler_info()``: it fetches, then returns the client's cache, which the
+        client's own periodic refresh (every 2 s, without per-worker information) may overwrite in
+        between; the workers then read as none although both are connected (distributed 2026.8).
+        """
+        return self.client.sync(self.client.scheduler.identity, n_workers=-1)
+
+    def workers(self) -> dict[str, str]:
+        """The connected workers: address → name."""
+        return {addr: str(w.get("name", addr)) for addr, w in self._identity().get("workers", {}).items()}
+
     def report(self) -> dict[str, Any]:
         """``scheduler`` address, ``workers`` now connected, ``tasks`` run, ``in_process``."""
-        info = self.client.scheduler_info()
+        info = self._identity()
         return {
             "scheduler": info.get("address"),
             "workers": len(info.get("workers", {})),

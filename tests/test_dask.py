@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(cluster) -> Non
         while time.monotonic() < deadline and "stop" not in killed:
             try:
                 busy = {addr for addr, keys in engine.client.processing().items() if keys}
-                names = {addr: w["name"] for addr, w in engine.client.scheduler_info()["workers"].items()}
+                names = engine.workers()
             except Exception:  # the client closed: the run is over
                 return
             for addr in busy:
@@ -152,6 +152,27 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(cluster) -> Non
     assert "at" in killed, "no worker was busy long enough to be killed"
     assert workers_after == 1  # the other one finished the job
     np.testing.assert_array_equal(volume, expected)
+
+
+def test_the_workers_are_counted_while_the_client_refreshes_its_cache() -> None:
+    """``Client.scheduler_info()`` fetches, then returns a cache that the client's periodic refresh
+    (without per-worker information) can overwrite in between: a CI run read 0 workers of 2. The
+    engine asks the scheduler itself. A refresh every millisecond makes the old race frequent."""
+    import dask
+    import distributed  # noqa: F401  (its config keys exist once it is imported)
+
+    from bluesky_lowdose.engine import DaskEngine
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "1ms"}):
+        engine = DaskEngine(None, n_workers=2)
+    try:
+        engine.client.wait_for_workers(2, timeout=30)
+        counts = {engine.report()["workers"] for _ in range(200)}
+        names = engine.workers()
+    finally:
+        engine.close()
+    assert counts == {2}
+    assert len(names) == 2 and all(isinstance(n, str) for n in names.values())
 
 
 def test_a_cluster_whose_only_worker_died_is_said_not_waited_on(tmp_path) -> None:

@@ -13,6 +13,7 @@
 # Results in $OUT (default /tmp/options_out): runs.jsonl (one line per run), tables.md (merged),
 # status.txt (exit status per run: 124 = over LIMIT seconds) and logs.tgz.
 # Dry run elsewhere: SIZE=32 STEPS=20 LIMIT=300 SITE=none bash benchmarks/options_device.sh
+# PLAN=n2i: only Noise2Inverse and its §4 options on under-blur and real-like (12 processes).
 
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -45,18 +46,30 @@ run() {
     echo "$name: exit $? after $((SECONDS - T0)) s" >> "$OUT/status.txt"
 }
 
-for case in under-blur real-like textured-3000 standard; do
-    run "$case-learned" --case "$case" --methods none paper n2i n2i-counts --ladder &
-    run "$case-bm3d" --case "$case" --methods none bm3d &
-    run "$case-bm3d-slices" --case "$case" --methods none bm3d-slices &
-done
-for case in under-blur real-like; do
-    run "$case-steps" --case "$case" --label steps-9600 --n2i steps=9600 &
-    (run "$case-filters" --case "$case" --label filters-32 --n2i base_filters=32
-     run "$case-seed1" --case "$case" --label seed-1 --n2i seed=1) &
-    (run "$case-context" --case "$case" --label context-0 --n2i context=0
-     run "$case-seed2" --case "$case" --label seed-2 --n2i seed=2) &
-done
+if [ "${PLAN:-all}" = n2i ]; then
+    # only Noise2Inverse and its options (§4), 12 processes: none + n2i per case and variant
+    for case in under-blur real-like; do
+        run "$case-base" --case "$case" --methods none n2i &
+        run "$case-steps" --case "$case" --label steps-9600 --n2i steps=9600 &
+        run "$case-filters" --case "$case" --label filters-32 --n2i base_filters=32 &
+        run "$case-context" --case "$case" --label context-0 --n2i context=0 &
+        run "$case-seed1" --case "$case" --label seed-1 --n2i seed=1 &
+        run "$case-seed2" --case "$case" --label seed-2 --n2i seed=2 &
+    done
+else
+    for case in under-blur real-like textured-3000 standard; do
+        run "$case-learned" --case "$case" --methods none paper n2i n2i-counts --ladder &
+        run "$case-bm3d" --case "$case" --methods none bm3d &
+        run "$case-bm3d-slices" --case "$case" --methods none bm3d-slices &
+    done
+    for case in under-blur real-like; do
+        run "$case-steps" --case "$case" --label steps-9600 --n2i steps=9600 &
+        (run "$case-filters" --case "$case" --label filters-32 --n2i base_filters=32
+         run "$case-seed1" --case "$case" --label seed-1 --n2i seed=1) &
+        (run "$case-context" --case "$case" --label context-0 --n2i context=0
+         run "$case-seed2" --case "$case" --label seed-2 --n2i seed=2) &
+    done
+fi
 wait
 $PY benchmarks/bench_options.py --merge "$J" > "$OUT/tables.md" 2>&1
 tar czf "$OUT/logs.tgz" -C "$LOGS" .

@@ -195,6 +195,37 @@ def test_the_judge_prefers_the_truth_and_states_its_own_noise(low_dose) -> None:
         judge.score(truth[:, :-1, :-1])
 
 
+def test_a_loss_in_a_few_slices_is_named_with_the_score_without_them() -> None:
+    """A projection sums a slice along the whole ray: a volume perfect everywhere but in the two empty
+    slices beyond the object's faces (as Noise2Inverse's neighbouring slices bleed into them on
+    ``make demo``) scores below a noisy one. The judge names those slices and scores without them;
+    a loss spread over the volume is said to be spread; a better volume has nothing to blame."""
+    from scipy.ndimage import gaussian_filter
+
+    from bluesky_lowdose.pipeline.result import _where
+
+    phantom = make_phantom(SIZE, seed=2)
+    theta = np.linspace(0.0, 180.0, ANGLES)
+    li = phantom.project_many(theta).astype(np.float32)
+    truth = reconstruct(li, theta)
+    noisy = li + np.random.default_rng(0).normal(0.0, 0.05 * li.max(), li.shape).astype(np.float32)
+    raw = reconstruct(noisy, theta)
+    judge = LongExposureJudge(phantom.project_many(np.array(REFS)).astype(np.float32), REFS)
+    filled = np.flatnonzero(np.abs(truth).max(axis=(1, 2)) > 0.2 * np.abs(truth).max())
+    bled = truth.copy()
+    faces = [int(filled[0]) - 1, int(filled[-1]) + 1]
+    bled[faces[0]], bled[faces[1]] = 0.5 * truth[filled[0]], 0.5 * truth[filled[-1]]
+    assert judge.score(bled)["psnr_db"] < judge.score(raw)["psnr_db"]
+    where = judge.where_worse(bled, raw)
+    assert where["concentrated"] and sorted(where["rows"]) == faces, where
+    assert where["psnr_db"] > where["raw_psnr_db"] + 1.5, where  # perfect elsewhere
+    assert f"({faces[0]}, {faces[1]}: look at them)" in _where(where)
+    blurred = gaussian_filter(truth, 2.0)
+    spread = judge.where_worse(blurred, raw)
+    assert spread is not None and not spread["concentrated"] and _where(spread) == "", spread
+    assert judge.where_worse(truth, raw) is None
+
+
 def test_same_view_frames_are_the_ones_on_a_reference_angle_or_180_degrees_from_it() -> None:
     from bluesky_lowdose.pipeline.angles import same_view_indices
 

@@ -31,12 +31,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HOLDOUT_MIN_PAIRS", "LongExposureJudge", "holdout_index"]
+__all__ = ["CONCENTRATED_ROWS", "HOLDOUT_MIN_PAIRS", "LongExposureJudge", "holdout_index"]
 
 #: Pairs needed before one is held out of a pair-trained method's training.
 HOLDOUT_MIN_PAIRS = 3
 #: Slices projected at a time (bounded memory on on-disk volumes).
 _SLAB = 32
+#: A volume's excess error over the raw one counts as *concentrated* when this share of the
+#: object's detector rows (at least one) carries all of it.
+CONCENTRATED_ROWS = 0.05
 
 
 def holdout_index(n_pairs: int) -> int | None:
@@ -223,6 +226,54 @@ class LongExposureJudge:
         sc = compare(test, self.reference[which], mask=self.mask[which])
         return {"psnr_db": float(sc["psnr"]), "ssim": float(sc["ssim"]),
                 "angles_deg": [float(a) for a in self.angles_deg[which]]}  # fmt: skip
+
+    def where_worse(self, volume: Any, raw: Any, *, held_out: int | None = None) -> dict[str, Any] | None:
+        """Where a volume that scores below the raw one loses: spread, or in a few detector rows.
+
+        A projection sums a slice along the whole ray, so an error that fills one slice (e.g. an
+        object's face bleeding into the empty slice beyond it) weighs as much as the whole volume's
+        noise. The squared residual of both volumes is summed per detector row (= slice) inside the
+        shadow; when the rows where the volume is worse than raw, taken largest first, carry all of
+        its excess within :data:`CONCENTRATED_ROWS` of the object's rows, they are named, with the
+        scores without them.
+
+        Parameters
+        ----------
+        volume, raw : array_like or StoredArray
+            The enhanced and the raw reconstruction of the scan.
+        held_out : int, optional
+            Judge only on this pair.
+
+        Returns
+        -------
+        dict or None
+            None when the volume is not worse in total, else ``concentrated`` (bool), ``rows`` (the
+            worst rows, largest excess first, at most the concentrated share), ``object_rows``, and
+            when concentrated ``psnr_db`` / ``raw_psnr_db`` without those rows.
+        """
+        from ..metrics import psnr
+
+        which = self.indices(held_out)
+        ref, mask = self.reference[which], self.mask[which]
+        test, plain = self.project(volume, which), self.project(raw, which)
+        per_row = [((p - ref) ** 2 * mask).sum(axis=(0, 2), dtype=np.float64) for p in (test, plain)]
+        excess = per_row[0] - per_row[1]
+        total = float(excess.sum())
+        if total <= 0:
+            return None
+        object_rows = int(mask.any(axis=(0, 2)).sum())
+        limit = max(1, int(np.ceil(CONCENTRATED_ROWS * object_rows)))
+        order = [int(r) for r in np.argsort(excess)[::-1] if excess[r] > 0]
+        carried = np.cumsum(excess[order])
+        enough = int(np.searchsorted(carried, total)) + 1 if carried[-1] >= total else len(order) + 1
+        out: dict[str, Any] = {"concentrated": enough <= limit, "rows": order[: min(enough, limit)],
+                               "object_rows": object_rows}  # fmt: skip
+        if out["concentrated"]:
+            rest = mask.copy()
+            rest[:, out["rows"]] = False
+            out["psnr_db"] = float(psnr(test, ref, mask=rest))
+            out["raw_psnr_db"] = float(psnr(plain, ref, mask=rest))
+        return out
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of how scores are made.

@@ -153,13 +153,17 @@ def judge_volumes(
     quality = {"enhanced": enhanced, "raw": plain, "held_out": pipe.held_out is not None,
                "in_sample": bool(in_sample), "worse_than_raw": bool(worse and pipe.method != "none"),
                **pipe.judge.describe()}  # fmt: skip
+    where = None
+    if quality["worse_than_raw"] and enhanced["psnr_db"] < plain["psnr_db"]:
+        where = pipe.judge.where_worse(volume, raw, held_out=pipe.held_out)
+        quality["where_worse"] = where
     pipe.timings["judge_s"] = time.perf_counter() - t0
     warnings = []
     if quality["worse_than_raw"]:
         warnings.append(
             f"method {pipe.method!r} scores below the raw reconstruction against the long exposures "
             f"({enhanced['psnr_db']:.2f} dB / SSIM {enhanced['ssim']:.3f} vs {plain['psnr_db']:.2f} dB / "
-            f"{plain['ssim']:.3f}): use the raw reconstruction, or method 'auto'"
+            f"{plain['ssim']:.3f}){_where(where)}: use the raw reconstruction, or method 'auto'"
         )
     if in_sample:
         warnings.append(
@@ -169,6 +173,16 @@ def judge_volumes(
     for w in warnings:
         logger.warning(w)
     return quality, warnings
+
+
+def _where(where: dict[str, Any] | None) -> str:
+    """The warning's words for :meth:`~.judge.LongExposureJudge.where_worse`'s answer."""
+    if not where or not where["concentrated"]:
+        return ""
+    rows = ", ".join(str(r) for r in sorted(where["rows"]))
+    n, of = len(where["rows"]), where["object_rows"]
+    return (f"; all of the excess is in {n} of {of} slices ({rows}: look at them), without which it "
+            f"scores {where['psnr_db']:.2f} dB vs {where['raw_psnr_db']:.2f} dB")  # fmt: skip
 
 
 def first_result(pipe: ScanPipeline, initial: Any, parts: list[Any], raw: Any, t0: float) -> ScanResult:

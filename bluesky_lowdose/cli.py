@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n2i-steps",
         type=_count(1),
         default=None,
-        help="Noise2Inverse steps (default 600 in the demo)",
+        help="Noise2Inverse steps (default: the pipeline's, 2400)",
     )
     demo.add_argument(
         "--registry", choices=("auto", "record", "only", "off"), default="auto",

@@ -163,7 +163,7 @@ def judge_volumes(
         warnings.append(
             f"method {pipe.method!r} scores below the raw reconstruction against the long exposures "
             f"({enhanced['psnr_db']:.2f} dB / SSIM {enhanced['ssim']:.3f} vs {plain['psnr_db']:.2f} dB / "
-            f"{plain['ssim']:.3f}){_where(where)}: use the raw reconstruction, or method 'auto'"
+            f"{plain['ssim']:.3f}){_where(where)}: compare with the raw reconstruction (kept beside it)"
         )
     if in_sample:
         warnings.append(

@@ -264,8 +264,8 @@ class LongExposureJudge:
         object_rows = int(mask.any(axis=(0, 2)).sum())
         limit = max(1, int(np.ceil(CONCENTRATED_ROWS * object_rows)))
         order = [int(r) for r in np.argsort(excess)[::-1] if excess[r] > 0]
-        carried = np.cumsum(excess[order])
-        enough = int(np.searchsorted(carried, total)) + 1 if carried[-1] >= total else len(order) + 1
+        # the worse rows together carry at least the total (the better rows only subtract from it)
+        enough = min(int(np.searchsorted(np.cumsum(excess[order]), total)), len(order) - 1) + 1
         out: dict[str, Any] = {"concentrated": enough <= limit, "rows": order[: min(enough, limit)],
                                "object_rows": object_rows}  # fmt: skip
         if out["concentrated"]:

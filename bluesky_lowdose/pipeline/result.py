@@ -155,8 +155,7 @@ def judge_volumes(
                **pipe.judge.describe()}  # fmt: skip
     where = None
     if quality["worse_than_raw"] and enhanced["psnr_db"] < plain["psnr_db"]:
-        where = pipe.judge.where_worse(volume, raw, held_out=pipe.held_out)
-        quality["where_worse"] = where
+        quality["where_worse"] = where = pipe.judge.where_worse(volume, raw, held_out=pipe.held_out)
     pipe.timings["judge_s"] = time.perf_counter() - t0
     warnings = []
     if quality["worse_than_raw"]:

@@ -86,7 +86,7 @@ class DemoConfig:
         the empty slices beyond its faces and ``auto`` kept the raw reconstruction).
     auto_budget_s : float or None
         Seconds ``method="auto"`` may spend choosing (None: the pipeline's default, 150 s; 400 lets
-        Noise2Inverse train its 2400 steps on the slab at 128^3 on 2 cores).
+        Noise2Inverse train its 2400 steps at 128^3 on 2 cores).
     compare : bool
         Also reconstruct the paper's method and a simulated conventional full-dose scan.
     figures : bool

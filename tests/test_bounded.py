@@ -67,7 +67,7 @@ def test_pipeline_on_disk_gives_the_in_memory_volumes(tmp_path: Path, method: st
 
 
 def test_noise2inverse_trains_on_a_bounded_sample_of_slices(tmp_path: Path) -> None:
-    from bluesky_lowdose.model.n2i import _training_splits
+    from bluesky_lowdose.model.n2i import _training_splits, training_rows
 
     rng = np.random.default_rng(0)
     volumes = [rng.normal(size=(80, 16, 16)).astype(np.float32) for _ in range(2)]
@@ -89,6 +89,19 @@ def test_noise2inverse_trains_on_a_bounded_sample_of_slices(tmp_path: Path) -> N
     assert near_few.shape == (16, 3)
     whole, near_all = _training_splits(stored, context=1, budget=10**9)  # within budget: everything
     assert whole.shape == (2, 80, 16, 16) and near_all[0].tolist() == [0, 0, 1]
+    # the same sample from those rows alone (what auto reconstructs to train over the height)
+    rows, near_rows = training_rows((80, 16, 16), 2, 1, budget=20 * 3 * per_slice)
+    np.testing.assert_array_equal(near_rows, near)
+    alone, near_alone = _training_splits([v[rows] for v in volumes], context=1, budget=0, slice_rows=rows)
+    np.testing.assert_array_equal(alone, arr)
+    # every sampled centre is one there, with its own neighbours (bands that touch give a few more)
+    centres_alone = rows[near_alone[:, 1]]
+    assert set(rows[near[:, 1]]) <= set(centres_alone)
+    np.testing.assert_array_equal(rows[near_alone], centres_alone[:, None] + np.array([-1, 0, 1]))
+    with pytest.raises(ValueError, match="slice_rows names 3 slices"):
+        _training_splits([v[:5] for v in volumes], context=1, budget=0, slice_rows=[0, 1, 2])
+    with pytest.raises(ValueError, match="neighbour"):
+        _training_splits([v[:3] for v in volumes], context=1, budget=0, slice_rows=[0, 10, 20])
 
 
 def test_dask_map_streams_results_with_a_bounded_window() -> None:

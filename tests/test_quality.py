@@ -451,6 +451,19 @@ def test_noise2inverse_stops_at_its_time_limit_and_says_so() -> None:
     assert hp["stopped_by_time_limit"] and 0 < hp["steps"] < hp["planned_steps"] == 5000
 
 
+def test_auto_trains_noise2inverse_over_the_whole_height_and_judges_it_on_the_slab() -> None:
+    """A denoiser that saw only the slab's interior paints the object into the empty slices past
+    its faces; ``auto`` trains it on rows over the whole height, judges it on the slab, reuses it."""
+    s = _scan(DetectorModel((64, 64)), angles=61)
+    res = enhance_scan(s["transmission"], s["theta"], method="auto", long_refs=s["long"],
+                       reference_angles=REFS, auto_candidates=["none", "n2i"],
+                       n2i_options={"steps": 20, "crop": 32})  # fmt: skip
+    auto = res.provenance["auto"]
+    assert auto["slab_rows"] == [8, 56] and auto["candidates"]["n2i"]["status"] == "run", auto
+    # every row (64 fit the sampling budget), all but the ends a centre slice; the slab is 48 of them
+    assert auto["candidates"]["n2i"]["training_rows"] == {"rows": 64, "of": 64, "centre_slices": 62}
+
+
 def test_auto_judges_a_slab_against_the_same_rows_of_the_long_exposures(tmp_path) -> None:
     """64 rows: the candidates run on rows 8-55 only, on memory and on disk (workdir) alike."""
     from bluesky_lowdose.pipeline.auto import auto_slab

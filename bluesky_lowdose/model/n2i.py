@@ -33,7 +33,7 @@ from .normalization import Normalization
 from .patches import dihedral
 from .training import _EpochHook, _Guard, finish_enhancer, initial_hyperparameters, start_network
 
-__all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2inverse"]
+__all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2inverse", "training_rows"]
 
 #: Pixels (times channels) per network call when denoising slices.
 _PIXELS_PER_CALL = 1 << 22
@@ -177,26 +177,77 @@ def _shape(a: Any) -> tuple[int, ...]:
     return tuple(shape) if shape is not None else np.shape(a)
 
 
-def _training_splits(splits: Any, context: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
-    """The subsets' slices to train on, read within ``budget`` bytes, and each centre slice's
-    neighbourhood (indices into them).
+def training_rows(
+    shape: Sequence[int], n_subsets: int, context: int, budget: int = TRAINING_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slices of a ``(Z, Y, X)`` volume Noise2Inverse trains on, within ``budget`` bytes.
 
-    Volumes within the budget are read whole (every slice a centre); larger ones (e.g.
-    :class:`~bluesky_lowdose.recon.stored.StoredArray` volumes of a beamline scan) at evenly
-    spaced centre slices with their ``context`` neighbours on each side.
+    A volume whose ``n_subsets`` reconstructions fit the budget is used whole (every slice a
+    centre, its neighbours clipped at the ends); a larger one (a beamline scan) at evenly spaced
+    centre slices (at least :data:`MIN_TRAINING_SLICES`) with their ``context`` neighbours. The
+    same rule decides what is read from stored volumes and which detector rows ``method="auto"``
+    reconstructs to train its candidate over the whole height.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(Z, Y, X)`` of one subset's reconstruction.
+    n_subsets : int
+        Subsets (K).
+    context : int
+        Neighbouring slices on each side.
+    budget : int
+        Bytes of float32 slices read at most (beyond :data:`MIN_TRAINING_SLICES` centres).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(rows, near)``: the slices needed, sorted; per centre its ``2 context + 1`` slices (indices
+        into ``rows``).
     """
-    shapes = [_shape(s) for s in splits]
+    z, h, w = (int(v) for v in shape)
     span = 2 * context + 1
+    per_slice = n_subsets * h * w * 4
+    if z * per_slice > budget:
+        n = max(MIN_TRAINING_SLICES, budget // (per_slice * span))
+        centres = np.unique(np.linspace(0, z - 1, n + 2)[1:-1].round().astype(int))
+    else:
+        centres = np.arange(z)
+    near_z = np.clip(centres[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)
+    rows = np.unique(near_z)
+    return rows, np.searchsorted(rows, near_z)
+
+
+def _sampled_near(rows: Any, context: int) -> np.ndarray:
+    """Per centre slice its neighbourhood (indices into ``rows``) for slices that are ``rows`` of a
+    taller volume: the centres are the rows whose ``context`` neighbours on each side are all
+    there (the first and last rows given are neighbours only)."""
+    rows = np.asarray(rows, np.int64)
+    if rows.ndim != 1 or rows.size == 0 or np.any(np.diff(rows) <= 0):
+        raise ValueError("slice_rows must be increasing slice numbers, one per slice of the subsets")
+    near_z = rows[:, None] + np.arange(-context, context + 1)[None, :]
+    whole = np.isin(near_z, rows).all(axis=1)
+    if not whole.any():
+        raise ValueError(f"no slice of slice_rows has its {context} neighbour(s) on each side among them")
+    return np.searchsorted(rows, near_z[whole])
+
+
+def _training_splits(
+    splits: Any, context: int, budget: int, slice_rows: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The subsets' slices to train on, read within ``budget`` bytes (:func:`training_rows`), and
+    each centre slice's neighbourhood (indices into them); ``slice_rows``: the splits hold these
+    slices of a taller volume (already the sample), read whole."""
+    if slice_rows is not None:
+        arr = _check_splits(splits)
+        if len(slice_rows) != arr.shape[1]:
+            raise ValueError(f"slice_rows names {len(slice_rows)} slices, the subsets hold {arr.shape[1]}")
+        return arr, _sampled_near(slice_rows, context)
+    shapes = [_shape(s) for s in splits]
     if len(shapes) >= 2 and len(set(shapes)) == 1 and len(shapes[0]) == 3:
-        z, h, w = shapes[0]
-        per_slice = len(shapes) * h * w * 4
-        if z * per_slice > budget:
-            n = max(MIN_TRAINING_SLICES, budget // (per_slice * span))
-            centres = np.unique(np.linspace(0, z - 1, n + 2)[1:-1].round().astype(int))
-            near_z = np.clip(centres[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)
-            needed = np.unique(near_z)
-            arr = _check_splits([np.asarray(s[needed.tolist()]) for s in splits])
-            return arr, np.searchsorted(needed, near_z)
+        needed, near = training_rows(shapes[0], len(shapes), context, budget)
+        if len(needed) < shapes[0][0]:
+            return _check_splits([np.asarray(s[needed.tolist()]) for s in splits]), near
     arr = _check_splits(splits)
     z = arr.shape[1]
     return arr, np.clip(np.arange(z)[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)
@@ -217,6 +268,7 @@ def train_noise2inverse(
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
     time_limit_s: float | None = None,
     initial: Enhancer | None = None,
+    slice_rows: Sequence[int] | None = None,
 ) -> Enhancer:
     """Train a slice denoiser on the reconstructions of disjoint angle subsets of one scan.
 
@@ -255,6 +307,10 @@ def train_noise2inverse(
         sample of the same instrument) instead of starting from random weights: its filters,
         context slices and normalisation are kept (training starts from exactly that model), and
         ``"fine_tuned_from"`` (its weights' hash) goes into the provenance.
+    slice_rows : sequence of int, optional
+        The subsets hold only these slices (increasing) of a taller volume, e.g. the detector rows
+        :func:`training_rows` names, reconstructed alone: the centre slices are those whose
+        neighbours are among them. Default: the subsets are the whole volume.
 
     Returns
     -------
@@ -280,7 +336,7 @@ def train_noise2inverse(
     seed = check_positive_int(seed, "seed", minimum=0)
     crop = check_positive_int(crop, "crop", minimum=DOWNSAMPLING)
     context = check_positive_int(context, "context", minimum=0)
-    arr, near = _training_splits(splits, context, TRAINING_BYTES)
+    arr, near = _training_splits(splits, context, TRAINING_BYTES, slice_rows)
     if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     if not 0 < final_learning_rate_fraction <= 1:
@@ -351,6 +407,7 @@ def train_noise2inverse(
             "n_subsets": int(k),
             "volume_shape": [int(z_all), int(h), int(w)],
             "training_slices": len(centres),
+            "slice_rows": None if slice_rows is None else [int(r) for r in slice_rows],
         },
         "normalization": norm.to_dict(),
         "history": hist,

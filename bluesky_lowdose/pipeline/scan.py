@@ -672,6 +672,40 @@ class ScanPipeline:
             result = keep_better(self, first, result)
         return result
 
+    def train_denoiser(self, slice_rows: Any = None) -> Any:
+        """Reconstruct the angle subsets of the frames added and train the Noise2Inverse denoiser
+        on them, without denoising anything (``method="auto"`` trains its candidate on detector
+        rows sampled over the whole height this way, then judges it on its slab).
+
+        Parameters
+        ----------
+        slice_rows : sequence of int, optional
+            The detector rows the frames hold, when they are a sample of a taller detector (see
+            :func:`~bluesky_lowdose.model.n2i.train_noise2inverse`).
+
+        Returns
+        -------
+        Enhancer
+            The denoiser (also in ``models["slices"]``).
+
+        Raises
+        ------
+        ValueError
+            A method without Noise2Inverse, or too few frames for the subsets.
+        """
+        from ..model.n2i import train_noise2inverse
+
+        if self.spec.slices != "n2i":
+            raise ValueError(f"method {self.method!r} trains no Noise2Inverse denoiser")
+        if self.n_frames < max(2, self.subsets):
+            raise ValueError(f"{self.n_frames} frame(s): at least {max(2, self.subsets)} are needed")
+        parts, _, _ = self._subset_volumes()
+        opts = {"seed": self.seed, **self.n2i_options}
+        denoiser = train_noise2inverse(parts, progress=self.progress, on_epoch=self._hook("slices"),
+                                       slice_rows=slice_rows, **opts)  # fmt: skip
+        self.models["slices"] = denoiser
+        return denoiser
+
     def _denoise(self, denoiser: Any, parts: list[Any], name: str) -> tuple[Any, dict[str, Any]]:
         """The Noise2Inverse volume of ``denoiser`` (in ``workdir/name`` with a work directory)."""
         from ..model.n2i import denoise_splits

@@ -104,6 +104,23 @@ def test_noise2inverse_trains_on_a_bounded_sample_of_slices(tmp_path: Path) -> N
         _training_splits([v[:3] for v in volumes], context=1, budget=0, slice_rows=[0, 10, 20])
 
 
+def test_trainings_leave_no_data_behind_in_a_long_lived_process() -> None:
+    """Keras feeds a PyDataset through tf.data's ``from_generator``, whose registry keeps the
+    generator after ``fit``: each training left its slices or patches in memory."""
+    import gc
+
+    from bluesky_lowdose.model.n2i import _SplitCrops, train_noise2inverse
+    from bluesky_lowdose.model.training import _PatchPairs, train
+
+    rng = np.random.default_rng(0)
+    train_noise2inverse([rng.normal(size=(4, 32, 32)).astype(np.float32) for _ in range(2)], steps=2, crop=32)
+    frames = rng.random((3, 32, 32)).astype(np.float32)
+    train(frames, frames, epochs=1, patch_size=16, batch_size=8)
+    gc.collect()
+    held = [o for o in gc.get_objects() if isinstance(o, (_SplitCrops, _PatchPairs))]
+    assert not [k for o in held for k, v in vars(o).items() if isinstance(v, np.ndarray)]
+
+
 def test_dask_map_streams_results_with_a_bounded_window() -> None:
     from bluesky_lowdose.engine import DaskEngine
 

@@ -31,7 +31,14 @@ from .enhancer import Enhancer
 from .networks import DOWNSAMPLING, build_network
 from .normalization import Normalization
 from .patches import dihedral
-from .training import _EpochHook, _Guard, finish_enhancer, initial_hyperparameters, start_network
+from .training import (
+    _EpochHook,
+    _Guard,
+    finish_enhancer,
+    fit_and_release,
+    initial_hyperparameters,
+    start_network,
+)
 
 __all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2inverse", "training_rows"]
 
@@ -374,7 +381,7 @@ def train_noise2inverse(
         callbacks.append(_EpochHook(on_epoch))
     limit = _TimeLimit(time_limit_s)
     callbacks.append(limit)
-    history = network.fit(data, epochs=epochs, callbacks=callbacks, verbose=0)
+    history = fit_and_release(network, data, epochs=epochs, callbacks=callbacks, verbose=0)
     if guard.failure is not None:
         raise TrainingError(f"Noise2Inverse training diverged: {guard.failure}; try a lower learning_rate")
     hist = {key: [float(v) for v in vals] for key, vals in history.history.items()}

@@ -57,6 +57,22 @@ class _PatchPairs(keras.utils.PyDataset):
         self._draw()
 
 
+def fit_and_release(network: keras.Model, data: keras.utils.PyDataset, **kwargs: Any) -> Any:
+    """``network.fit(data, **kwargs)``, then drop ``data``'s arrays.
+
+    Keras feeds a ``PyDataset`` through ``tf.data.Dataset.from_generator``, whose generator stays in
+    TensorFlow's process-wide ``py_func`` registry after training: every training left its dataset,
+    and the scan's slices or patches in it, in memory (measured: +35 MiB per Noise2Inverse training
+    at 64^3, in a process that scans again and again). The dataset object itself stays there, empty.
+    """
+    try:
+        return network.fit(data, **kwargs)
+    finally:
+        for name, value in list(vars(data).items()):
+            if isinstance(value, np.ndarray):
+                setattr(data, name, None)
+
+
 class _TqdmProgress(keras.callbacks.Callback):
     """A tqdm bar over epochs showing the loss and validation loss."""
 
@@ -336,7 +352,8 @@ def train(
     callbacks: list[keras.callbacks.Callback] = [guard, best, _TqdmProgress(epochs, progress)]
     if on_epoch is not None:
         callbacks.append(_EpochHook(on_epoch))
-    history = network.fit(
+    history = fit_and_release(
+        network,
         data,
         epochs=epochs,
         validation_data=(x[val_idx], y[val_idx]) if n_val else None,

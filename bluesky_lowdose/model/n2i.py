@@ -255,6 +255,7 @@ def _training_splits(
         needed, near = training_rows(shapes[0], len(shapes), context, budget)
         if len(needed) < shapes[0][0]:
             return _check_splits([np.asarray(s[needed.tolist()]) for s in splits]), near
+        return _check_splits(splits), near  # within the budget: every slice (the rows 0..Z-1)
     arr = _check_splits(splits)
     z = arr.shape[1]
     return arr, np.clip(np.arange(z)[:, None] + np.arange(-context, context + 1)[None, :], 0, z - 1)

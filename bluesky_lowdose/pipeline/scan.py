@@ -636,8 +636,6 @@ class ScanPipeline:
         t1 = time.perf_counter()
         first: ScanResult | None = None
         if self.spec.slices == "n2i":
-            from ..model.n2i import train_noise2inverse
-
             opts = {"seed": self.seed, **self.n2i_options}
             initial = self.warm_start.get("slices")
             if self.slice_model is not None:
@@ -646,9 +644,7 @@ class ScanPipeline:
                 if initial is not None:  # the registered denoiser's result first, then fine-tune it
                     first = first_result(self, initial, parts, raw, t1)
                     opts = self._fine_tuned(opts, "steps", initial)
-                denoiser = train_noise2inverse(
-                    parts, progress=self.progress, on_epoch=self._hook("slices"), **opts
-                )
+                denoiser = self._fit_denoiser(parts, opts)
             self.models["slices"] = denoiser
             volume, slice_record = self._denoise(denoiser, parts, "enhanced.h5")
         elif self.spec.slices == "bm3d":
@@ -693,18 +689,21 @@ class ScanPipeline:
         ValueError
             A method without Noise2Inverse, or too few frames for the subsets.
         """
-        from ..model.n2i import train_noise2inverse
-
         if self.spec.slices != "n2i":
             raise ValueError(f"method {self.method!r} trains no Noise2Inverse denoiser")
         if self.n_frames < max(2, self.subsets):
             raise ValueError(f"{self.n_frames} frame(s): at least {max(2, self.subsets)} are needed")
         parts, _, _ = self._subset_volumes()
-        opts = {"seed": self.seed, **self.n2i_options}
-        denoiser = train_noise2inverse(parts, progress=self.progress, on_epoch=self._hook("slices"),
-                                       slice_rows=slice_rows, **opts)  # fmt: skip
-        self.models["slices"] = denoiser
-        return denoiser
+        self.models["slices"] = self._fit_denoiser(parts, {"seed": self.seed, **self.n2i_options},
+                                                   slice_rows=slice_rows)  # fmt: skip
+        return self.models["slices"]
+
+    def _fit_denoiser(self, parts: list[Any], opts: dict[str, Any], **kwargs: Any) -> Any:
+        """Noise2Inverse trained on the subsets' volumes ``parts`` with ``opts`` (and ``kwargs``)."""
+        from ..model.n2i import train_noise2inverse
+
+        return train_noise2inverse(parts, progress=self.progress, on_epoch=self._hook("slices"),
+                                   **opts, **kwargs)  # fmt: skip
 
     def _denoise(self, denoiser: Any, parts: list[Any], name: str) -> tuple[Any, dict[str, Any]]:
         """The Noise2Inverse volume of ``denoiser`` (in ``workdir/name`` with a work directory)."""

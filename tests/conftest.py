@@ -65,12 +65,12 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory):
     server.close()
 
 
-# tiled 0.2.20's DuckDB tables can take the whole server down under concurrent appends ("No active
-# transaction, cannot commit", then "terminate called ...": seen once in four full runs on
-# 2026-12-04; docs/reliability.md). The session's server is shared by every module of a worker, so
-# one upstream crash failed the test in flight and then every later module of that worker (16).
-# A dead session server is started again (same data, same port) before the next module, and the
-# run's summary says so: the test that met the crash still fails.
+# tiled 0.2.20's DuckDB tables took the whole server down under concurrent appends ("No active
+# transaction, cannot commit", then "terminate called ...": one full run in four, and in CI on
+# 2026-12-04); the event tables are in SQLite since (docs/reliability.md). Should a session's server
+# die all the same, every later module of that worker would fail against it: a dead session server
+# is started again (same data, same port) before the next module, and the run's summary says so
+# (the test that met the crash still fails).
 _SESSION_SERVERS: list = []
 _RESTARTS: list[str] = []
 

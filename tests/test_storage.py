@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from plan_helpers import run_engine
 
 from bluesky_lowdose.callbacks import ThreadedCallback
 from bluesky_lowdose.plans import PRIMARY, STREAM_ORDER, lowdose_tomo_scan
@@ -472,3 +473,33 @@ def test_run_catalogs_created_by_many_clients_at_once(tmp_path: Path) -> None:
             t.join(60)
         assert not errors, errors
         assert {RAW, PROCESSED} <= set(server.client())
+
+
+def test_a_data_directory_with_duckdb_tables_keeps_its_runs_and_writes_new_tables_to_sqlite(
+    txm, tmp_path: Path
+) -> None:
+    """A data directory from before the tables moved to SQLite (DuckDB: it crashed under concurrent
+    writes) is served with its old tables: the old run's events read back, new runs go to SQLite
+    and the DuckDB file is not written to."""
+
+    class DuckDBTablesServer(TiledServer):  # the command line of the releases before
+        def command(self) -> list[str]:
+            new = f"sqlite:///{self.layout.tabular}"
+            return [f"duckdb:///{self.layout.tabular_duckdb}" if a == new else a for a in super().command()]
+
+    data = tmp_path / "data"
+    with DuckDBTablesServer(data) as old:
+        with run_engine() as RE:
+            before, _ = _run(RE, txm, make_raw_writer(old.client(), backup_directory=None))
+        angles = stream_array(old.client()[RAW][before], PRIMARY, "rotation").read()
+    duckdb_file = old.layout.tabular_duckdb
+    assert duckdb_file.exists() and not old.layout.tabular.exists()
+    written = duckdb_file.stat().st_mtime_ns
+    with TiledServer(data) as server:
+        client = server.client()
+        np.testing.assert_array_equal(stream_array(client[RAW][before], PRIMARY, "rotation").read(), angles)
+        with run_engine() as RE:
+            after, _ = _run(RE, txm, make_raw_writer(client, backup_directory=None))
+        np.testing.assert_array_equal(stream_array(client[RAW][after], PRIMARY, "rotation").read(), angles)
+    assert server.layout.tabular.exists()
+    assert duckdb_file.stat().st_mtime_ns == written

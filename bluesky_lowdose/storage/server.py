@@ -114,7 +114,12 @@ class DataDirectory:
 
     @property
     def tabular(self) -> Path:
-        """DuckDB database for appendable tables."""
+        """SQLite database for appendable tables (event streams)."""
+        return self.tiled / "tables.sqlite"
+
+    @property
+    def tabular_duckdb(self) -> Path:
+        """DuckDB tables of data directories made before 0.x (still read; never written to)."""
         return self.tiled / "tables.duckdb"
 
     @property
@@ -283,7 +288,8 @@ class TiledServer:
             "-w",
             str(lay.writable),
             "-w",
-            f"duckdb:///{lay.tabular}",  # duckdb:/// + absolute path = four slashes
+            f"sqlite:///{lay.tabular}",  # sqlite:/// + absolute path = four slashes
+            *(("-w", f"duckdb:///{lay.tabular_duckdb}") if lay.tabular_duckdb.exists() else ()),
             "-r",
             str(lay.detector),
             "-r",

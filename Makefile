@@ -28,13 +28,16 @@ setup-redis:
 	         "or set LOWDOSE_REDIS_SERVER to a redis-server binary" >&2; exit 1; \
 	fi
 
-# Two test processes, each running one test module at a time (a module's servers, IOC and trained
-# fixtures stay shared within it): much of the suite waits on child processes, so two keep both
-# cores busy. The longest modules start first (tests/conftest.py). TEST_WORKERS=0 runs everything
-# in this process.
-TEST_WORKERS ?= 2
+# Three test processes, each running one test module at a time (a module's servers, IOC and trained
+# fixtures stay shared within it), with one TensorFlow/OpenMP thread each: much of the suite waits
+# on child processes and timeouts, and two processes left a core idle 15 % of the time while their
+# TensorFlow thread pools competed for it (docs/benchmarks.md: 10 min 55 s -> 9 min 47 s here).
+# The longest modules start first (tests/conftest.py). TEST_WORKERS=0 runs everything in this
+# process; TEST_THREADS= leaves the thread counts to the libraries.
+TEST_WORKERS ?= 3
+TEST_THREADS ?= TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
 test: $(STAMP) setup-redis
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,14 +12,17 @@ from bluesky_lowdose.callbacks import ProjectionEnhancer
 from bluesky_lowdose.plans import lowdose_tomo_scan
 from bluesky_lowdose.storage import PROCESSED
 
-pytestmark = [pytest.mark.tiled, pytest.mark.slow]
+pytestmark = [pytest.mark.tiled, pytest.mark.slow, pytest.mark.quality]
 
 SIZE = 48
 # four pairs: the pair-trained candidates learn from three and are judged on the fourth
 SCAN = {"num_angles": 61, "num_darks": 4, "num_flats": 4, "reference_angles": (0.0, 45.0, 90.0, 135.0)}
-# test-sized training for the learned candidates (auto's candidates and time budget as shipped)
-TRAIN = {"epochs": 20, "patience": 20, "max_patches": 1024, "seed": 0}
-N2I = {"steps": 600, "crop": 32}
+# test-sized training for the learned candidates (auto's candidates and time budget as shipped).
+# BM3D on slices wins here; with the paper's 8 epochs (was 20) and Noise2Inverse's 300 steps (was
+# 600) it wins with the same volume and scores (+3.2 dB, +0.076 SSIM over raw against the truth),
+# 18 s sooner of 89 on an idle 2-core machine
+TRAIN = {"epochs": 8, "patience": 8, "max_patches": 1024, "seed": 0}
+N2I = {"steps": 300, "crop": 32}
 
 
 def test_the_default_method_beats_the_raw_reconstruction_inside_the_object(

@@ -26,6 +26,7 @@ def scene() -> dict[str, np.ndarray]:
     return {"short": short, "long": long, "test_short": test_short, "truth": truth}
 
 
+@pytest.mark.quality
 def test_unet_denoises_held_out_angles(scene: dict[str, np.ndarray]) -> None:
     # Measured on a 2-core CPU: about 28.3 dB -> 32.5-33.5 dB (+4 to +5 dB), ~10 s of training.
     enh = bm.train(
@@ -49,6 +50,7 @@ def test_unet_denoises_held_out_angles(scene: dict[str, np.ndarray]) -> None:
     assert gains.mean() >= 2.5, gains
 
 
+@pytest.mark.quality
 def test_paper_network_trains_and_improves(scene: dict[str, np.ndarray]) -> None:
     # The fully connected network is slower to train than the U-Net: a smaller gain is asked of it.
     enh = bm.train(
@@ -73,6 +75,7 @@ def test_paper_network_trains_and_improves(scene: dict[str, np.ndarray]) -> None
     assert after > before + 1.5, (before, after)  # held-out frames: it must improve, not just run
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("name", ["median", "tv", "bm3d"])
 def test_baselines_tuned_on_pairs_improve(name: str, scene: dict[str, np.ndarray]) -> None:
     n = 1 if name == "bm3d" else None  # BM3D is slow (~1 s per call): one pair, one test frame

@@ -51,6 +51,7 @@ def _run(scan, method: str, **kw):
                         **QUICK, **kw)  # fmt: skip
 
 
+@pytest.mark.quality
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["paper", "n2i", "hybrid", "bm3d", "bm3d-slices"])
 def test_each_method_improves_a_small_scan_in_both_metrics(scan, method) -> None:

@@ -1,15 +1,17 @@
-"""Concurrent event-table writes into the embedded Tiled server: SQLite tables (shipped) against DuckDB.
+"""Concurrent event-table writes into the embedded Tiled server: DuckDB used serially (shipped),
+tiled's DuckDB as it is, and SQLite tables.
 
 Several ``TiledWriter`` threads each write one run whose events are appended one at a time (the
 most requests per row there is), into one server started as ``lowdose-tomo`` starts it. For each
-table backend: the writers' errors, whether the server process survived, the runs whose rows are
-not exactly the events sent (lost or duplicated by a retry), the wall time, and what the server's
-log holds. tiled 0.2.20 shares one DuckDB connection between all requests (``StaticPool``): under
-concurrent appends it fails with "No active transaction" and can take the whole process down
-(docs/reliability.md). SQLite gets one connection per request and answers "database is locked" to
-a concurrent writer; the client retries those.
+variant: the writers' errors, whether the server process survived, the runs whose rows are not
+exactly the events sent (lost or duplicated by a retry), the wall time, and what the server's log
+holds. tiled 0.2.20 shares one DuckDB connection between all requests (``StaticPool``): under
+concurrent appends it fails with "No active transaction" and can take the whole process down;
+``bluesky_lowdose.storage.tiled_serve`` makes each request's table operation hold a lock.
+SQLite gets one connection per request and answers "database is locked" to a concurrent writer
+(the client retries), but cannot store array-valued event fields.
 
-Run: ``.venv/bin/python benchmarks/bench_tiled_writes.py`` (~3 min on 2 cores).
+Run: ``.venv/bin/python benchmarks/bench_tiled_writes.py`` (~4 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ from _machine import machine
 from bluesky_lowdose.storage.server import TiledServer
 
 
-class DuckDBTiledServer(TiledServer):
-    """The server as this package started it before: event tables in DuckDB."""
+class UnpatchedTiledServer(TiledServer):
+    """tiled's own command line: DuckDB's one connection shared by concurrent requests."""
 
     def command(self) -> list[str]:
-        sqlite = f"sqlite:///{self.layout.tabular}"
-        return [f"duckdb:///{self.layout.tabular_duckdb}" if a == sqlite else a for a in super().command()]
+        return ["tiled" if a == "bluesky_lowdose.storage.tiled_serve" else a for a in super().command()]
+
+
+class SQLiteTiledServer(TiledServer):
+    """Event tables in SQLite (no list columns in tiled 0.2.20)."""
+
+    def command(self) -> list[str]:
+        duckdb = f"duckdb:///{self.layout.tabular}"
+        sqlite = f"sqlite:///{self.layout.tiled / 'tables.sqlite'}"
+        return [sqlite if a == duckdb else a for a in super().command()]
 
 
 def write_runs(client, writers: int, events: int) -> tuple[list[str], list[str]]:
@@ -77,7 +87,9 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    for backend, cls in (("sqlite (shipped)", TiledServer), ("duckdb (before)", DuckDBTiledServer)):
+    variants = (("duckdb, serialised (shipped)", TiledServer), ("duckdb, tiled as is", UnpatchedTiledServer),
+                ("sqlite", SQLiteTiledServer))  # fmt: skip
+    for backend, cls in variants:
         for writers in args.writers:
             with tempfile.TemporaryDirectory() as d:
                 server = cls(Path(d)).start()

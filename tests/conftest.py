@@ -67,7 +67,8 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory):
 
 # tiled 0.2.20's DuckDB tables took the whole server down under concurrent appends ("No active
 # transaction, cannot commit", then "terminate called ...": one full run in four, and in CI on
-# 2026-12-04); the event tables are in SQLite since (docs/reliability.md). Should a session's server
+# 2026-12-04); the server now uses them one request at a time (storage/tiled_serve.py,
+# docs/reliability.md). Should a session's server
 # die all the same, every later module of that worker would fail against it: a dead session server
 # is started again (same data, same port) before the next module, and the run's summary says so
 # (the test that met the crash still fails).

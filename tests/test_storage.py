@@ -12,7 +12,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from plan_helpers import run_engine
 
 from bluesky_lowdose.callbacks import ThreadedCallback
 from bluesky_lowdose.plans import PRIMARY, STREAM_ORDER, lowdose_tomo_scan
@@ -475,31 +474,83 @@ def test_run_catalogs_created_by_many_clients_at_once(tmp_path: Path) -> None:
         assert {RAW, PROCESSED} <= set(server.client())
 
 
-def test_a_data_directory_with_duckdb_tables_keeps_its_runs_and_writes_new_tables_to_sqlite(
-    txm, tmp_path: Path
-) -> None:
-    """A data directory from before the tables moved to SQLite (DuckDB: it crashed under concurrent
-    writes) is served with its old tables: the old run's events read back, new runs go to SQLite
-    and the DuckDB file is not written to."""
+def _write_run(client, events: int, i: int) -> str:
+    """One run of ``events`` events, each its own append request, with a scalar and an array field."""
+    from bluesky_tiled_plugins import TiledWriter
+    from event_model import compose_run
 
-    class DuckDBTablesServer(TiledServer):  # the command line of the releases before
-        def command(self) -> list[str]:
-            new = f"sqlite:///{self.layout.tabular}"
-            return [f"duckdb:///{self.layout.tabular_duckdb}" if a == new else a for a in super().command()]
+    writer = TiledWriter(client, batch_size=1)
+    run = compose_run()
+    writer("start", run.start_doc)
+    keys = {"x": {"dtype": "number", "shape": [], "source": "test"},
+            "spectrum": {"dtype": "array", "shape": [4], "dtype_numpy": "<f8", "source": "test"}}  # fmt: skip
+    desc = run.compose_descriptor(name="primary", data_keys=keys)
+    writer("descriptor", desc.descriptor_doc)
+    for j in range(events):
+        data = {"x": float(j), "spectrum": [float(i), 1.0, 2.0, float(j)]}
+        writer("event", desc.compose_event(data=data, timestamps=dict.fromkeys(data, 0.0), seq_num=j + 1))
+    writer("stop", run.compose_stop())
+    return run.start_doc["uid"]
 
-    data = tmp_path / "data"
-    with DuckDBTablesServer(data) as old:
-        with run_engine() as RE:
-            before, _ = _run(RE, txm, make_raw_writer(old.client(), backup_directory=None))
-        angles = stream_array(old.client()[RAW][before], PRIMARY, "rotation").read()
-    duckdb_file = old.layout.tabular_duckdb
-    assert duckdb_file.exists() and not old.layout.tabular.exists()
-    written = duckdb_file.stat().st_mtime_ns
-    with TiledServer(data) as server:
+
+def test_event_tables_take_concurrent_writers_and_array_fields(tmp_path: Path) -> None:
+    """Three runs written at once, one request per event: tiled 0.2.20's DuckDB tables, used by
+    concurrent requests on their one shared connection, failed appends ("No active transaction"),
+    duplicated rows on retry and could kill the server (``storage.tiled_serve`` serialises them).
+    The tables stay in DuckDB because SQLite cannot hold an array field such as ``spectrum``."""
+    import threading
+
+    events = 40
+    with TiledServer(tmp_path / "data") as server:
         client = server.client()
-        np.testing.assert_array_equal(stream_array(client[RAW][before], PRIMARY, "rotation").read(), angles)
-        with run_engine() as RE:
-            after, _ = _run(RE, txm, make_raw_writer(client, backup_directory=None))
-        np.testing.assert_array_equal(stream_array(client[RAW][after], PRIMARY, "rotation").read(), angles)
-    assert server.layout.tabular.exists()
-    assert duckdb_file.stat().st_mtime_ns == written
+        uids: dict[int, str] = {}
+        errors: list[BaseException] = []
+
+        def write(i: int) -> None:
+            try:
+                uids[i] = _write_run(client, events, i)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert server.running
+        for i, uid in uids.items():
+            internal = client[uid]["primary"].base["internal"].read()
+            assert sorted(internal["seq_num"]) == list(range(1, events + 1)), uid  # each row once
+            # bluesky-tiled-plugins 2.0.12 stores a short array field as its text ('[0. 1. 2. 3.]')
+            spectra = np.stack([np.array(str(v).strip("[]").split(), float) if isinstance(v, str) else v
+                                for v in client[uid]["primary"].read()["spectrum"].values])  # fmt: skip
+            np.testing.assert_array_equal(spectra[:, 0], i)
+            np.testing.assert_array_equal(np.sort(spectra[:, 3]), np.arange(events))
+        log = server.layout.tiled / "server.log"
+    assert "No active transaction" not in log.read_text(errors="replace")
+
+
+def test_the_table_lock_wraps_tiled_s_own_connect_and_every_use_closes_it() -> None:
+    """``storage.tiled_serve`` relies on tiled opening and closing a table storage's connection in
+    one block: every ``storage.connect()`` of the pinned tiled is inside ``closing(...)``."""
+    import re
+
+    import tiled
+    from tiled.storage import SQLStorage
+
+    from bluesky_lowdose.storage import tiled_serve
+
+    original = SQLStorage.connect
+    tiled_serve.install()
+    tiled_serve.install()  # idempotent
+    try:
+        assert SQLStorage.connect.__wrapped__ is original
+        uses = []
+        for path in Path(tiled.__file__).parent.rglob("*.py"):
+            for line in path.read_text().splitlines():
+                if re.search(r"storage\.connect\(\)", line) and "def " not in line:
+                    uses.append((path.name, line.strip()))
+        assert uses and all(line.startswith("with closing(") for _, line in uses), uses
+    finally:
+        SQLStorage.connect = original

@@ -152,9 +152,9 @@ def test_failures_leave_the_scan_and_raw_data_intact(
     assert any(reason in r for r in res.reasons), res.reasons
     processed = tiled_client[PROCESSED][res.processed_uid]
     if not processed.metadata.get("stop"):
-        # Tiled itself can fail a write under load (seen with tiled 0.2.20's DuckDB tables, before
-        # the tables moved to SQLite: "Table ... does not exist" right after it was created, once
-        # in 500 tests): the run is then in the backup, and the documented recovery writes it whole
+        # Tiled itself can fail a write under load (seen with tiled 0.2.20's DuckDB tables before
+        # the server used them one request at a time: "Table ... does not exist" right after it was
+        # created, once in 500 tests): the run is then in the backup, and the recovery writes it whole
         assert any(r.startswith("storage: ") for r in res.reasons), res.reasons
         assert replay_backups(tiled_client, backup) == [res.processed_uid]
         processed = tiled_client[PROCESSED][res.processed_uid]

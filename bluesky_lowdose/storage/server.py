@@ -1,6 +1,7 @@
 """An embedded Tiled server (SQLite catalog + files + DuckDB tables) in its own process.
 
-The server runs as a subprocess (``python -m tiled serve catalog ...``), never inside the
+The server runs as a subprocess (``python -m bluesky_lowdose.storage.tiled_serve serve catalog ...``:
+tiled's command line with its DuckDB tables used by one request at a time), never inside the
 process that imports TensorFlow: TensorFlow bundles an SQLite without FTS5 and, once
 imported first, breaks every write to Tiled's SQLite catalog (see docs/architecture.md).
 It also keeps HTTP handling from competing with training for the GIL.
@@ -114,12 +115,7 @@ class DataDirectory:
 
     @property
     def tabular(self) -> Path:
-        """SQLite database for appendable tables (event streams)."""
-        return self.tiled / "tables.sqlite"
-
-    @property
-    def tabular_duckdb(self) -> Path:
-        """DuckDB tables of data directories made before 0.x (still read; never written to)."""
+        """DuckDB database for appendable tables (event streams)."""
         return self.tiled / "tables.duckdb"
 
     @property
@@ -280,7 +276,7 @@ class TiledServer:
         return [
             sys.executable,
             "-m",
-            "tiled",
+            "bluesky_lowdose.storage.tiled_serve",  # tiled's command line, DuckDB used serially
             "serve",
             "catalog",
             str(lay.catalog),
@@ -288,8 +284,7 @@ class TiledServer:
             "-w",
             str(lay.writable),
             "-w",
-            f"sqlite:///{lay.tabular}",  # sqlite:/// + absolute path = four slashes
-            *(("-w", f"duckdb:///{lay.tabular_duckdb}") if lay.tabular_duckdb.exists() else ()),
+            f"duckdb:///{lay.tabular}",  # duckdb:/// + absolute path = four slashes
             "-r",
             str(lay.detector),
             "-r",

@@ -1,0 +1,90 @@
+"""``tiled serve`` with its DuckDB tables used by one request at a time (tiled 0.2.20).
+
+tiled 0.2.20 hands every request the same DuckDB connection (``tiled.storage.SQLStorage`` keeps a
+``StaticPool`` of one for DuckDB). Requests run in threads, so two writers appending events at once
+interleave their transactions on it: "No active transaction", a table that "does not exist" right
+after it was created, appends that a retry then writes twice, and at worst the whole server process
+dies (``terminate called after throwing an instance of 'std::system_error'``).
+``benchmarks/bench_tiled_writes.py`` reproduces all of it with two to eight writers.
+
+SQLite tables avoid the shared connection but cannot hold array-valued event fields (a waveform,
+an ROI's statistics vector): tiled 0.2.20 refuses list columns there ("Unsupported PyArrow type").
+So the tables stay in DuckDB, and this entry point runs tiled's own command line with
+``SQLStorage.connect`` of DuckDB storages taking a process-wide lock that the connection releases
+when it is closed. Every use of a table storage in tiled 0.2.20 opens and closes its connection in
+one block (``with closing(storage.connect())``), so the lock is held for one request's table
+operation. ``tests/test_storage.py`` checks the patched method is still tiled's.
+
+Run as ``python -m bluesky_lowdose.storage.tiled_serve serve catalog ...`` (the arguments of
+``tiled``); :class:`~bluesky_lowdose.storage.TiledServer` does.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["install", "main"]
+
+_LOCK = threading.RLock()
+
+
+class _LockedConnection:
+    """A pooled DuckDB connection that releases the table lock when it is closed (once)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self._held = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def close(self) -> None:
+        try:
+            self._connection.close()
+        finally:
+            if self._held:
+                self._held = False
+                _LOCK.release()
+
+    def __enter__(self) -> _LockedConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def install() -> None:
+    """Make ``tiled.storage.SQLStorage.connect`` serialise DuckDB storages (idempotent)."""
+    from tiled.storage import SQLStorage
+
+    original = SQLStorage.connect
+    if getattr(original, "_lowdose_serialised", False):
+        return
+
+    def connect(self: Any) -> Any:
+        if self.dialect != "duckdb":
+            return original(self)
+        _LOCK.acquire()
+        try:
+            return _LockedConnection(original(self))
+        except BaseException:
+            _LOCK.release()
+            raise
+
+    connect._lowdose_serialised = True  # type: ignore[attr-defined]
+    connect.__wrapped__ = original  # type: ignore[attr-defined]
+    connect.__doc__ = original.__doc__
+    SQLStorage.connect = connect  # type: ignore[method-assign]
+
+
+def main() -> None:
+    """``tiled`` with :func:`install` applied first."""
+    install()
+    from tiled.commandline.main import main as tiled_main
+
+    tiled_main()
+
+
+if __name__ == "__main__":
+    main()

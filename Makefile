@@ -30,8 +30,9 @@ setup-redis:
 
 # Three test processes, each running one test module at a time (a module's servers, IOC and trained
 # fixtures stay shared within it), with one TensorFlow/OpenMP thread each: much of the suite waits
-# on child processes and timeouts, and two processes left a core idle 15 % of the time while their
-# TensorFlow thread pools competed for it (docs/benchmarks.md: 10 min 55 s -> 9 min 47 s here).
+# on child processes and timeouts, and two processes left a core idle 14 % of the time while their
+# TensorFlow thread pools competed for it (docs/benchmarks.md: 10 min 55 s -> 8 min 57 s to
+# 9 min 47 s here).
 # The longest modules start first (tests/conftest.py). TEST_WORKERS=0 runs everything in this
 # process; TEST_THREADS= leaves the thread counts to the libraries.
 TEST_WORKERS ?= 3

@@ -47,12 +47,6 @@ class _LockedConnection:
                 self._held = False
                 _LOCK.release()
 
-    def __enter__(self) -> _LockedConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def install() -> None:
     """Make ``tiled.storage.SQLStorage.connect`` serialise DuckDB storages (idempotent)."""

@@ -9,7 +9,11 @@ before). After each scan and its processed run the resident set size (RSS,
 ``malloc_trim(0)`` (freed heap the allocator still holds); the peak so far is ``VmHWM``.
 Target (issue 19): growth over the five scans < 10 % of one scan's peak.
 
-Run: ``.venv/bin/python benchmarks/bench_memory.py [--size 64] [--angles 91] [--scans 5]``.
+The profile trains in a child process per training (``isolate_training``); the largest child's
+peak RSS is printed too. ``--in-process-training`` trains in this process instead, to compare.
+
+Run: ``.venv/bin/python benchmarks/bench_memory.py [--size 64] [--angles 91] [--scans 5]
+[--in-process-training]``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -53,6 +58,11 @@ def main() -> None:
     parser.add_argument("--angles", type=int, default=91)
     parser.add_argument("--scans", type=int, default=5)
     parser.add_argument("--steps", type=int, default=600, help="Noise2Inverse steps (from scratch)")
+    parser.add_argument(
+        "--in-process-training",
+        action="store_true",
+        help="train in this process (the profile trains in a child process)",
+    )
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="bench-memory-")  # kept: the RunEngine's metadata lives there until exit
@@ -63,6 +73,8 @@ def main() -> None:
 
     ns = beamline_from_env({**os.environ, **env})
     RE, enhancer = ns["RE"], ns["enhancer"]
+    if args.in_process_training:
+        enhancer.isolate_training = False
     rows = []
     for i in range(args.scans):
         t0 = time.perf_counter()
@@ -74,24 +86,29 @@ def main() -> None:
         uid = next(reversed(enhancer.results))
         res = enhancer.results[uid]
         rss = _status("VmRSS")
+        child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         trimmed = _trimmed_rss()
         rows.append({"scan": i + 1, "rss": rss, "trimmed": trimmed, "peak": _status("VmHWM"),
-                     "s": time.perf_counter() - t0, "status": res.status, "kept": len(enhancer.results),
+                     "child": child_peak, "s": time.perf_counter() - t0, "status": res.status,
+                     "kept": len(enhancer.results),
                      "started_from": (res.registry.get("started_from") or {}).get("slices")})  # fmt: skip
     ns["tiled_writer"].close()
     if ns["tiled_server"] is not None:
         ns["tiled_server"].close()
     print(f"machine: {machine()}")
     print(f"command: python benchmarks/bench_memory.py --size {args.size} --angles {args.angles} "
-          f"--scans {args.scans} --steps {args.steps}")  # fmt: skip
+          f"--scans {args.scans} --steps {args.steps}"
+          f"{' --in-process-training' if args.in_process_training else ''}")  # fmt: skip
+    where = "in a child process per training" if enhancer.isolate_training else "in this process"
+    print(f"training: {where}")
     print()
-    print("| scan | RSS after (MiB) | after malloc_trim (MiB) | peak so far (MiB) | scan + processing "
-          "| results kept | warm start | status |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scan | RSS after (MiB) | after malloc_trim (MiB) | peak so far (MiB) | largest child's peak "
+          "(MiB) | scan + processing | results kept | warm start | status |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         warm = "from scratch" if r["started_from"] is None else f"from {r['started_from'][:8]}"
-        print(f"| {r['scan']} | {r['rss']:.0f} | {r['trimmed']:.0f} | {r['peak']:.0f} | {r['s']:.0f} s | "
-              f"{r['kept']} | {warm} | {r['status']} |")  # fmt: skip
+        print(f"| {r['scan']} | {r['rss']:.0f} | {r['trimmed']:.0f} | {r['peak']:.0f} | {r['child']:.0f} | "
+              f"{r['s']:.0f} s | {r['kept']} | {warm} | {r['status']} |")  # fmt: skip
     growth = rows[-1]["rss"] - rows[0]["rss"]
     print()
     print(f"RSS growth from scan 1 to scan {args.scans}: {growth:+.0f} MiB = "

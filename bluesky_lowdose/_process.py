@@ -161,6 +161,11 @@ class ChildProcess:
         Environment (default: this process's).
     name : str
         What it is, for messages.
+    stdin : bool
+        Give it a pipe as its input (:attr:`stdin`); default: nothing to read.
+    stderr : {"merge", "inherit"}
+        Its error output into the same log or pipe as its output (``"merge"``), or into this
+        process's (``"inherit"``: e.g. its progress bars on the terminal, its output kept apart).
     """
 
     def __init__(
@@ -170,7 +175,11 @@ class ChildProcess:
         log: str | Path | None = None,
         env: Mapping[str, str] | None = None,
         name: str = "",
+        stdin: bool = False,
+        stderr: str = "merge",
     ) -> None:
+        if stderr not in ("merge", "inherit"):
+            raise ValueError(f"stderr must be 'merge' or 'inherit', got {stderr!r}")
         self.name = name or Path(args[0]).name
         self.log_path = None if log is None else Path(log)
         out: Any = subprocess.PIPE
@@ -179,7 +188,8 @@ class ChildProcess:
             handle = out = open(self.log_path, "ab")  # closed below: the child keeps its copy
         try:
             self.proc = subprocess.Popen(
-                list(args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                list(args), stdout=out, stderr=subprocess.STDOUT if stderr == "merge" else None,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 env=None if env is None else dict(env), start_new_session=True,
             )  # fmt: skip
         finally:
@@ -191,6 +201,11 @@ class ChildProcess:
     def pid(self) -> int:
         """The process id (and process group id)."""
         return self.proc.pid
+
+    @property
+    def stdin(self) -> IO[bytes] | None:
+        """The input pipe (with ``stdin=True``)."""
+        return self.proc.stdin
 
     @property
     def stdout(self) -> IO[bytes] | None:

@@ -522,7 +522,8 @@ def _subscribe_enhancer(RE: Any, client: Any, layout: Any, config: BeamlineConfi
                                   train_kwargs={"epochs": config.epochs}, n2i_options=n2i,
                                   mapper=mapper, keep_frames=False, work_directory=layout.work,
                                   volume_directory=config.volume_directory, registry=config.registry,
-                                  keep_results=KEEP_RESULTS)  # fmt: skip
+                                  keep_results=KEEP_RESULTS,
+                                  isolate_training=True)  # fmt: skip  # a session trains every scan for days
     RE.subscribe(enhancer)
     return enhancer
 

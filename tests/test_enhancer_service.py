@@ -193,6 +193,7 @@ def test_service_processes_a_run_published_over_0mq(processes, proxy, tiled_serv
     processed = _processed_run(tiled_client, uid)
     start, stop = processed.metadata["start"], processed.metadata["stop"]
     assert start["provenance"]["method"] == "paper"
+    assert start["provenance"]["training_process"] == "child"  # a long-lived process keeps flat memory
     assert stop is not None  # closed
     status = "complete" if stop["exit_status"] == "success" else "partial"
     assert f"processed run {start['uid']} {status}" in log, log

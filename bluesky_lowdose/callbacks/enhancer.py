@@ -143,6 +143,12 @@ class ProjectionEnhancer:
         forgotten (:meth:`forget`: their arrays, models, pipeline and work files released) as
         each run ends, so a process that lives for many scans (the profile, the queue worker)
         stays flat in memory. None (default) keeps every run (scripts, the demo).
+    isolate_training : bool
+        Train each network in a child process that ends with its training
+        (:func:`~bluesky_lowdose.model.isolated.train_in_child`): the same model, a few seconds
+        later, and none of the memory TensorFlow keeps after every training (about 30 MiB each)
+        stays in this process. On in the profile, the queue worker and the 0MQ service, which
+        train every scan for days; off (default) for scripts and the demo.
 
     Examples
     --------
@@ -181,6 +187,7 @@ class ProjectionEnhancer:
         auto_options: dict[str, Any] | None = None,
         registry: str = "auto",
         keep_results: int | None = None,
+        isolate_training: bool = False,
     ) -> None:
         from ..pipeline import METHODS
 
@@ -227,6 +234,7 @@ class ProjectionEnhancer:
         self.write_timeout = write_timeout
         self.angle_tolerance = angle_tolerance
         self.seed = seed
+        self.isolate_training = bool(isolate_training)
         self.results: dict[str, RunResult] = {}
         self._jobs: dict[str, RunJob] = {}
         self._readers: dict[str, RunReader] = {}

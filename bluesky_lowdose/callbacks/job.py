@@ -322,6 +322,7 @@ class RunJob:
                 auto_candidates=p.auto_options.get("candidates"),
                 auto_budget_s=p.auto_options.get("budget_s"), preview=p.preview_interval is not None,
                 warm_start=self.warm, on_first_result=self._publish_first,
+                isolate_training=p.isolate_training,
             )  # fmt: skip
         except ValueError as exc:  # e.g. photon statistics of another shape
             self.fail(f"pipeline set-up failed: {exc}; reconstructing without enhancement")
@@ -377,6 +378,7 @@ class RunJob:
             "registry": dict(self.result.registry),
             "projection_training": {k: v for k, v in p.train_kwargs.items() if _jsonable(v)},
             "n2i_options": {k: v for k, v in p.n2i_options.items() if _jsonable(v)},
+            "training_process": "child" if p.isolate_training else "enhancer",
             "software": software_versions(p.recon_backend_name()),
             "pairs_error": setup.get("pairs_error"),
         }

@@ -164,6 +164,11 @@ class Enhancer:
             f"params={self.network.count_params()} hash={self.model_hash[:12]}>"
         )
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        # pickled as its .keras bytes (the network and a lock do not pickle): e.g. the model a
+        # training in a child process fine-tunes; from_bytes checks the hash on the way back
+        return from_bytes, (self.to_bytes(),)
+
     # -- inference ---------------------------------------------------------------------------
     def enhance(
         self,

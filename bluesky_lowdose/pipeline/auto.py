@@ -124,7 +124,7 @@ def _n2i_over_height(
                         read_noise=options.get("read_noise", 0.0), n2i_options=options.get("n2i_options"),
                         center=options.get("center"), backend=options.get("backend"),
                         keep_projections=False, seed=options.get("seed", 0), mapper=options.get("mapper"),
-                        judge=False)  # fmt: skip
+                        judge=False, isolate_training=options.get("isolate_training", False))  # fmt: skip
     for i in range(0, len(frames), 16):
         pipe.add(i, theta_deg[i : i + 16], frames[i : i + 16])
     return pipe.train_denoiser(slice_rows=rows)
@@ -365,7 +365,8 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
     common = dict(input=pipe.input, open_beam_counts=pipe.open_beam_counts, read_noise=pipe.read_noise,
                   projection_training=pipe.projection_training, n2i_options=pipe.n2i_options,
                   center=pipe.center, backend=pipe.backend, seed=pipe.seed,
-                  long_open_beam_counts=pipe.long_open_beam_counts)  # fmt: skip
+                  long_open_beam_counts=pipe.long_open_beam_counts,
+                  isolate_training=pipe.isolate_training)  # fmt: skip
     winner, record, chosen = select_method(
         slab, theta, long_refs=long_, short_refs=short,
         reference_angles=angles, candidates=pipe.auto_candidates, rows=rows,

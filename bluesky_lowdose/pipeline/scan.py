@@ -127,6 +127,11 @@ class ScanPipeline:
         ``on_first_result(result)`` with a :class:`ScanResult` of the registered slice denoiser's
         volume, as soon as it exists (before fine-tuning); ``result.provenance["first_result"]``
         is True.  Exceptions it raises are logged, not raised.
+    isolate_training : bool
+        Train each network in a child process that ends with the training
+        (:func:`~bluesky_lowdose.model.isolated.train_in_child`: same weights, a few seconds more
+        to start it): a process that lives for many scans then keeps flat memory, which
+        TensorFlow's per-training caches otherwise grow. ``on_epoch`` still runs here.
     preview : bool
         Back-project every added frame's raw line integrals into the three central orthogonal
         slices too (:class:`~bluesky_lowdose.recon.preview.OrthoSlices`, at most 512 pixels
@@ -174,6 +179,7 @@ class ScanPipeline:
         warm_start: dict[str, Any] | None = None,
         fine_tune: dict[str, float] | None = None,
         on_first_result: Callable[[ScanResult], Any] | None = None,
+        isolate_training: bool = False,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -229,6 +235,7 @@ class ScanPipeline:
         self.seed = int(seed)
         self.progress = progress
         self.on_epoch = on_epoch
+        self.isolate_training = bool(isolate_training)
         self.projection_model = projection_model
         self.models: dict[str, Any] = {}
         if projection_model is not None:
@@ -343,7 +350,8 @@ class ScanPipeline:
             initial = self.warm_start.get("projection")
             if initial is not None:
                 opts = self._fine_tuned(opts, "epochs", initial)
-            model = train(short, long_, progress=self.progress, on_epoch=self._hook("projection"), **opts)
+            hook = self._hook("projection")
+            model = self._train(train, short, long_, progress=self.progress, on_epoch=hook, **opts)
         else:
             from ..model import baseline
 
@@ -372,6 +380,14 @@ class ScanPipeline:
             self.judge = LongExposureJudge.from_transmission(
                 long_, angles, open_beam_counts=n0, center=self.center
             )
+
+    def _train(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function(*args, **kwargs)``, a training: in a child process with ``isolate_training``."""
+        if not self.isolate_training:
+            return function(*args, **kwargs)
+        from ..model.isolated import train_in_child
+
+        return train_in_child(function, *args, **kwargs)
 
     def _hook(self, stage: str) -> Callable[[int, dict[str, float]], None] | None:
         """``on_epoch`` of a training, tagged with its stage, or None."""
@@ -702,8 +718,8 @@ class ScanPipeline:
         """Noise2Inverse trained on the subsets' volumes ``parts`` with ``opts`` (and ``kwargs``)."""
         from ..model.n2i import train_noise2inverse
 
-        return train_noise2inverse(parts, progress=self.progress, on_epoch=self._hook("slices"),
-                                   **opts, **kwargs)  # fmt: skip
+        return self._train(train_noise2inverse, parts, progress=self.progress, on_epoch=self._hook("slices"),
+                           **opts, **kwargs)  # fmt: skip
 
     def _denoise(self, denoiser: Any, parts: list[Any], name: str) -> tuple[Any, dict[str, Any]]:
         """The Noise2Inverse volume of ``denoiser`` (in ``workdir/name`` with a work directory)."""

@@ -87,6 +87,7 @@ def enhance_scan(
     warm_start: dict[str, Any] | None = None,
     fine_tune: dict[str, float] | None = None,
     on_first_result: Callable[[ScanResult], Any] | None = None,
+    isolate_training: bool = False,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -154,6 +155,8 @@ def enhance_scan(
         Judge pair-trained methods on a pair held out of their training (see :class:`ScanPipeline`).
     warm_start, fine_tune, on_first_result
         Fine-tune registered models instead of training from scratch (see :class:`ScanPipeline`).
+    isolate_training : bool
+        Train in a child process (see :class:`ScanPipeline`).
 
     Returns
     -------
@@ -193,7 +196,8 @@ def enhance_scan(
                         mapper=mapper, workdir=workdir, long_open_beam_counts=long_open_beam_counts,
                         judge=judge, slice_model=slice_model, auto_candidates=auto_candidates,
                         auto_budget_s=auto_budget_s, holdout=holdout, warm_start=warm_start,
-                        fine_tune=fine_tune, on_first_result=on_first_result)  # fmt: skip
+                        fine_tune=fine_tune, on_first_result=on_first_result,
+                        isolate_training=isolate_training)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

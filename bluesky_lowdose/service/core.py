@@ -387,6 +387,7 @@ def run_enhancer_service(
         volume_directory=volume_directory,
         preview_interval=preview_interval,
         registry=registry,
+        isolate_training=True,  # it trains every scan for days: TensorFlow's leftovers go with the child
     )
     service = EnhancerService(address, enhancer, stop_after=stop_after, ready_file=ready_file,
                               close_timeout=close_timeout)  # fmt: skip

@@ -1,0 +1,166 @@
+"""Trainings in a child process, so that a process that lives for many scans keeps flat memory.
+
+Every Keras training leaves memory behind in TensorFlow's own caches (about 30 MiB per
+Noise2Inverse training here, not reachable from Python; ``keras.backend.clear_session``,
+allocator settings and oneDNN's cache size do not return it). The IPython profile, the queue
+worker and the enhancer service train once or twice per scan for days: :func:`train_in_child`
+runs the training in a fresh Python process that ends with it, and the parent gets the trained
+:class:`~bluesky_lowdose.model.Enhancer` back as its ``.keras`` bytes (loading a model leaves
+nothing behind).
+
+The child is a new interpreter (``python -m bluesky_lowdose.model.isolated``), never a fork of a
+process running TensorFlow's threads and never a ``multiprocessing`` spawn, which would run a
+user's unguarded script again. The training function and its arguments go to it pickled on its
+input; it answers on its output with pickled messages: each epoch's logs (passed to
+``on_epoch`` in this process), then the model or the exception raised, which is raised here
+again. Its progress bars and logs go to this process's error output. The same seed gives the
+same weights as a training in this process. A child whose parent dies (killed, out of memory)
+ends within a second, and a parent that stops waiting (an exception in ``on_epoch``,
+Ctrl-C) stops the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = ["TrainingProcessError", "train_in_child"]
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class TrainingProcessError(RuntimeError):
+    """The training process ended without a result (killed, out of memory, or it crashed)."""
+
+
+def train_in_child(
+    function: Callable[..., Any],
+    /,
+    *args: Any,
+    on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``function(*args, on_epoch=..., **kwargs)`` in a new Python process; its model returned here.
+
+    Parameters
+    ----------
+    function : callable
+        A module-level training function of this package that returns an
+        :class:`~bluesky_lowdose.model.Enhancer` and takes ``on_epoch`` (e.g.
+        :func:`~bluesky_lowdose.model.train`,
+        :func:`~bluesky_lowdose.model.n2i.train_noise2inverse`).
+    *args, **kwargs
+        Its arguments; they are pickled (arrays, :class:`~bluesky_lowdose.recon.StoredArray`,
+        an ``initial`` Enhancer all are).
+    on_epoch : callable, optional
+        Called in this process with ``(epoch, logs)`` as the child reports each epoch. If it
+        raises, the child is stopped and the exception propagates.
+
+    Returns
+    -------
+    Enhancer
+        The trained model, restored from the child's ``.keras`` bytes (same weights, same hash).
+
+    Raises
+    ------
+    Exception
+        What the training raised in the child (same type and message; e.g. ``ValueError`` for
+        bad input, :class:`~bluesky_lowdose.model.TrainingError` when the loss diverged).
+    TrainingProcessError
+        The child ended without an answer (e.g. killed); the message holds its exit status.
+    """
+    from .._process import ChildProcess
+
+    payload = pickle.dumps((function, args, kwargs, on_epoch is not None), protocol=pickle.HIGHEST_PROTOCOL)
+    env = dict(os.environ)
+    # the child imports this package from where this process did (a checkout, a test run's path)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, once per training
+    name = f"training ({getattr(function, '__name__', function)})"
+    child = ChildProcess([sys.executable, "-m", __name__], env=env, name=name, stdin=True, stderr="inherit")
+    try:
+        writer = threading.Thread(target=_send, args=(child.stdin, payload), daemon=True, name="training-in")
+        writer.start()  # a large payload must not block reading the child's first answers
+        out = child.stdout
+        assert out is not None
+        while True:
+            try:
+                kind, *body = pickle.load(out)
+            except (EOFError, pickle.UnpicklingError, OSError) as exc:
+                status = child.proc.wait()
+                raise TrainingProcessError(
+                    f"the {name} process ended without a result (exit status {status}); see its output above"
+                ) from exc
+            if kind == "epoch" and on_epoch is not None:
+                on_epoch(*body)
+            elif kind == "error":
+                raise body[0]
+            elif kind == "model":
+                from .enhancer import from_bytes
+
+                child.proc.wait(60)
+                return from_bytes(body[0])
+    finally:
+        child.stop(timeout=5)
+        with contextlib.suppress(OSError):
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+def _send(pipe: BinaryIO | None, payload: bytes) -> None:
+    """Write the payload and close the pipe (a child that died first is reported by the reader)."""
+    if pipe is None:
+        return
+    with contextlib.suppress(BrokenPipeError, OSError):
+        with pipe:
+            pipe.write(payload)
+
+
+def _end_with_parent(parent: int, interval: float = 1.0) -> None:
+    """End this process when its parent is gone (killed: nobody would read the model)."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
+def _main() -> int:
+    """The child: read the call, run it, answer with its epochs and its model or exception."""
+    answers = os.fdopen(os.dup(1), "wb")  # the messages' own channel ...
+    os.dup2(2, 1)  # ... and anything printed goes to the error output, not into it
+    sys.stdout = sys.stderr
+
+    def send(*message: Any) -> None:
+        pickle.dump(message, answers, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.flush()
+
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    function, args, kwargs, report = pickle.load(sys.stdin.buffer)
+    if report:
+
+        def report_epoch(epoch: int, logs: dict[str, Any]) -> None:
+            send("epoch", int(epoch), {k: float(v) for k, v in logs.items()})
+
+        kwargs["on_epoch"] = report_epoch
+    try:
+        model = function(*args, **kwargs)
+    except BaseException as exc:  # raised again in the parent, as it was
+        try:
+            send("error", exc)
+        except Exception:  # an exception that does not pickle: its type and message
+            send("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+        return 1
+    send("model", model.to_bytes())
+    answers.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -9,6 +9,11 @@ no blur), which the long exposures cannot do on views the volumes were made from
 ``pipeline.result.keep_better``).
 
 Run: ``.venv/bin/python benchmarks/bench_fine_tune.py`` (~12 min on 2 cores).
+
+``--pairs N`` repeats the comparison that issue 19's targets name on N independent pairs of samples
+(scans A and B with their own phantoms and noise, their own training seed), with the shipped
+recipe only, and prints each pair's differences to from scratch and their mean and spread: a
+single pair's from-scratch training varies by 0.4-0.8 dB with its seed alone (~9 min per pair).
 """
 
 from __future__ import annotations
@@ -46,7 +51,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--angles", type=int, default=181)
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="repeat on this many sample pairs (shipped recipe)"
+    )
     args = parser.parse_args()
+    if args.pairs:
+        return pairs(args)
 
     from bluesky_lowdose.pipeline import enhance_scan, score_volume
 
@@ -75,6 +85,50 @@ def main() -> None:
     print("|---|---|---|")
     for name, score, seconds in rows:
         print(f"| {name} | {score['psnr']:.2f} / {score['ssim']:.3f} | {seconds:.0f} |")
+
+
+def pairs(args: argparse.Namespace) -> None:
+    """The registered model alone and fine-tuned (shipped recipe) against from scratch, per pair."""
+    from bluesky_lowdose.pipeline import FINE_TUNE, enhance_scan, score_volume
+
+    rows = []
+    for k in range(args.pairs):
+        _, a = scan(args.size, args.angles, 11 + 2 * k)
+        ref_b, b = scan(args.size, args.angles, 12 + 2 * k)
+        t0 = time.perf_counter()
+        model = enhance_scan(seed=k, **a).models["slices"]
+        t_a = time.perf_counter() - t0
+        row = {"pair": k + 1, "a_s": t_a}
+        for name, kw in (("alone", {"slice_model": model}), ("fine", {"warm_start": {"slices": model}}),
+                         ("scratch", {})):  # fmt: skip
+            t0 = time.perf_counter()
+            res = enhance_scan(seed=k, **kw, **b)
+            row[name] = score_volume(res.volume, ref_b)
+            row[name + "_s"] = time.perf_counter() - t0
+        rows.append(row)
+        print(row, file=sys.stderr, flush=True)
+    print(f"machine: {machine()}")
+    print(f"command: python benchmarks/bench_fine_tune.py --size {args.size} --angles {args.angles} "
+          f"--pairs {args.pairs}  (fine-tuning: {FINE_TUNE})")  # fmt: skip
+    print()
+    print("| pair (phantom seeds A, B) | B: A's model alone | B: fine-tuned | B: from scratch "
+          "| alone − scratch | fine-tuned − scratch | seconds: alone / fine-tuned / scratch |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    d_alone, d_fine = [], []
+    for r in rows:
+        k = r["pair"] - 1
+        da, df = r["alone"]["psnr"] - r["scratch"]["psnr"], r["fine"]["psnr"] - r["scratch"]["psnr"]
+        d_alone.append(da)
+        d_fine.append(df)
+        cells = " | ".join(f"{r[n]['psnr']:.2f} / {r[n]['ssim']:.3f}" for n in ("alone", "fine", "scratch"))
+        print(f"| {r['pair']} ({11 + 2 * k}, {12 + 2 * k}) | {cells} | {da:+.2f} dB | {df:+.2f} dB | "
+              f"{r['alone_s']:.0f} / {r['fine_s']:.0f} / {r['scratch_s']:.0f} |")  # fmt: skip
+    sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")  # noqa: E731
+    print()
+    print(
+        f"mean over {len(rows)} pairs: alone − scratch {np.mean(d_alone):+.2f} dB (sd {sd(d_alone):.2f}; "
+        f"target ≥ −0.5), fine-tuned − scratch {np.mean(d_fine):+.2f} dB (sd {sd(d_fine):.2f}; target ≥ 0)"
+    )
 
 
 if __name__ == "__main__":

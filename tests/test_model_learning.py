@@ -141,3 +141,20 @@ def test_baseline_errors() -> None:
     assert not fixed.provenance["tuned"]
     with pytest.raises(ValueError, match="NaN"):
         fixed.enhance(np.full((4, 4), np.nan))
+
+
+def test_the_sigma_search_finds_the_least_loss_of_all_factors_in_fewer_evaluations() -> None:
+    """BM3D on slices tunes sigma by a coarse grid then neighbours (``coarse_to_fine``): for a loss
+    that falls then rises along the factors it is the exhaustive argmin, wherever the minimum is."""
+    from bluesky_lowdose.pipeline.slices import FACTORS, coarse_to_fine
+
+    n = len(FACTORS)
+    for where in range(n):
+        for shape in (lambda i, w=where: (i - w) ** 2, lambda i, w=where: abs(i - w) ** 0.5 + 0.01 * i):
+            calls: list[int] = []
+            best, seen = coarse_to_fine(n, lambda i, f=shape, log=calls: log.append(i) or f(i))
+            assert best == min(range(n), key=shape) == where
+            assert len(calls) == len(set(calls)) == len(seen) <= 7 and all(seen[i] == shape(i) for i in seen)
+    # on a loss with two dips it may settle in the one near the coarse grid: said by its losses
+    best, seen = coarse_to_fine(n, lambda i: [5, 0, 5, 5, 1, 5, 5, 5, 5][i])
+    assert best == 1 and seen[1] == 0

@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["bm3d_slices"]
+__all__ = ["bm3d_slices", "coarse_to_fine"]
 
 #: Multiples of the measured noise level tried when tuning sigma.
 FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
+#: Where the search over :data:`FACTORS` starts (their indices).
+COARSE = (1, 4, 7)
 #: Slices used for tuning.
 TUNING_SLICES = 6
+
+
+def coarse_to_fine(
+    n: int, loss: Callable[[int], float], start: Sequence[int] = COARSE
+) -> tuple[int, dict[int, float]]:
+    """The index in ``range(n)`` with the least ``loss``, by a coarse grid then its neighbours.
+
+    ``loss`` is evaluated at ``start``, then at the neighbours of the best index so far until
+    neither lowers it: for a loss that falls then rises along the indices (as the tuning loss
+    does along sigma) this is the argmin of all ``n``, in about 5 evaluations instead of ``n``.
+
+    Parameters
+    ----------
+    n : int
+        Number of candidates.
+    loss : callable
+        ``loss(i)``, evaluated at most once per index.
+    start : sequence of int
+        The coarse grid.
+
+    Returns
+    -------
+    tuple
+        The best index and ``{index: loss}`` of every evaluated one.
+    """
+    seen: dict[int, float] = {}
+    for i in start:
+        if 0 <= i < n and i not in seen:
+            seen[i] = float(loss(i))
+    best = min(seen, key=seen.__getitem__)
+    while True:
+        for j in (best - 1, best + 1):
+            if 0 <= j < n and j not in seen:
+                seen[j] = float(loss(j))
+        new = min(seen, key=seen.__getitem__)
+        if new == best:
+            return best, seen
+        best = new
 
 
 def _inside(shape: tuple[int, ...]) -> np.ndarray:
@@ -58,15 +99,19 @@ def bm3d_slices(
     if factor is None:
         spread = full[:, inside].std(axis=1)
         tune = np.sort(np.argsort(spread)[::-1][: min(TUNING_SLICES, len(full))])
-        losses = []
-        for f in FACTORS:  # the tuning slices side by side, one factor at a time
-            den = bm3d_each([a[z] for z in tune], f * sigma_half)
-            losses.append(
-                float(np.mean([np.mean((d - b[z])[inside] ** 2) for d, z in zip(den, tune, strict=True)]))
-            )
-        best = FACTORS[int(np.argmin(losses))]
-        record["tuning"] = "sigma minimising ||BM3D(subset A) - subset B||^2 over the most structured slices"
-        record["tuning_losses"] = dict(zip([str(f) for f in FACTORS], losses, strict=True))
+
+        def loss(i: int) -> float:  # the tuning slices side by side, at one factor
+            den = bm3d_each([a[z] for z in tune], FACTORS[i] * sigma_half)
+            return float(np.mean([np.mean((d - b[z])[inside] ** 2) for d, z in zip(den, tune, strict=True)]))
+
+        index, losses = coarse_to_fine(len(FACTORS), loss)
+        best = FACTORS[index]
+        record["tuning"] = (
+            "sigma minimising ||BM3D(subset A) - subset B||^2 over the most structured slices "
+            f"(factors {FACTORS[COARSE[0]]:g}, {FACTORS[COARSE[1]]:g}, {FACTORS[COARSE[2]]:g}, then the "
+            "best one's neighbours until none is better)"
+        )
+        record["tuning_losses"] = {str(FACTORS[i]): losses[i] for i in sorted(losses)}
     else:
         best = float(factor)
         if not (np.isfinite(best) and best > 0):

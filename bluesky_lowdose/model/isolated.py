@@ -8,7 +8,7 @@ runs the training in a fresh Python process that ends with it, and the parent ge
 :class:`~bluesky_lowdose.model.Enhancer` back as its ``.keras`` bytes (loading a model leaves
 nothing behind).
 
-The child is a new interpreter (``python -m bluesky_lowdose.model.isolated``), never a fork of a
+The child is a new interpreter (running :func:`_main` of this module), never a fork of a
 process running TensorFlow's threads and never a ``multiprocessing`` spawn, which would run a
 user's unguarded script again. The training function and its arguments go to it pickled on its
 input; it answers on its output with pickled messages: each epoch's logs (passed to
@@ -79,11 +79,12 @@ def train_in_child(
 
     payload = pickle.dumps((function, args, kwargs, on_epoch is not None), protocol=pickle.HIGHEST_PROTOCOL)
     env = dict(os.environ)
-    # the child imports this package from where this process did (a checkout, a test run's path)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, once per training
     name = f"training ({getattr(function, '__name__', function)})"
-    child = ChildProcess([sys.executable, "-m", __name__], env=env, name=name, stdin=True, stderr="inherit")
+    # the child imports this package from where this process did (a checkout, a test run's path),
+    # appended to its path: nothing of the standard library is shadowed
+    code = f"import sys; sys.path.append({_PACKAGE_ROOT!r}); from {__name__} import _main; sys.exit(_main())"
+    child = ChildProcess([sys.executable, "-c", code], env=env, name=name, stdin=True, stderr="inherit")
     try:
         writer = threading.Thread(target=_send, args=(child.stdin, payload), daemon=True, name="training-in")
         writer.start()  # a large payload must not block reading the child's first answers
@@ -160,7 +161,3 @@ def _main() -> int:
     send("model", model.to_bytes())
     answers.close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -562,33 +562,43 @@ def test_the_table_lock_wraps_tiled_s_own_connect_and_every_use_closes_it() -> N
 
 def test_a_new_catalog_is_created_in_the_server_s_own_process(tmp_path) -> None:
     """``--init`` is done by ``tiled_serve`` itself, with tiled's own init (tiled would start a
-    second Python process for it): the catalog opens and a second init leaves it as it is."""
-    import asyncio
-
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from tiled.alembic_utils import check_database
-    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION
+    second Python process for it): the catalog passes tiled's own check and a second init leaves
+    it as it is. Run in a fresh interpreter, as the server is: in a test worker that has loaded
+    TensorFlow and the rest, SQLite can resolve to a library built without FTS5."""
+    import subprocess
+    import sys
 
     from bluesky_lowdose.storage.tiled_serve import init_in_process
 
     catalog = tmp_path / "catalog.db"
-    rest = ["-w", str(tmp_path / "data"), "--port", "1"]
-    assert init_in_process(["serve", "catalog", str(catalog), "--init", *rest]) == [
-        "serve", "catalog", str(catalog), *rest
-    ]  # fmt: skip
-    assert catalog.is_file()
-    created = catalog.stat().st_mtime_ns
-    init_in_process(["serve", "catalog", str(catalog), "--init"])  # --if-not-exists: a no-op
-    assert catalog.stat().st_mtime_ns == created
+    code = f"""
+import asyncio, json, sys
+from sqlalchemy.ext.asyncio import create_async_engine
+from tiled.alembic_utils import check_database
+from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION
+from bluesky_lowdose.storage.tiled_serve import init_in_process
 
-    async def check() -> None:  # what tiled checks before it serves a catalog (raises if not)
-        engine = create_async_engine(f"sqlite+aiosqlite:///{catalog}")
-        try:
-            await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
-        finally:
-            await engine.dispose()
+catalog = {str(catalog)!r}
+first = init_in_process(["serve", "catalog", catalog, "--init", "-w", "data", "--port", "1"])
+import os
+created = os.stat(catalog).st_mtime_ns
+init_in_process(["serve", "catalog", catalog, "--init"])  # --if-not-exists: a no-op
 
-    asyncio.run(check())
+async def check():  # what tiled checks before it serves a catalog (raises if not)
+    engine = create_async_engine("sqlite+aiosqlite:///" + catalog)
+    try:
+        await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+    finally:
+        await engine.dispose()
+
+asyncio.run(check())
+print(json.dumps({{"argv": first, "unchanged": os.stat(catalog).st_mtime_ns == created}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["argv"] == ["serve", "catalog", str(catalog), "-w", "data", "--port", "1"]
+    assert result["unchanged"] is True
     # other forms go to tiled unchanged (it then inits as it does)
     for argv in (["serve", "catalog", "--temp"], ["serve", "catalog", "-w", "x", "c.db", "--init"]):
         assert init_in_process(argv) == argv

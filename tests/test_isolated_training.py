@@ -113,3 +113,19 @@ def test_the_child_ends_when_its_parent_is_killed(importable_here, tmp_path) -> 
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+class _Unreadable(Exception):
+    """Pickles, but cannot be rebuilt (its ``__init__`` needs two arguments)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a} {b}")
+
+
+def _raises_unreadable(*, on_epoch=None) -> None:
+    raise _Unreadable("not", "rebuildable")
+
+
+def test_an_exception_that_cannot_be_rebuilt_here_is_still_reported(importable_here) -> None:
+    with pytest.raises(TrainingProcessError, match="cannot be read"):
+        train_in_child(_raises_unreadable)

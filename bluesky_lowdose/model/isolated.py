@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -93,11 +94,14 @@ def train_in_child(
         while True:
             try:
                 kind, *body = pickle.load(out)
-            except (EOFError, pickle.UnpicklingError, OSError) as exc:
-                status = child.proc.wait()
+            except EOFError as exc:
+                status = child.stop(timeout=5)
                 raise TrainingProcessError(
                     f"the {name} process ended without a result (exit status {status}); see its output above"
                 ) from exc
+            except Exception as exc:  # a message that does not unpickle here (e.g. an exception class)
+                child.stop(timeout=5)
+                raise TrainingProcessError(f"the {name} process sent what cannot be read: {exc!r}") from exc
             if kind == "epoch" and on_epoch is not None:
                 on_epoch(*body)
             elif kind == "error":
@@ -105,7 +109,8 @@ def train_in_child(
             elif kind == "model":
                 from .enhancer import from_bytes
 
-                child.proc.wait(60)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(30)  # it ends by itself; stopped below if it does not
                 return from_bytes(body[0])
     finally:
         child.stop(timeout=5)
@@ -139,7 +144,8 @@ def _main() -> int:
     sys.stdout = sys.stderr
 
     def send(*message: Any) -> None:
-        pickle.dump(message, answers, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)  # whole, or nothing written
+        answers.write(data)
         answers.flush()
 
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()

@@ -89,6 +89,7 @@ def train_in_child(
     try:
         writer = threading.Thread(target=_send, args=(child.stdin, payload), daemon=True, name="training-in")
         writer.start()  # a large payload must not block reading the child's first answers
+        del payload  # the writer holds it until written: no second copy of the data while it trains
         out = child.stdout
         assert out is not None
         while True:
@@ -123,7 +124,7 @@ def _send(pipe: BinaryIO | None, payload: bytes) -> None:
     """Write the payload and close the pipe (a child that died first is reported by the reader)."""
     if pipe is None:
         return
-    with contextlib.suppress(BrokenPipeError, OSError):
+    with contextlib.suppress(OSError):  # a broken pipe: the child died first
         with pipe:
             pipe.write(payload)
 

@@ -108,8 +108,8 @@ def bm3d_slices(
         best = FACTORS[index]
         record["tuning"] = (
             "sigma minimising ||BM3D(subset A) - subset B||^2 over the most structured slices "
-            f"(factors {FACTORS[COARSE[0]]:g}, {FACTORS[COARSE[1]]:g}, {FACTORS[COARSE[2]]:g}, then the "
-            "best one's neighbours until none is better)"
+            f"(factors {', '.join(f'{FACTORS[i]:g}' for i in COARSE)}, then the best one's neighbours "
+            "until none is better)"
         )
         record["tuning_losses"] = {str(FACTORS[i]): losses[i] for i in sorted(losses)}
     else:

@@ -289,9 +289,7 @@ class ChildProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self.proc.stdout is not None and self.log_path is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+        return self.proc.returncode  # an output pipe stays open: whoever reads it closes it
 
     def kill(self) -> None:
         """SIGKILL its process group: it dies without closing anything."""

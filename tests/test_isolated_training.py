@@ -64,10 +64,17 @@ def test_a_training_in_a_child_gives_the_model_trained_here_and_reports_its_epoc
 
 
 def test_errors_of_the_training_are_raised_here_as_they_were(importable_here) -> None:
-    with pytest.raises(ValueError, match="frames are all NaN"):
+    import sys
+
+    with pytest.raises(ValueError, match="frames are all NaN") as raised:
         train_in_child(_raises, "frames are all NaN")
+    notes = "\n".join(raised.value.__notes__)  # where it was raised in the child
+    assert "in the training process" in notes and "_raises" in notes
     with pytest.raises(TrainingProcessError, match="exit status 3"):
         train_in_child(os._exit, 3)  # killed, out of memory, crashed: it ends without an answer
+    # not an error of the training: raised here it would end the caller's thread
+    with pytest.raises(TrainingProcessError, match="SystemExit"):
+        train_in_child(sys.exit, 4)
 
 
 def test_an_on_epoch_that_raises_stops_the_child(importable_here, tmp_path) -> None:
@@ -126,6 +133,29 @@ def _raises_unreadable(*, on_epoch=None) -> None:
     raise _Unreadable("not", "rebuildable")
 
 
-def test_an_exception_that_cannot_be_rebuilt_here_is_still_reported(importable_here) -> None:
-    with pytest.raises(TrainingProcessError, match="cannot be read"):
+def test_an_exception_that_cannot_be_rebuilt_is_reported_with_its_type_and_trace(importable_here) -> None:
+    with pytest.raises(RuntimeError, match="_Unreadable: not rebuildable") as raised:
         train_in_child(_raises_unreadable)
+    assert "_raises_unreadable" in str(raised.value)  # the child's traceback is in the message
+
+
+def _rebuild_only_in(pid: int) -> Exception:
+    if os.getpid() != pid:
+        raise TypeError("this exception is rebuilt only in the process that raised it")
+    return ValueError("rebuilt")
+
+
+class _OnlyThere(Exception):
+    """Rebuilds in the child (which checks that it does) but not in the parent."""
+
+    def __reduce__(self):
+        return _rebuild_only_in, (os.getpid(),)
+
+
+def _raises_only_there(*, on_epoch=None) -> None:
+    raise _OnlyThere("lost")
+
+
+def test_a_message_that_cannot_be_read_here_is_a_training_process_error(importable_here) -> None:
+    with pytest.raises(TrainingProcessError, match="cannot be read"):
+        train_in_child(_raises_only_there)

@@ -158,3 +158,8 @@ def test_the_sigma_search_finds_the_least_loss_of_all_factors_in_fewer_evaluatio
     # on a loss with two dips it may settle in the one near the coarse grid: said by its losses
     best, seen = coarse_to_fine(n, lambda i: [5, 0, 5, 5, 1, 5, 5, 5, 5][i])
     assert best == 1 and seen[1] == 0
+    # fewer candidates than the coarse grid reaches: it starts in the middle, still the argmin
+    assert coarse_to_fine(1, float)[0] == 0
+    assert coarse_to_fine(3, lambda i: (i - 2) ** 2, start=(5, 8))[0] == 2
+    with pytest.raises(ValueError, match="at least one candidate"):
+        coarse_to_fine(0, float)

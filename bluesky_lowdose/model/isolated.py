@@ -71,10 +71,15 @@ def train_in_child(
     Raises
     ------
     Exception
-        What the training raised in the child (same type and message; e.g. ``ValueError`` for
-        bad input, :class:`~bluesky_lowdose.model.TrainingError` when the loss diverged).
+        What the training raised in the child (same type and message, its traceback there as a
+        note; e.g. ``ValueError`` for bad input, :class:`~bluesky_lowdose.model.TrainingError`
+        when the loss diverged); a ``RuntimeError`` naming the type when that exception cannot be
+        pickled. What ``on_epoch`` raised.
     TrainingProcessError
-        The child ended without an answer (e.g. killed); the message holds its exit status.
+        The child ended without an answer (e.g. killed; the message holds its exit status), sent
+        what cannot be read here, or ended on ``SystemExit``/``KeyboardInterrupt``.
+    pickle.PicklingError, TypeError, AttributeError
+        ``function`` or an argument cannot be pickled (nothing was started).
     """
     from .._process import ChildProcess
 
@@ -82,9 +87,13 @@ def train_in_child(
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, once per training
     name = f"training ({getattr(function, '__name__', function)})"
-    # the child imports this package from where this process did (a checkout, a test run's path),
-    # appended to its path: nothing of the standard library is shadowed
-    code = f"import sys; sys.path.append({_PACKAGE_ROOT!r}); from {__name__} import _main; sys.exit(_main())"
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # the child takes the GPU memory it needs, not all
+    # the child imports this package from where this process did (a checkout, a test run's path):
+    # its folder goes first on the child's path unless the path has it already (an installed package)
+    code = (
+        f"import sys; root = {_PACKAGE_ROOT!r}; sys.path.insert(0, root) if root not in sys.path else None; "
+        f"from {__name__} import _main; sys.exit(_main({os.getpid()}))"
+    )
     child = ChildProcess([sys.executable, "-c", code], env=env, name=name, stdin=True, stderr="inherit")
     try:
         writer = threading.Thread(target=_send, args=(child.stdin, payload), daemon=True, name="training-in")
@@ -96,6 +105,8 @@ def train_in_child(
             try:
                 kind, *body = pickle.load(out)
             except EOFError as exc:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(5)  # its own exit status (a signal, a crash), not our SIGTERM's
                 status = child.stop(timeout=5)
                 raise TrainingProcessError(
                     f"the {name} process ended without a result (exit status {status}); see its output above"
@@ -106,7 +117,10 @@ def train_in_child(
             if kind == "epoch" and on_epoch is not None:
                 on_epoch(*body)
             elif kind == "error":
-                raise body[0]
+                error = body[0]
+                if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt: not the caller's
+                    raise TrainingProcessError(f"the {name} process ended with {error!r}")
+                raise error
             elif kind == "model":
                 from .enhancer import from_bytes
 
@@ -114,10 +128,15 @@ def train_in_child(
                     child.proc.wait(30)  # it ends by itself; stopped below if it does not
                 return from_bytes(body[0])
     finally:
-        child.stop(timeout=5)
-        with contextlib.suppress(OSError):
-            if child.stdout is not None:
-                child.stdout.close()
+        try:
+            child.stop(timeout=5)
+        except BaseException:  # interrupted while stopping it: it must not outlive this call
+            child.kill()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                if child.stdout is not None:
+                    child.stdout.close()
 
 
 def _send(pipe: BinaryIO | None, payload: bytes) -> None:
@@ -138,8 +157,14 @@ def _end_with_parent(parent: int, interval: float = 1.0) -> None:
     os._exit(1)
 
 
-def _main() -> int:
-    """The child: read the call, run it, answer with its epochs and its model or exception."""
+def _main(parent: int) -> int:
+    """The child: read the call, run it, answer with its epochs and its model or exception.
+
+    ``parent`` is the pid of the process that started it (read from its command line, not
+    ``os.getppid()``, which is already another process if the parent died during the start).
+    """
+    import traceback
+
     answers = os.fdopen(os.dup(1), "wb")  # the messages' own channel ...
     os.dup2(2, 1)  # ... and anything printed goes to the error output, not into it
     sys.stdout = sys.stderr
@@ -149,7 +174,7 @@ def _main() -> int:
         answers.write(data)
         answers.flush()
 
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     function, args, kwargs, report = pickle.load(sys.stdin.buffer)
     if report:
 
@@ -159,11 +184,13 @@ def _main() -> int:
         kwargs["on_epoch"] = report_epoch
     try:
         model = function(*args, **kwargs)
-    except BaseException as exc:  # raised again in the parent, as it was
+    except BaseException as exc:  # raised again in the parent, as it was, with where it came from
+        exc.add_note("in the training process:\n" + "".join(traceback.format_tb(exc.__traceback__)).rstrip())
         try:
-            send("error", exc)
-        except Exception:  # an exception that does not pickle: its type and message
-            send("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+            pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))  # it must come back whole
+        except Exception:  # an exception that does not pickle or rebuild: its type, message and trace
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}\n" + "\n".join(getattr(exc, "__notes__", [])))
+        send("error", exc)
         return 1
     send("model", model.to_bytes())
     answers.close()

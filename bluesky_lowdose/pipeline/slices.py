@@ -39,9 +39,16 @@ def coarse_to_fine(
     -------
     tuple
         The best index and ``{index: loss}`` of every evaluated one.
+
+    Raises
+    ------
+    ValueError
+        ``n`` < 1.
     """
+    if n < 1:
+        raise ValueError(f"coarse_to_fine needs at least one candidate, got n={n}")
     seen: dict[int, float] = {}
-    for i in start:
+    for i in [*start] if any(0 <= i < n for i in start) else [n // 2]:  # a grid beyond n: the middle
         if 0 <= i < n and i not in seen:
             seen[i] = float(loss(i))
     best = min(seen, key=seen.__getitem__)

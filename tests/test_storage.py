@@ -560,6 +560,64 @@ def test_the_table_lock_wraps_tiled_s_own_connect_and_every_use_closes_it() -> N
         SQLStorage.connect = original
 
 
+def test_kept_dependency_trees_are_the_ones_fastapi_builds() -> None:
+    """``storage.tiled_serve.memoise_dependants`` relies on FastAPI's ``solve_dependencies`` looking
+    ``get_dependant`` up in its module on every request; what it keeps for every dependency of every
+    route of a tiled app, asked for as a request asks, must be what FastAPI builds without it."""
+    from fastapi.dependencies import utils
+    from fastapi.dependencies.models import Dependant
+    from tiled.server.app import build_app
+    from tiled.server.settings import get_settings
+
+    from bluesky_lowdose.storage import tiled_serve
+
+    assert "get_dependant" in utils.solve_dependencies.__code__.co_names
+
+    def tree(dependant) -> tuple:  # a callable by name: each app has its own closures
+        call = getattr(dependant.call, "__qualname__", type(dependant.call).__qualname__)
+        return (call, dependant.name, dependant.path, dependant.use_cache,
+                tuple(p.name for p in dependant.path_params + dependant.query_params + dependant.header_params
+                      + dependant.cookie_params + dependant.body_params),
+                tuple(tree(sub) for sub in dependant.dependencies))  # fmt: skip
+
+    def trees() -> dict:
+        app = build_app({}, server_settings={})
+        assert get_settings in app.dependency_overrides  # why FastAPI rebuilds them per request
+        found, stack = {}, list(app.routes)
+        while stack:  # FastAPI 0.165 builds an included router's routes (and their dependants) lazily
+            route = stack.pop()
+            if hasattr(route, "effective_candidates"):
+                stack.extend(route.effective_candidates())
+            elif isinstance(getattr(route, "dependant", None), Dependant):
+                found[(route.path, tuple(sorted(route.methods or ())))] = route.dependant
+        return found
+
+    def subs(dependant):
+        for sub in dependant.dependencies:
+            yield sub
+            yield from subs(sub)
+
+    original = utils.get_dependant
+    built = trees()  # without the memo
+    assert len(built) > 20
+    tiled_serve.memoise_dependants()
+    tiled_serve.memoise_dependants()  # idempotent
+    try:
+        assert utils.get_dependant.__wrapped__ is original
+        assert {key: tree(d) for key, d in trees().items()} == {key: tree(d) for key, d in built.items()}
+        for dependant in built.values():
+            for sub in subs(dependant):  # what solve_dependencies passes
+                kwargs = dict(path=sub.path, call=sub.call, name=sub.name, scope=sub.scope,
+                              parent_oauth_scopes=sub.parent_oauth_scopes,
+                              concurrency=sub.concurrency)  # fmt: skip
+                kept = utils.get_dependant(**kwargs)
+                assert utils.get_dependant(**kwargs) is kept
+                assert tree(kept) == tree(original(**kwargs))
+                assert tree(kept)[1:] == tree(sub)[1:] or sub.own_oauth_scopes  # as the route has it
+    finally:
+        utils.get_dependant = original
+
+
 def test_a_new_catalog_is_created_in_the_server_s_own_process(tmp_path) -> None:
     """``--init`` is done by ``tiled_serve`` itself, with tiled's own init (tiled would start a
     second Python process for it): the catalog passes tiled's own check and a second init leaves

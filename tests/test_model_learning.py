@@ -96,6 +96,43 @@ def test_baselines_tuned_on_pairs_improve(name: str, scene: dict[str, np.ndarray
         np.testing.assert_allclose(single, out[0], rtol=1e-6, atol=1e-6)
 
 
+def test_bm3d_profiles_conventional_on_projections_the_library_s_on_slices() -> None:
+    """BM3D on projections (``Baseline``) is the conventional BM3D (``nf=0``), BM3D on slices the
+    library's own profile; each result says which, and the two profiles differ."""
+    import bm3d
+
+    from bluesky_lowdose.model.baselines import BM3D_PROFILE, baseline, bm3d_each
+    from bluesky_lowdose.pipeline.slices import SLICE_BM3D_PROFILE, bm3d_slices
+
+    rng = np.random.default_rng(6)
+    image = rng.random((24, 24))
+
+    def library(**changes) -> np.ndarray:
+        profile = bm3d.BM3DProfile()
+        profile.num_threads = 1
+        for key, value in changes.items():
+            setattr(profile, key, value)
+        return np.asarray(bm3d.bm3d(image, sigma_psd=0.1, profile=profile))
+
+    assert BM3D_PROFILE == {"nf": 0} and SLICE_BM3D_PROFILE == {}
+    conventional, own = library(nf=0), library()
+    assert not np.array_equal(conventional, own)
+    np.testing.assert_array_equal(bm3d_each([image], 0.1)[0], conventional)
+    np.testing.assert_array_equal(bm3d_each([image], 0.1, profile={})[0], own)
+    filt = baseline("bm3d", sigma=0.1)
+    assert filt.provenance["profile"] == {"nf": 0}
+    np.testing.assert_array_equal(filt.enhance(image), conventional.astype(np.float32))
+    parts = [rng.random((1, 24, 24)).astype(np.float32) for _ in range(2)]
+    full = (0.5 * (parts[0] + parts[1])).astype(np.float32)
+    volume, record = bm3d_slices(parts, full, factor=1.0)
+    assert record["profile"] == {}
+    sigma = record["sigma"]
+    profile = bm3d.BM3DProfile()
+    profile.num_threads = 1
+    want = np.asarray(bm3d.bm3d(full[0].astype(np.float64), sigma_psd=sigma, profile=profile), np.float32)
+    np.testing.assert_array_equal(volume[0], want)
+
+
 def test_bm3d_side_by_side_gives_what_one_call_at_a_time_gives() -> None:
     """Threads (one per core) and one BM3D thread per call: the same images as calls one by one,
     written into ``out`` in order; and BM3D on slices given its tuned factor is its tuned volume."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,10 +18,19 @@ from tqdm.auto import tqdm
 
 from ._checks import as_frames
 
-__all__ = ["BASELINES", "Baseline", "baseline", "bm3d_each"]
+__all__ = ["BASELINES", "BM3D_PROFILE", "Baseline", "baseline", "bm3d_each"]
 
 #: Names accepted by :func:`baseline` and the parameter each one tunes.
 BASELINES = {"median": "size", "tv": "weight", "bm3d": "sigma"}
+
+#: What differs from pip ``bm3d``'s default profile for :class:`Baseline` (BM3D on projections and
+#: frames): the conventional BM3D (``nf=0``). The library's default refines its thresholds from the
+#: noise PSD (``nf=32``, for correlated noise, given its PSD); with the white sigma given here it
+#: costs ~0.3 s per call whatever the image's size (48²: 0.36 s instead of 0.03 s; 128²: 0.98 s
+#: instead of 0.23 s) and on projections gave 0.0-1.0 dB less PSNR and less SSIM on every realistic
+#: protocol measured (``benchmarks/bench_bm3d_modes.py``, docs/evaluation.md). BM3D on slices keeps
+#: the library's profile (there it was 0.24-0.38 dB better at 128³). Recorded in the provenance.
+BM3D_PROFILE: dict[str, Any] = {"nf": 0}
 
 
 def _median(frame: np.ndarray, size: float) -> np.ndarray:
@@ -36,11 +45,13 @@ def _tv(frame: np.ndarray, weight: float) -> np.ndarray:
     return denoise_tv_chambolle(frame, weight=float(weight))
 
 
-def _bm3d(frame: np.ndarray, sigma: float) -> np.ndarray:
+def _bm3d(frame: np.ndarray, sigma: float, changes: Mapping[str, Any] = BM3D_PROFILE) -> np.ndarray:
     import bm3d
 
     profile = bm3d.BM3DProfile()
     profile.num_threads = 1  # one thread per call: see bm3d_each
+    for key, value in changes.items():
+        setattr(profile, key, value)
     return np.asarray(bm3d.bm3d(np.asarray(frame, np.float64), sigma_psd=float(sigma), profile=profile))
 
 
@@ -58,13 +69,14 @@ def bm3d_each(
     out: np.ndarray | None = None,
     progress: bool = False,
     desc: str = "bm3d",
+    profile: Mapping[str, Any] = BM3D_PROFILE,
 ) -> Any:
     """BM3D of every image (pip ``bm3d``), side by side on the cores this process may use.
 
     The library's compiled core releases the GIL, so images run in threads. Each call runs on one
     thread of its own (the profile's ``num_threads=1``): the result does not depend on how many
     threads there are, and a busy machine is not slowed by the library's own pool spinning on its
-    locks (BM3D costs a fixed ~0.3 s per call on small images; its pool doubled that under load).
+    locks (its pool doubled a call's time under load).
 
     Parameters
     ----------
@@ -79,6 +91,9 @@ def bm3d_each(
         A tqdm bar over images.
     desc : str
         The bar's label.
+    profile : mapping
+        Attributes of ``bm3d.BM3DProfile`` set for every call (default :data:`BM3D_PROFILE`;
+        ``{}``: the library's own profile).
 
     Returns
     -------
@@ -92,7 +107,7 @@ def bm3d_each(
     kept: list[np.ndarray] = []
     with tqdm(total=n, desc=desc, unit="image", disable=not progress, leave=False) as bar, \
             ThreadPoolExecutor(max(min(_cores(), n), 1), thread_name_prefix="bm3d") as pool:  # fmt: skip
-        for i, den in enumerate(pool.map(_bm3d, images, each)):
+        for i, den in enumerate(pool.map(_bm3d, images, each, [profile] * n)):
             if out is None:
                 kept.append(den)
             else:
@@ -235,6 +250,8 @@ def baseline(
         raise ValueError(f"baseline {name!r} takes only the parameter {key!r}, got {sorted(unknown)}")
     started = time.perf_counter()
     record: dict[str, Any] = {"baseline": name, "parameter": key}
+    if name == "bm3d":
+        record["profile"] = dict(BM3D_PROFILE)
     if (short_refs is None) != (long_refs is None):
         raise ValueError("give both short_refs and long_refs, or neither")
     if key in params:

@@ -27,9 +27,10 @@ BASELINES = {"median": "size", "tv": "weight", "bm3d": "sigma"}
 #: frames): the conventional BM3D (``nf=0``). The library's default refines its thresholds from the
 #: noise PSD (``nf=32``, for correlated noise, given its PSD); with the white sigma given here it
 #: costs ~0.3 s per call whatever the image's size (48²: 0.36 s instead of 0.03 s; 128²: 0.98 s
-#: instead of 0.23 s) and on projections gave 0.0-1.0 dB less PSNR and less SSIM on every realistic
-#: protocol measured (``benchmarks/bench_bm3d_modes.py``, docs/evaluation.md). BM3D on slices keeps
-#: the library's profile (there it was 0.24-0.38 dB better at 128³). Recorded in the provenance.
+#: instead of 0.23 s), and on projections it gave 0.0-1.0 dB less PSNR and less SSIM than the
+#: conventional BM3D on every realistic protocol measured (``benchmarks/bench_bm3d_modes.py``,
+#: docs/evaluation.md). BM3D on slices keeps the library's profile (there it was 0.24-0.38 dB
+#: better at 128³). Recorded in the provenance.
 BM3D_PROFILE: dict[str, Any] = {"nf": 0}
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,19 +28,11 @@ from _machine import machine
 from bench_protocols import CASES
 
 
-def _filter(nf: int | None):
-    """``bluesky_lowdose.model.baselines._bm3d`` with the profile's ``nf`` set (None: the library's)."""
+def _filter(changes: dict[str, Any]) -> Callable[..., np.ndarray]:
+    """The shipped filter with ``changes`` to the library's profile, for both BM3D methods."""
+    from bluesky_lowdose.model.baselines import _bm3d
 
-    def bm3d_filter(frame: np.ndarray, sigma: float) -> np.ndarray:
-        import bm3d
-
-        profile = bm3d.BM3DProfile()
-        profile.num_threads = 1
-        if nf is not None:
-            profile.nf = nf
-        return np.asarray(bm3d.bm3d(np.asarray(frame, np.float64), sigma_psd=float(sigma), profile=profile))
-
-    return bm3d_filter
+    return lambda frame, sigma, _changes=None: _bm3d(frame, sigma, changes)
 
 
 def main() -> int:
@@ -59,14 +53,14 @@ def main() -> int:
         cfg = EvaluationConfig(mode="poisson", size=args.size, angles=max(8, round(c["angles"] * args.size)),
                                dose_ratios=(10.0,), dose_ladder=(), methods=("none", *args.methods),
                                phantom=c["phantom"], flux=c["flux"], psf_sigma=c["psf_sigma"])  # fmt: skip
-        for mode, filt in (("refined (nf=32)", _filter(None)), ("conventional (nf=0)", _filter(0))):
-            baselines._bm3d = baselines._FILTERS["bm3d"] = filt
+        for mode, filt in (("refined (nf=32)", _filter({})), ("conventional (nf=0)", _filter({"nf": 0}))):
+            baselines._bm3d = filt
             try:
                 t0 = time.perf_counter()
                 entry = run_evaluation(cfg)["levels"][0]
                 wall = time.perf_counter() - t0
             finally:
-                baselines._bm3d = baselines._FILTERS["bm3d"] = shipped
+                baselines._bm3d = shipped
             for m in args.methods:
                 sc = entry["scores"][m]
                 rows.append((name, m, mode, sc["psnr"], sc["ssim"], entry["seconds"].get(m, float("nan"))))

@@ -14,6 +14,7 @@ Run: ``.venv/bin/python benchmarks/bench_tiled_requests.py`` (~1 min on 2 cores)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -41,8 +42,6 @@ class RebuildingTiledServer(TiledServer):
 def server_cpu(pid: int) -> float:
     """User + system CPU seconds of process ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -107,12 +107,12 @@ def test_bm3d_profiles_conventional_on_projections_the_library_s_on_slices() -> 
     rng = np.random.default_rng(6)
     image = rng.random((24, 24))
 
-    def library(**changes) -> np.ndarray:
+    def library(frame: np.ndarray = image, sigma: float = 0.1, **changes) -> np.ndarray:
         profile = bm3d.BM3DProfile()
         profile.num_threads = 1
         for key, value in changes.items():
             setattr(profile, key, value)
-        return np.asarray(bm3d.bm3d(image, sigma_psd=0.1, profile=profile))
+        return np.asarray(bm3d.bm3d(frame, sigma_psd=sigma, profile=profile))
 
     assert BM3D_PROFILE == {"nf": 0} and SLICE_BM3D_PROFILE == {}
     conventional, own = library(nf=0), library()
@@ -126,10 +126,7 @@ def test_bm3d_profiles_conventional_on_projections_the_library_s_on_slices() -> 
     full = (0.5 * (parts[0] + parts[1])).astype(np.float32)
     volume, record = bm3d_slices(parts, full, factor=1.0)
     assert record["profile"] == {}
-    sigma = record["sigma"]
-    profile = bm3d.BM3DProfile()
-    profile.num_threads = 1
-    want = np.asarray(bm3d.bm3d(full[0].astype(np.float64), sigma_psd=sigma, profile=profile), np.float32)
+    want = library(full[0].astype(np.float64), record["sigma"]).astype(np.float32)
     np.testing.assert_array_equal(volume[0], want)
 
 

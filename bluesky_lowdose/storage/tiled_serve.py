@@ -116,18 +116,19 @@ def memoise_dependants() -> None:
         scope: Any = None,
         concurrency: Any = None,
     ) -> Any:
-        options = dict(path=path, call=call, name=name, own_oauth_scopes=own_oauth_scopes,
-                       parent_oauth_scopes=parent_oauth_scopes, use_cache=use_cache, scope=scope,
-                       concurrency=concurrency)  # fmt: skip
         key = (path, call, name, tuple(own_oauth_scopes or ()), tuple(parent_oauth_scopes or ()),
                use_cache, scope, concurrency)  # fmt: skip
         try:
             return kept[key]
         except KeyError:
-            pass
+            hashable = True
         except TypeError:  # an unhashable callable or option: built each time, as FastAPI does
-            return original(**options)
-        dependant = kept[key] = original(**options)
+            hashable = False
+        dependant = original(path=path, call=call, name=name, own_oauth_scopes=own_oauth_scopes,
+                             parent_oauth_scopes=parent_oauth_scopes, use_cache=use_cache, scope=scope,
+                             concurrency=concurrency)  # fmt: skip
+        if hashable:
+            kept[key] = dependant
         return dependant
 
     get_dependant._lowdose_memoised = True  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from bluesky_lowdose.callbacks.frames import FrameResolver
 from bluesky_lowdose.plans import PRIMARY, lowdose_tomo_scan
 from bluesky_lowdose.storage import PROCESSED, RAW, make_raw_writer, stream_array
 
-SCAN = {**SMALL, "num_angles": 9, "short_exposure": 0.2, "long_exposure": 1.0, "flat_position": 5.0}
+SCAN = {**SMALL, "num_angles": 9, "short_exposure": 0.1, "long_exposure": 0.5, "flat_position": 5.0}
 
 
 def _devices(directory):
@@ -55,6 +55,8 @@ def test_plan_sets_the_exposure_through_prepare_and_records_every_frame(RE, tmp_
     long_sum = [d["data"] for n, d in docs if n == "event" and descs[d["descriptor"]]["name"] == "flat_long"]
     assert long_sum == [{}] * 3  # every value is in the file (external), none inline
     # the livetime reached the detector: the blob generator scales its counts with the exposure
+    # (floored to integers, which adds ~10 % to the ratio at these short exposures; an exposure
+    # that did not arrive gives 1)
     resolver, means = FrameResolver(), {}
     for name, doc in docs:
         if name in ("descriptor", "stream_resource", "stream_datum"):
@@ -62,7 +64,7 @@ def test_plan_sets_the_exposure_through_prepare_and_records_every_frame(RE, tmp_
         elif name == "event":
             for frame in resolver.events(name, doc):
                 means.setdefault(frame.stream, []).append(float(frame.image.mean()))
-    assert np.mean(means["flat_long"]) / np.mean(means["flat_short"]) == pytest.approx(5.0, rel=0.1)
+    assert np.mean(means["flat_long"]) / np.mean(means["flat_short"]) == pytest.approx(5.0, rel=0.2)
 
 
 def test_enhancer_reads_1xHxW_stream_frames_and_writes_the_processed_run(RE, tiled_server, tiled_client):

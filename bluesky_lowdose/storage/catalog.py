@@ -19,6 +19,7 @@ __all__ = [
     "ensure_run_catalogs",
     "make_raw_writer",
     "make_run_writer",
+    "read_first_element",
     "replay_backups",
     "stream_array",
 ]
@@ -357,3 +358,45 @@ def stream_array(run: Any, stream: str, key: str) -> Any:
     if "data" in node and key in node["data"]:
         return node["data"][key]
     raise KeyError(f"stream {stream!r} of run {run.metadata['start']['uid']} has no data key {key!r}")
+
+
+def read_first_element(array: Any, *, timeout: float = 10.0) -> Any:
+    """The first element of a Tiled array, asked for in one request.
+
+    Tiled's client retries a server error for ~25 s before it raises; a file the server cannot
+    read (outside its readable storage, gone) answers with one at once. This asks once, so a
+    check that the server serves an array is answered in a request's time.
+
+    Parameters
+    ----------
+    array : tiled.client.array.ArrayClient
+        The array (e.g. from :func:`stream_array`).
+    timeout : float
+        Seconds for the answer.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(1, ..., 1)``: the element.
+
+    Raises
+    ------
+    tiled.client.utils.ClientError
+        The server answered with an error (its message says why).
+    httpx.TransportError
+        No answer.
+    """
+    from urllib.parse import parse_qs, urlparse
+
+    import numpy as np
+    from tiled.client.utils import handle_error
+
+    ndim = len(array.shape)
+    url = array.item["links"]["full"]
+    params = {**parse_qs(urlparse(url).query), "slice": ",".join(["0:1"] * ndim),
+              "expected_shape": ",".join(["1"] * ndim) or "scalar"}  # fmt: skip
+    response = array.context.http_client.get(
+        url, headers={"Accept": "application/octet-stream"}, params=params, timeout=timeout
+    )
+    content = handle_error(response).read()
+    return np.frombuffer(content, dtype=array.dtype).reshape((1,) * ndim)

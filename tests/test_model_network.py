@@ -100,6 +100,28 @@ def test_enhance_in_batches_matches_one_call(unet: bm.Enhancer, paper: bm.Enhanc
         np.testing.assert_allclose(enh.enhance(frames[2]), whole[2], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("which", ["unet", "paper"])
+def test_tta_averages_the_eight_flips_and_rotations_each_undone(
+    which: str, unet: bm.Enhancer, paper: bm.Enhancer
+) -> None:
+    """Models trained with augmentation average their 8 views by default; each view's output is
+    turned back (non-square frames: rows and columns swap in between)."""
+    enh = unet if which == "unet" else paper
+    assert enh.provenance["hyperparameters"]["inference_tta"] is True and enh.tta
+    frames = RNG.uniform(0.1, 1.0, (2, 24, 40)).astype(np.float32)
+    views = []
+    for k in range(4):
+        for flip in (False, True):
+            seen = np.rot90(frames[:, :, ::-1] if flip else frames, k, axes=(1, 2))
+            back = np.rot90(enh.enhance(seen, tta=False), -k, axes=(1, 2))
+            views.append(back[:, :, ::-1] if flip else back)
+    averaged = enh.enhance(frames)
+    np.testing.assert_allclose(averaged, np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(enh.enhance(frames[1]), averaged[1], rtol=1e-5, atol=1e-6)
+    # the views differ (the network is not symmetric), so the average is not any one of them
+    assert np.abs(views[0] - averaged).max() > 1e-4
+
+
 def test_large_frames_are_tiled(unet: bm.Enhancer, monkeypatch: pytest.MonkeyPatch) -> None:
     from bluesky_lowdose.model import enhancer as module
 

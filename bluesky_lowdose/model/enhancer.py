@@ -177,6 +177,7 @@ class Enhancer:
         batch_size: int | None = None,
         stride: int | None = None,
         progress: bool = False,
+        tta: bool | None = None,
     ) -> np.ndarray:
         """Enhance one frame or a stack of frames.
 
@@ -197,6 +198,11 @@ class Enhancer:
             ignored by the unet.
         progress : bool
             Show a tqdm progress bar over the frames.
+        tta : bool, optional
+            Average the network's outputs for the 8 flips/rotations by 90° of each frame (each
+            undone on its output; the network was trained on all of them), at 8× the cost.
+            Default: the model's ``inference_tta`` hyper-parameter (True for the projection
+            models trained with augmentation since 2026-12-05, False for older ones).
 
         Returns
         -------
@@ -218,23 +224,56 @@ class Enhancer:
         stack, single = as_frames(frames, "frames")
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
-        out = np.empty(stack.shape, dtype=np.float32)
-        bar = tqdm(total=len(stack), desc="enhance", unit="frame", disable=not progress, leave=False)
+        if self.architecture != "unet":
+            if stride is None:
+                stride = int(self._provenance["hyperparameters"]["inference_stride"])
+            stride = check_positive_int(stride, "stride")
+            if stride > self.patch_size:
+                raise ValueError(f"stride {stride} leaves gaps between patches of {self.patch_size}")
+        if tta is None:
+            tta = self.tta
+        ops = range(8) if tta else range(1)
+        bar = tqdm(total=len(stack) * len(ops), desc="enhance", unit="frame", disable=not progress,
+                   leave=False)  # fmt: skip
         try:
-            if self.architecture == "unet":
-                self._enhance_unet(stack, out, batch_size, bar)
-            else:
-                if stride is None:
-                    stride = int(self._provenance["hyperparameters"]["inference_stride"])
-                stride = check_positive_int(stride, "stride")
-                if stride > self.patch_size:
-                    raise ValueError(f"stride {stride} leaves gaps between patches of {self.patch_size}")
-                for i, frame in enumerate(stack):
-                    out[i] = self._enhance_patches(frame, stride, batch_size or _PATCHES_PER_CALL)
-                    bar.update(1)
+            if not tta:
+                out = self._enhance_view(stack, batch_size, stride, bar)
+            else:  # each flip/rotation of the stack, undone on its output (rows/columns may swap)
+                acc = np.zeros(stack.shape, np.float64)
+                for op in ops:
+                    view = np.rot90(stack[:, :, ::-1] if op >= 4 else stack, op % 4, axes=(1, 2))
+                    pred = np.rot90(self._enhance_view(view, batch_size, stride, bar), -(op % 4), axes=(1, 2))
+                    acc += pred[:, :, ::-1] if op >= 4 else pred
+                out = (acc / len(ops)).astype(np.float32)
         finally:
             bar.close()
         return out[0] if single else out
+
+    @property
+    def tta(self) -> bool:
+        """Whether :meth:`enhance` averages the 8 flips/rotations unless told otherwise.
+
+        Returns
+        -------
+        bool
+            The model's ``inference_tta`` hyper-parameter (False when it has none).
+        """
+        return bool(self._provenance["hyperparameters"].get("inference_tta", False))
+
+    def _enhance_view(
+        self, stack: np.ndarray, batch_size: int | None, stride: int | None, bar: Any
+    ) -> np.ndarray:
+        """The network's output for every frame of ``stack`` as it is (float32)."""
+        stack = np.ascontiguousarray(stack)
+        out = np.empty(stack.shape, dtype=np.float32)
+        if self.architecture == "unet":
+            self._enhance_unet(stack, out, batch_size, bar)
+        else:
+            assert stride is not None
+            for i, frame in enumerate(stack):
+                out[i] = self._enhance_patches(frame, stride, batch_size or _PATCHES_PER_CALL)
+                bar.update(1)
+        return out
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:

@@ -379,6 +379,9 @@ def train(
             "patch_size": patch_size,
             "stride": stride,
             "inference_stride": max(patch_size // 2, 1),
+            # trained on every flip/rotation: the mean of the 8 outputs is less noisy
+            # (benchmarks/bench_tta.py: +0.5 dB on the under-blur protocol)
+            "inference_tta": bool(augment),
             "epochs": epochs,
             "batch_size": batch_size,
             "validation_fraction": float(validation_fraction),

@@ -98,11 +98,12 @@ def test_baselines_tuned_on_pairs_improve(name: str, scene: dict[str, np.ndarray
 
 def test_bm3d_profiles_conventional_on_projections_the_library_s_on_slices() -> None:
     """BM3D on projections (``Baseline``) is the conventional BM3D (``nf=0``), BM3D on slices the
-    library's own profile; each result says which, and the two profiles differ."""
+    library's own profile above 64 pixels (the conventional one up to 64); each result says which,
+    and the two profiles differ."""
     import bm3d
 
     from bluesky_lowdose.model.baselines import BM3D_PROFILE, baseline, bm3d_each
-    from bluesky_lowdose.pipeline.slices import SLICE_BM3D_PROFILE, bm3d_slices
+    from bluesky_lowdose.pipeline.slices import CONVENTIONAL_MAX_WIDTH, SLICE_BM3D_PROFILE, bm3d_slices
 
     rng = np.random.default_rng(6)
     image = rng.random((24, 24))
@@ -122,12 +123,14 @@ def test_bm3d_profiles_conventional_on_projections_the_library_s_on_slices() -> 
     filt = baseline("bm3d", sigma=0.1)
     assert filt.provenance["profile"] == {"nf": 0}
     np.testing.assert_array_equal(filt.enhance(image), conventional.astype(np.float32))
-    parts = [rng.random((1, 24, 24)).astype(np.float32) for _ in range(2)]
-    full = (0.5 * (parts[0] + parts[1])).astype(np.float32)
-    volume, record = bm3d_slices(parts, full, factor=1.0)
-    assert record["profile"] == {}
-    want = library(full[0].astype(np.float64), record["sigma"]).astype(np.float32)
-    np.testing.assert_array_equal(volume[0], want)
+    assert CONVENTIONAL_MAX_WIDTH == 64
+    for width, changes in ((64, {"nf": 0}), (65, {})):  # the widest conventional, the narrowest refined
+        parts = [rng.random((1, width, width)).astype(np.float32) for _ in range(2)]
+        full = (0.5 * (parts[0] + parts[1])).astype(np.float32)
+        volume, record = bm3d_slices(parts, full, factor=1.0)
+        assert record["profile"] == changes
+        want = library(full[0].astype(np.float64), record["sigma"], **changes).astype(np.float32)
+        np.testing.assert_array_equal(volume[0], want)
 
 
 def test_bm3d_side_by_side_gives_what_one_call_at_a_time_gives() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bm3d_slices", "coarse_to_fine"]
+__all__ = ["bm3d_slices", "coarse_to_fine", "slice_profile"]
 
 #: Multiples of the measured noise level tried when tuning sigma.
 FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
@@ -15,10 +15,33 @@ FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
 COARSE = (1, 4, 7)
 #: Slices used for tuning.
 TUNING_SLICES = 6
-#: pip ``bm3d``'s own profile (its PSD refinement on): on slices it gave 0.24-0.38 dB more PSNR than
-#: the conventional BM3D that :data:`bluesky_lowdose.model.baselines.BM3D_PROFILE` uses on
+#: pip ``bm3d``'s own profile (its PSD refinement on): on 128-pixel slices it gave 0.24-0.38 dB more
+#: PSNR than the conventional BM3D that :data:`bluesky_lowdose.model.baselines.BM3D_PROFILE` uses on
 #: projections (``benchmarks/bench_bm3d_modes.py``, 128³)
 SLICE_BM3D_PROFILE: dict[str, object] = {}
+#: Slices at most this wide get the conventional BM3D instead: the refinement costs ~0.3 s per call
+#: whatever the size (10-20x the conventional filter's time on 64² slices) and gave no more PSNR
+#: there (``benchmarks/bench_bm3d_modes.py --size 64``, docs/evaluation.md)
+CONVENTIONAL_MAX_WIDTH = 64
+
+
+def slice_profile(width: int) -> dict[str, object]:
+    """The BM3D profile for slices ``width`` pixels wide (recorded in the result's provenance).
+
+    Parameters
+    ----------
+    width : int
+        Slice width in pixels.
+
+    Returns
+    -------
+    dict
+        :data:`~bluesky_lowdose.model.baselines.BM3D_PROFILE` (conventional) up to
+        :data:`CONVENTIONAL_MAX_WIDTH`, else :data:`SLICE_BM3D_PROFILE` (the library's own).
+    """
+    from ..model.baselines import BM3D_PROFILE
+
+    return dict(BM3D_PROFILE if width <= CONVENTIONAL_MAX_WIDTH else SLICE_BM3D_PROFILE)
 
 
 def coarse_to_fine(
@@ -106,13 +129,14 @@ def bm3d_slices(
     inside = _inside(a.shape)
     sigma_half = float(np.std((a - b)[:, inside]) / np.sqrt(2.0))
     sigma_full = sigma_half / np.sqrt(len(parts))
-    record: dict[str, Any] = {"kind": "bm3d", "profile": dict(SLICE_BM3D_PROFILE)}
+    profile = slice_profile(full.shape[-1])
+    record: dict[str, Any] = {"kind": "bm3d", "profile": profile}
     if factor is None:
         spread = full[:, inside].std(axis=1)
         tune = np.sort(np.argsort(spread)[::-1][: min(TUNING_SLICES, len(full))])
 
         def loss(i: int) -> float:  # the tuning slices side by side, at one factor
-            den = bm3d_each([a[z] for z in tune], FACTORS[i] * sigma_half, profile=SLICE_BM3D_PROFILE)
+            den = bm3d_each([a[z] for z in tune], FACTORS[i] * sigma_half, profile=profile)
             return float(np.mean([np.mean((d - b[z])[inside] ** 2) for d, z in zip(den, tune, strict=True)]))
 
         index, losses = coarse_to_fine(len(FACTORS), loss)
@@ -129,7 +153,6 @@ def bm3d_slices(
             raise ValueError(f"factor must be a positive number, got {factor!r}")
         record["tuning"] = "factor given (tuned before on this scan), not tuned again"
     out = np.empty_like(full)
-    bm3d_each(full, best * sigma_full, out=out, progress=progress, desc="bm3d slices",
-              profile=SLICE_BM3D_PROFILE)  # fmt: skip
+    bm3d_each(full, best * sigma_full, out=out, progress=progress, desc="bm3d slices", profile=profile)
     record.update(sigma=best * sigma_full, factor=best, noise_sigma_full=sigma_full)
     return out.astype(np.float32), record

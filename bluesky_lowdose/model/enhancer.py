@@ -238,13 +238,18 @@ class Enhancer:
         try:
             if not tta:
                 out = self._enhance_view(stack, batch_size, stride, bar)
-            else:  # each flip/rotation of the stack, undone on its output (rows/columns may swap)
-                acc = np.zeros(stack.shape, np.float64)
-                for op in ops:
-                    view = np.rot90(stack[:, :, ::-1] if op >= 4 else stack, op % 4, axes=(1, 2))
-                    pred = np.rot90(self._enhance_view(view, batch_size, stride, bar), -(op % 4), axes=(1, 2))
-                    acc += pred[:, :, ::-1] if op >= 4 else pred
-                out = (acc / len(ops)).astype(np.float32)
+            else:  # a few frames at a time (bounded memory), each flip/rotation undone on its output
+                out = np.empty(stack.shape, dtype=np.float32)
+                step = max(1, _PIXELS_PER_CALL // (stack.shape[1] * stack.shape[2]))
+                for start in range(0, len(stack), step):
+                    part = stack[start : start + step]
+                    acc = np.zeros(part.shape, np.float64)
+                    for op in ops:  # rows and columns swap in between for odd quarter turns
+                        view = np.rot90(part[:, :, ::-1] if op >= 4 else part, op % 4, axes=(1, 2))
+                        pred = self._enhance_view(view, batch_size, stride, bar)
+                        pred = np.rot90(pred, -(op % 4), axes=(1, 2))
+                        acc += pred[:, :, ::-1] if op >= 4 else pred
+                    out[start : start + step] = acc / len(ops)
         finally:
             bar.close()
         return out[0] if single else out

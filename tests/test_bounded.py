@@ -66,6 +66,45 @@ def test_pipeline_on_disk_gives_the_in_memory_volumes(tmp_path: Path, method: st
     np.testing.assert_allclose(np.asarray(disk.raw_volume), accumulated.raw_volume, rtol=0, atol=1e-5 * scale)
 
 
+def test_the_three_sinks_give_the_same_volumes(tmp_path: Path) -> None:
+    """Frames kept in memory, stacked on disk, or back-projected as they arrive (``fbp``): the same
+    full, raw and subset volumes from blocks of any size; a stream taken back whole is the frames."""
+    from bluesky_lowdose.pipeline.sinks import AccumulatingSink, DiskSink, MemorySink
+    from bluesky_lowdose.recon.subsets import subset_index
+
+    rng = np.random.default_rng(3)
+    li = rng.random((12, 4, 16)).astype(np.float32)
+    raw = (li + rng.normal(0, 0.1, li.shape)).astype(np.float32)
+    theta = np.linspace(0.0, 180.0, len(li), endpoint=False)
+    wanted = [("full", "li", None), ("raw", "raw", None)]
+    wanted += [(f"subset{k}", "li", idx) for k, idx in enumerate(subset_index(len(li), 2))]
+    sinks = {"memory": MemorySink(), "disk": DiskSink(lambda: tmp_path / "scan", (4, 16)),
+             "accumulating": AccumulatingSink((4, 16), {"li": 2, "raw": 1}, None)}  # fmt: skip
+    volumes = {}
+    for name, sink in sinks.items():
+        for a, b in ((0, 5), (5, 6), (6, 12)):
+            sink.append("li", a, theta[a:b], li[a:b])
+            sink.append("raw", a, theta[a:b], raw[a:b])
+        if name != "accumulating":
+            sink.append("inputs", 0, theta, raw)
+            taken = sink.take("inputs")
+            np.testing.assert_array_equal(np.asarray(taken), raw)
+            assert sink.take("inputs") is None  # handed over once: a file is the taker's to delete
+            if isinstance(taken, StoredArray):
+                Path(taken.path).unlink()
+        volumes[name] = sink.volumes(theta, wanted, backend="fbp", center=None)
+        sink.discard()
+    for name in ("disk", "accumulating"):
+        for key, want in volumes["memory"].items():
+            scale = float(np.abs(want).max())
+            np.testing.assert_allclose(np.asarray(volumes[name][key]), want, rtol=0, atol=1e-5 * scale,
+                                       err_msg=f"{name} {key}")  # fmt: skip
+    assert not np.allclose(volumes["memory"]["subset0"], volumes["memory"]["subset1"])
+    assert list((tmp_path / "scan").iterdir()) == []  # the stacks go with discard
+    with pytest.raises(TypeError, match="keeps volumes"):
+        sinks["accumulating"].take("li")
+
+
 def test_noise2inverse_trains_on_a_bounded_sample_of_slices(tmp_path: Path) -> None:
     from bluesky_lowdose.model.n2i import _training_splits, training_rows
 

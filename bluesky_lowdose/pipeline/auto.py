@@ -339,7 +339,8 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         raise ValueError("method 'auto' needs long exposures with their angles (fit) to choose")
     t0 = time.perf_counter()
     theta = np.asarray(pipe._theta)
-    stored = pipe._stacks.pop("inputs").close() if "inputs" in pipe._stacks else None
+    kept = pipe._sink.take("inputs")  # handed over: the frames as given, in memory or on disk
+    stored = None if isinstance(kept, np.ndarray) else kept
     rows = auto_slab(pipe.shape[0])
     # Noise2Inverse candidates train on rows over the whole height (the slab has no object's face)
     height, width = pipe.shape
@@ -357,7 +358,7 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
                 None if trained_rows is None else np.asarray(f[stored.dataset][:, trained_rows], np.float32)
             )
     else:
-        frames = np.concatenate(pipe._inputs)
+        frames = kept
         slab = frames[:, rows]
         if trained_rows is not None:
             sampled = frames[:, trained_rows]
@@ -399,7 +400,6 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         result = best.finish()
     if stored is not None:
         Path(stored.path).unlink(missing_ok=True)
-    pipe._inputs.clear()
     pipe.models = dict(result.models)
     pipe.timings.update(result.timings)
     pipe.timings["auto_total_s"] = time.perf_counter() - t0

@@ -22,6 +22,7 @@ from .angles import check_rotation
 from .flatfield import log_floor
 from .methods import AUTO_SPEC, FINE_TUNE, METHODS, N2I_OPTIONS, PROJECTION_TRAINING, resolve_method
 from .result import ScanResult, build_result, first_result, keep_better
+from .sinks import AccumulatingSink, DiskSink, FrameSink, MemorySink
 
 __all__ = ["ScanPipeline", "ScanResult"]
 
@@ -229,7 +230,6 @@ class ScanPipeline:
         self.mapper = mapper
         self.workdir = None if workdir is None else Path(workdir)
         self._scan_dir: Path | None = None  # this scan's own folder in workdir (made at first use)
-        self._stacks: dict[str, Any] = {}  # name -> StackWriter of line integrals (with workdir)
         self._model_ref: Any = None  # the projection model as tasks get it
         self.keep_projections = keep_projections and self.spec.projection is not None
         self.seed = int(seed)
@@ -260,30 +260,22 @@ class ScanPipeline:
         self.auto_budget_s = auto_budget_s
         self.holdout = bool(holdout)
         self._pairs: tuple[np.ndarray, np.ndarray, list[float] | None] | None = None  # kept for auto
-        self._inputs: list[np.ndarray] = []  # auto: the frames as given (in memory)
         self._frames: list[np.ndarray] = []
-        self._line_integrals: list[np.ndarray] = []
-        self._raw_line_integrals: list[np.ndarray] = []
         self._theta: list[float] = []
-        self._acc: Any = None
-        self._raw_acc: Any = None
         self._separate_raw = self.spec.projection is not None or self.debias
-        self._halves: list[Any] = []  # n2i-counts: accumulators of the two half-dose scans
-        self._half_line_integrals: list[list[np.ndarray]] = [[], []]
-        if self.method == "auto":  # the frames are kept; the chosen method runs at the end
-            pass
-        elif self.backend == "fbp" and mapper is None and workdir is None:
-            from ..recon.subsets import SubsetBackprojector
-
+        # the streams kept while frames arrive: "li", "raw" (without the projection step), "half0/1"
+        # (n2i-counts), "inputs" (auto: the frames as given, the chosen method runs at the end)
+        self._sink: FrameSink
+        if self.method != "auto" and self.backend == "fbp" and mapper is None and workdir is None:
             counts = self.spec.split == "counts"
-            self._acc = SubsetBackprojector(*self.shape, subsets=1 if counts else self.subsets, center=center)
-            self._halves = (
-                [SubsetBackprojector(*self.shape, subsets=1, center=center) for _ in range(2)]
-                if counts
-                else []
-            )
-            if self._separate_raw:
-                self._raw_acc = SubsetBackprojector(*self.shape, subsets=1, center=center)
+            streams = {"li": 1 if counts else self.subsets}
+            streams.update({"half0": 1, "half1": 1} if counts else {})
+            streams.update({"raw": 1} if self._separate_raw else {})
+            self._sink = AccumulatingSink(self.shape, streams, center)
+        elif workdir is not None:
+            self._sink = DiskSink(self._dir, self.shape)
+        else:
+            self._sink = MemorySink()
 
     # ------------------------------------------------------------------ pairs
     @property
@@ -452,10 +444,7 @@ class ScanPipeline:
             )
         if self.method == "auto":
             self._preview(theta, block, None)
-            if self.workdir is not None:
-                self._stack("inputs").append(block)
-            else:
-                self._inputs.append(block)
+            self._sink.append("inputs", index, theta, block)
             self._theta.extend(float(t) for t in theta)
             return None
         t0 = time.perf_counter()
@@ -483,24 +472,10 @@ class ScanPipeline:
             li = raw_li
         if self.spec.split == "counts":
             for k, half in enumerate(self._split_counts(index, block)):
-                if self._halves:
-                    self._halves[k].add(index, theta, half)
-                elif self.workdir is not None:
-                    self._stack(f"half{k}").append(half)
-                else:
-                    self._half_line_integrals[k].append(half)
-        if self._acc is not None:
-            self._acc.add(index, theta, li)
-            if self._raw_acc is not None:
-                self._raw_acc.add(index, theta, raw_li)
-        elif self.workdir is not None:
-            self._stack("li").append(li)
-            if self._separate_raw:
-                self._stack("raw").append(raw_li)
-        else:
-            self._line_integrals.append(li)
-            if self._separate_raw:
-                self._raw_line_integrals.append(raw_li)
+                self._sink.append(f"half{k}", index, theta, half)
+        self._sink.append("li", index, theta, li)
+        if self._separate_raw:
+            self._sink.append("raw", index, theta, raw_li)
         self._theta.extend(float(t) for t in theta)
         self.timings["backprojection_s"] = (
             self.timings.get("backprojection_s", 0.0) + time.perf_counter() - t1
@@ -539,14 +514,6 @@ class ScanPipeline:
                 out[k].append(debias_line_integrals(li, half_n0, read_noise=self.read_noise / np.sqrt(2.0)))
         return [np.stack(o).astype(np.float32) for o in out]
 
-    def _stack(self, name: str) -> Any:
-        """The on-disk stack ``name`` of line integrals (created at the first frame)."""
-        if name not in self._stacks:
-            from ..recon.stored import StackWriter
-
-            self._stacks[name] = StackWriter(self._dir() / f"line_integrals_{name}.h5", "li", self.shape)
-        return self._stacks[name]
-
     def _dir(self) -> Path:
         """This scan's folder in ``workdir`` (``scan-*``: two scans never share files)."""
         if self._scan_dir is None:
@@ -558,10 +525,8 @@ class ScanPipeline:
         return self._scan_dir
 
     def discard(self) -> None:
-        """Delete the on-disk line-integral stacks of a scan that will not be finished."""
-        for stack in self._stacks.values():
-            stack.discard()
-        self._stacks.clear()
+        """Drop the frames kept (the on-disk stacks too) of a scan that is reconstructed or will not be."""
+        self._sink.discard()
 
     @property
     def n_frames(self) -> int:
@@ -577,29 +542,9 @@ class ScanPipeline:
     # ------------------------------------------------------------------ end of scan
     def _subset_volumes(self) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """(subset volumes, full volume, raw volume)."""
-        if self._acc is not None:
-            if self._halves:
-                parts = [h.volume() for h in self._halves]
-            else:
-                parts = self._acc.subset_volumes() if self.subsets > 1 else []
-            full = self._acc.volume()
-            raw = self._raw_acc.volume() if self._raw_acc is not None else full
-            return parts, full, raw
-        from ..recon.slabs import reconstruct_volumes
         from ..recon.subsets import subset_index
 
         theta = np.asarray(self._theta)
-        sources: dict[str, Any]
-        if self.workdir is not None:
-            sources = {name: stack.close() for name, stack in self._stacks.items()}
-        else:
-            sources = {"li": np.concatenate(self._line_integrals)}
-            if self._separate_raw:
-                sources["raw"] = np.concatenate(self._raw_line_integrals)
-            if self.spec.split == "counts":
-                sources.update(
-                    {f"half{k}": np.concatenate(h) for k, h in enumerate(self._half_line_integrals)}
-                )
         wanted: list[tuple[str, str, Any]] = [("full", "li", None)]
         if self._separate_raw:
             wanted.append(("raw", "raw", None))
@@ -610,11 +555,10 @@ class ScanPipeline:
             wanted += [(f"subset{k}", "li", idx) for k, idx in enumerate(subsets)]
         # slabs of slices, run by the mapper (in order here, or as tasks on a cluster), each slab
         # of every stack read once: the same volumes as reconstruct() calls, and for "fbp" the same
-        # as the frame-by-frame sums
-        vols = reconstruct_volumes(sources, theta, wanted, mapper=self.mapper, progress=self.progress,
-                                   out_dir=None if self.workdir is None else self._dir(),
-                                   backend=self.backend,
-                                   center=self.center)  # fmt: skip
+        # as the frame-by-frame sums (the accumulating sink's)
+        vols = self._sink.volumes(theta, wanted, mapper=self.mapper, progress=self.progress,
+                                  out_dir=None if self.workdir is None else self._dir(),
+                                  backend=self.backend, center=self.center)  # fmt: skip
         self.discard()  # the line integrals are reconstructed: their stacks go
         parts = [vols[f"subset{k}"] for k in range(self.subsets)] if self.subsets > 1 else []
         return parts, vols["full"], vols.get("raw", vols["full"])

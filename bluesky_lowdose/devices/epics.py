@@ -16,6 +16,7 @@ from ophyd.areadetector import ADComponent, DetectorBase, SingleTrigger
 from ophyd.areadetector.cam import AreaDetectorCam
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.plugins import HDF5Plugin
+from ophyd.device import do_not_wait_for_lazy_connection
 from ophyd.status import DeviceStatus
 
 from . import TXMDevices
@@ -92,6 +93,11 @@ _CAMERA_SIGNALS = (
     "cam.data_type",
     "cam.port_name",
     "hdf1.enable",
+    # the plugin's stage reads these; they belong to a generated sub-device whose lazy signals
+    # wait only ophyd's default 1 s when first touched (a loaded machine missed it mid-scan)
+    "hdf1.array_size.height",
+    "hdf1.array_size.width",
+    "hdf1.array_size.depth",
     "hdf1.file_path",
     "hdf1.file_path_exists",
     "hdf1.file_name",
@@ -214,6 +220,8 @@ def make_epics_devices(
 
 
 def _component(device: Any, dotted: str) -> Any:
+    """The signal at ``dotted``, created without ophyd's 1-s wait (waited for by the caller)."""
     for part in dotted.split("."):
-        device = getattr(device, part)
+        with do_not_wait_for_lazy_connection(device):
+            device = getattr(device, part)
     return device

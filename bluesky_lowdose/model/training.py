@@ -380,7 +380,7 @@ def train(
             "stride": stride,
             "inference_stride": max(patch_size // 2, 1),
             # trained on every flip/rotation: the mean of the 8 outputs is less noisy
-            # (benchmarks/bench_tta.py, under-blur at 1/10 dose: +0.20 dB at 128³, +0.55 dB at 64³)
+            # (benchmarks/bench_tta.py, under-blur at 1/10 dose: +0.17-0.28 dB at 128³, +0.55 dB at 64³)
             "inference_tta": bool(augment),
             "epochs": epochs,
             "batch_size": batch_size,

@@ -65,7 +65,8 @@ class FrameSink:
         raise NotImplementedError
 
     def volumes(self, theta: np.ndarray, wanted: list[Wanted], **reconstruct: Any) -> dict[str, Any]:
-        """Reconstruct the ``wanted`` volumes from the streams.
+        """Reconstruct the ``wanted`` volumes from the streams (by default slab by slab from the
+        streams kept, :meth:`_sources`).
 
         Parameters
         ----------
@@ -82,6 +83,12 @@ class FrameSink:
         dict
             Volume name -> ``(rows, width, width)`` array or StoredArray.
         """
+        from ..recon.slabs import reconstruct_volumes
+
+        return reconstruct_volumes(self._sources(), theta, wanted, **reconstruct)
+
+    def _sources(self) -> dict[str, Any]:
+        """Every stream kept, whole: name -> array or StoredArray."""
         raise NotImplementedError
 
     def discard(self) -> None:
@@ -101,11 +108,8 @@ class MemorySink(FrameSink):
         blocks = self._blocks.pop(name, None)
         return None if not blocks else np.concatenate(blocks)
 
-    def volumes(self, theta: np.ndarray, wanted: list[Wanted], **reconstruct: Any) -> dict[str, Any]:
-        from ..recon.slabs import reconstruct_volumes
-
-        sources = {name: np.concatenate(blocks) for name, blocks in self._blocks.items() if blocks}
-        return reconstruct_volumes(sources, theta, wanted, **reconstruct)
+    def _sources(self) -> dict[str, Any]:
+        return {name: np.concatenate(blocks) for name, blocks in self._blocks.items() if blocks}
 
     def discard(self) -> None:
         self._blocks.clear()
@@ -138,11 +142,8 @@ class DiskSink(FrameSink):
         stack = self._stacks.pop(name, None)
         return None if stack is None else stack.close()
 
-    def volumes(self, theta: np.ndarray, wanted: list[Wanted], **reconstruct: Any) -> dict[str, Any]:
-        from ..recon.slabs import reconstruct_volumes
-
-        sources = {name: stack.close() for name, stack in self._stacks.items()}
-        return reconstruct_volumes(sources, theta, wanted, **reconstruct)
+    def _sources(self) -> dict[str, Any]:
+        return {name: stack.close() for name, stack in self._stacks.items()}
 
     def discard(self) -> None:
         for stack in self._stacks.values():

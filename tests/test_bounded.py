@@ -209,15 +209,14 @@ def test_enhancer_with_a_work_directory_writes_the_same_run_and_leaves_no_files(
     assert res.recon_enhanced is None and res.recon_raw is None  # in Tiled, not in memory
     run = tiled_client[PROCESSED][res.processed_uid]
     volume = stream_array(run, "recon_enhanced", "slice").read()
-    # the same frames at the same angles first (this comparison failed once under the full suite,
-    # by up to 8 % of the volume's maximum everywhere inside the circle: one frame read wrong?)
+    # the same frames at the same angles first. This comparison failed now and then (in CI too)
+    # by up to 3 % of the volume's maximum inside the circle: one enhancer had read the long
+    # flats' second row as the first (HDF5 refresh in the writer's process; tests/test_frames.py)
     np.testing.assert_array_equal(res.theta, memory.results[uid].theta)
     here = memory.results[uid].recon_enhanced
     per_slice = np.abs(volume - here).max(axis=(1, 2)).round(5).tolist()
     top = float(np.abs(volume).max())
-    # a calibration frame read differently would show in the flat fields' medians
-    flats = [r.provenance.get("flat_field") for r in (memory.results[uid], res)]
-    why = f"|volume| max {top:.4g}; per slice {per_slice}; flat fields {flats}"
+    why = f"|volume| max {top:.4g}; per slice {per_slice}"
     np.testing.assert_allclose(volume, here, rtol=0, atol=1e-5 * top, err_msg=why)
     assert list(work.iterdir()) == []
     # registered, not copied: method "none" has one volume, in one file, announced as both

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -132,3 +134,82 @@ def test_a_detector_that_flushes_after_reporting_done_loses_no_frame(tmp_path) -
     assert len(got) == 4
     for frame, expected in zip(got, frames, strict=True):
         np.testing.assert_array_equal(frame.image, expected)
+
+
+def test_readers_in_the_writers_process_read_every_row_as_written(tmp_path) -> None:
+    """The simulated detector writes its HDF5 file (SWMR) in the process where enhancers read it.
+    The resolver used to call ``Dataset.refresh()`` before each read: in one process that races
+    with the writer and now and then returned another row's frame (row 0 for row 1 or 2 of a new
+    file: a flat or a projection read twice, the scan reconstructed from the wrong frames).
+    Three readers in threads, lagging at random, read every row of many short files as written."""
+    import queue
+    import random
+    import threading
+
+    from event_model import StreamRange
+
+    shape = (16, 16)
+
+    def image(stage: int, row: int) -> np.ndarray:
+        return np.random.default_rng([stage, row]).integers(0, 60000, shape).astype(np.uint16)
+
+    run = compose_run()
+    desc = run.compose_descriptor(
+        name="primary",
+        data_keys={"det": {"source": "sim", "dtype": "array", "shape": [*shape], "external": "STREAM:"}},
+    )
+    inboxes: list[queue.Queue] = [queue.Queue() for _ in range(3)]
+    wrong: list[tuple[int, int, int]] = []
+
+    def read(k: int) -> None:
+        resolver, pause = FrameResolver(read_timeout=10), random.Random(k)
+        resolver.descriptor(desc.descriptor_doc)
+        while (item := inboxes[k].get()) is not None:
+            stage, row, docs = item
+            if pause.random() < 0.3:
+                time.sleep(pause.random() * 0.01)
+            for name, doc in docs[:-1]:
+                getattr(resolver, name)(doc)
+            (frame,) = resolver.events("event", docs[-1][1])
+            if not np.array_equal(frame.image, image(stage, row)):
+                wrong.append((k, stage, row))
+        resolver.close()
+
+    readers = [threading.Thread(target=read, args=(k,)) for k in range(3)]
+    for t in readers:
+        t.start()
+    pace = random.Random(99)
+
+    def write(stage: int) -> None:
+        path = tmp_path / f"stage{stage}.h5"
+        sres = run.compose_stream_resource(mimetype="application/x-hdf5", uri=path.as_uri(), data_key="det",
+                                           parameters={"dataset": IMAGE_DATASET})  # fmt: skip
+        with h5py.File(path, "w", libver="latest") as f:  # as devices.txm's detector writes
+            ds = f.create_dataset(IMAGE_DATASET, shape=(0, *shape), maxshape=(None, *shape),
+                                  chunks=(1, *shape), dtype=np.uint16)  # fmt: skip
+            f.swmr_mode = True
+            for row in range(4):
+                ds.resize(row + 1, axis=0)
+                ds[row] = image(stage, row)
+                ds.flush()
+                event = desc.compose_event(data={}, timestamps={})
+                seq = event["seq_num"]
+                datum = sres.compose_stream_datum(indices=StreamRange(start=row, stop=row + 1),
+                                                  seq_nums=StreamRange(start=seq, stop=seq + 1))  # fmt: skip
+                datum["descriptor"] = desc.descriptor_doc["uid"]
+                docs = [("stream_datum", datum), ("event", event)]
+                if row == 0:
+                    docs.insert(0, ("stream_resource", sres.stream_resource_doc))
+                for inbox in inboxes:
+                    inbox.put((stage, row, docs))
+                time.sleep(pace.random() * 0.002)
+
+    try:
+        for stage in range(100):
+            write(stage)
+    finally:
+        for inbox in inboxes:
+            inbox.put(None)
+        for t in readers:
+            t.join(60)
+    assert wrong == [], f"(reader, file, row) read as another row: {wrong}"

@@ -189,19 +189,17 @@ class FrameResolver:
         import time
 
         deadline = time.monotonic() + self.read_timeout
-        delay = 0.02
+        delay = 0.0  # the first look again is at once: a newly opened handle may already see them
         while True:
             f = self._open(uid, path, label)
             try:
                 ds = f[dataset]
             except KeyError:
                 ds = None
+            # no Dataset.refresh(): where the writer is in this process (the simulated detector)
+            # it races with the writes and now and then gave another row's frame
+            # (tests/test_frames.py); a handle opened after the rows were flushed sees them
             if ds is not None:
-                if hasattr(ds, "refresh"):
-                    try:
-                        ds.refresh()
-                    except Exception:  # refresh needs SWMR; a plain open sees what was flushed
-                        logger.debug("refresh of %s failed", path, exc_info=True)
                 if stop <= ds.shape[0]:
                     return np.asarray(ds[start:stop])
                 have = f"has {ds.shape[0]}"
@@ -211,10 +209,10 @@ class FrameResolver:
                 raise FrameResolverError(
                     f"rows {start}:{stop} not in {path} within {self.read_timeout:g} s ({have})"
                 )
-            # a plain (non-SWMR) handle sees only what was flushed before it was opened: reopen
+            # a handle sees what was flushed before it was opened (another process's writes): reopen
             self._close_file(uid)
             time.sleep(delay)
-            delay = min(2 * delay, 0.5)
+            delay = min(max(2 * delay, 0.02), 0.5)
 
     def _close_file(self, uid: str) -> None:
         f = self._files.pop(uid, None)

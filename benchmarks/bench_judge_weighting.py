@@ -1,0 +1,186 @@
+"""Does the long-exposure judge rank methods as the truth does? The residual weighted as the volume's
+error is (by frequency along the detector row) against the plain residual the judge compares.
+
+Run: ``.venv/bin/python benchmarks/bench_judge_weighting.py --size 64 --cases standard under-blur
+textured-3000 real-like --cache /tmp/judge-cache`` (at 64^3 ~6-9 min per case on 2 cores, every method
+twice: on every frame for the truth, without the long exposures' views for the judge; the volumes are
+kept in ``--cache`` so a second run only scores). Prints, per case, each method's gain over the raw
+reconstruction: the truth (PSNR inside the object against the evaluation's ``R_o``) and the judge's
+gain under each weighting, on every judged pair, on the last pair only, and as ``auto`` judges
+(methods that learn from the pairs on the held-out last pair, the others on every pair), then which
+method each weighting picks and what that costs against the truth.
+
+Why a weighting: a projection sums a slice along the ray, so the volume's noise (high frequencies)
+is mostly averaged away in the projection the judge compares, while blur is not (docs/evaluation.md,
+"The judge on views no reconstruction saw"). By the Fourier slice theorem a volume's squared error is
+the integral over angles of its projections' error spectra weighted by ``|w|`` (the ramp): weighting
+the residual at the judged angles by ``|w|`` estimates the volume's error from those angles' slices.
+The long frames' own noise adds the same amount to every method's residual (it is not in any
+reconstruction on held-out views), so the ranking is kept; ``ramp-debiased`` subtracts its expected
+ramp-weighted energy (from the photon statistics) so the gains read as gains.
+
+Weightings of the residual ``P(volume) - window(-log long)`` along each detector row of the object's
+shadow (rows that hold the object, the whole row):
+
+- ``plain``: none (the package's judge PSNR, on the shadow mask);
+- ``ramp``: ``|w|``;
+- ``ramp-debiased``: ``|w|``, minus the long frames' expected noise energy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine
+from bench_protocols import CASES
+
+METHODS = ("none", "paper", "n2i", "bm3d", "bm3d-slices")
+WEIGHTINGS = ("plain", "ramp", "ramp-debiased")
+
+
+def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -> dict:
+    """Every method's volume on every frame (``full``) and without the long views (``keep``), the
+    truth, and what the judge needs; read from / written to ``cache``."""
+    path = None if cache is None else cache / f"{case}-{size}.npz"
+    if path is not None and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            data = dict(z)
+        if all(f"full_{m}" in data for m in methods):
+            return data
+    from bluesky_lowdose.evaluation import EvaluationConfig
+    from bluesky_lowdose.evaluation import protocol as P
+    from bluesky_lowdose.pipeline import enhance_scan
+    from bluesky_lowdose.pipeline.angles import same_view_indices
+
+    c = CASES[case]
+    cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(c["angles"] * size)),
+                           dose_ladder=(), methods=("none",), phantom=c["phantom"], flux=c["flux"],
+                           psf_sigma=c["psf_sigma"])  # fmt: skip
+    rows, slab = cfg.scored_rows(), cfg.slab_rows()
+    theta = np.linspace(0.0, 180.0, cfg.angles)
+    phys = P.poisson_physics(cfg)
+    ref_idx = P._reference_indices(theta, cfg.train_angles)
+    full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
+    truth, _ = P.reference_volume(cfg, phys, theta)
+    long_refs = full["transmission"][ref_idx]
+    keep = np.setdiff1d(np.arange(theta.size), same_view_indices(theta, theta[ref_idx]))
+    common = dict(open_beam_counts=low["open_beam_counts"], read_noise=low["read_noise"],
+                  long_open_beam_counts=full["open_beam_counts"], n2i_options=cfg.n2i_options(),
+                  projection_training=cfg.projection_training(), keep_projections=False, seed=0)  # fmt: skip
+    data = {"truth": truth, "scored": np.array([rows.start - slab.start, rows.stop - slab.start]),
+            "theta": theta, "ref_idx": np.asarray(ref_idx), "long_refs": long_refs,
+            "long_n0": np.asarray(full["open_beam_counts"], np.float64)}  # fmt: skip
+    for m in dict.fromkeys(["none", *methods]):
+        t0 = time.perf_counter()
+        for label, frames in (("full", np.arange(theta.size)), ("keep", keep)):
+            res = enhance_scan(low["transmission"][frames], theta[frames], long_refs=long_refs,
+                               short_refs=low["transmission"][ref_idx], reference_angles=theta[ref_idx],
+                               method=m, **common)  # fmt: skip
+            data[f"{label}_{m}"] = np.asarray(res.volume)
+        print(f"{case} {m}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **data)
+    return data
+
+
+def weighted_error(residual: np.ndarray, rows: np.ndarray, weight: np.ndarray) -> float:
+    """``sum |R(w)|^2 weight(w)`` over the object's rows of each judged view (``rfft`` of the row)."""
+    spec = np.fft.rfft(residual[:, rows].astype(np.float64), weight.size * 2 - 2, axis=-1)
+    return float(np.sum(np.abs(spec) ** 2 * weight))
+
+
+def gains(data: dict, methods: list[str], which: list[int]) -> dict[str, dict[str, float]]:
+    """Each weighting's gain over raw (dB) of every method, judged on the pairs ``which``."""
+    from bluesky_lowdose.metrics import psnr
+    from bluesky_lowdose.pipeline import LongExposureJudge
+    from bluesky_lowdose.recon.filters import apodize, padded_length
+    from bluesky_lowdose.recon.project import forward_project
+
+    theta, ref_idx = data["theta"], data["ref_idx"]
+    judge = LongExposureJudge.from_transmission(data["long_refs"], theta[ref_idx],
+                                                open_beam_counts=data["long_n0"])  # fmt: skip
+    ref, mask = judge.reference[which], judge.mask[which]
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    width = ref.shape[-1]
+    length = padded_length(width)
+    ramp = np.abs(np.fft.rfftfreq(length))
+    # the long frames' noise through the window, per judged view and row: its expected ramp energy
+    n0 = np.broadcast_to(data["long_n0"], ref.shape[1:])
+    li = np.asarray(judge.long_line_integrals, np.float64)[which]
+    var = 1.0 / np.maximum(n0[None] * np.exp(-li), 0.5)
+    impulse = np.zeros((1, 1, width), np.float32)
+    impulse[..., width // 2] = 1.0
+    window = np.abs(np.fft.rfft(apodize(impulse, judge.filter)[0, 0].astype(np.float64), length)) ** 2
+    # white noise of variance v per pixel: E|N(w)|^2 = sum_u v(u), times the window's |H(w)|^2
+    noise = float(np.sum(var[:, rows].sum(axis=-1)[..., None] * window * ramp))
+    out: dict[str, dict[str, float]] = {}
+    for m in methods:
+        p = forward_project(data[f"keep_{m}"], theta[ref_idx][which], width=width)
+        r = p - ref
+        e_ramp = weighted_error(r, rows, ramp)
+        out[m] = {"plain": psnr(p, ref, mask=mask), "ramp": -10 * np.log10(e_ramp),
+                  "ramp-debiased": -10 * np.log10(max(e_ramp - noise, 1e-12 * e_ramp))}  # fmt: skip
+    base = out["none"]
+    return {m: {k: v - base[k] for k, v in sc.items()} for m, sc in out.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--cache", type=Path, default=None, help="keep the volumes here (npz per case)")
+    args = ap.parse_args()
+
+    from bluesky_lowdose.metrics import object_mask, psnr
+    from bluesky_lowdose.pipeline.judge import holdout_index
+    from bluesky_lowdose.pipeline.methods import METHODS as SPECS
+
+    methods = list(dict.fromkeys(["none", *args.methods]))
+    print(f"machine: {machine()}\n")
+    picks: dict[str, list[float]] = {f"{w} {j}": [] for w in WEIGHTINGS for j in ("every", "last", "auto")}
+    for case in args.cases:
+        data = scan_volumes(case, args.size, methods, args.cache)
+        a, b = (int(v) for v in data["scored"])
+        truth = data["truth"][a:b]
+        tmask = object_mask(truth)
+        true = {m: psnr(data[f"full_{m}"][a:b], truth, mask=tmask) for m in methods}
+        true = {m: v - true["none"] for m, v in true.items()}
+        n_pairs = len(data["ref_idx"])
+        judged = {"every": gains(data, methods, list(range(n_pairs))),
+                  "last": gains(data, methods, [n_pairs - 1])}  # fmt: skip
+        # as auto judges: a method that learns from the pairs on the held-out one, the others on all
+        held = holdout_index(n_pairs)
+        judged["auto"] = {m: judged["last" if SPECS[m].pairs and held is not None else "every"][m]
+                          for m in methods}  # fmt: skip
+        print(f"### {case}: {args.size}^3, {data['theta'].size} angles, 1/10 dose; gains over raw (dB)\n")
+        print("| method | truth | " + " | ".join(f"{w} ({j})" for j in judged for w in WEIGHTINGS) + " |")
+        print("|---|---|" + "---|" * (len(WEIGHTINGS) * len(judged)))
+        for m in methods:
+            cells = [f"{judged[j][m][w]:+.2f}" for j in judged for w in WEIGHTINGS]
+            print(f"| {m} | {true[m]:+.2f} | " + " | ".join(cells) + " |")
+        best = max(true.values())
+        line = []
+        for j in judged:
+            for w in WEIGHTINGS:
+                pick = max(methods, key=lambda m, j=j, w=w: judged[j][m][w])
+                picks[f"{w} {j}"].append(best - true[pick])
+                line.append(f"{w} ({j}): {pick} ({true[pick] - best:+.2f})")
+        print("\npicks (regret against the truly best): " + "; ".join(line) + "\n", flush=True)
+    print("| weighting | cases picking the best | within 0.5 dB | mean regret (dB) |\n|---|---|---|---|")
+    for k, regrets in picks.items():
+        r = np.asarray(regrets)
+        best, near = int(np.sum(r < 1e-9)), int(np.sum(r <= 0.5))
+        print(f"| {k} | {best}/{r.size} | {near}/{r.size} | {r.mean():.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -245,8 +245,11 @@ def _judge_like_auto(
     from bluesky_lowdose.pipeline.auto import select_method
 
     judged = list(entry["judge"])
+    # the protocol's slab is cut from the phantom, as auto's from a detector: judged on its scored rows
+    scored, slab = cfg.scored_rows(), cfg.slab_rows()
     _, record, _ = select_method(projections, theta, long_refs=long_refs, reference_angles=reference_angles,
                                  candidates=judged, budget_s=1e12, rows=slice(0, projections.shape[1]),
+                                 judged_rows=slice(scored.start - slab.start, scored.stop - slab.start),
                                  projection_training=cfg.projection_training(), n2i_options=cfg.n2i_options(),
                                  progress=cfg.progress, **kwargs)  # fmt: skip
     entry["judge_in_view"] = entry["judge"]
@@ -260,6 +263,7 @@ def _judge_like_auto(
                              "angles_deg": c["judge"]["angles_deg"], "held_out": c["held_out"],
                              "ceiling_psnr_db": entry["judge_in_view"][m]["ceiling_psnr_db"]}  # fmt: skip
     entry["judged_views"] = record["judged_views"]
+    entry["judged_rows"] = record["judged_rows"]
     entry["auto_winner"] = record["winner"]
 
 

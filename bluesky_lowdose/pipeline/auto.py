@@ -141,6 +141,7 @@ def select_method(
     budget_s: float = AUTO_BUDGET_S,
     progress: bool = False,
     rows: slice | None = None,
+    judged_rows: slice | None = None,
     training_rows: tuple[Any, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -166,6 +167,11 @@ def select_method(
         The detector rows ``projections`` already are (a slab cut by the caller, e.g. from frames
         on disk); the long exposures and per-pixel counts, full height, are cut to them here.
         Default: :func:`auto_slab` of the projections, cut here.
+    judged_rows : slice, optional
+        The rows of the slab the long exposures judge. Default: :data:`AUTO_MARGIN` rows left out
+        on each side where the slab is cut from a taller detector (every method sees an edge at
+        the cut that the whole scan does not have: measured, the paper's CNN lost 3 dB of its
+        judged gain there), every row where the slab is the whole detector.
     training_rows : tuple, optional
         ``(frames, rows)``: the same frames at the detector rows Noise2Inverse trains on
         (:func:`~bluesky_lowdose.model.n2i.training_rows` of the whole detector); its candidates
@@ -197,10 +203,16 @@ def select_method(
     unknown = [m for m in order if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown auto candidate(s) {unknown}; choose among {', '.join(METHODS)}")
+    n_slab = rows.stop - rows.start
+    if judged_rows is None:
+        cut_out = (rows.start > 0 or rows.stop < height) and n_slab > 2 * AUTO_MARGIN
+        judged_rows = slice(AUTO_MARGIN, n_slab - AUTO_MARGIN) if cut_out else slice(0, n_slab)
+    first, last = judged_rows.indices(n_slab)[:2]
     record: dict[str, Any] = {
         "rule": "largest PSNR gain over the raw reconstruction against the long exposures (same angles); "
         "never a candidate below the raw reconstruction in PSNR or SSIM",
         "slab_rows": [rows.start, rows.stop],
+        "judged_rows": [rows.start + first, rows.start + last],
         "budget_s": float(budget_s),
         "candidates": {},
     }
@@ -262,7 +274,7 @@ def select_method(
                 )  # fmt: skip
             res = enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
                                reference_angles=reference_angles, method=method, keep_projections=False,
-                               open_beam_counts=cut(opb),
+                               judge_rows=judged_rows, open_beam_counts=cut(opb),
                                long_open_beam_counts=cut(lopb),
                                **options)  # fmt: skip
         except Exception as exc:  # a candidate that fails is not chosen; the others still run

@@ -75,6 +75,10 @@ class LongExposureJudge:
         Rotation axis column.
     filter : str
         The reconstruction's apodisation window.
+    rows : slice, optional
+        The detector rows judged (default all). ``auto`` runs its candidates on a slab cut from
+        the detector and judges only its central rows: at the cut, every method sees an edge the
+        whole scan does not have.
     """
 
     long_line_integrals: np.ndarray
@@ -82,6 +86,7 @@ class LongExposureJudge:
     open_beam_counts: Any = None
     center: float | None = None
     filter: str = "parzen"
+    rows: slice | None = None
 
     def __post_init__(self) -> None:
         from ..metrics import object_mask
@@ -99,6 +104,14 @@ class LongExposureJudge:
         self.mask = object_mask(self.reference)
         if not self.mask.any():
             self.mask[:] = True  # no shadow (empty beam): score everything
+        if self.rows is not None:
+            judged = np.zeros(li.shape[1], bool)
+            judged[self.rows] = True
+            if not judged.any():
+                raise ValueError(f"rows {self.rows} hold none of the {li.shape[1]} detector rows")
+            self.mask &= judged[None, :, None]
+            if not self.mask.any():  # no shadow in those rows: score them all
+                self.mask[:, judged] = True
         self.noise = self._noise(li)
 
     @classmethod
@@ -109,6 +122,7 @@ class LongExposureJudge:
         *,
         open_beam_counts: Any = None,
         center: float | None = None,
+        rows: slice | None = None,
     ) -> LongExposureJudge:
         """The judge of flat/dark-corrected long frames: ``-log`` with the pipeline's floor (half a
         photon of the long exposure where its counts are known).
@@ -123,6 +137,8 @@ class LongExposureJudge:
             Open-beam photons per pixel at the long exposure.
         center : float, optional
             Rotation axis column.
+        rows : slice, optional
+            The detector rows judged (default all).
 
         Returns
         -------
@@ -133,7 +149,7 @@ class LongExposureJudge:
         from .flatfield import log_floor
 
         li = transmission_to_line_integrals(long_transmission, floor=log_floor(open_beam_counts))
-        return cls(li, np.asarray(angles_deg), open_beam_counts=open_beam_counts, center=center)
+        return cls(li, np.asarray(angles_deg), open_beam_counts=open_beam_counts, center=center, rows=rows)
 
     def _noise(self, li: np.ndarray) -> dict[str, Any]:
         """Expected noise of the filtered reference and the PSNR a perfect reconstruction scores."""
@@ -287,6 +303,7 @@ class LongExposureJudge:
             "reference": f"-log of the long exposures, {self.filter} window along the rows",
             "test": "forward projection of the reconstruction at the long exposures' angles",
             "mask": "metrics.object_mask of the reference (the object's shadow + 2 pixels)",
+            "rows": None if self.rows is None else [*self.rows.indices(self.reference.shape[1])[:2]],
             "angles_deg": [float(a) for a in self.angles_deg],
             "noise_rms": self.noise["rms"],
             "ceiling_psnr_db": self.noise["ceiling_psnr_db"],

@@ -98,6 +98,8 @@ class ScanPipeline:
     judge : bool
         Score the volumes against the long exposures given to :meth:`fit` (with their angles);
         pair-trained methods then train without the held-out pair when there are three or more.
+    judge_rows : slice, optional
+        The detector rows the judge scores (default all; ``auto`` leaves out its slab's margins).
     slice_model : object, optional
         A trained Noise2Inverse denoiser to apply instead of training one.
     slice_factor : float, optional
@@ -170,6 +172,7 @@ class ScanPipeline:
         workdir: str | Path | None = None,
         long_open_beam_counts: Any = None,
         judge: bool = True,
+        judge_rows: slice | None = None,
         slice_model: Any = None,
         slice_factor: float | None = None,
         held_out: int | None = None,
@@ -243,6 +246,7 @@ class ScanPipeline:
         self.timings: dict[str, float] = {}
         self.pairs_record: dict[str, Any] | None = None
         self.use_judge = bool(judge)
+        self.judge_rows = judge_rows
         self.long_open_beam_counts = long_open_beam_counts
         self.judge: Any = None  # LongExposureJudge once fit() had long frames with angles
         self.held_out: int | None = held_out  # the pair kept out of training (judged on it)
@@ -367,10 +371,11 @@ class ScanPipeline:
 
         n0 = self.long_open_beam_counts
         if self.input == "line_integrals":
-            self.judge = LongExposureJudge(long_, np.asarray(angles), open_beam_counts=n0, center=self.center)
+            self.judge = LongExposureJudge(long_, np.asarray(angles), open_beam_counts=n0, center=self.center,
+                                           rows=self.judge_rows)  # fmt: skip
         else:
             self.judge = LongExposureJudge.from_transmission(
-                long_, angles, open_beam_counts=n0, center=self.center
+                long_, angles, open_beam_counts=n0, center=self.center, rows=self.judge_rows
             )
 
     def _train(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -80,6 +80,7 @@ def enhance_scan(
     workdir: str | Path | None = None,
     long_open_beam_counts: Any = None,
     judge: bool = True,
+    judge_rows: slice | None = None,
     slice_model: Any = None,
     auto_candidates: Any = None,
     auto_budget_s: float | None = None,
@@ -145,6 +146,8 @@ def enhance_scan(
     judge : bool
         Score the result against the long exposures (``long_refs`` with ``reference_angles``),
         whatever the method: ``result.quality``.
+    judge_rows : slice, optional
+        The detector rows judged (default all).
     slice_model : object, optional
         A trained Noise2Inverse denoiser to apply instead of training one.
     auto_candidates : sequence of str, optional
@@ -194,8 +197,9 @@ def enhance_scan(
                         n2i_options=n2i_options, center=center, backend=backend,
                         keep_projections=keep_projections, seed=seed, progress=progress,
                         mapper=mapper, workdir=workdir, long_open_beam_counts=long_open_beam_counts,
-                        judge=judge, slice_model=slice_model, auto_candidates=auto_candidates,
-                        auto_budget_s=auto_budget_s, holdout=holdout, warm_start=warm_start,
+                        judge=judge, judge_rows=judge_rows, slice_model=slice_model,
+                        auto_candidates=auto_candidates, auto_budget_s=auto_budget_s, holdout=holdout,
+                        warm_start=warm_start,
                         fine_tune=fine_tune, on_first_result=on_first_result,
                         isolate_training=isolate_training)  # fmt: skip
     if has_pairs:

@@ -22,7 +22,10 @@ ramp-weighted energy (from the photon statistics) so the gains read as gains.
 Weightings of the residual ``P(volume) - window(-log long)`` along each detector row of the object's
 shadow (rows that hold the object, the whole row):
 
-- ``plain``: none (the package's judge PSNR, on the shadow mask);
+- ``plain``: none (the judge's PSNR on the shadow mask, every row of the slab: the package's judge
+  before 2026-12-05);
+- ``plain, scored rows``: the same on the rows the truth scores only (the slab's margins left out,
+  as ``auto`` and the evaluation now judge);
 - ``ramp``: ``|w|``;
 - ``ramp-debiased``: ``|w|``, minus the long frames' expected noise energy.
 """
@@ -41,7 +44,7 @@ from _machine import machine
 from bench_protocols import CASES
 
 METHODS = ("none", "paper", "n2i", "bm3d", "bm3d-slices")
-WEIGHTINGS = ("plain", "ramp", "ramp-debiased")
+WEIGHTINGS = ("plain", "plain, scored rows", "ramp", "ramp-debiased")
 
 
 def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -> dict:
@@ -108,6 +111,10 @@ def gains(data: dict, methods: list[str], which: list[int]) -> dict[str, dict[st
                                                 open_beam_counts=data["long_n0"])  # fmt: skip
     ref, mask = judge.reference[which], judge.mask[which]
     rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    a, b = (int(v) for v in data["scored"])
+    central = mask.copy()  # as the evaluation and auto now judge: the slab's margins left out
+    central[:, :a] = False
+    central[:, b:] = False
     width = ref.shape[-1]
     length = padded_length(width)
     ramp = np.abs(np.fft.rfftfreq(length))
@@ -125,7 +132,8 @@ def gains(data: dict, methods: list[str], which: list[int]) -> dict[str, dict[st
         p = forward_project(data[f"keep_{m}"], theta[ref_idx][which], width=width)
         r = p - ref
         e_ramp = weighted_error(r, rows, ramp)
-        out[m] = {"plain": psnr(p, ref, mask=mask), "ramp": -10 * np.log10(e_ramp),
+        out[m] = {"plain": psnr(p, ref, mask=mask), "plain, scored rows": psnr(p, ref, mask=central),
+                  "ramp": -10 * np.log10(e_ramp),
                   "ramp-debiased": -10 * np.log10(max(e_ramp - noise, 1e-12 * e_ramp))}  # fmt: skip
     base = out["none"]
     return {m: {k: v - base[k] for k, v in sc.items()} for m, sc in out.items()}

@@ -74,7 +74,7 @@ class DaskEngine:
         else:
             self.client = Client(
                 processes=False, n_workers=n_workers, threads_per_worker=threads_per_worker,
-                dashboard_address=None, set_as_default=False,
+                dashboard_address=":0", set_as_default=False,
             )  # fmt: skip
         self.scheduler = scheduler
         self.no_worker_timeout = float(no_worker_timeout)

@@ -6,9 +6,11 @@ textured-3000 real-like --cache /tmp/judge-cache`` (at 64^3 ~6-9 min per case on
 twice: on every frame for the truth, without the long exposures' views for the judge; the volumes are
 kept in ``--cache`` so a second run only scores). Prints, per case, each method's gain over the raw
 reconstruction: the truth (PSNR inside the object against the evaluation's ``R_o``) and the judge's
-gain under each weighting, on every judged pair, on the last pair only, and as ``auto`` judges
-(methods that learn from the pairs on the held-out last pair, the others on every pair), then which
-method each weighting picks and what that costs against the truth.
+gain under each weighting, on every judged pair, on the last pair only, leave-one-out (a method that
+learns from the pairs judged on each pair by its volume trained without that pair: one extra run per
+pair and such method), and as ``auto`` judges (methods that learn from the pairs on the held-out last
+pair, the others on every pair), then which method each weighting picks and what that costs against
+the truth.
 
 Why a weighting: a projection sums a slice along the ray, so the volume's noise (high frequencies)
 is mostly averaged away in the projection the judge compares, while blur is not (docs/evaluation.md,
@@ -50,11 +52,17 @@ WEIGHTINGS = ("plain", "plain, scored rows", "ramp", "ramp-debiased")
 def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -> dict:
     """Every method's volume on every frame (``full``) and without the long views (``keep``), the
     truth, and what the judge needs; read from / written to ``cache``."""
+    from bluesky_lowdose.pipeline.judge import holdout_index
+    from bluesky_lowdose.pipeline.methods import METHODS as SPECS
+
     path = None if cache is None else cache / f"{case}-{size}.npz"
+    data: dict = {}
     if path is not None and path.exists():
         with np.load(path, allow_pickle=False) as z:
             data = dict(z)
-        if all(f"full_{m}" in data for m in methods):
+        n_pairs = len(data["ref_idx"])
+        folds = [f"fold{k}_{m}" for m in methods if SPECS[m].pairs for k in range(n_pairs - 1)]
+        if all(f"full_{m}" in data for m in methods) and all(f in data for f in folds):
             return data
     from bluesky_lowdose.evaluation import EvaluationConfig
     from bluesky_lowdose.evaluation import protocol as P
@@ -76,14 +84,22 @@ def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -
     common = dict(open_beam_counts=low["open_beam_counts"], read_noise=low["read_noise"],
                   long_open_beam_counts=full["open_beam_counts"], n2i_options=cfg.n2i_options(),
                   projection_training=cfg.projection_training(), keep_projections=False, seed=0)  # fmt: skip
-    data = {"truth": truth, "scored": np.array([rows.start - slab.start, rows.stop - slab.start]),
-            "theta": theta, "ref_idx": np.asarray(ref_idx), "long_refs": long_refs,
-            "long_n0": np.asarray(full["open_beam_counts"], np.float64)}  # fmt: skip
+    data.update({"truth": truth, "scored": np.array([rows.start - slab.start, rows.stop - slab.start]),
+                 "theta": theta, "ref_idx": np.asarray(ref_idx), "long_refs": long_refs,
+                 "long_n0": np.asarray(full["open_beam_counts"], np.float64)})  # fmt: skip
+    n_pairs = len(ref_idx)
     for m in dict.fromkeys(["none", *methods]):
         t0 = time.perf_counter()
-        for label, frames in (("full", np.arange(theta.size)), ("keep", keep)):
-            res = enhance_scan(low["transmission"][frames], theta[frames], long_refs=long_refs,
-                               short_refs=low["transmission"][ref_idx], reference_angles=theta[ref_idx],
+        runs = [("full", np.arange(theta.size), n_pairs - 1), ("keep", keep, n_pairs - 1)]
+        if SPECS[m].pairs and holdout_index(n_pairs) is not None:  # leave-one-out: pair k held out
+            runs += [(f"fold{k}", keep, k) for k in range(n_pairs - 1)]
+        for label, frames, held in runs:
+            if f"{label}_{m}" in data:
+                continue
+            order = [i for i in range(n_pairs) if i != held] + [held]  # the pipeline holds out the last
+            res = enhance_scan(low["transmission"][frames], theta[frames], long_refs=long_refs[order],
+                               short_refs=low["transmission"][np.asarray(ref_idx)[order]],
+                               reference_angles=theta[np.asarray(ref_idx)[order]],
                                method=m, **common)  # fmt: skip
             data[f"{label}_{m}"] = np.asarray(res.volume)
         print(f"{case} {m}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -99,8 +115,10 @@ def weighted_error(residual: np.ndarray, rows: np.ndarray, weight: np.ndarray) -
     return float(np.sum(np.abs(spec) ** 2 * weight))
 
 
-def gains(data: dict, methods: list[str], which: list[int]) -> dict[str, dict[str, float]]:
-    """Each weighting's gain over raw (dB) of every method, judged on the pairs ``which``."""
+def gains(data: dict, methods: list[str], which: list[int], loo: bool = False) -> dict[str, dict[str, float]]:
+    """Each weighting's gain over raw (dB) of every method, judged on the pairs ``which``; with
+    ``loo`` a method that learns from the pairs is judged on each pair by its volume trained
+    without that pair (leave-one-out), the residuals pooled."""
     from bluesky_lowdose.metrics import psnr
     from bluesky_lowdose.pipeline import LongExposureJudge
     from bluesky_lowdose.recon.filters import apodize, padded_length
@@ -128,8 +146,14 @@ def gains(data: dict, methods: list[str], which: list[int]) -> dict[str, dict[st
     # white noise of variance v per pixel: E|N(w)|^2 = sum_u v(u), times the window's |H(w)|^2
     noise = float(np.sum(var[:, rows].sum(axis=-1)[..., None] * window * ramp))
     out: dict[str, dict[str, float]] = {}
+    last = len(ref_idx) - 1
     for m in methods:
-        p = forward_project(data[f"keep_{m}"], theta[ref_idx][which], width=width)
+        if loo and f"fold0_{m}" in data:
+            vols = {k: data[f"fold{k}_{m}" if k < last else f"keep_{m}"] for k in which}
+            angles = theta[ref_idx]
+            p = np.concatenate([forward_project(v, angles[[k]], width=width) for k, v in vols.items()])
+        else:
+            p = forward_project(data[f"keep_{m}"], theta[ref_idx][which], width=width)
         r = p - ref
         e_ramp = weighted_error(r, rows, ramp)
         out[m] = {"plain": psnr(p, ref, mask=mask), "plain, scored rows": psnr(p, ref, mask=central),
@@ -153,7 +177,9 @@ def main() -> int:
 
     methods = list(dict.fromkeys(["none", *args.methods]))
     print(f"machine: {machine()}\n")
-    picks: dict[str, list[float]] = {f"{w} {j}": [] for w in WEIGHTINGS for j in ("every", "last", "auto")}
+    picks: dict[str, list[float]] = {
+        f"{w} {j}": [] for w in WEIGHTINGS for j in ("every", "last", "leave-one-out", "auto")
+    }
     for case in args.cases:
         data = scan_volumes(case, args.size, methods, args.cache)
         a, b = (int(v) for v in data["scored"])
@@ -163,7 +189,8 @@ def main() -> int:
         true = {m: v - true["none"] for m, v in true.items()}
         n_pairs = len(data["ref_idx"])
         judged = {"every": gains(data, methods, list(range(n_pairs))),
-                  "last": gains(data, methods, [n_pairs - 1])}  # fmt: skip
+                  "last": gains(data, methods, [n_pairs - 1]),
+                  "leave-one-out": gains(data, methods, list(range(n_pairs)), loo=True)}  # fmt: skip
         # as auto judges: a method that learns from the pairs on the held-out one, the others on all
         held = holdout_index(n_pairs)
         judged["auto"] = {m: judged["last" if SPECS[m].pairs and held is not None else "every"][m]

@@ -298,7 +298,7 @@ def to_markdown(
         lines.append(
             "`pipeline.judge`: each volume projected again at the long exposures' angles and compared "
             "with them inside the object's shadow; the criterion is the gain over the raw reconstruction "
-            "on the same angles (pair-trained methods are judged on the pair held out of their training). "
+            "on the same angles (pair-trained methods leave-one-out: each pair by a run trained without it). "
             "`picked` is what `auto` would choose among these methods; `regret` the true PSNR lost by it. "
             + (
                 "As `auto` judges, every method ran again without the short frames on the long exposures' "

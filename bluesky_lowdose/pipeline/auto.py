@@ -8,6 +8,12 @@ reconstruction on the same angles**, in PSNR.  A candidate that scores below the
 reconstruction in PSNR *or* SSIM is never chosen; when none beats it, ``"none"`` wins, so
 ``auto`` never returns a result that the long exposures judge worse than the raw one.
 
+A candidate that learns from the pairs (the paper's CNN, BM3D tuned on them) is judged
+**leave-one-out**: run once per pair without it, each pair judged by the run that did not see it,
+the residuals pooled; the others are judged on every pair, so all are judged on the same views.
+That costs one run per pair more for those candidates; the run without the last pair is the one
+reused on the whole scan.
+
 Candidates (:data:`AUTO_CANDIDATES`) run in that order, cheapest and most often best first,
 while the time budget lasts (``budget_s``); Noise2Inverse's training stops after
 :data:`N2I_SHARE` of the remaining budget (its steps are recorded), other candidates that have
@@ -111,6 +117,41 @@ def _leave_out_views(theta_deg: np.ndarray, reference_angles: Any) -> tuple[np.n
     return keep, {"left_out_frames": drop.tolist(), "note": note}
 
 
+def _leave_one_out(judge: Any, res: ScanResult, run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pair-trained candidate judged on every pair, each by the volume made without it.
+
+    ``res`` was trained without the last pair; ``run(k)`` runs the candidate again without pair
+    ``k`` for every other pair.  The projections at each pair are pooled into one score, the raw
+    reconstruction is judged on every pair too: the same views as the candidates that do not learn
+    from the pairs, so their gains compare.  Judged on the held-out pair alone, one pair's noise
+    decided (measured: ``docs/evaluation.md``, "Leave-one-out").
+
+    Returns
+    -------
+    tuple
+        The quality (``enhanced``, ``raw``, ``held_out``) pooled over the pairs, and the record of
+        the folds (per pair: the held-out pair's angle, gain, seconds).
+    """
+    n = len(judge.angles_deg)
+    every = list(range(n))
+    tests = np.empty((n, *judge.reference.shape[1:]), np.float32)
+    tests[n - 1] = judge.project(res.volume, [n - 1])[0]
+    seconds = [0.0] * n
+    for k in range(n - 1):
+        t0 = time.perf_counter()
+        tests[k] = judge.project(run(k).volume, [k])[0]
+        seconds[k] = round(time.perf_counter() - t0, 2)
+    raw = judge.project(res.raw_volume, every)
+    score = judge.score_projections
+    gains = [round(score(tests[[k]], [k])["psnr_db"] - score(raw[[k]], [k])["psnr_db"], 3) for k in every]
+    quality = {"enhanced": score(tests, every), "raw": score(raw, every), "held_out": True}
+    record = {"rule": "judged on every pair, each by a run trained without it (the residuals pooled); the "
+                      "run trained without the last pair is the one reused",
+              "pairs_deg": [float(a) for a in judge.angles_deg], "gain_psnr_db_per_pair": gains,
+              "seconds_per_fold": seconds}  # fmt: skip
+    return quality, record
+
+
 def _n2i_over_height(
     method: str, frames: np.ndarray, theta_deg: np.ndarray, rows: np.ndarray, options: dict[str, Any]
 ) -> Any:
@@ -209,8 +250,9 @@ def select_method(
         judged_rows = slice(AUTO_MARGIN, n_slab - AUTO_MARGIN) if cut_out else slice(0, n_slab)
     first, last = judged_rows.indices(n_slab)[:2]
     record: dict[str, Any] = {
-        "rule": "largest PSNR gain over the raw reconstruction against the long exposures (same angles); "
-        "never a candidate below the raw reconstruction in PSNR or SSIM",
+        "rule": "largest PSNR gain over the raw reconstruction against the long exposures (same angles: "
+        "every pair, leave-one-out for candidates that learn from the pairs); never a candidate below the "
+        "raw reconstruction in PSNR or SSIM",
         "slab_rows": [rows.start, rows.stop],
         "judged_rows": [rows.start + first, rows.start + last],
         "budget_s": float(budget_s),
@@ -243,9 +285,12 @@ def select_method(
         """Per-pixel arrays cut to the slab's rows; scalars and None as they are."""
         return a if a is None or np.ndim(a) < 2 else np.asarray(a)[rows]
 
-    from .judge import holdout_index
+    from .judge import holdout_index, make_judge
 
     n_pairs = len(np.asarray(long_refs))
+    # the judge of the pair-trained candidates' folds: as enhance_scan makes it for the slab
+    judge = make_judge(long_slab, reference_angles, input=kwargs.get("input", "transmission"),
+                       open_beam_counts=cut(lopb), center=kwargs.get("center"), rows=judged_rows)  # fmt: skip
     for method in order:
         elapsed = time.perf_counter() - started
         if METHODS[method].pairs and holdout_index(n_pairs) is None:
@@ -272,16 +317,23 @@ def select_method(
                     method, training_rows[0], theta_deg, np.asarray(training_rows[1]),
                     {**options, "open_beam_counts": opb},
                 )  # fmt: skip
-            res = enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
-                               reference_angles=reference_angles, method=method, keep_projections=False,
-                               judge_rows=judged_rows, open_beam_counts=cut(opb),
-                               long_open_beam_counts=cut(lopb),
-                               **options)  # fmt: skip
+
+            def run(holdout: bool | int, method: str = method, options: dict[str, Any] = options) -> Any:
+                return enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
+                                    reference_angles=reference_angles, method=method, keep_projections=False,
+                                    judge_rows=judged_rows, open_beam_counts=cut(opb),
+                                    long_open_beam_counts=cut(lopb), holdout=holdout,
+                                    **options)  # fmt: skip
+
+            res = run(True)
+            q = res.quality
+            folds = None
+            if q is not None and spec.pairs and q["held_out"]:
+                q, folds = _leave_one_out(judge, res, run)
         except Exception as exc:  # a candidate that fails is not chosen; the others still run
             record["candidates"][method] = {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}
             logger.warning("auto: candidate %s failed: %s", method, exc)
             continue
-        q = res.quality
         entry: dict[str, Any] = {"status": "run", "seconds": round(time.perf_counter() - t0, 2)}
         if over_height:
             data = options["slice_model"].provenance["training_data"]
@@ -291,6 +343,8 @@ def select_method(
             entry.update(judge=q["enhanced"], raw=q["raw"], held_out=q["held_out"],
                          gain_psnr_db=q["enhanced"]["psnr_db"] - q["raw"]["psnr_db"],
                          gain_ssim=q["enhanced"]["ssim"] - q["raw"]["ssim"])  # fmt: skip
+        if folds is not None:
+            entry["leave_one_out"] = folds
         record["candidates"][method] = entry
         models[method] = dict(res.models)
         results[method] = res

@@ -19,9 +19,12 @@ line integrals.  The score compares the two inside the object's shadow:
 
 Methods that learn from the pairs (a projection step, BM3D tuned on the pairs) are judged on a
 pair they did not see: with three or more pairs the last one is **held out** of their training
-(:func:`holdout_index`); with fewer they are judged on their training pairs and the score is
-flagged ``in_sample`` (optimistic).  The raw reconstruction is always judged on the same angles
-as the method, so the two numbers compare.
+(:func:`holdout_index`; another with ``holdout=k``); with fewer they are judged on their training
+pairs and the score is flagged ``in_sample`` (optimistic).  The raw reconstruction is always judged
+on the same angles as the method, so the two numbers compare.  ``auto`` judges them
+**leave-one-out**: once per pair, trained without it, the residuals pooled
+(:meth:`LongExposureJudge.score_projections`), so they are judged on every pair as the methods
+that do not learn from the pairs are.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONCENTRATED_ROWS", "HOLDOUT_MIN_PAIRS", "LongExposureJudge", "holdout_index"]
+__all__ = ["CONCENTRATED_ROWS", "HOLDOUT_MIN_PAIRS", "LongExposureJudge", "holdout_index", "make_judge"]
 
 #: Pairs needed before one is held out of a pair-trained method's training.
 HOLDOUT_MIN_PAIRS = 3
@@ -40,6 +43,44 @@ _SLAB = 32
 #: A volume's excess error over the raw one counts as *concentrated* when this share of the
 #: object's detector rows (at least one) carries all of it.
 CONCENTRATED_ROWS = 0.05
+
+
+def make_judge(
+    long_frames: Any,
+    angles_deg: Any,
+    *,
+    input: str = "transmission",
+    open_beam_counts: Any = None,
+    center: float | None = None,
+    rows: slice | None = None,
+) -> LongExposureJudge:
+    """The judge of a scan's long frames in the pipeline's input units.
+
+    Parameters
+    ----------
+    long_frames : numpy.ndarray
+        ``(m, rows, width)`` long exposures: corrected transmission or line integrals.
+    angles_deg : array_like
+        Their angles.
+    input : {"transmission", "line_integrals"}
+        The units of ``long_frames``.
+    open_beam_counts : float or numpy.ndarray, optional
+        Open-beam photons per pixel at the long exposure.
+    center : float, optional
+        Rotation axis column.
+    rows : slice, optional
+        The detector rows judged (default all).
+
+    Returns
+    -------
+    LongExposureJudge
+        The judge.
+    """
+    if input == "line_integrals":
+        return LongExposureJudge(np.asarray(long_frames), np.asarray(angles_deg),
+                                 open_beam_counts=open_beam_counts, center=center, rows=rows)  # fmt: skip
+    return LongExposureJudge.from_transmission(long_frames, angles_deg, open_beam_counts=open_beam_counts,
+                                               center=center, rows=rows)  # fmt: skip
 
 
 def holdout_index(n_pairs: int) -> int | None:
@@ -235,10 +276,33 @@ class LongExposureJudge:
         dict
             ``psnr_db``, ``ssim``, ``angles_deg``.
         """
+        which = self.indices(held_out)
+        return self.score_projections(self.project(volume, which), which)
+
+    def score_projections(self, test: Any, which: list[int]) -> dict[str, Any]:
+        """PSNR and SSIM of line integrals at the judged angles (:meth:`project`'s output), pooled.
+
+        Leave-one-out judging puts together, for each pair, the projection of the volume made
+        without that pair (:func:`~bluesky_lowdose.pipeline.select_method`).
+
+        Parameters
+        ----------
+        test : numpy.ndarray
+            ``(len(which), rows, width)``.
+        which : list of int
+            The pairs they are at.
+
+        Returns
+        -------
+        dict
+            ``psnr_db``, ``ssim``, ``angles_deg``.
+        """
         from ..metrics import compare
 
-        which = self.indices(held_out)
-        test = self.project(volume, which)
+        test = np.asarray(test, np.float32)
+        if test.shape != (len(which), *self.reference.shape[1:]):
+            want = (len(which), *self.reference.shape[1:])
+            raise ValueError(f"projections of {test.shape} for {len(which)} pair(s): expected {want}")
         sc = compare(test, self.reference[which], mask=self.mask[which])
         return {"psnr_db": float(sc["psnr"]), "ssim": float(sc["ssim"]),
                 "angles_deg": [float(a) for a in self.angles_deg[which]]}  # fmt: skip

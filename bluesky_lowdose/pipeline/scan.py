@@ -113,10 +113,11 @@ class ScanPipeline:
     auto_budget_s : float, optional
         ``method="auto"``: seconds the candidates may take together (default
         :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`).
-    holdout : bool
+    holdout : bool or int
         With the judge and three or more pairs, train pair methods without the last pair and judge
-        them on it (honest scores, one pair less to learn from: take four or more pairs); False
-        trains on all pairs and flags the score as in-sample (optimistic).
+        them on it (honest scores, one pair less to learn from: take four or more pairs); an int
+        holds out that pair instead (``auto``'s leave-one-out judging); False trains on all pairs
+        and flags the score as in-sample (optimistic).
     warm_start : dict, optional
         Models to fine-tune instead of training from random weights, by kind (``"projection"``,
         ``"slices"``), e.g. the model registry's best for this instrument: each trains for
@@ -178,7 +179,7 @@ class ScanPipeline:
         held_out: int | None = None,
         auto_candidates: Any = None,
         auto_budget_s: float | None = None,
-        holdout: bool = True,
+        holdout: bool | int = True,
         preview: bool = False,
         warm_start: dict[str, Any] | None = None,
         fine_tune: dict[str, float] | None = None,
@@ -262,7 +263,9 @@ class ScanPipeline:
         self.on_first_result = on_first_result
         self.auto_candidates = auto_candidates
         self.auto_budget_s = auto_budget_s
-        self.holdout = bool(holdout)
+        if not isinstance(holdout, bool | int | np.integer):
+            raise TypeError(f"holdout must be a bool or a pair's index, got {holdout!r}")
+        self.holdout: bool | int = holdout if isinstance(holdout, bool) else int(holdout)
         self._pairs: tuple[np.ndarray, np.ndarray, list[float] | None] | None = None  # kept for auto
         self._frames: list[np.ndarray] = []
         self._theta: list[float] = []
@@ -330,10 +333,16 @@ class ScanPipeline:
             self._pairs = (short, long_, angles)
         if not self.needs_fit:
             return self.models.get("projection")
-        if self.judge is not None and self.spec.pairs and self.holdout:
+        if self.judge is not None and self.spec.pairs and self.holdout is not False:
             from .judge import holdout_index
 
-            self.held_out = holdout_index(len(short))
+            if self.holdout is True:
+                self.held_out = holdout_index(len(short))
+            elif not 0 <= self.holdout < len(short) or len(short) < 2:
+                raise ValueError(f"holdout={self.holdout}: no such pair to hold out of {len(short)} "
+                                 "(one at least must be left to train on)")  # fmt: skip
+            else:
+                self.held_out = self.holdout
             if self.held_out is not None:  # judged on a pair it never saw
                 keep = [i for i in range(len(short)) if i != self.held_out]
                 short, long_ = short[keep], long_[keep]
@@ -367,16 +376,10 @@ class ScanPipeline:
 
     def _make_judge(self, long_: np.ndarray, angles: list[float]) -> None:
         """The long-exposure judge of this scan (its frames in line integrals)."""
-        from .judge import LongExposureJudge
+        from .judge import make_judge
 
-        n0 = self.long_open_beam_counts
-        if self.input == "line_integrals":
-            self.judge = LongExposureJudge(long_, np.asarray(angles), open_beam_counts=n0, center=self.center,
-                                           rows=self.judge_rows)  # fmt: skip
-        else:
-            self.judge = LongExposureJudge.from_transmission(
-                long_, angles, open_beam_counts=n0, center=self.center, rows=self.judge_rows
-            )
+        self.judge = make_judge(long_, angles, input=self.input, open_beam_counts=self.long_open_beam_counts,
+                                center=self.center, rows=self.judge_rows)  # fmt: skip
 
     def _train(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)``, a training: in a child process with ``isolate_training``."""

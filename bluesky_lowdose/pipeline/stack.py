@@ -84,7 +84,7 @@ def enhance_scan(
     slice_model: Any = None,
     auto_candidates: Any = None,
     auto_budget_s: float | None = None,
-    holdout: bool = True,
+    holdout: bool | int = True,
     warm_start: dict[str, Any] | None = None,
     fine_tune: dict[str, float] | None = None,
     on_first_result: Callable[[ScanResult], Any] | None = None,
@@ -154,8 +154,9 @@ def enhance_scan(
         ``method="auto"``: the methods tried (see :mod:`~bluesky_lowdose.pipeline.auto`).
     auto_budget_s : float, optional
         ``method="auto"``: seconds the candidates may take together.
-    holdout : bool
-        Judge pair-trained methods on a pair held out of their training (see :class:`ScanPipeline`).
+    holdout : bool or int
+        Judge pair-trained methods on a pair held out of their training: the last, or the pair
+        of this index (see :class:`ScanPipeline`).
     warm_start, fine_tune, on_first_result
         Fine-tune registered models instead of training from scratch (see :class:`ScanPipeline`).
     isolate_training : bool

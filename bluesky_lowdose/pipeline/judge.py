@@ -64,12 +64,8 @@ def make_judge(
         Their angles.
     input : {"transmission", "line_integrals"}
         The units of ``long_frames``.
-    open_beam_counts : float or numpy.ndarray, optional
-        Open-beam photons per pixel at the long exposure.
-    center : float, optional
-        Rotation axis column.
-    rows : slice, optional
-        The detector rows judged (default all).
+    open_beam_counts, center, rows
+        As for :meth:`LongExposureJudge.from_transmission`.
 
     Returns
     -------

@@ -359,6 +359,11 @@ def test_auto_judges_a_pair_method_on_every_pair_each_by_a_run_trained_without_i
     assert q["enhanced"]["psnr_db"] - q["raw"]["psnr_db"] == pytest.approx(
         folds["gain_psnr_db_per_pair"][0], abs=2e-3
     )
+    # a fold is judged by auto, pooled: its own run holds the pair out without judging it
+    unjudged = enhance_scan(s["transmission"][keep], s["theta"][keep], method="tv", long_refs=s["long"],
+                            short_refs=short, reference_angles=REFS, holdout=0, judge=False)  # fmt: skip
+    assert unjudged.quality is None and unjudged.provenance["pairs"]["held_out_deg"] == REFS[0]
+    np.testing.assert_array_equal(unjudged.volume, fold.volume)
     with pytest.raises(ValueError, match="no such pair"):
         enhance_scan(s["transmission"], s["theta"], method="tv", long_refs=s["long"], reference_angles=REFS,
                      holdout=3)  # fmt: skip

@@ -319,11 +319,12 @@ def select_method(
                 )  # fmt: skip
 
             def run(holdout: bool | int, method: str = method, options: dict[str, Any] = options) -> Any:
+                # a fold (holdout=k) is judged here, pooled with the others: not by its own run
                 return enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
                                     reference_angles=reference_angles, method=method, keep_projections=False,
                                     judge_rows=judged_rows, open_beam_counts=cut(opb),
                                     long_open_beam_counts=cut(lopb), holdout=holdout,
-                                    **options)  # fmt: skip
+                                    judge=holdout is True, **options)  # fmt: skip
 
             res = run(True)
             q = res.quality

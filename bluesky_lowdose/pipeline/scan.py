@@ -333,7 +333,8 @@ class ScanPipeline:
             self._pairs = (short, long_, angles)
         if not self.needs_fit:
             return self.models.get("projection")
-        if self.judge is not None and self.spec.pairs and self.holdout is not False:
+        given = not isinstance(self.holdout, bool)  # a pair's index: held out with or without a judge
+        if self.spec.pairs and self.holdout is not False and (self.judge is not None or given):
             from .judge import holdout_index
 
             if self.holdout is True:

@@ -49,13 +49,14 @@ METHODS = ("none", "paper", "n2i", "bm3d", "bm3d-slices")
 WEIGHTINGS = ("plain", "plain, scored rows", "ramp", "ramp-debiased")
 
 
-def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -> dict:
+def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None, seed: int = 0) -> dict:
     """Every method's volume on every frame (``full``) and without the long views (``keep``), the
     truth, and what the judge needs; read from / written to ``cache``."""
     from bluesky_lowdose.pipeline.judge import holdout_index
     from bluesky_lowdose.pipeline.methods import METHODS as SPECS
 
-    path = None if cache is None else cache / f"{case}-{size}.npz"
+    name = f"{case}-{size}" + (f"-seed{seed}" if seed else "")
+    path = None if cache is None else cache / f"{name}.npz"
     data: dict = {}
     if path is not None and path.exists():
         with np.load(path, allow_pickle=False) as z:
@@ -72,7 +73,7 @@ def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -
     c = CASES[case]
     cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(c["angles"] * size)),
                            dose_ladder=(), methods=("none",), phantom=c["phantom"], flux=c["flux"],
-                           psf_sigma=c["psf_sigma"])  # fmt: skip
+                           psf_sigma=c["psf_sigma"], seed=seed)  # fmt: skip
     rows, slab = cfg.scored_rows(), cfg.slab_rows()
     theta = np.linspace(0.0, 180.0, cfg.angles)
     phys = P.poisson_physics(cfg)
@@ -83,7 +84,8 @@ def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None) -
     keep = np.setdiff1d(np.arange(theta.size), same_view_indices(theta, theta[ref_idx]))
     common = dict(open_beam_counts=low["open_beam_counts"], read_noise=low["read_noise"],
                   long_open_beam_counts=full["open_beam_counts"], n2i_options=cfg.n2i_options(),
-                  projection_training=cfg.projection_training(), keep_projections=False, seed=0)  # fmt: skip
+                  projection_training=cfg.projection_training(), keep_projections=False,
+                  seed=seed)  # fmt: skip
     data.update({"truth": truth, "scored": np.array([rows.start - slab.start, rows.stop - slab.start]),
                  "theta": theta, "ref_idx": np.asarray(ref_idx), "long_refs": long_refs,
                  "long_n0": np.asarray(full["open_beam_counts"], np.float64)})  # fmt: skip
@@ -168,6 +170,7 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--seed", type=int, default=0, help="phantom, noise and training seed (as bench_tta)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the volumes here (npz per case)")
     args = ap.parse_args()
 
@@ -181,7 +184,7 @@ def main() -> int:
         f"{w} {j}": [] for w in WEIGHTINGS for j in ("every", "last", "leave-one-out", "auto")
     }
     for case in args.cases:
-        data = scan_volumes(case, args.size, methods, args.cache)
+        data = scan_volumes(case, args.size, methods, args.cache, args.seed)
         a, b = (int(v) for v in data["scored"])
         truth = data["truth"][a:b]
         tmask = object_mask(truth)

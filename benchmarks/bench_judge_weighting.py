@@ -2,7 +2,8 @@
 error is (by frequency along the detector row) against the plain residual the judge compares.
 
 Run: ``.venv/bin/python benchmarks/bench_judge_weighting.py --size 64 --cases standard under-blur
-textured-3000 real-like --cache /tmp/judge-cache`` (at 64^3 ~6-9 min per case on 2 cores, every method
+textured-3000 real-like --cache /tmp/judge-cache --record judge.jsonl`` (then ``--record judge.jsonl
+--figure judge.png`` draws the recorded cases) (at 64^3 ~6-9 min per case on 2 cores, every method
 twice: on every frame for the truth, without the long exposures' views for the judge; the volumes are
 kept in ``--cache`` so a second run only scores). Prints, per case, each method's gain over the raw
 reconstruction: the truth (PSNR inside the object against the evaluation's ``R_o``) and the judge's
@@ -35,6 +36,7 @@ shadow (rows that hold the object, the whole row):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -165,6 +167,49 @@ def gains(data: dict, methods: list[str], which: list[int], loo: bool = False) -
     return {m: {k: v - base[k] for k, v in sc.items()} for m, sc in out.items()}
 
 
+def figure(records: list[dict], out: Path) -> None:
+    """Per case, every method's true gain over raw (bars); the method each rule picks is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rules = {
+        "auto": "held-out last pair (auto until 2026-12-05)",
+        "leave-one-out": "leave-one-out (auto now)",
+    }
+    methods = [m for m in METHODS if m != "none" and any(m in r["truth"] for r in records)]
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(1, len(rules), figsize=(6 * len(rules), 4), sharey=True, squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, (rule, title) in zip(axes[0], rules.items(), strict=True):
+        regret = []
+        for i, r in enumerate(records):
+            truth, judged = r["truth"], r["judged"][rule]
+            pick = max(judged, key=judged.get)
+            best = max(truth, key=truth.get)
+            regret.append(truth[best] - truth[pick])
+            for k, m in enumerate(m for m in methods if m in truth):
+                x = i + (k - (len(methods) - 1) / 2) * width
+                ax.bar(x, truth[m], width, color=colours[m], edgecolor="black" if m == best else "none")
+                if m == pick:
+                    ax.plot(x, truth[m] + 0.4, marker="v", color="black", markersize=7)
+        ax.set_title(f"{title}\nbest picked in {sum(g < 1e-9 for g in regret)}/{len(regret)}, "
+                     f"mean regret {np.mean(regret):.2f} dB", fontsize=9)  # fmt: skip
+        ax.set_xticks(range(len(records)))
+        ax.set_xticklabels([f"{r['case']}\n{r['size']}³ s{r['seed']}" for r in records], fontsize=7)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0][0].set_ylabel("true PSNR gain over raw (dB)")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours[m], label=m) for m in methods]
+    fig.legend(handles=handles, fontsize=7, loc="lower right", ncol=len(handles), frameon=False)
+    fig.text(0.01, 0.012, "▼ the judge's pick; outlined: the truly best", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -172,7 +217,27 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--seed", type=int, default=0, help="phantom, noise and training seed (as bench_tta)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the volumes here (npz per case)")
+    ap.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="append each case's true and judged gains (scored rows) to this JSON-lines file",
+    )
+    ap.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="with --record: only draw the recorded cases (true gains, the judge's picks) to this PNG",
+    )
     args = ap.parse_args()
+    if args.figure is not None:
+        if args.record is None or not args.record.exists():
+            ap.error("--figure draws the cases of an existing --record file")
+        figure(
+            [json.loads(line) for line in args.record.read_text().splitlines() if line.strip()], args.figure
+        )
+        print(f"wrote {args.figure}")
+        return 0
 
     from bluesky_lowdose.metrics import object_mask, psnr
     from bluesky_lowdose.pipeline.judge import holdout_index
@@ -212,6 +277,16 @@ def main() -> int:
                 picks[f"{w} {j}"].append(best - true[pick])
                 line.append(f"{w} ({j}): {pick} ({true[pick] - best:+.2f})")
         print("\npicks (regret against the truly best): " + "; ".join(line) + "\n", flush=True)
+        if args.record is not None:
+            rec = {
+                "case": case,
+                "size": args.size,
+                "seed": args.seed,
+                "truth": true,
+                "judged": {j: {m: judged[j][m]["plain, scored rows"] for m in methods} for j in judged},
+            }
+            with args.record.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
     print("| weighting | cases picking the best | within 0.5 dB | mean regret (dB) |\n|---|---|---|---|")
     for k, regrets in picks.items():
         r = np.asarray(regrets)

@@ -51,13 +51,19 @@ METHODS = ("none", "paper", "n2i", "bm3d", "bm3d-slices")
 WEIGHTINGS = ("plain", "plain, scored rows", "ramp", "ramp-debiased")
 
 
-def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None, seed: int = 0) -> dict:
+def scan_volumes(
+    case: str, size: int, methods: list[str], cache: Path | None, seed: int = 0, train_angles: tuple = ()
+) -> dict:
     """Every method's volume on every frame (``full``) and without the long views (``keep``), the
     truth, and what the judge needs; read from / written to ``cache``."""
     from bluesky_lowdose.pipeline.judge import holdout_index
     from bluesky_lowdose.pipeline.methods import METHODS as SPECS
 
-    name = f"{case}-{size}" + (f"-seed{seed}" if seed else "")
+    name = (
+        f"{case}-{size}"
+        + (f"-seed{seed}" if seed else "")
+        + (f"-{len(train_angles)}pairs" if train_angles else "")
+    )
     path = None if cache is None else cache / f"{name}.npz"
     data: dict = {}
     if path is not None and path.exists():
@@ -75,7 +81,8 @@ def scan_volumes(case: str, size: int, methods: list[str], cache: Path | None, s
     c = CASES[case]
     cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(c["angles"] * size)),
                            dose_ladder=(), methods=("none",), phantom=c["phantom"], flux=c["flux"],
-                           psf_sigma=c["psf_sigma"], seed=seed)  # fmt: skip
+                           psf_sigma=c["psf_sigma"], seed=seed,
+                           **({"train_angles": train_angles} if train_angles else {}))  # fmt: skip
     rows, slab = cfg.scored_rows(), cfg.slab_rows()
     theta = np.linspace(0.0, 180.0, cfg.angles)
     phys = P.poisson_physics(cfg)
@@ -197,7 +204,12 @@ def figure(records: list[dict], out: Path) -> None:
         ax.set_title(f"{title}\nbest picked in {sum(g < 1e-9 for g in regret)}/{len(regret)}, "
                      f"mean regret {np.mean(regret):.2f} dB", fontsize=9)  # fmt: skip
         ax.set_xticks(range(len(records)))
-        ax.set_xticklabels([f"{r['case']}\n{r['size']}³ s{r['seed']}" for r in records], fontsize=7)
+        labels = [f"{r['case']}\n{r['size']}³ s{r['seed']}" for r in records]
+        labels = [
+            t + (f" {r['pairs']}p" if r.get("pairs", 3) != 3 else "")
+            for t, r in zip(labels, records, strict=True)
+        ]
+        ax.set_xticklabels(labels, fontsize=7)
         ax.axhline(0, color="grey", lw=0.5)
     axes[0][0].set_ylabel("true PSNR gain over raw (dB)")
     from matplotlib.patches import Patch
@@ -216,6 +228,13 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--seed", type=int, default=0, help="phantom, noise and training seed (as bench_tta)")
+    ap.add_argument(
+        "--train-angles",
+        type=float,
+        nargs="+",
+        default=(),
+        help="the long exposures' angles (default the evaluation's: 0, 45, 90)",
+    )
     ap.add_argument("--cache", type=Path, default=None, help="keep the volumes here (npz per case)")
     ap.add_argument(
         "--record",
@@ -249,7 +268,7 @@ def main() -> int:
         f"{w} {j}": [] for w in WEIGHTINGS for j in ("every", "last", "leave-one-out", "auto")
     }
     for case in args.cases:
-        data = scan_volumes(case, args.size, methods, args.cache, args.seed)
+        data = scan_volumes(case, args.size, methods, args.cache, args.seed, tuple(args.train_angles))
         a, b = (int(v) for v in data["scored"])
         truth = data["truth"][a:b]
         tmask = object_mask(truth)
@@ -282,6 +301,7 @@ def main() -> int:
                 "case": case,
                 "size": args.size,
                 "seed": args.seed,
+                "pairs": n_pairs,
                 "truth": true,
                 "judged": {j: {m: judged[j][m]["plain, scored rows"] for m in methods} for j in judged},
             }

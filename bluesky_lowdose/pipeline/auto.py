@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ import numpy as np
 from .angles import DEFAULT_TOLERANCE, same_view_indices
 
 if TYPE_CHECKING:
+    from .judge import LongExposureJudge
     from .result import ScanResult
     from .scan import ScanPipeline
 
@@ -117,7 +118,9 @@ def _leave_out_views(theta_deg: np.ndarray, reference_angles: Any) -> tuple[np.n
     return keep, {"left_out_frames": drop.tolist(), "note": note}
 
 
-def _leave_one_out(judge: Any, res: ScanResult, run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _leave_one_out(
+    judge: LongExposureJudge, res: ScanResult, run: Callable[[int], ScanResult]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A pair-trained candidate judged on every pair, each by the volume made without it.
 
     ``res`` was trained without the last pair; ``run(k)`` runs the candidate again without pair

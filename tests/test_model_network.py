@@ -378,3 +378,40 @@ def test_identity_network_reproduces_frames_whole(shape: tuple[int, int]) -> Non
     enh = _identity_enhancer("unet", 16)
     frames = RNG.uniform(0.05, 1.1, (3, *shape)).astype(np.float32)
     np.testing.assert_allclose(enh.enhance(frames), frames, rtol=1e-6, atol=1e-7)
+
+
+# -- precision -----------------------------------------------------------------------------------
+def test_auto_precision_is_bfloat16_only_on_processors_that_compute_it(tmp_path: Path) -> None:
+    from bluesky_lowdose.model import precision
+
+    plain, native = tmp_path / "plain", tmp_path / "native"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\n")
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert precision.cpu_flags(plain) == {"fpu", "sse2", "avx2", "avx512f"}
+    assert precision.cpu_flags(tmp_path / "absent") == frozenset()
+    assert not precision.native_bfloat16(plain)
+    assert precision.native_bfloat16(native) == (keras.backend.backend() == "tensorflow")
+    assert precision.training_policy("float32") == "float32"
+    assert precision.training_policy("bfloat16") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.training_policy("float16")
+
+
+def test_bfloat16_training_gives_a_float32_model_close_to_float32_training(
+    refs: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    models = {p: bm.train(*refs, model="unet", patch_size=16, stride=8, precision=p, **TINY)
+              for p in ("float32", "bfloat16")}  # fmt: skip
+    frames = refs[0][:2]
+    out = {p: m.enhance(frames) for p, m in models.items()}
+    for p, policy in (("float32", "float32"), ("bfloat16", "mixed_bfloat16")):
+        enh = models[p]
+        assert enh.provenance["hyperparameters"]["precision"] == policy
+        # the model kept and used is float32 whatever training computed in
+        assert {layer.dtype_policy.name for layer in enh.network.layers} == {"float32"}
+        assert out[p].dtype == np.float32 and np.isfinite(out[p]).all()
+        enh.save(tmp_path / f"{p}.keras")
+        np.testing.assert_array_equal(bm.load(tmp_path / f"{p}.keras").enhance(frames), out[p])
+    # same seed, same data: the arithmetic alone differs, so the outputs differ a little
+    diff = np.abs(out["bfloat16"] - out["float32"])
+    assert 0 < diff.max() < 0.1 * float(np.ptp(out["float32"]))

@@ -31,6 +31,7 @@ from .enhancer import Enhancer
 from .networks import DOWNSAMPLING, build_network
 from .normalization import Normalization
 from .patches import dihedral
+from .precision import training_policy
 from .training import (
     _EpochHook,
     _Guard,
@@ -38,6 +39,7 @@ from .training import (
     fit_and_release,
     initial_hyperparameters,
     start_network,
+    trained_copy,
 )
 
 __all__ = ["N2I_DEFAULTS", "denoise_slab", "denoise_splits", "train_noise2inverse", "training_rows"]
@@ -277,6 +279,7 @@ def train_noise2inverse(
     time_limit_s: float | None = None,
     initial: Enhancer | None = None,
     slice_rows: Sequence[int] | None = None,
+    precision: str = "auto",
 ) -> Enhancer:
     """Train a slice denoiser on the reconstructions of disjoint angle subsets of one scan.
 
@@ -319,6 +322,10 @@ def train_noise2inverse(
         The subsets hold only these slices (increasing) of a taller volume, e.g. the detector rows
         :func:`training_rows` names, reconstructed alone: the centre slices are those whose
         neighbours are among them. Default: the subsets are the whole volume.
+    precision : {"auto", "float32", "bfloat16"}
+        The arithmetic of training (:mod:`~bluesky_lowdose.model.precision`): ``"auto"`` trains in
+        bfloat16 where the processor computes it natively, else in float32. The returned network
+        is float32 either way.
 
     Returns
     -------
@@ -335,6 +342,7 @@ def train_noise2inverse(
         The loss became NaN or infinite.
     """
     started = time.perf_counter()
+    policy = training_policy(precision)
     if initial is not None:  # fine-tuning: the starting network fixes filters and context
         hp = initial_hyperparameters(initial, ("noise2inverse",))
         base_filters, context = hp.get("base_filters", base_filters), hp.get("context_slices", context)
@@ -367,7 +375,9 @@ def train_noise2inverse(
 
     keras.utils.set_random_seed(seed)
     network = start_network(
-        initial, lambda: build_network("unet", base_filters=base_filters, in_channels=2 * context + 1)
+        initial,
+        lambda: build_network("unet", base_filters=base_filters, in_channels=2 * context + 1),
+        policy,
     )
     schedule = keras.optimizers.schedules.CosineDecay(
         float(learning_rate), decay_steps=steps, alpha=float(final_learning_rate_fraction)
@@ -386,8 +396,7 @@ def train_noise2inverse(
     if guard.failure is not None:
         raise TrainingError(f"Noise2Inverse training diverged: {guard.failure}; try a lower learning_rate")
     hist = {key: [float(v) for v in vals] for key, vals in history.history.items()}
-    trained = keras.models.clone_model(network)
-    trained.set_weights(network.get_weights())
+    trained = trained_copy(network)
     provenance: dict[str, Any] = {
         "architecture": "unet",
         "method": "noise2inverse",
@@ -409,6 +418,7 @@ def train_noise2inverse(
             "base_filters": base_filters,
             "context_slices": context,
             "output_activation": "linear",
+            "precision": policy,
         },
         "n_parameters": int(trained.count_params()),
         "training_data": {

@@ -18,6 +18,7 @@ from .enhancer import Enhancer, weights_sha256
 from .networks import DOWNSAMPLING, InversePSNRLoss, build_network
 from .normalization import Normalization
 from .patches import dihedral, patch_grid
+from .precision import training_policy, with_policy
 
 __all__ = ["DEFAULTS", "train"]
 
@@ -208,6 +209,7 @@ def train(
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
     max_patches: int | None = 2048,
     initial: Enhancer | None = None,
+    precision: str = "auto",
 ) -> Enhancer:
     """Train an enhancer that maps short-exposure frames to long-exposure ones.
 
@@ -260,6 +262,10 @@ def train(
         from random weights: its architecture, patch size, filters and normalisation are kept
         (training starts from exactly that model), and ``"fine_tuned_from"`` (its weights' hash)
         goes into the provenance.
+    precision : {"auto", "float32", "bfloat16"}
+        The arithmetic of training (:mod:`~bluesky_lowdose.model.precision`): ``"auto"`` trains in
+        bfloat16 where the processor computes it natively, else in float32. The returned network
+        is float32 either way.
 
     Returns
     -------
@@ -277,6 +283,7 @@ def train(
         The loss became NaN or infinite (training diverged).
     """
     started = time.perf_counter()
+    policy = training_policy(precision)
     if initial is not None:  # fine-tuning: the starting network decides the shape of the problem
         hp = initial_hyperparameters(initial, ("unet", "paper"))
         model, patch_size, base_filters = initial.architecture, hp["patch_size"], hp["base_filters"]
@@ -344,7 +351,7 @@ def train(
 
     keras.utils.set_random_seed(seed)
     network = start_network(
-        initial, lambda: build_network(model, patch_size=patch_size, base_filters=base_filters)
+        initial, lambda: build_network(model, patch_size=patch_size, base_filters=base_filters), policy
     )
     network.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=InversePSNRLoss())
     data = _PatchPairs(x[train_idx], y[train_idx], batch_size, augment, seed + 1)
@@ -368,10 +375,7 @@ def train(
             "or check the reference frames"
         )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    # An uncompiled copy: the saved file then holds no optimizer state (half the size, and it loads
-    # under any backend with compile=False).
-    trained = keras.models.clone_model(network)
-    trained.set_weights(network.get_weights())
+    trained = trained_copy(network)
     provenance: dict[str, Any] = {
         "architecture": model,
         "paper": "Yang et al., Sci. Rep. 8:2575 (2018), doi:10.1038/s41598-018-19426-7",
@@ -393,6 +397,7 @@ def train(
             "optimizer": "adam",
             "loss": "1/PSNR (InversePSNRLoss, epsilon 1e-10, peak 1)",
             "output_activation": "linear",
+            "precision": policy,
         },
         "n_parameters": int(trained.count_params()),
         "training_data": {
@@ -450,7 +455,9 @@ def initial_hyperparameters(initial: Any, architectures: tuple[str, ...]) -> dic
     return dict(prov.get("hyperparameters") or {})
 
 
-def start_network(initial: Enhancer | None, build: Callable[[], keras.Model]) -> keras.Model:
+def start_network(
+    initial: Enhancer | None, build: Callable[[], keras.Model], policy: str = "float32"
+) -> keras.Model:
     """The network training starts from: ``build()``, or a trainable copy of ``initial``'s.
 
     Parameters
@@ -458,7 +465,9 @@ def start_network(initial: Enhancer | None, build: Callable[[], keras.Model]) ->
     initial : Enhancer or None
         A trained enhancer to fine-tune (its network is not modified).
     build : callable
-        Builds a freshly initialised network.
+        Builds a freshly initialised (float32) network.
+    policy : str
+        The Keras dtype policy to train under (:func:`~bluesky_lowdose.model.precision.training_policy`).
 
     Returns
     -------
@@ -466,10 +475,28 @@ def start_network(initial: Enhancer | None, build: Callable[[], keras.Model]) ->
         An uncompiled network.
     """
     if initial is None:
-        return build()
-    network = keras.models.clone_model(initial.network)
-    network.set_weights(initial.network.get_weights())
-    return network
+        network = build()
+        return network if policy == "float32" else with_policy(network, policy)
+    return with_policy(initial.network, policy)
+
+
+def trained_copy(network: keras.Model) -> keras.Model:
+    """An uncompiled float32 copy of a trained network.
+
+    The saved file then holds no optimizer state (half the size, and it loads under any backend
+    with ``compile=False``), and enhancement computes in float32 whatever the training used.
+
+    Parameters
+    ----------
+    network : keras.Model
+        The network after training.
+
+    Returns
+    -------
+    keras.Model
+        The copy, same weights.
+    """
+    return with_policy(network, "float32")
 
 
 def finish_enhancer(

@@ -4,6 +4,7 @@ forward projector, the long exposures as the judge, ``auto`` choosing by them, r
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
 
@@ -389,8 +390,9 @@ def test_a_result_worse_than_raw_is_said_so(low_dose) -> None:
         assert not q["worse_than_raw"] and not bad.warnings
 
 
-def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose) -> None:
+def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose, caplog) -> None:
     s = low_dose
+    caplog.set_level(logging.INFO, logger="bluesky_lowdose.pipeline.scan")
     res = enhance_scan(
         s["transmission"],
         s["theta"],
@@ -416,6 +418,12 @@ def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose) -> N
     q = res.quality
     assert q["enhanced"]["psnr_db"] >= q["raw"]["psnr_db"] and q["enhanced"]["ssim"] >= q["raw"]["ssim"]
     assert not res.warnings
+    # a candidate below raw is in auto's record; its run's judge says so at INFO, not as a warning
+    # about the scan (the result is not that candidate's volume)
+    below = [r for r in caplog.records if "scores below the raw reconstruction" in r.getMessage()]
+    assert below, "a candidate trained this briefly scores below raw here"
+    assert all(r.levelno == logging.INFO for r in below), [(r.levelname, r.getMessage()) for r in below]
+    assert all(r.getMessage().startswith("auto candidate: method") for r in below)
 
 
 def test_auto_with_direct_fourier_inversion_judges_in_view_and_says_so(low_dose) -> None:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .angles import DEFAULT_TOLERANCE, same_view_indices
+from .result import AUTO_CANDIDATE
 
 if TYPE_CHECKING:
     from .judge import LongExposureJudge
@@ -329,11 +330,15 @@ def select_method(
                                     long_open_beam_counts=cut(lopb), holdout=holdout,
                                     judge=holdout is True, **options)  # fmt: skip
 
-            res = run(True)
-            q = res.quality
-            folds = None
-            if q is not None and spec.pairs and q["held_out"]:
-                q, folds = _leave_one_out(judge, res, run)
+            token = AUTO_CANDIDATE.set(True)
+            try:
+                res = run(True)
+                q = res.quality
+                folds = None
+                if q is not None and spec.pairs and q["held_out"]:
+                    q, folds = _leave_one_out(judge, res, run)
+            finally:
+                AUTO_CANDIDATE.reset(token)
         except Exception as exc:  # a candidate that fails is not chosen; the others still run
             record["candidates"][method] = {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}
             logger.warning("auto: candidate %s failed: %s", method, exc)

@@ -4,6 +4,7 @@ choice between the registered model's first result and the fine-tuned one (used 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
 __all__ = ["ScanResult", "build_result", "first_result", "judge_volumes", "keep_better"]
 
 logger = logging.getLogger("bluesky_lowdose.pipeline.scan")  # the pipeline's messages, one logger
+
+#: True while ``auto`` runs a candidate (in this thread): the run's judge warnings are about a
+#: volume that is not the result (auto's record holds every candidate's score), so they are logged
+#: at INFO, not as warnings about the scan.
+AUTO_CANDIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar("auto_candidate", default=False)
 
 
 @dataclass
@@ -170,7 +176,10 @@ def judge_volumes(
             "out): optimistic"
         )
     for w in warnings:
-        logger.warning(w)
+        if AUTO_CANDIDATE.get():
+            logger.info("auto candidate: %s", w)
+        else:
+            logger.warning(w)
     return quality, warnings
 
 

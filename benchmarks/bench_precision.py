@@ -8,6 +8,9 @@ same seed, through the one pipeline (``enhance_scan`` on every frame). Prints th
 scored rows against the evaluation's reference (the noise-free reconstruction), plus the raw
 reconstruction's. On a processor without native bfloat16 the bfloat16 rows are emulated and slow.
 
+Options of Noise2Inverse can be set for every run (``--n2i steps=4800 --precisions bfloat16
+--methods n2i --label steps-4800``: training length at the time bfloat16 saves).
+
 Run: ``.venv/bin/python benchmarks/bench_precision.py --size 128 --cases standard under-blur``
 (~7 min per case and seed on 2 cores at 128³; ``--record FILE`` appends JSON lines).
 """
@@ -30,7 +33,9 @@ METHODS = ("n2i", "paper")
 PRECISIONS = ("float32", "bfloat16")
 
 
-def run_case(case: str, size: int, seed: int, methods: list[str]) -> list[dict]:
+def run_case(
+    case: str, size: int, seed: int, methods: list[str], precisions: list[str], n2i: dict, label: str
+) -> list[dict]:
     """Every (method, precision) of one case: seconds and scores against the reference."""
     from bluesky_lowdose.evaluation import EvaluationConfig
     from bluesky_lowdose.evaluation import protocol as P
@@ -53,11 +58,11 @@ def run_case(case: str, size: int, seed: int, methods: list[str]) -> list[dict]:
                   keep_projections=False, judge=False, seed=seed)  # fmt: skip
     out = []
     for m in ["none", *methods]:
-        for precision in PRECISIONS if m != "none" else ("-",):
+        for precision in precisions if m != "none" else ("-",):
             options = {} if m == "none" else {"precision": precision}
             t0 = time.perf_counter()
             res = enhance_scan(low["transmission"], theta, method=m,
-                               n2i_options={**cfg.n2i_options(), **(options if m == "n2i" else {})},
+                               n2i_options={**cfg.n2i_options(), **n2i, **(options if m == "n2i" else {})},
                                projection_training={**cfg.projection_training(),
                                                     **(options if m == "paper" else {})},
                                **common)  # fmt: skip
@@ -66,6 +71,7 @@ def run_case(case: str, size: int, seed: int, methods: list[str]) -> list[dict]:
             model = res.models.get("slices" if m == "n2i" else "projection")
             prov = getattr(model, "provenance", {})
             out.append({"case": case, "size": size, "seed": seed, "method": m, "precision": precision,
+                        "label": label, "n2i_options": n2i if m == "n2i" else None,
                         "policy": prov.get("hyperparameters", {}).get("precision"),
                         "training_s": prov.get("wall_time_s"), "method_s": round(seconds, 1),
                         "psnr": score["psnr"], "ssim": score["ssim"]})  # fmt: skip
@@ -81,13 +87,18 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", default=["standard", "under-blur"], choices=list(CASES))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    ap.add_argument("--n2i", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="Noise2Inverse options for every run, e.g. steps=4800")  # fmt: skip
+    ap.add_argument("--label", default="", help="a name for these runs in the records")
     ap.add_argument("--record", type=Path, help="append the rows as JSON lines to this file")
     args = ap.parse_args()
     print(f"machine: {machine()}\n")
     print("| case | method | precision (policy) | training s | method s | PSNR (dB) | SSIM |")
     print("|---|---|---|---|---|---|---|")
     for case in args.cases:
-        rows = run_case(case, args.size, args.seed, args.methods)
+        n2i = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.n2i)}
+        rows = run_case(case, args.size, args.seed, args.methods, args.precisions, n2i, args.label)
         if args.record:
             with args.record.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -218,14 +218,18 @@ def compare_methods(
     from .pipeline import enhance_scan, score_volume
 
     volumes: dict[str, np.ndarray] = {"raw low-dose": res.recon_raw}
+    # scored against the simulator's truth below, so not by the long exposures (whose verdict on a
+    # volume that is not the result would be logged as a warning about the scan)
     if res.method != "paper":
         if res.enhancer is not None:  # the streamed method had the paper's step: reuse its network
-            paper = enhance_scan(res.raw, res.theta, method="paper", projection_model=res.enhancer)
+            paper = enhance_scan(
+                res.raw, res.theta, method="paper", projection_model=res.enhancer, judge=False
+            )
         elif res.pairs is not None:
             p = res.pairs
             paper = enhance_scan(res.raw, res.theta, short_refs=p["short"], long_refs=p["long"],
                                  reference_angles=p["angles"], method="paper",
-                                 projection_training=projection_training)  # fmt: skip
+                                 projection_training=projection_training, judge=False)  # fmt: skip
         else:
             paper = None
         if paper is not None:

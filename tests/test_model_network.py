@@ -415,3 +415,18 @@ def test_bfloat16_training_gives_a_float32_model_close_to_float32_training(
     # same seed, same data: the arithmetic alone differs, so the outputs differ a little
     diff = np.abs(out["bfloat16"] - out["float32"])
     assert 0 < diff.max() < 0.1 * float(np.ptp(out["float32"]))
+
+
+def test_small_frames_get_a_smaller_default_patch_with_enough_positions() -> None:
+    from bluesky_lowdose.model.training import MIN_PATCH_POSITIONS, default_patch_size
+
+    # 32^2 patches on 32^2 frames: one position per frame (four pairs gave two training patches)
+    assert default_patch_size(32, (32, 32)) == 24 and 9 * 9 >= MIN_PATCH_POSITIONS
+    assert default_patch_size(32, (48, 128)) == 32  # auto's slabs keep the default
+    assert default_patch_size(32, (32, 64)) == 32  # 33 positions
+    assert default_patch_size(32, (256, 256)) == 32
+    assert default_patch_size(32, (16, 16)) == 8  # 9^2 positions (16^2 patches would have 1)
+    assert default_patch_size(32, (8, 8)) == 8
+    short, long = _refs(n=2, shape=(32, 32))
+    enh = bm.train(short, long, model="paper", epochs=1, base_filters=4, progress=False)
+    assert enh.patch_size == 24 and enh.provenance["training_data"]["n_train_patches"] > 100

@@ -330,8 +330,8 @@ class Enhancer:
 
     def _enhance_patches(self, frames: list[np.ndarray], stride: int, per_call: int) -> list[np.ndarray]:
         """The patch network's output for each 2-D frame; the frames' patches go through the network
-        together, ``per_call`` at a time (a call per frame and flip/rotation of a thin slab's frame
-        cost 1.5x the arithmetic in Keras' per-call overhead)."""
+        together, ``per_call`` at a time (on a thin slab, one call per frame and view added half as
+        much again as the arithmetic: Keras' per-call overhead)."""
         p = self.patch_size
         cuts = []
         for frame in frames:

@@ -2,8 +2,9 @@
 
 Training is most of what the learned methods cost on a beamline's CPU. Processors with native
 bfloat16 dot products (x86 ``avx512_bf16`` or ``amx_bf16``: AMD Zen 4, Intel Sapphire Rapids and
-later) run Keras' ``mixed_bfloat16`` policy through oneDNN about 1.7x faster than float32 for
-these networks (``benchmarks/bench_precision.py``). Under that policy the weights stay float32;
+later) run Keras' ``mixed_bfloat16`` policy through oneDNN faster than float32: Noise2Inverse
+trains 1.5-1.7x faster, the projection CNN 1.2-1.3x, with scores within the spread of training
+seeds (``benchmarks/bench_precision.py``, ``docs/model.md``). Under that policy the weights stay float32;
 only the layers' arithmetic is bfloat16. Training ends with a float32 copy of the network, so a
 saved model, the registry and every enhancement are float32 whatever the training used.
 

@@ -72,9 +72,9 @@ def _agreement(scores: dict, gains: dict) -> dict | None:
         return None
     g = np.array([gains[m]["gain_psnr_db"] for m in judged])
     t = np.array([scores[m]["psnr"] for m in judged])
-    # auto's rule: the largest PSNR gain among those not below raw in PSNR or SSIM, else none
-    ok = [m for m in judged if gains[m]["gain_psnr_db"] >= 0 and gains[m]["gain_ssim"] >= 0]
-    picked = max(ok, key=lambda m: gains[m]["gain_psnr_db"]) if ok else "none"
+    from bluesky_lowdose.pipeline.auto import pick_winner
+
+    picked, _ = pick_winner({m: {"status": "run", **gains[m]} for m in judged})  # auto's rule
     rg, rt = np.argsort(np.argsort(g)), np.argsort(np.argsort(t))
     sd = float(np.std(rg) * np.std(rt))
     rho = float(np.mean((rg - rg.mean()) * (rt - rt.mean())) / sd) if sd > 0 else None

@@ -20,6 +20,7 @@ from bluesky_lowdose.pipeline import (
     flat_field,
     photon_statistics,
 )
+from bluesky_lowdose.pipeline.auto import TIE_DB, pick_winner
 from bluesky_lowdose.recon import reconstruct
 from bluesky_lowdose.recon.filters import apodize
 from bluesky_lowdose.recon.project import forward_project
@@ -414,7 +415,10 @@ def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose, capl
     assert all(c["status"] == "run" for c in cands.values()), cands
     gains = {m: c["gain_psnr_db"] for m, c in cands.items()}
     eligible = {m for m, c in cands.items() if c["gain_psnr_db"] >= 0 and c["gain_ssim"] >= 0}
-    assert auto["winner"] == max(eligible, key=gains.get), cands
+    # the largest PSNR gain, or within TIE_DB of it the largest SSIM gain
+    top = max(gains[m] for m in eligible)
+    tied = [m for m in eligible if gains[m] >= top - TIE_DB]
+    assert auto["winner"] == max(tied, key=lambda m: cands[m]["gain_ssim"]), cands
     q = res.quality
     assert q["enhanced"]["psnr_db"] >= q["raw"]["psnr_db"] and q["enhanced"]["ssim"] >= q["raw"]["ssim"]
     assert not res.warnings
@@ -566,3 +570,19 @@ def test_auto_judges_a_slab_against_the_same_rows_of_the_long_exposures(tmp_path
         assert auto["judged_views"]["left_out_frames"] == [0, 20, 40, 60]
         assert auto["candidates"]["none"]["judge"]["psnr_db"] == pytest.approx(expected["psnr_db"], abs=1e-4)
         assert res.volume.shape == (64, 64, 64)
+
+
+def test_auto_picks_the_largest_psnr_gain_and_breaks_ties_by_ssim() -> None:
+
+    def run(psnr: float, ssim: float) -> dict:
+        return {"status": "run", "gain_psnr_db": psnr, "gain_ssim": ssim}
+
+    # below raw in either metric: never chosen; nothing left: raw
+    assert pick_winner({"none": run(0, 0), "paper": run(2.0, -0.001)})[0] == "none"
+    assert pick_winner({"n2i": {"status": "failed: x"}})[0] == "none"
+    # a clear PSNR lead wins whatever the SSIM
+    winner, why = pick_winner({"none": run(0, 0), "bm3d": run(1.5, 0.01), "n2i": run(1.5 - 2 * TIE_DB, 0.05)})
+    assert winner == "bm3d" and "tied" not in why
+    # gains within TIE_DB tie (make demo: n2i +1.43 / +0.017, bm3d-slices +1.44 / +0.014): SSIM decides
+    winner, why = pick_winner({"none": run(0, 0), "n2i": run(1.43, 0.017), "bm3d-slices": run(1.44, 0.014)})
+    assert winner == "n2i" and "tied within" in why and "bm3d-slices +1.44 dB" in why

@@ -1,0 +1,121 @@
+"""How ``auto`` should break near-ties: the judge's PSNR gain, its SSIM gain, or PSNR with ties to SSIM.
+
+Rescoring only (no training): reads the volumes ``bench_judge_weighting.py --cache DIR`` kept (every
+method on every frame for the truth, without the long exposures' views for the judge, and the
+leave-one-out folds of the methods that learn from the pairs), judges each method as ``auto`` does
+(leave-one-out where it learns from the pairs, the slab's central rows), and prints for each rule
+how often it picks the truly best method (PSNR inside the object against the evaluation's
+reference), how often within 0.5 dB, the mean and the worst regret. The rule ``auto`` uses is
+:func:`bluesky_lowdose.pipeline.auto.pick_winner` (ties within ``TIE_DB``).
+
+Run: ``.venv/bin/python benchmarks/bench_judge_ties.py --cache /tmp/judge-cache`` (after the
+``bench_judge_weighting.py`` runs that fill it; about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine
+
+METHODS = ("none", "paper", "n2i", "bm3d", "bm3d-slices")
+
+
+def judged(path: Path) -> dict:
+    """Truth and judged gains (PSNR, SSIM) over raw of every method of one cached case."""
+    from bluesky_lowdose.metrics import object_mask, psnr
+    from bluesky_lowdose.pipeline import LongExposureJudge
+
+    with np.load(path) as z:
+        d = dict(z)
+    theta, ref_idx = d["theta"], d["ref_idx"]
+    n = len(ref_idx)
+    judge = LongExposureJudge.from_transmission(d["long_refs"], theta[ref_idx], open_beam_counts=d["long_n0"])
+    a, b = (int(v) for v in d["scored"])
+    judge.mask[:, :a] = False  # the slab's central rows, as auto judges
+    judge.mask[:, b:] = False
+    every = list(range(n))
+    raw = judge.score_projections(judge.project(d["keep_none"], every), every)
+    truth = d["truth"][a:b]
+    mask = object_mask(truth)
+    base = psnr(d["full_none"][a:b], truth, mask=mask)
+    out: dict = {"case": path.stem, "truth": {}, "gain_psnr_db": {}, "gain_ssim": {}}
+    for m in METHODS:
+        if f"keep_{m}" not in d:
+            continue
+        if f"fold0_{m}" in d:  # leave-one-out: pair k judged by the run without it
+            vols = [d[f"fold{k}_{m}"] if k < n - 1 else d[f"keep_{m}"] for k in every]
+            p = np.concatenate([judge.project(v, [k]) for k, v in zip(every, vols, strict=True)])
+        else:
+            p = judge.project(d[f"keep_{m}"], every)
+        s = judge.score_projections(p, every)
+        out["gain_psnr_db"][m] = s["psnr_db"] - raw["psnr_db"]
+        out["gain_ssim"][m] = s["ssim"] - raw["ssim"]
+        out["truth"][m] = psnr(d[f"full_{m}"][a:b], truth, mask=mask) - base
+    return out
+
+
+def rules() -> dict[str, Callable[[dict], str]]:
+    """Each rule: the method it picks from one case's judged gains."""
+    from bluesky_lowdose.pipeline.auto import TIE_DB, pick_winner
+
+    def eligible(r: dict) -> list[str]:
+        return [m for m in r["gain_psnr_db"] if r["gain_psnr_db"][m] >= 0 and r["gain_ssim"][m] >= 0]
+
+    def ssim_within(delta: float) -> Callable[[dict], str]:
+        def pick(r: dict) -> str:
+            ok = eligible(r)
+            top = max(r["gain_psnr_db"][m] for m in ok)
+            return max(
+                (m for m in ok if r["gain_psnr_db"][m] >= top - delta), key=lambda m: r["gain_ssim"][m]
+            )
+
+        return pick
+
+    def candidates(r: dict) -> dict:
+        return {m: {"status": "run", "gain_psnr_db": r["gain_psnr_db"][m], "gain_ssim": r["gain_ssim"][m]}
+                for m in r["gain_psnr_db"]}  # fmt: skip
+
+    out: dict[str, Callable[[dict], str]] = {
+        "largest PSNR gain": ssim_within(0.0),
+        f"auto (pick_winner, ties within {TIE_DB:g} dB)": lambda r: pick_winner(candidates(r))[0],
+    }
+    for delta in (0.25, 0.5, 1.0):
+        out[f"within {delta:g} dB, the largest SSIM gain"] = ssim_within(delta)
+    out["the largest SSIM gain"] = ssim_within(float("inf"))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, required=True, help="bench_judge_weighting.py's --cache")
+    args = ap.parse_args()
+    cases = [judged(p) for p in sorted(args.cache.glob("*.npz"))]
+    if not cases:
+        print(f"no cached cases in {args.cache}")
+        return 1
+    print(f"machine: {machine()}\n{len(cases)} cases: {', '.join(c['case'] for c in cases)}\n")
+    print("| rule | truly best | within 0.5 dB | mean regret (dB) | worst (dB) | picks |")
+    print("|---|---|---|---|---|---|")
+    for name, rule in rules().items():
+        regret, picks = [], []
+        for c in cases:
+            pick, t = rule(c), c["truth"]
+            regret.append(max(t.values()) - t[pick])
+            picks.append(pick)
+        n = len(cases)
+        best = sum(r == 0 for r in regret)
+        close = sum(r <= 0.5 for r in regret)
+        print(f"| {name} | {best}/{n} | {close}/{n} | {np.mean(regret):.2f} | {max(regret):.2f} | "
+              f"{', '.join(picks)} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -112,15 +112,13 @@ def pick_winner(candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:
     tied = {m: e for m, e in eligible.items() if e["gain_psnr_db"] >= top - TIE_DB}
     winner = max(tied, key=lambda m: (tied[m]["gain_ssim"], tied[m]["gain_psnr_db"]))
     e = eligible[winner]
-    why = (f"{winner}: {e['gain_psnr_db']:+.2f} dB / {e['gain_ssim']:+.3f} SSIM over the raw "
-           f"reconstruction, the largest gain of {len(eligible)} candidate(s) not below it")  # fmt: skip
-    if len(tied) > 1:
-        others = ", ".join(f"{m} {tied[m]['gain_psnr_db']:+.2f} dB / {tied[m]['gain_ssim']:+.3f}"
-                           for m in tied if m != winner)  # fmt: skip
-        why = (f"{winner}: {e['gain_psnr_db']:+.2f} dB / {e['gain_ssim']:+.3f} SSIM over the raw "
-               f"reconstruction; tied within {TIE_DB:g} dB with {others}: the larger SSIM gain wins "
-               f"({len(eligible)} candidate(s) not below raw)")  # fmt: skip
-    return winner, why
+    why = f"{winner}: {e['gain_psnr_db']:+.2f} dB / {e['gain_ssim']:+.3f} SSIM over the raw reconstruction"
+    if len(tied) == 1:
+        return winner, f"{why}, the largest gain of {len(eligible)} candidate(s) not below it"
+    others = ", ".join(f"{m} {tied[m]['gain_psnr_db']:+.2f} dB / {tied[m]['gain_ssim']:+.3f}"
+                       for m in tied if m != winner)  # fmt: skip
+    return winner, (f"{why}; tied within {TIE_DB:g} dB with {others}: the larger SSIM gain wins "
+                    f"({len(eligible)} candidate(s) not below raw)")  # fmt: skip
 
 
 def auto_slab(rows: int) -> slice:

@@ -6,7 +6,11 @@ leave-one-out folds of the methods that learn from the pairs), judges each metho
 (leave-one-out where it learns from the pairs, the slab's central rows), and prints for each rule
 how often it picks the truly best method (PSNR inside the object against the evaluation's
 reference), how often within 0.5 dB, the mean and the worst regret. The rule ``auto`` uses is
-:func:`bluesky_lowdose.pipeline.auto.pick_winner` (ties within ``TIE_DB``).
+:func:`bluesky_lowdose.pipeline.auto.pick_winner` (ties within ``TIE_DB``), after racing
+(:func:`bluesky_lowdose.pipeline.auto.race`: a candidate that learns from the pairs, more than
+``RACE_DB`` behind the best so far on the last pair with the run that did not see it, is stopped
+there, in ``auto``'s order); the racing table says which candidates stop, and how far each one's
+lead on that pair was from its pooled lead.
 
 Run: ``.venv/bin/python benchmarks/bench_judge_ties.py --cache /tmp/judge-cache`` (after the
 ``bench_judge_weighting.py`` runs that fill it; about a minute).
@@ -45,25 +49,77 @@ def judged(path: Path) -> dict:
     truth = d["truth"][a:b]
     mask = object_mask(truth)
     base = psnr(d["full_none"][a:b], truth, mask=mask)
-    out: dict = {"case": path.stem, "truth": {}, "gain_psnr_db": {}, "gain_ssim": {}}
+    out: dict = {"case": path.stem, "truth": {}, "gain_psnr_db": {}, "gain_ssim": {}, "per_pair": {},
+                 "pairs": []}  # fmt: skip
+    rawp = judge.project(d["keep_none"], every)
     for m in METHODS:
         if f"keep_{m}" not in d:
             continue
         if f"fold0_{m}" in d:  # leave-one-out: pair k judged by the run without it
             vols = [d[f"fold{k}_{m}"] if k < n - 1 else d[f"keep_{m}"] for k in every]
             p = np.concatenate([judge.project(v, [k]) for k, v in zip(every, vols, strict=True)])
+            out["pairs"].append(m)
         else:
             p = judge.project(d[f"keep_{m}"], every)
         s = judge.score_projections(p, every)
+        out["per_pair"][m] = [
+            judge.score_projections(p[[k]], [k])["psnr_db"]
+            - judge.score_projections(rawp[[k]], [k])["psnr_db"]
+            for k in every
+        ]
         out["gain_psnr_db"][m] = s["psnr_db"] - raw["psnr_db"]
         out["gain_ssim"][m] = s["ssim"] - raw["ssim"]
         out["truth"][m] = psnr(d[f"full_{m}"][a:b], truth, mask=mask) - base
     return out
 
 
+def raced(r: dict) -> dict:
+    """``auto``'s record of one case's candidates, raced in ``auto``'s order (a stopped one: not run)."""
+    from bluesky_lowdose.pipeline.auto import AUTO_CANDIDATES, race
+
+    out: dict = {}
+    for m in (m for m in AUTO_CANDIDATES if m in r["gain_psnr_db"]):
+        last = len(r["per_pair"][m]) - 1
+        if m in r["pairs"] and race(out, r["per_pair"][m][last], last) is not None:
+            out[m] = {"status": "stopped"}
+            continue
+        out[m] = {"status": "run", "gain_psnr_db": r["gain_psnr_db"][m], "gain_ssim": r["gain_ssim"][m],
+                  "gain_psnr_db_per_pair": r["per_pair"][m]}  # fmt: skip
+    return out
+
+
+def racing_table(cases: list[dict]) -> None:
+    """Per case and pair-trained candidate: its lead on the last pair and pooled, and whether it stops."""
+    from bluesky_lowdose.pipeline.auto import RACE_DB
+
+    print(f"\nRacing ({RACE_DB:g} dB): each pair-trained candidate's lead over the best candidate before it "
+          "(not below raw), on the last pair (its first run) and pooled leave-one-out")  # fmt: skip
+    print("| case | candidate | lead on the last pair (dB) | lead pooled (dB) | stopped | truly best |")
+    print("|---|---|---|---|---|---|")
+    for c in cases:
+        record = raced(c)
+        order = list(record)
+        best = max(c["truth"], key=c["truth"].get)
+        for m in c["pairs"]:
+            ok = [
+                k
+                for k in order[: order.index(m)]
+                if record[k]["status"] == "run"
+                and record[k]["gain_psnr_db"] >= 0
+                and record[k]["gain_ssim"] >= 0
+            ]
+            lead = max(ok, key=lambda k: c["per_pair"][k][-1])
+            pooled = max(ok, key=lambda k: c["gain_psnr_db"][k])
+            stopped = "yes" if record[m]["status"] == "stopped" else "no"
+            first = c["per_pair"][m][-1] - c["per_pair"][lead][-1]
+            print(f"| {c['case']} | {m} | {first:+.2f} (vs {lead}) | "
+                  f"{c['gain_psnr_db'][m] - c['gain_psnr_db'][pooled]:+.2f} (vs {pooled}) | {stopped} | "
+                  f"{'yes' if m == best else 'no'} |")  # fmt: skip
+
+
 def rules() -> dict[str, Callable[[dict], str]]:
     """Each rule: the method it picks from one case's judged gains."""
-    from bluesky_lowdose.pipeline.auto import TIE_DB, pick_winner
+    from bluesky_lowdose.pipeline.auto import RACE_DB, TIE_DB, pick_winner
 
     def eligible(r: dict) -> list[str]:
         return [m for m in r["gain_psnr_db"] if r["gain_psnr_db"][m] >= 0 and r["gain_ssim"][m] >= 0]
@@ -85,6 +141,7 @@ def rules() -> dict[str, Callable[[dict], str]]:
     out: dict[str, Callable[[dict], str]] = {
         "largest PSNR gain": ssim_within(0.0),
         f"auto (pick_winner, ties within {TIE_DB:g} dB)": lambda r: pick_winner(candidates(r))[0],
+        f"auto with racing ({RACE_DB:g} dB), as shipped": lambda r: pick_winner(raced(r))[0],
     }
     for delta in (0.25, 0.5, 1.0):
         out[f"within {delta:g} dB, the largest SSIM gain"] = ssim_within(delta)
@@ -114,6 +171,7 @@ def main() -> int:
         close = sum(r <= 0.5 for r in regret)
         print(f"| {name} | {best}/{n} | {close}/{n} | {np.mean(regret):.2f} | {max(regret):.2f} | "
               f"{', '.join(picks)} |")  # fmt: skip
+    racing_table(cases)
     return 0
 
 

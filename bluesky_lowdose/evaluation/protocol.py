@@ -238,7 +238,8 @@ def _judge_like_auto(
     **kwargs: Any,
 ) -> None:
     """Judge the methods exactly as ``auto`` does: each run again on the scan without the frames on
-    the long exposures' views (:func:`bluesky_lowdose.pipeline.select_method`, no time budget).
+    the long exposures' views (:func:`bluesky_lowdose.pipeline.select_method`, no time budget, no
+    racing: every method's pooled score is reported, so a pair-trained one runs all its folds).
 
     The in-view judgement of the results on every frame stays as ``judge_in_view``.
     """
@@ -248,7 +249,8 @@ def _judge_like_auto(
     # the protocol's slab is cut from the phantom, as auto's from a detector: judged on its scored rows
     scored, slab = cfg.scored_rows(), cfg.slab_rows()
     _, record, _ = select_method(projections, theta, long_refs=long_refs, reference_angles=reference_angles,
-                                 candidates=judged, budget_s=1e12, rows=slice(0, projections.shape[1]),
+                                 candidates=judged, budget_s=1e12, race_db=None,
+                                 rows=slice(0, projections.shape[1]),
                                  judged_rows=slice(scored.start - slab.start, scored.stop - slab.start),
                                  projection_training=cfg.projection_training(), n2i_options=cfg.n2i_options(),
                                  progress=cfg.progress, **kwargs)  # fmt: skip

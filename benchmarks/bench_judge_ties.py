@@ -79,12 +79,17 @@ def raced(r: dict) -> dict:
 
     out: dict = {}
     for m in (m for m in AUTO_CANDIDATES if m in r["gain_psnr_db"]):
+        known = {k: e for k, e in out.items() if e["status"] == "run"}
         last = len(r["per_pair"][m]) - 1
-        if m in r["pairs"] and race(out, r["per_pair"][m][last], last) is not None:
-            out[m] = {"status": "stopped"}
+        ok = [k for k, e in known.items() if e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0]
+        leader = max(ok, key=lambda k: r["per_pair"][k][last], default=None)
+        pooled = max(ok, key=lambda k: r["gain_psnr_db"][k], default=None)
+        if m in r["pairs"] and race(known, r["per_pair"][m][last], last) is not None:
+            out[m] = {"status": "stopped", "leader": leader, "pooled_leader": pooled}
             continue
         out[m] = {"status": "run", "gain_psnr_db": r["gain_psnr_db"][m], "gain_ssim": r["gain_ssim"][m],
-                  "gain_psnr_db_per_pair": r["per_pair"][m]}  # fmt: skip
+                  "gain_psnr_db_per_pair": r["per_pair"][m], "leader": leader,
+                  "pooled_leader": pooled}  # fmt: skip
     return out
 
 
@@ -98,20 +103,11 @@ def racing_table(cases: list[dict]) -> None:
     print("|---|---|---|---|---|---|")
     for c in cases:
         record = raced(c)
-        order = list(record)
         best = max(c["truth"], key=c["truth"].get)
         for m in c["pairs"]:
-            ok = [
-                k
-                for k in order[: order.index(m)]
-                if record[k]["status"] == "run"
-                and record[k]["gain_psnr_db"] >= 0
-                and record[k]["gain_ssim"] >= 0
-            ]
-            lead = max(ok, key=lambda k: c["per_pair"][k][-1])
-            pooled = max(ok, key=lambda k: c["gain_psnr_db"][k])
-            stopped = "yes" if record[m]["status"] == "stopped" else "no"
+            lead, pooled = record[m]["leader"], record[m]["pooled_leader"]
             first = c["per_pair"][m][-1] - c["per_pair"][lead][-1]
+            stopped = "yes" if record[m]["status"] == "stopped" else "no"
             print(f"| {c['case']} | {m} | {first:+.2f} (vs {lead}) | "
                   f"{c['gain_psnr_db'][m] - c['gain_psnr_db'][pooled]:+.2f} (vs {pooled}) | {stopped} | "
                   f"{'yes' if m == best else 'no'} |")  # fmt: skip

@@ -22,12 +22,18 @@ recorded as ``stopped`` with both gains, and it is not chosen. On the ten record
 (``benchmarks/bench_judge_ties.py``) no candidate that would have won was stopped, and the demo's
 paper CNN and BM3D on projections stop after one run instead of four.
 
-Candidates (:data:`AUTO_CANDIDATES`) run in that order, cheapest and most often best first,
-while the time budget lasts (``budget_s``); Noise2Inverse's training stops after
-:data:`N2I_SHARE` of the remaining budget (its steps are recorded), other candidates that have
-started finish; the ones not run are recorded as such.  The winner's trained model (projection
-network, Noise2Inverse denoiser) or tuned filter (BM3D's sigma on projections, its factor on
-slices) is then reused on the whole scan, so it is not trained or tuned twice.
+Candidates (:data:`AUTO_CANDIDATES`) start in that order while the time budget lasts
+(``budget_s``); Noise2Inverse's training stops after :data:`N2I_SHARE` of the remaining budget
+(its steps are recorded), other candidates that have started finish; the ones not run are
+recorded as such. The candidates that learn from the pairs come last, so that they race against
+every other one. The winner's trained model (projection network, Noise2Inverse denoiser) or tuned
+filter (BM3D's sigma on projections, its factor on slices) is then reused on the whole scan, so it
+is not trained or tuned twice.
+
+Tried and not kept: Noise2Inverse training in a thread beside the BM3D candidates. On their own,
+600 steps and BM3D of 48 slices overlapped fully (50.6 s together, 50.7 + 8.8 s in turn); in
+``make demo`` the candidates took 241 s instead of 221 s (Noise2Inverse 64 s slower, the BM3D
+candidates 37 s slower).
 
 Noise2Inverse is judged on the slab but trained on detector rows sampled over the whole height
 (:func:`~bluesky_lowdose.model.n2i.training_rows`: every row of a small detector, evenly spaced
@@ -72,7 +78,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Candidates of ``auto``, in the order they are tried.
-AUTO_CANDIDATES: tuple[str, ...] = ("none", "n2i", "bm3d", "paper", "bm3d-slices")
+AUTO_CANDIDATES: tuple[str, ...] = ("none", "n2i", "bm3d-slices", "bm3d", "paper")
 #: Seconds the candidates may take together (the one running when it runs out finishes).
 AUTO_BUDGET_S = 150.0
 #: Detector rows the candidates are judged on, and rows of margin run on each side.
@@ -89,9 +95,9 @@ TIE_DB = 0.1
 #: A candidate that learns from the pairs stops after its first run when that run is judged more than
 #: this (dB) behind the best candidate so far on the pair it did not see (:func:`race`). Measured on
 #: the ten recorded judge cases (``benchmarks/bench_judge_ties.py``): a first run's lead on that
-#: pair differed from its pooled leave-one-out lead by -1.6 to +2.2 dB; no candidate that won
-#: pooled, or was truly best, was more than 0.3 dB behind there; 4 of 20 stopped, none of them
-#: either (``docs/evaluation.md``, "Racing").
+#: pair differed from its pooled leave-one-out lead by up to 2.2 dB either way; no candidate that
+#: won pooled, or was truly best, was more than 0.3 dB behind there; 5 of 20 stopped, none of them
+#: either, and every pick stayed the same (``docs/evaluation.md``, "Racing").
 RACE_DB = 1.5
 
 
@@ -417,25 +423,17 @@ def select_method(
     # the judge of the pair-trained candidates' folds: as enhance_scan makes it for the slab
     judge = make_judge(long_slab, reference_angles, input=kwargs.get("input", "transmission"),
                        open_beam_counts=cut(lopb), center=kwargs.get("center"), rows=judged_rows)  # fmt: skip
-    for method in order:
-        elapsed = time.perf_counter() - started
-        if METHODS[method].pairs and holdout_index(n_pairs) is None:
-            record["candidates"][method] = {
-                "status": f"not run: {n_pairs} pair(s); a method that learns from the pairs is judged on one "
-                "it did not see, which needs at least 3"
-            }
-            continue
-        if method != "none" and elapsed >= budget_s:
-            record["candidates"][method] = {"status": f"not run: the {budget_s:g} s budget was spent"}
-            continue
+
+    def attempt(method: str) -> tuple[dict[str, Any], Any]:
+        """One candidate, run and judged: its record and its result (None where not judged)."""
         t0 = time.perf_counter()
         options = dict(kwargs)
-        if METHODS[method].slices == "n2i":  # the longest step: it leaves 40 % of the rest to the others
+        spec = METHODS[method]
+        if spec.slices == "n2i":  # the longest step: it leaves 40 % of the rest to the others
             left = max(N2I_SHARE * (budget_s - (time.perf_counter() - started)), MIN_TRAINING_S)
             given = (kwargs.get("n2i_options") or {}).get("time_limit_s")
             left = left if given is None else min(float(given), left)
             options["n2i_options"] = {**(kwargs.get("n2i_options") or {}), "time_limit_s": left}
-        spec = METHODS[method]
         over_height = training_rows is not None and spec.slices == "n2i" and spec.projection is None
         try:
             if over_height:
@@ -444,7 +442,7 @@ def select_method(
                     {**options, "open_beam_counts": opb},
                 )  # fmt: skip
 
-            def run(holdout: bool | int, method: str = method, options: dict[str, Any] = options) -> Any:
+            def run(holdout: bool | int) -> Any:
                 # a fold (holdout=k) is judged here, pooled with the others: not by its own run
                 return enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
                                     reference_angles=reference_angles, method=method, keep_projections=False,
@@ -456,33 +454,27 @@ def select_method(
             try:
                 res = run(True)
                 q = res.quality
-                folds = stopped = None
+                folds = None
                 if q is not None and spec.pairs and q["held_out"]:
                     last = n_pairs - 1
                     first = _pair_gains(judge, judge.project(res.volume, [last]),
                                         judge.project(res.raw_volume, [last]), [last])[0]  # fmt: skip
                     ahead = race(record["candidates"], first, last, race_db)
-                    if ahead is not None:
-                        stopped = {"pair_deg": float(judge.angles_deg[last]), "gain_psnr_db": first,
-                                   "leader": ahead[0], "leader_gain_psnr_db": ahead[1],
-                                   "race_db": race_db}  # fmt: skip
-                    else:
-                        q, folds = _leave_one_out(judge, res, run)
+                    if ahead is not None:  # raced: not chosen, its other folds not run
+                        angle = float(judge.angles_deg[last])
+                        status = (f"stopped after one run: {first:+.2f} dB over raw on the {angle:g}° pair "
+                                  f"it did not see, more than {race_db:g} dB behind {ahead[0]} "
+                                  f"({ahead[1]:+.2f} dB there)")  # fmt: skip
+                        race_record = {"pair_deg": angle, "gain_psnr_db": first, "leader": ahead[0],
+                                       "leader_gain_psnr_db": ahead[1], "race_db": race_db}  # fmt: skip
+                        return {"status": status, "seconds": round(time.perf_counter() - t0, 2),
+                                "race": race_record}, None  # fmt: skip
+                    q, folds = _leave_one_out(judge, res, run)
             finally:
                 AUTO_CANDIDATE.reset(token)
         except Exception as exc:  # a candidate that fails is not chosen; the others still run
-            record["candidates"][method] = {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}
             logger.warning("auto: candidate %s failed: %s", method, exc)
-            continue
-        if stopped is not None:  # raced: not chosen, its other folds not run
-            record["candidates"][method] = {
-                "status": f"stopped after one run: {stopped['gain_psnr_db']:+.2f} dB over raw on the "
-                f"{stopped['pair_deg']:g}° pair it did not see, more than {race_db:g} dB behind "
-                f"{ahead[0]} ({ahead[1]:+.2f} dB there)",
-                "seconds": round(time.perf_counter() - t0, 2), "race": stopped,
-            }  # fmt: skip
-            _say(progress, f"auto: {method} {record['candidates'][method]['status']}")
-            continue
+            return {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}, None
         entry: dict[str, Any] = {"status": "run", "seconds": round(time.perf_counter() - t0, 2)}
         if over_height:
             data = options["slice_model"].provenance["training_data"]
@@ -500,12 +492,29 @@ def select_method(
             entry["gain_psnr_db_per_pair"] = _pair_gains(
                 judge, judge.project(res.volume, every), judge.project(res.raw_volume, every)
             )
+        return entry, res
+
+    def keep(method: str, entry: dict[str, Any], res: Any) -> None:
+        """A candidate's record, and its models and result when it ran."""
         record["candidates"][method] = entry
-        models[method] = dict(res.models)
-        results[method] = res
+        if entry["status"] == "run":
+            models[method] = dict(res.models)
+            results[method] = res
         gain = entry.get("gain_psnr_db")
-        _say(progress, f"auto: {method} {'n/a' if gain is None else f'{gain:+.2f} dB'} over raw "
-                       f"({entry['seconds']:.0f} s)")  # fmt: skip
+        shown = f"{gain:+.2f} dB over raw" if gain is not None else entry["status"]
+        _say(progress, f"auto: {method} {shown} ({entry.get('seconds', 0):.0f} s)")
+
+    for method in order:
+        elapsed = time.perf_counter() - started
+        if METHODS[method].pairs and holdout_index(n_pairs) is None:
+            record["candidates"][method] = {
+                "status": f"not run: {n_pairs} pair(s); a method that learns from the pairs is judged on one "
+                "it did not see, which needs at least 3"
+            }
+        elif method != "none" and elapsed >= budget_s:
+            record["candidates"][method] = {"status": f"not run: the {budget_s:g} s budget was spent"}
+        else:
+            keep(method, *attempt(method))
     winner, why = pick_winner(record["candidates"])
     record["winner"] = winner
     record["why"] = why

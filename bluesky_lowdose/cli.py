@@ -20,6 +20,7 @@ from pathlib import Path
 from ._argtypes import count as _count
 from ._argtypes import method as _method
 from ._argtypes import port as _port
+from ._argtypes import positive_float as _positive_float
 
 __all__ = ["main"]
 
@@ -70,6 +71,8 @@ def _demo(args: argparse.Namespace) -> int:
         cfg.method = args.method
     if args.n2i_steps is not None:
         cfg.n2i_options["steps"] = args.n2i_steps
+    if args.auto_budget is not None:
+        cfg.auto_budget_s = args.auto_budget
     cfg.compare = not args.no_compare
     cfg.dask_scheduler = args.dask_scheduler
     cfg.registry = args.registry
@@ -205,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count(1),
         default=None,
         help="Noise2Inverse steps (default: the pipeline's, 2400)",
+    )
+    demo.add_argument(
+        "--auto-budget",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="method auto: seconds its candidates may take together (default 400, so that Noise2Inverse "
+        "trains its 2400 steps here; the pipeline's own default is 150)",
     )
     demo.add_argument(
         "--registry", choices=("auto", "record", "only", "off"), default="auto",

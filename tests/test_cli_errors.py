@@ -276,16 +276,20 @@ def test_enhance_says_which_options_the_method_ignored(tmp_path: Path, capsys) -
     import json
 
     path = _scan_with(tmp_path, changes=lambda f: {})
-    rc = main(["enhance", str(path), "--method", "none", "--patch-size", "16", "--epochs", "3",
-               "--n2i-steps", "10", "--json", "--out", str(tmp_path / "out.h5")])  # fmt: skip
+    rc = main(["enhance", str(path), "--method", "none", "--patch-size", "16", "--epochs", "3", "--n2i-steps",
+               "10", "--auto-budget", "30", "--json", "--out", str(tmp_path / "out.h5")])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0, out.err
     warnings = json.loads(out.out.strip().splitlines()[-1])["warnings"]
     ignored = [w for w in warnings if w.startswith("ignored: ")]
-    assert ignored and all(o in ignored[0] for o in ("--patch-size", "--epochs", "--n2i-steps")), warnings
+    given = ("--patch-size", "--epochs", "--n2i-steps", "--auto-budget")
+    assert ignored and all(o in ignored[0] for o in given), warnings
     assert "method 'none' trains no projection CNN" in ignored[0] and ignored[0] in out.err
     rc, err = _cli(["enhance", str(path), "--stride", "0"], capsys)
     assert rc == 2 and "--stride" in err and "must be >= 1" in err, err
+    for bad in ("0", "-5", "nan"):
+        rc, err = _cli(["enhance", str(path), "--auto-budget", bad], capsys)
+        assert rc == 2 and "--auto-budget" in err and "positive" in err, err
 
 
 def test_enhance_warns_when_flats_and_darks_are_swapped(tmp_path: Path, capsys) -> None:

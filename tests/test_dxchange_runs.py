@@ -193,6 +193,18 @@ def test_enhance_short_file_without_references(files: dict[str, Path], tmp_path:
     assert (tmp_path / "s.keras").exists()
 
 
+def test_enhance_auto_keeps_to_the_budget_it_is_given(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """``--auto-budget``: the candidates start while it lasts (here only ``none``, which always runs)."""
+    out = tmp_path / "auto.h5"
+    argv = [str(files["both"]), "--out", str(out), "--auto-budget", "0.001", "--no-progress", "--json"]
+    assert _enhance(argv) == 0
+    auto = read_dxfile(out).provenance["pipeline"]["auto"]
+    assert auto["budget_s"] == 0.001 and auto["winner"] == "none", auto
+    skipped = [m for m, c in auto["candidates"].items() if c["status"].startswith("not run")]
+    why = [auto["candidates"][m]["status"] for m in skipped]
+    assert skipped and all("budget" in w or "pair" in w for w in why), why
+
+
 def test_enhance_reports_bad_input(files: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "x.h5")
     # a short-only file and no --long: nothing to train the paper's CNN on

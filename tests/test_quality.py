@@ -7,6 +7,7 @@ import hashlib
 import logging
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -402,6 +403,36 @@ def test_a_pair_trained_candidate_far_behind_after_its_first_run_stops_there(low
     assert race(cands, 0.4, 1, 1.5) == ("b", 2.0)
     assert race(cands, 0.6, 1, 1.5) is None and race(cands, -9.0, 1, None) is None
     assert race(cands, -1.6, 0, 1.5) == ("b", 0.5) and race(cands, -0.9, 0, 1.5) is None
+
+
+def test_a_pair_trained_candidate_makes_no_folds_once_the_budget_is_spent(low_dose, monkeypatch) -> None:
+    """A candidate that starts within the budget finishes its run; its leave-one-out folds start
+    only while the budget lasts (four folds of the paper CNN could overrun it several times over).
+    Every candidate's run is the real one; the clock is set forward 1000 s after each."""
+    import types
+
+    from bluesky_lowdose.pipeline import auto, select_method, stack
+
+    offset = [0.0]
+    real = stack.enhance_scan
+
+    def slow(*args, **kwargs):  # the real run, then the clock forward
+        res = real(*args, **kwargs)
+        offset[0] += 1000.0
+        return res
+
+    monkeypatch.setattr(stack, "enhance_scan", slow)
+    monkeypatch.setattr(
+        auto, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
+    )
+    s = low_dose
+    # none ends at ~1000 s, within 1500: tv starts; its first run ends at ~2000 s: no folds
+    _, record, _ = select_method(s["transmission"], s["theta"], long_refs=s["long"], reference_angles=REFS,
+                                 candidates=["tv"], budget_s=1500.0, race_db=None)  # fmt: skip
+    tv = record["candidates"]["tv"]
+    assert tv["status"].startswith("stopped after one run: the 1500 s budget was spent"), tv
+    assert "leave_one_out" not in tv and tv["race"]["pair_deg"] == REFS[-1]
+    assert record["winner"] == "none" and offset[0] == 2000.0  # two runs: none's and tv's first
 
 
 def test_a_result_worse_than_raw_is_said_so(low_dose) -> None:

@@ -38,6 +38,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     """
     from ..pipeline import AUTO_WITHOUT_PAIRS, DEFAULT_TOLERANCE, METHODS, N2I_OPTIONS
     from ..pipeline import PROJECTION_TRAINING as TRAINING
+    from ..pipeline.auto import AUTO_BUDGET_S
 
     parser.description = (
         "Enhance and reconstruct a short-exposure Data Exchange file with the package's scan pipeline "
@@ -102,6 +103,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=count(1),
         default=None,
         help=f"Noise2Inverse training steps (default {N2I_OPTIONS['steps']})",
+    )
+    parser.add_argument(
+        "--auto-budget",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help=f"method auto: seconds its candidates may take together (default {AUTO_BUDGET_S:g}; "
+        "Noise2Inverse trains for at most 60 %% of what is left when it starts)",
     )
     parser.add_argument("--out", default=None, help="output file (default: FILE_enhanced.h5 beside FILE)")
     parser.add_argument(
@@ -200,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
             train_options=train_options,
             allow_external=args.allow_external,
             mapper=None if engine is None else engine.map,
+            auto_budget_s=getattr(args, "auto_budget", None),
         )
     except (DataExchangeError, OSError, ValueError, TrainingError) as err:
         print(f"lowdose-tomo enhance: error: {err}", file=sys.stderr)

@@ -162,6 +162,7 @@ def enhance_file(
     train_options: dict[str, Any] | None = None,
     allow_external: bool = False,
     mapper: Any = None,
+    auto_budget_s: float | None = None,
 ) -> EnhanceResult:
     """Enhance and reconstruct a Data Exchange scan with :func:`bluesky_lowdose.pipeline.enhance_scan`.
 
@@ -214,6 +215,9 @@ def enhance_file(
         :func:`~bluesky_lowdose.dxchange.read.read_dxfile`).
     mapper : callable, optional
         Runs the reconstruction slabs, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`.
+    auto_budget_s : float, optional
+        ``method="auto"``: seconds its candidates may take together (default
+        :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`).
     progress : bool
         Progress bars.
     overwrite : bool
@@ -342,11 +346,13 @@ def enhance_file(
         progress=progress,
         seed=seed,
         mapper=mapper,
+        auto_budget_s=auto_budget_s,
     )
     if flat is not None and flat.warnings:  # said in the output and in the provenance
         scan.warnings[:0] = list(flat.warnings)
         scan.provenance["warnings"] = list(scan.warnings)
-    ignored = _ignored_options(scan.method, overrides, n2i_options, model_in)
+    unused_budget = auto_budget_s is not None and "auto" not in scan.provenance
+    ignored = _ignored_options(scan.method, overrides, n2i_options, model_in, auto_budget=unused_budget)
     if ignored:
         scan.warnings.append(ignored)
         scan.provenance["warnings"] = list(scan.warnings)
@@ -464,9 +470,14 @@ def enhance_file(
 
 
 def _ignored_options(
-    method: str, training: dict[str, Any], n2i_options: dict[str, Any] | None, model_in: Any
+    method: str,
+    training: dict[str, Any],
+    n2i_options: dict[str, Any] | None,
+    model_in: Any,
+    auto_budget: bool = False,
 ) -> str | None:
-    """A warning naming the options the method that ran did not use (None: all were used)."""
+    """A warning naming the options the method that ran did not use (None: all were used);
+    ``auto_budget``: a budget was given and no candidates ran."""  # fmt: skip
     from ..pipeline import METHODS
 
     spec = METHODS[method]
@@ -479,6 +490,9 @@ def _ignored_options(
     if n2i_options and spec.slices != "n2i":
         names += [f"--n2i-{k}" for k in n2i_options]
         why.append(f"method {method!r} has no Noise2Inverse step")
+    if auto_budget:
+        names.append("--auto-budget")
+        why.append(f"method {method!r} ran without choosing among candidates")
     if not names:
         return None
     return f"ignored: {', '.join(names)} ({'; '.join(why)})"

@@ -24,11 +24,12 @@ paper CNN and BM3D on projections stop after one run instead of four.
 
 Candidates (:data:`AUTO_CANDIDATES`) start in that order while the time budget lasts
 (``budget_s``); Noise2Inverse's training stops after :data:`N2I_SHARE` of the remaining budget
-(its steps are recorded), other candidates that have started finish; the ones not run are
-recorded as such. The candidates that learn from the pairs come last, so that they race against
-every other one. The winner's trained model (projection network, Noise2Inverse denoiser) or tuned
-filter (BM3D's sigma on projections, its factor on slices) is then reused on the whole scan, so it
-is not trained or tuned twice.
+(its steps are recorded), other candidates that have started finish their run; a pair-trained
+candidate whose first run ends after the budget is spent makes no more folds (``stopped``, not
+chosen: one pair does not judge it); the ones not run are recorded as such. The candidates that
+learn from the pairs come last, so that they race against every other one. The winner's trained
+model (projection network, Noise2Inverse denoiser) or tuned filter (BM3D's sigma on projections,
+its factor on slices) is then reused on the whole scan, so it is not trained or tuned twice.
 
 Tried and not kept: Noise2Inverse training in a thread beside the BM3D candidates. On their own,
 600 steps and BM3D of 48 slices overlapped fully (50.6 s together, 50.7 + 8.8 s in turn); in
@@ -460,13 +461,18 @@ def select_method(
                     first = _pair_gains(judge, judge.project(res.volume, [last]),
                                         judge.project(res.raw_volume, [last]), [last])[0]  # fmt: skip
                     ahead = race(record["candidates"], first, last, race_db)
+                    angle = float(judge.angles_deg[last])
+                    seen = f"{first:+.2f} dB over raw on the {angle:g}° pair it did not see"
+                    race_record = {"pair_deg": angle, "gain_psnr_db": first, "race_db": race_db}
                     if ahead is not None:  # raced: not chosen, its other folds not run
-                        angle = float(judge.angles_deg[last])
-                        status = (f"stopped after one run: {first:+.2f} dB over raw on the {angle:g}° pair "
-                                  f"it did not see, more than {race_db:g} dB behind {ahead[0]} "
-                                  f"({ahead[1]:+.2f} dB there)")  # fmt: skip
-                        race_record = {"pair_deg": angle, "gain_psnr_db": first, "leader": ahead[0],
-                                       "leader_gain_psnr_db": ahead[1], "race_db": race_db}  # fmt: skip
+                        race_record.update(leader=ahead[0], leader_gain_psnr_db=ahead[1])
+                        status = (f"stopped after one run: {seen}, more than {race_db:g} dB behind "
+                                  f"{ahead[0]} ({ahead[1]:+.2f} dB there)")  # fmt: skip
+                        return {"status": status, "seconds": round(time.perf_counter() - t0, 2),
+                                "race": race_record}, None  # fmt: skip
+                    if time.perf_counter() - started >= budget_s:  # its folds would overrun the budget
+                        status = (f"stopped after one run: the {budget_s:g} s budget was spent before its "
+                                  f"other folds ({seen}; one pair does not judge it)")  # fmt: skip
                         return {"status": status, "seconds": round(time.perf_counter() - t0, 2),
                                 "race": race_record}, None  # fmt: skip
                     q, folds = _leave_one_out(judge, res, run)

@@ -390,8 +390,10 @@ def test_a_pair_trained_candidate_far_behind_after_its_first_run_stops_there(low
     _, raced, _ = select_method(s["transmission"], s["theta"], race_db=-first - 0.5, **args)
     tv = raced["candidates"]["tv"]
     assert tv["status"].startswith("stopped after one run") and "leave_one_out" not in tv, tv
-    assert tv["race"]["leader"] == "none" and tv["race"]["gain_psnr_db"] == pytest.approx(first, abs=1e-3)
-    assert tv["race"]["pair_deg"] == REFS[-1] and "gain_psnr_db" not in tv
+    assert tv["race"]["leader"] == "none" and tv["first_run"]["gain_psnr_db"] == pytest.approx(
+        first, abs=1e-3
+    )
+    assert tv["first_run"]["pair_deg"] == REFS[-1] and "gain_psnr_db" not in tv
     assert raced["winner"] == "none"  # a stopped candidate is never chosen
     # the leader is the best candidate not below raw on that pair; one below raw in SSIM does not count
     cands = {
@@ -431,7 +433,7 @@ def test_a_pair_trained_candidate_makes_no_folds_once_the_budget_is_spent(low_do
                                  candidates=["tv"], budget_s=1500.0, race_db=None)  # fmt: skip
     tv = record["candidates"]["tv"]
     assert tv["status"].startswith("stopped after one run: the 1500 s budget was spent"), tv
-    assert "leave_one_out" not in tv and tv["race"]["pair_deg"] == REFS[-1]
+    assert "leave_one_out" not in tv and "race" not in tv and tv["first_run"]["pair_deg"] == REFS[-1]
     assert record["winner"] == "none" and offset[0] == 2000.0  # two runs: none's and tv's first
 
 

@@ -463,18 +463,18 @@ def select_method(
                     ahead = race(record["candidates"], first, last, race_db)
                     angle = float(judge.angles_deg[last])
                     seen = f"{first:+.2f} dB over raw on the {angle:g}° pair it did not see"
-                    race_record = {"pair_deg": angle, "gain_psnr_db": first, "race_db": race_db}
+                    stopped = {"first_run": {"pair_deg": angle, "gain_psnr_db": first}}
                     if ahead is not None:  # raced: not chosen, its other folds not run
-                        race_record.update(leader=ahead[0], leader_gain_psnr_db=ahead[1])
-                        status = (f"stopped after one run: {seen}, more than {race_db:g} dB behind "
-                                  f"{ahead[0]} ({ahead[1]:+.2f} dB there)")  # fmt: skip
-                        return {"status": status, "seconds": round(time.perf_counter() - t0, 2),
-                                "race": race_record}, None  # fmt: skip
-                    if time.perf_counter() - started >= budget_s:  # its folds would overrun the budget
-                        status = (f"stopped after one run: the {budget_s:g} s budget was spent before its "
-                                  f"other folds ({seen}; one pair does not judge it)")  # fmt: skip
-                        return {"status": status, "seconds": round(time.perf_counter() - t0, 2),
-                                "race": race_record}, None  # fmt: skip
+                        stopped["race"] = {"leader": ahead[0], "leader_gain_psnr_db": ahead[1],
+                                           "race_db": race_db}  # fmt: skip
+                        stopped["status"] = (f"stopped after one run: {seen}, more than {race_db:g} dB "
+                                             f"behind {ahead[0]} ({ahead[1]:+.2f} dB there)")  # fmt: skip
+                    elif time.perf_counter() - started >= budget_s:  # its folds would overrun the budget
+                        stopped["status"] = (f"stopped after one run: the {budget_s:g} s budget was spent "
+                                             f"before its other folds ({seen}; one pair does not judge "
+                                             "it)")  # fmt: skip
+                    if "status" in stopped:
+                        return {**stopped, "seconds": round(time.perf_counter() - t0, 2)}, None
                     q, folds = _leave_one_out(judge, res, run)
             finally:
                 AUTO_CANDIDATE.reset(token)

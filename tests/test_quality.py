@@ -407,10 +407,11 @@ def test_a_pair_trained_candidate_far_behind_after_its_first_run_stops_there(low
     assert race(cands, -1.6, 0, 1.5) == ("b", 0.5) and race(cands, -0.9, 0, 1.5) is None
 
 
-def test_a_pair_trained_candidate_makes_no_folds_once_the_budget_is_spent(low_dose, monkeypatch) -> None:
-    """A candidate that starts within the budget finishes its run; its leave-one-out folds start
-    only while the budget lasts (four folds of the paper CNN could overrun it several times over).
-    Every candidate's run is the real one; the clock is set forward 1000 s after each."""
+def test_a_pair_trained_candidate_makes_no_folds_that_would_overrun_the_budget(low_dose, monkeypatch) -> None:
+    """A candidate that starts within the budget finishes its run; its leave-one-out folds run only
+    if they would end within the budget, each taken as long as the first run (four folds of the
+    paper CNN could overrun it several times over). Every candidate's run is the real one; the
+    clock is set forward 1000 s after each."""
     import types
 
     from bluesky_lowdose.pipeline import auto, select_method, stack
@@ -428,13 +429,16 @@ def test_a_pair_trained_candidate_makes_no_folds_once_the_budget_is_spent(low_do
         auto, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
     )
     s = low_dose
-    # none ends at ~1000 s, within 1500: tv starts; its first run ends at ~2000 s: no folds
-    _, record, _ = select_method(s["transmission"], s["theta"], long_refs=s["long"], reference_angles=REFS,
-                                 candidates=["tv"], budget_s=1500.0, race_db=None)  # fmt: skip
+    args = dict(long_refs=s["long"], reference_angles=REFS, candidates=["tv"], race_db=None)
+    # none ends at ~1000 s: tv starts; its first run ends at ~2000 s, two more folds would end at ~4000
+    _, record, _ = select_method(s["transmission"], s["theta"], budget_s=3900.0, **args)
     tv = record["candidates"]["tv"]
-    assert tv["status"].startswith("stopped after one run: the 1500 s budget was spent"), tv
+    assert tv["status"].startswith("stopped after one run: its other 2 folds would end past the 3900 s"), tv
     assert "leave_one_out" not in tv and "race" not in tv and tv["first_run"]["pair_deg"] == REFS[-1]
     assert record["winner"] == "none" and offset[0] == 2000.0  # two runs: none's and tv's first
+    offset[0] = 0.0
+    _, record, _ = select_method(s["transmission"], s["theta"], budget_s=4100.0, **args)
+    assert record["candidates"]["tv"]["status"] == "run" and offset[0] == 4000.0  # every fold
 
 
 def test_a_result_worse_than_raw_is_said_so(low_dose) -> None:

@@ -25,8 +25,9 @@ paper CNN and BM3D on projections stop after one run instead of four.
 Candidates (:data:`AUTO_CANDIDATES`) start in that order while the time budget lasts
 (``budget_s``); Noise2Inverse's training stops after :data:`N2I_SHARE` of the remaining budget
 (its steps are recorded), other candidates that have started finish their run; a pair-trained
-candidate whose first run ends after the budget is spent makes no more folds (``stopped``, not
-chosen: one pair does not judge it); the ones not run are recorded as such. The candidates that
+candidate makes its other folds only if they would end within the budget, each taken as long as
+its first run (else ``stopped``, not chosen: one pair does not judge it); the ones not run are
+recorded as such. The candidates that
 learn from the pairs come last, so that they race against every other one. The winner's trained
 model (projection network, Noise2Inverse denoiser) or tuned filter (BM3D's sigma on projections,
 its factor on slices) is then reused on the whole scan, so it is not trained or tuned twice.
@@ -469,10 +470,11 @@ def select_method(
                                            "race_db": race_db}  # fmt: skip
                         stopped["status"] = (f"stopped after one run: {seen}, more than {race_db:g} dB "
                                              f"behind {ahead[0]} ({ahead[1]:+.2f} dB there)")  # fmt: skip
-                    elif time.perf_counter() - started >= budget_s:  # its folds would overrun the budget
-                        stopped["status"] = (f"stopped after one run: the {budget_s:g} s budget was spent "
-                                             f"before its other folds ({seen}; one pair does not judge "
-                                             "it)")  # fmt: skip
+                    elif (now := time.perf_counter()) + (n_pairs - 1) * (now - t0) - started > budget_s:
+                        # its other folds, each about as long as this run, would end past the budget
+                        stopped["status"] = (f"stopped after one run: its other {n_pairs - 1} folds would "
+                                             f"end past the {budget_s:g} s budget ({seen}; one pair does "
+                                             "not judge it)")  # fmt: skip
                     if "status" in stopped:
                         return {**stopped, "seconds": round(time.perf_counter() - t0, 2)}, None
                     q, folds = _leave_one_out(judge, res, run)

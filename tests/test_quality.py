@@ -441,6 +441,31 @@ def test_a_pair_trained_candidate_makes_no_folds_that_would_overrun_the_budget(l
     assert record["candidates"]["tv"]["status"] == "run" and offset[0] == 4000.0  # every fold
 
 
+def test_auto_does_not_start_a_bm3d_candidate_whose_least_time_exceeds_the_budget_left(low_dose) -> None:
+    """On a wide detector BM3D alone would overrun the budget by far (about 55 s per 1024² slice on
+    2 cores): such a candidate is not started, and the record says how long it would have taken."""
+    from bluesky_lowdose.model.baselines import _cores, bm3d_seconds_per_pixel
+    from bluesky_lowdose.pipeline import select_method
+    from bluesky_lowdose.pipeline.auto import bm3d_floor_s
+
+    s = low_dose
+    args = dict(long_refs=s["long"], reference_angles=REFS, candidates=["bm3d-slices", "tv"], budget_s=3600.0)
+    # at 1 s per pixel: hours of BM3D on the slab's slices; tv has no BM3D and runs
+    _, record, _ = select_method(s["transmission"], s["theta"], bm3d_seconds_per_pixel=1.0, **args)
+    slices = record["candidates"]["bm3d-slices"]
+    rows, width = s["transmission"].shape[1:]
+    assert slices["status"].startswith("not run: its BM3D would take") and "budget" in slices["status"]
+    assert slices["least_seconds"] == pytest.approx(rows * width * width / _cores(), rel=1e-3)
+    assert record["candidates"]["tv"]["status"] == "run"
+    # at the real speed (a 64-pixel detector is not estimated unless asked) it fits and runs
+    spp = bm3d_seconds_per_pixel(probe=64)
+    assert 0 < spp < 1e-3
+    _, record, _ = select_method(s["transmission"], s["theta"], bm3d_seconds_per_pixel=spp, **args)
+    assert record["candidates"]["bm3d-slices"]["status"] == "run"
+    assert bm3d_floor_s("paper", 10, 10, 10, 1.0) is None
+    assert bm3d_floor_s("bm3d", 10, 4, 8, 1.0) == pytest.approx(10 * 4 * 8 / _cores())
+
+
 def test_a_result_worse_than_raw_is_said_so(low_dose) -> None:
     s = low_dose
     # a projection CNN trained for one epoch on two pairs: worse than nothing at the third angle

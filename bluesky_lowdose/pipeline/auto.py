@@ -92,6 +92,10 @@ MIN_TRAINING_S = 20.0
 N2I_SHARE = 0.6
 #: Frames a candidate's scan keeps at least when the long exposures' views are left out of it.
 MIN_JUDGED_FRAMES = 8
+#: Detectors wider than this: a BM3D candidate starts only if its least time on the slab fits in
+#: what is left of the budget (:func:`bm3d_floor_s`). BM3D on one 1024² slice takes about 55 s on
+#: 2 cores, so BM3D on slices would take over 20 minutes on the slab alone.
+ESTIMATE_ABOVE_WIDTH = 256
 #: Judged PSNR gains this close (dB) to the best are a tie, broken by the larger SSIM gain.
 TIE_DB = 0.1
 #: A candidate that learns from the pairs stops after its first run when that run is judged more than
@@ -290,6 +294,37 @@ def _n2i_over_height(
     return pipe.train_denoiser(slice_rows=rows)
 
 
+def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pixel: float) -> float | None:
+    """The least time a BM3D candidate takes on ``auto``'s slab: its final denoising alone (its
+    tuning left out), side by side on the cores; None for a method without BM3D.
+
+    Parameters
+    ----------
+    method : str
+        The candidate.
+    frames, rows, width : int
+        The slab: frames, detector rows, detector width.
+    seconds_per_pixel : float
+        One BM3D call's time per pixel here (:func:`~bluesky_lowdose.model.baselines.bm3d_seconds_per_pixel`).
+
+    Returns
+    -------
+    float or None
+        Seconds.
+    """
+    from ..model.baselines import _cores
+    from .methods import METHODS
+
+    spec = METHODS[method]
+    if spec.slices == "bm3d":  # every slice of the slab: rows x width x width
+        pixels = rows * width * width
+    elif spec.projection == "bm3d":  # every frame of the slab, for one run (of one per pair)
+        pixels = frames * rows * width
+    else:
+        return None
+    return pixels * seconds_per_pixel / _cores()
+
+
 def _say(progress: bool, line: str) -> None:
     """A line on stderr that keeps the progress bars intact (``progress`` on)."""
     if progress:
@@ -314,6 +349,7 @@ def select_method(
     judged_rows: slice | None = None,
     training_rows: tuple[Any, Any] | None = None,
     race_db: float | None = RACE_DB,
+    bm3d_seconds_per_pixel: float | None = None,
     **kwargs: Any,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Run the candidates on a slab and choose by the long exposures' judgement.
@@ -351,6 +387,10 @@ def select_method(
         A candidate that learns from the pairs stops after its first run when it is this far (dB)
         behind the best so far on the pair that run did not see (:func:`race`); None: every
         candidate runs all its folds (the evaluation, which judges every method).
+    bm3d_seconds_per_pixel : float, optional
+        BM3D's time per pixel here, for the BM3D candidates' least time (:func:`bm3d_floor_s`);
+        default: timed once on a 256² image when the detector is wider than
+        :data:`ESTIMATE_ABOVE_WIDTH` (narrower: not estimated).
     **kwargs
         Passed to :func:`~bluesky_lowdose.pipeline.enhance_scan` (``input``,
         ``open_beam_counts``, ``read_noise``, ``n2i_options``, ``seed``, ...).
@@ -512,6 +552,28 @@ def select_method(
         shown = f"{gain:+.2f} dB over raw" if gain is not None else entry["status"]
         _say(progress, f"auto: {method} {shown} ({entry.get('seconds', 0):.0f} s)")
 
+    measured: dict[str, float] = {}
+
+    def least_time(method: str) -> float | None:
+        """A BM3D candidate's least time on the slab, where it is estimated (wide detectors)."""
+        spec = METHODS[method]
+        kind = "slices" if spec.slices == "bm3d" else "projections" if spec.projection == "bm3d" else None
+        if kind is None:
+            return None
+        spp = bm3d_seconds_per_pixel
+        if spp is None:
+            if proj.shape[2] <= ESTIMATE_ABOVE_WIDTH:
+                return None
+            if kind not in measured:
+                from ..model import baselines
+                from .slices import slice_profile
+
+                profile = slice_profile(proj.shape[2]) if kind == "slices" else baselines.BM3D_PROFILE
+                measured[kind] = baselines.bm3d_seconds_per_pixel(profile)
+                record.setdefault("bm3d_seconds_per_pixel", {})[kind] = measured[kind]
+            spp = measured[kind]
+        return bm3d_floor_s(method, len(proj), n_slab, proj.shape[2], spp)
+
     for method in order:
         elapsed = time.perf_counter() - started
         if METHODS[method].pairs and holdout_index(n_pairs) is None:
@@ -521,6 +583,12 @@ def select_method(
             }
         elif method != "none" and elapsed >= budget_s:
             record["candidates"][method] = {"status": f"not run: the {budget_s:g} s budget was spent"}
+        elif (floor := least_time(method)) is not None and floor > budget_s - elapsed:
+            record["candidates"][method] = {
+                "status": f"not run: its BM3D would take {floor:.0f} s at least on this slab, "
+                f"{budget_s - elapsed:.0f} s of the {budget_s:g} s budget are left",
+                "least_seconds": round(floor, 1),
+            }  # fmt: skip
         else:
             keep(method, *attempt(method))
     winner, why = pick_winner(record["candidates"])

@@ -32,6 +32,12 @@ learn from the pairs come last, so that they race against every other one. The w
 model (projection network, Noise2Inverse denoiser) or tuned filter (BM3D's sigma on projections,
 its factor on slices) is then reused on the whole scan, so it is not trained or tuned twice.
 
+On detectors wider than :data:`ESTIMATE_ABOVE_WIDTH` a BM3D candidate starts only if its least
+time on the slab fits in what is left of the budget (:func:`bm3d_floor_s`: its final BM3D alone,
+BM3D's cost per pixel timed once on a 256² image here). BM3D's time grows with the pixel count:
+one 1024² slice takes about 55 s on 2 cores, so BM3D on the slab's slices would run over 20
+minutes past any budget, and the whole scan's for hours if it won.
+
 Tried and not kept: Noise2Inverse training in a thread beside the BM3D candidates. On their own,
 600 steps and BM3D of 48 slices overlapped fully (50.6 s together, 50.7 + 8.8 s in turn); in
 ``make demo`` the candidates took 241 s instead of 221 s (Noise2Inverse 64 s slower, the BM3D

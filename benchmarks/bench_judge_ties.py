@@ -75,16 +75,15 @@ def judged(path: Path) -> dict:
 
 def raced(r: dict) -> dict:
     """``auto``'s record of one case's candidates, raced in ``auto``'s order (a stopped one: not run)."""
-    from bluesky_lowdose.pipeline.auto import AUTO_CANDIDATES, race
+    from bluesky_lowdose.pipeline.auto import AUTO_CANDIDATES, eligible, race
 
     out: dict = {}
     for m in (m for m in AUTO_CANDIDATES if m in r["gain_psnr_db"]):
-        known = {k: e for k, e in out.items() if e["status"] == "run"}
         last = len(r["per_pair"][m]) - 1
-        ok = [k for k, e in known.items() if e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0]
+        ok = eligible(out)
         leader = max(ok, key=lambda k: r["per_pair"][k][last], default=None)
         pooled = max(ok, key=lambda k: r["gain_psnr_db"][k], default=None)
-        if m in r["pairs"] and race(known, r["per_pair"][m][last], last) is not None:
+        if m in r["pairs"] and race(out, r["per_pair"][m][last], last) is not None:
             out[m] = {"status": "stopped", "leader": leader, "pooled_leader": pooled}
             continue
         out[m] = {"status": "run", "gain_psnr_db": r["gain_psnr_db"][m], "gain_ssim": r["gain_ssim"][m],

@@ -27,10 +27,10 @@ Candidates (:data:`AUTO_CANDIDATES`) start in that order while the time budget l
 (its steps are recorded), other candidates that have started finish their run; a pair-trained
 candidate makes its other folds only if they would end within the budget, each taken as long as
 its first run (else ``stopped``, not chosen: one pair does not judge it); the ones not run are
-recorded as such. The candidates that
-learn from the pairs come last, so that they race against every other one. The winner's trained
-model (projection network, Noise2Inverse denoiser) or tuned filter (BM3D's sigma on projections,
-its factor on slices) is then reused on the whole scan, so it is not trained or tuned twice.
+recorded as such. The candidates that learn from the pairs come last, so that they race against
+every other one. The winner's trained model (projection network, Noise2Inverse denoiser) or tuned
+filter (BM3D's sigma on projections, its factor on slices) is then reused on the whole scan, so it
+is not trained or tuned twice.
 
 On detectors wider than :data:`ESTIMATE_ABOVE_WIDTH` a BM3D candidate starts only if its least
 time on the slab fits in what is left of the budget (:func:`bm3d_floor_s`: its final BM3D alone,
@@ -78,6 +78,7 @@ __all__ = [
     "AUTO_SLAB_ROWS",
     "RACE_DB",
     "auto_slab",
+    "eligible",
     "finish_auto",
     "race",
     "select_method",
@@ -113,6 +114,25 @@ TIE_DB = 0.1
 RACE_DB = 1.5
 
 
+def eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The candidates ``auto`` may choose: run, judged, and not below raw in PSNR or in SSIM.
+
+    Parameters
+    ----------
+    candidates : dict
+        ``auto``'s record per candidate (``status``, ``gain_psnr_db``, ``gain_ssim``).
+
+    Returns
+    -------
+    dict
+        Those records, in the same order.
+    """
+    return {
+        m: e for m, e in candidates.items()
+        if e.get("status") == "run" and "gain_psnr_db" in e and e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0
+    }  # fmt: skip
+
+
 def race(
     candidates: dict[str, dict[str, Any]], gain_db: float, pair: int, race_db: float | None = RACE_DB
 ) -> tuple[str, float] | None:
@@ -138,11 +158,8 @@ def race(
     """
     if race_db is None:
         return None
-    lead = [
-        (m, e["gain_psnr_db_per_pair"][pair]) for m, e in candidates.items()
-        if e.get("status") == "run" and "gain_psnr_db_per_pair" in e
-        and e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0
-    ]  # fmt: skip
+    lead = [(m, e["gain_psnr_db_per_pair"][pair]) for m, e in eligible(candidates).items()
+            if "gain_psnr_db_per_pair" in e]  # fmt: skip
     if not lead:
         return None
     best = max(lead, key=lambda t: t[1])
@@ -172,23 +189,20 @@ def pick_winner(candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:
     tuple of str
         The winner, and the sentence that says why.
     """
-    eligible = {
-        m: e for m, e in candidates.items()
-        if e.get("status") == "run" and "gain_psnr_db" in e and e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0
-    }  # fmt: skip
-    if not eligible:
+    ok = eligible(candidates)
+    if not ok:
         return "none", "no candidate beat the raw reconstruction against the long exposures"
-    top = max(e["gain_psnr_db"] for e in eligible.values())
-    tied = {m: e for m, e in eligible.items() if e["gain_psnr_db"] >= top - TIE_DB}
+    top = max(e["gain_psnr_db"] for e in ok.values())
+    tied = {m: e for m, e in ok.items() if e["gain_psnr_db"] >= top - TIE_DB}
     winner = max(tied, key=lambda m: (tied[m]["gain_ssim"], tied[m]["gain_psnr_db"]))
-    e = eligible[winner]
+    e = ok[winner]
     why = f"{winner}: {e['gain_psnr_db']:+.2f} dB / {e['gain_ssim']:+.3f} SSIM over the raw reconstruction"
     if len(tied) == 1:
-        return winner, f"{why}, the largest gain of {len(eligible)} candidate(s) not below it"
+        return winner, f"{why}, the largest gain of {len(ok)} candidate(s) not below it"
     others = ", ".join(f"{m} {tied[m]['gain_psnr_db']:+.2f} dB / {tied[m]['gain_ssim']:+.3f}"
                        for m in tied if m != winner)  # fmt: skip
     return winner, (f"{why}; tied within {TIE_DB:g} dB with {others}: the larger SSIM gain wins "
-                    f"({len(eligible)} candidate(s) not below raw)")  # fmt: skip
+                    f"({len(ok)} candidate(s) not below raw)")  # fmt: skip
 
 
 def auto_slab(rows: int) -> slice:
@@ -245,11 +259,12 @@ def _pair_gains(
 
 
 def _leave_one_out(
-    judge: LongExposureJudge, res: ScanResult, run: Callable[[int], ScanResult]
+    judge: LongExposureJudge, last: np.ndarray, raw: np.ndarray, run: Callable[[int], ScanResult]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A pair-trained candidate judged on every pair, each by the volume made without it.
 
-    ``res`` was trained without the last pair; ``run(k)`` runs the candidate again without pair
+    ``last`` is the projection at the last pair of the run trained without it, ``raw`` the raw
+    reconstruction's projections at every pair; ``run(k)`` runs the candidate again without pair
     ``k`` for every other pair.  The projections at each pair are pooled into one score, the raw
     reconstruction is judged on every pair too: the same views as the candidates that do not learn
     from the pairs, so their gains compare.  Judged on the held-out pair alone, one pair's noise
@@ -264,13 +279,12 @@ def _leave_one_out(
     n = len(judge.angles_deg)
     every = list(range(n))
     tests = np.empty((n, *judge.reference.shape[1:]), np.float32)
-    tests[n - 1] = judge.project(res.volume, [n - 1])[0]
+    tests[n - 1] = last
     seconds = [0.0] * n
     for k in range(n - 1):
         t0 = time.perf_counter()
         tests[k] = judge.project(run(k).volume, [k])[0]
         seconds[k] = round(time.perf_counter() - t0, 2)
-    raw = judge.project(res.raw_volume, every)
     score = judge.score_projections
     gains = _pair_gains(judge, tests, raw)
     quality = {"enhanced": score(tests, every), "raw": score(raw, every), "held_out": True}
@@ -319,16 +333,22 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
         Seconds.
     """
     from ..model.baselines import _cores
+
+    kind = _bm3d_kind(method)
+    if kind is None:
+        return None
+    # slices: every slice of the slab (rows x width x width); projections: every frame of the
+    # slab, for one run (of one per pair)
+    pixels = rows * width * width if kind == "slices" else frames * rows * width
+    return pixels * seconds_per_pixel / _cores()
+
+
+def _bm3d_kind(method: str) -> str | None:
+    """Where a method runs BM3D: ``"slices"``, ``"projections"`` or None (it does not)."""
     from .methods import METHODS
 
     spec = METHODS[method]
-    if spec.slices == "bm3d":  # every slice of the slab: rows x width x width
-        pixels = rows * width * width
-    elif spec.projection == "bm3d":  # every frame of the slab, for one run (of one per pair)
-        pixels = frames * rows * width
-    else:
-        return None
-    return pixels * seconds_per_pixel / _cores()
+    return "slices" if spec.slices == "bm3d" else "projections" if spec.projection == "bm3d" else None
 
 
 def _say(progress: bool, line: str) -> None:
@@ -505,8 +525,9 @@ def select_method(
                 folds = None
                 if q is not None and spec.pairs and q["held_out"]:
                     last = n_pairs - 1
-                    first = _pair_gains(judge, judge.project(res.volume, [last]),
-                                        judge.project(res.raw_volume, [last]), [last])[0]  # fmt: skip
+                    raw = judge.project(res.raw_volume, list(range(n_pairs)))
+                    tested = judge.project(res.volume, [last])
+                    first = _pair_gains(judge, tested, raw[[last]], [last])[0]
                     ahead = race(record["candidates"], first, last, race_db)
                     angle = float(judge.angles_deg[last])
                     seen = f"{first:+.2f} dB over raw on the {angle:g}° pair it did not see"
@@ -523,7 +544,7 @@ def select_method(
                                              "not judge it)")  # fmt: skip
                     if "status" in stopped:
                         return {**stopped, "seconds": round(time.perf_counter() - t0, 2)}, None
-                    q, folds = _leave_one_out(judge, res, run)
+                    q, folds = _leave_one_out(judge, tested[0], raw, run)
             finally:
                 AUTO_CANDIDATE.reset(token)
         except Exception as exc:  # a candidate that fails is not chosen; the others still run
@@ -562,8 +583,7 @@ def select_method(
 
     def least_time(method: str) -> float | None:
         """A BM3D candidate's least time on the slab, where it is estimated (wide detectors)."""
-        spec = METHODS[method]
-        kind = "slices" if spec.slices == "bm3d" else "projections" if spec.projection == "bm3d" else None
+        kind = _bm3d_kind(method)
         if kind is None:
             return None
         spp = bm3d_seconds_per_pixel

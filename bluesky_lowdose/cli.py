@@ -171,6 +171,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lowdose-tomo``."""
+    from .demo import DemoConfig
+    from .pipeline import N2I_OPTIONS
+    from .pipeline.auto import AUTO_BUDGET_S
+
     parser = argparse.ArgumentParser(prog="lowdose-tomo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=None,
         metavar="SECONDS",
-        help="method auto: seconds its candidates may take together (default 400, so that Noise2Inverse "
-        "trains its 2400 steps here; the pipeline's own default is 150)",
+        help=f"method auto: seconds its candidates may take together (default {DemoConfig.auto_budget_s:g}, "
+        f"so that Noise2Inverse trains its {N2I_OPTIONS['steps']} steps here; the pipeline's own default "
+        f"is {AUTO_BUDGET_S:g})",
     )
     demo.add_argument(
         "--registry", choices=("auto", "record", "only", "off"), default="auto",

@@ -38,7 +38,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     """
     from ..pipeline import AUTO_WITHOUT_PAIRS, DEFAULT_TOLERANCE, METHODS, N2I_OPTIONS
     from ..pipeline import PROJECTION_TRAINING as TRAINING
-    from ..pipeline.auto import AUTO_BUDGET_S
+    from ..pipeline.auto import AUTO_BUDGET_S, N2I_SHARE
 
     parser.description = (
         "Enhance and reconstruct a short-exposure Data Exchange file with the package's scan pipeline "
@@ -110,7 +110,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=None,
         metavar="SECONDS",
         help=f"method auto: seconds its candidates may take together (default {AUTO_BUDGET_S:g}; "
-        "Noise2Inverse trains for at most 60 %% of what is left when it starts)",
+        f"Noise2Inverse trains for at most {N2I_SHARE * 100:g} %% of what is left when it starts)",
     )
     parser.add_argument("--out", default=None, help="output file (default: FILE_enhanced.h5 beside FILE)")
     parser.add_argument(

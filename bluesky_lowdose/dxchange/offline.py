@@ -478,9 +478,9 @@ def _ignored_options(
 ) -> str | None:
     """A warning naming the options the method that ran did not use (None: all were used);
     ``auto_budget``: a budget was given and no candidates ran."""  # fmt: skip
-    from ..pipeline import METHODS
+    from ..pipeline import method_spec
 
-    spec = METHODS[method]
+    spec = method_spec(method)
     names: list[str] = []
     why: list[str] = []
     if training and (spec.projection != "cnn" or model_in is not None):

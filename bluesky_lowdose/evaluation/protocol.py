@@ -165,6 +165,7 @@ def _run_methods(
 
     entry: dict[str, Any] = {"scores": {}, "separation": {}, "seconds": {}, "provenance": {}, "judge": {}}
     slices: dict[str, np.ndarray] = {}
+    volumes: dict[str, np.ndarray] = {}  # every method's, for the blends auto judges
     mid = scorer.scored.start + (scorer.scored.stop - scorer.scored.start) // 2
 
     def run(method: str, seed: int, repeat: int = 0) -> Any:
@@ -193,6 +194,7 @@ def _run_methods(
                                       "angles_deg": q["enhanced"]["angles_deg"], "held_out": q["held_out"],
                                       "ceiling_psnr_db": q["ceiling_psnr_db"]}  # fmt: skip
         slices[method] = result.volume[mid].copy()
+        volumes[method] = np.asarray(result.volume)
         _progress_line(f"  {method}", entry["scores"][method], entry["seconds"][method], cfg.progress)
         if cfg.training_seeds > 1 and learned(method):  # the spread of a learned method over its training
             spread = [entry["scores"][method]]
@@ -206,6 +208,11 @@ def _run_methods(
         _judge_like_auto(cfg, entry, projections, theta, long_refs, reference_angles, input=input, seed=seed,
                          open_beam_counts=open_beam_counts, read_noise=read_noise,
                          long_open_beam_counts=long_open_beam_counts, mapper=mapper)  # fmt: skip
+        for name, (weights, parts) in entry.pop("blends").items():  # scored like the methods
+            volume = sum(w * volumes[m] for w, m in zip(weights, parts, strict=True))
+            entry["scores"][name], entry["separation"][name] = scorer(volume)
+            entry["seconds"][name] = sum(entry["seconds"][m] for m in parts)
+            slices[name] = volume[mid].copy()
     return entry, slices
 
 
@@ -241,7 +248,9 @@ def _judge_like_auto(
     the long exposures' views (:func:`bluesky_lowdose.pipeline.select_method`, no time budget, no
     racing: every method's pooled score is reported, so a pair-trained one runs all its folds).
 
-    The in-view judgement of the results on every frame stays as ``judge_in_view``.
+    The in-view judgement of the results on every frame stays as ``judge_in_view``. The blends
+    ``auto`` judges (:func:`bluesky_lowdose.pipeline.auto.blends`) are judged too; ``entry["blends"]``
+    names their weights and parts, for the caller to score them.
     """
     from bluesky_lowdose.pipeline.auto import select_method
 
@@ -256,14 +265,17 @@ def _judge_like_auto(
                                  progress=cfg.progress, **kwargs)  # fmt: skip
     entry["judge_in_view"] = entry["judge"]
     entry["judge"] = {}
-    for m in judged:
-        c = record["candidates"].get(m, {})
-        if "judge" not in c:
+    entry["blends"] = {}
+    for m, c in record["candidates"].items():
+        if "judge" not in c or (m not in judged and "blend_of" not in c):
             continue
+        if "blend_of" in c:
+            entry["blends"][m] = (c["weights"], c["blend_of"])
+        ceiling = entry["judge_in_view"][c.get("blend_of", [m])[0]]["ceiling_psnr_db"]  # the frames' own
         entry["judge"][m] = {"psnr_db": c["judge"]["psnr_db"], "ssim": c["judge"]["ssim"],
                              "raw_psnr_db": c["raw"]["psnr_db"], "raw_ssim": c["raw"]["ssim"],
                              "angles_deg": c["judge"]["angles_deg"], "held_out": c["held_out"],
-                             "ceiling_psnr_db": entry["judge_in_view"][m]["ceiling_psnr_db"]}  # fmt: skip
+                             "ceiling_psnr_db": ceiling}  # fmt: skip
     entry["judged_views"] = record["judged_views"]
     entry["judged_rows"] = record["judged_rows"]
     entry["auto_winner"] = record["winner"]

@@ -39,7 +39,10 @@ from .methods import (
     N2I_OPTIONS,
     PROJECTION_TRAINING,
     MethodSpec,
+    blend_name,
+    blend_parts,
     method_description,
+    method_spec,
     resolve_method,
 )
 from .scan import ScanPipeline, ScanResult
@@ -62,6 +65,8 @@ __all__ = [
     "ScanPipeline",
     "ScanResult",
     "angle_difference",
+    "blend_name",
+    "blend_parts",
     "dead_pixel_mask",
     "debias_line_integrals",
     "enhance_scan",
@@ -69,6 +74,7 @@ __all__ = [
     "flat_field",
     "match_angles",
     "method_description",
+    "method_spec",
     "nominal_angle",
     "pair_from_projections",
     "photon_statistics",

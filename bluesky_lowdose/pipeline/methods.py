@@ -35,7 +35,10 @@ __all__ = [
     "N2I_OPTIONS",
     "PROJECTION_TRAINING",
     "MethodSpec",
+    "blend_name",
+    "blend_parts",
     "method_description",
+    "method_spec",
     "resolve_method",
 ]
 
@@ -104,8 +107,83 @@ AUTO_SPEC = MethodSpec(False, None, None, False,
                        "below the raw reconstruction), the winner runs on the whole scan")  # fmt: skip
 
 
+#: Joins the methods of a blend's name (``"n2i+paper"``): ``auto`` may return the mean of two
+#: candidates' volumes (:func:`bluesky_lowdose.pipeline.auto.blends`).
+BLEND_SEP = "+"
+
+
+def blend_name(*methods: str) -> str:
+    """The name of the blend (mean of the volumes) of ``methods``, e.g. ``"n2i+paper"``.
+
+    Parameters
+    ----------
+    *methods : str
+        Keys of :data:`METHODS`, in ``auto``'s order.
+
+    Returns
+    -------
+    str
+        Their names joined by :data:`BLEND_SEP`.
+    """
+    return BLEND_SEP.join(methods)
+
+
+def blend_parts(method: str) -> list[str]:
+    """The methods a result's method is made of: ``[method]``, or a blend's parts.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`METHODS` or a :func:`blend_name`.
+
+    Returns
+    -------
+    list of str
+        Keys of :data:`METHODS`.
+
+    Raises
+    ------
+    ValueError
+        A part that is not a method.
+    """
+    parts = method.split(BLEND_SEP)
+    unknown = [m for m in parts if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {method!r}; choose among {', '.join(METHODS)}")
+    return parts
+
+
+def method_spec(method: str) -> MethodSpec:
+    """What a result's method does: its :data:`METHODS` entry, or for a blend what its parts do
+    together (pairs if either needs them; the CNN or Noise2Inverse step where a part has one).
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`METHODS`, ``"auto"`` or a :func:`blend_name`.
+
+    Returns
+    -------
+    MethodSpec
+        The specification.
+    """
+    if method == "auto":
+        return AUTO_SPEC
+    specs = [METHODS[m] for m in blend_parts(method)]
+    if len(specs) == 1:
+        return specs[0]
+
+    def step(kind: str, learned: str) -> str | None:
+        steps = [getattr(s, kind) for s in specs if getattr(s, kind) is not None]
+        return learned if learned in steps else (steps[0] if steps else None)
+
+    described = " and of ".join(s.description for s in specs)
+    return MethodSpec(any(s.pairs for s in specs), step("projection", "cnn"), step("slices", "n2i"),
+                      any(s.debias for s in specs), f"the mean of the volumes of {described}")  # fmt: skip
+
+
 def method_description(method: str) -> str:
-    """One line describing ``method`` (a key of :data:`METHODS` or ``"auto"``).
+    """One line describing ``method`` (a key of :data:`METHODS`, ``"auto"`` or a blend).
 
     Parameters
     ----------
@@ -117,7 +195,7 @@ def method_description(method: str) -> str:
     str
         Its description.
     """
-    return AUTO_SPEC.description if method == "auto" else METHODS[method].description
+    return method_spec(method).description
 
 
 #: Training of the projection CNN (the paper's step): one set of defaults for every entry point.

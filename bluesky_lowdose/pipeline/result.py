@@ -18,7 +18,7 @@ from .flatfield import DEFAULT_FLOOR
 if TYPE_CHECKING:
     from .scan import ScanPipeline
 
-__all__ = ["ScanResult", "build_result", "first_result", "judge_volumes", "keep_better"]
+__all__ = ["ScanResult", "blend_results", "build_result", "first_result", "judge_volumes", "keep_better"]
 
 logger = logging.getLogger("bluesky_lowdose.pipeline.scan")  # the pipeline's messages, one logger
 
@@ -181,6 +181,71 @@ def judge_volumes(
         else:
             logger.warning(w)
     return quality, warnings
+
+
+def blend_results(pipe: ScanPipeline, results: list[ScanResult], weights: list[float]) -> ScanResult:
+    """One result from the weighted mean of the parts' volumes (``auto``'s blend), judged.
+
+    Parameters
+    ----------
+    pipe : ScanPipeline
+        The scan's pipeline: its method is the blend's name
+        (:func:`~bluesky_lowdose.pipeline.methods.blend_name`), its judge and ``held_out`` judge it.
+    results : list of ScanResult
+        Each part's result on the whole scan (the same frames: one raw volume).
+    weights : list of float
+        Each part's weight.
+
+    Returns
+    -------
+    ScanResult
+        The blend, judged by the long exposures as a part that learns from the pairs is (on the
+        pair none of its parts saw), with each part's steps and score in ``provenance["blend"]``.
+        The parts' own volume files (with a work directory) are replaced by the blend's.
+    """
+    from ..recon.stored import StoredArray, volume_writer
+    from .methods import method_description
+
+    name = pipe.method
+    first = results[0]
+    shape = tuple(first.volume.shape)
+    out = Path(first.volume.path).with_name("blend.h5") if isinstance(first.volume, StoredArray) else None
+    writer = volume_writer(out, shape)
+    for start in range(0, shape[0], 16):
+        stop = min(start + 16, shape[0])
+        block = sum(
+            w * np.asarray(r.volume[start:stop], np.float32) for w, r in zip(weights, results, strict=True)
+        )
+        writer.write(start, np.asarray(block, np.float32))
+    volume = writer.close()
+    for r in results:  # one volume and one raw volume remain
+        for v in (r.volume, *([r.raw_volume] if r is not first else [])):
+            if isinstance(v, StoredArray) and v is not first.raw_volume:
+                Path(v.path).unlink(missing_ok=True)
+    # a part's score of the raw volume where it was judged on the same pairs as the blend is
+    held = pipe.held_out is not None
+    same = [r.quality["raw"] for r in results if r.quality and r.quality["held_out"] == held]
+    raw_score = same[0] if same else None
+    quality, warnings = judge_volumes(pipe, volume, first.raw_volume, raw_score)
+    prov = dict(first.provenance)
+    step = {k: next((r.provenance.get(k) for r in results if r.provenance.get(k)), None)
+            for k in ("projection_step", "slice_step")}  # fmt: skip
+    prov.update(method=name, description=method_description(name), quality=quality, warnings=warnings, **step,
+                blend={"of": [r.method for r in results], "weights": list(weights),
+                       "parts": {r.method: {"projection_step": r.provenance.get("projection_step"),
+                                            "slice_step": r.provenance.get("slice_step"),
+                                            "pairs": r.provenance.get("pairs"), "quality": r.quality}
+                                 for r in results}})  # fmt: skip
+    models: dict[str, Any] = {}
+    for r in results:  # a trained network before a tuned filter where both parts have the step
+        for kind, model in r.models.items():
+            if kind not in models or (hasattr(model, "to_bytes") and not hasattr(models[kind], "to_bytes")):
+                models[kind] = model
+    timings = {k: sum(r.timings.get(k, 0.0) for r in results) for r in results for k in r.timings}
+    prov["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return ScanResult(volume=volume, raw_volume=first.raw_volume, projections=None, method=name,
+                      provenance=prov, models=models, timings=timings, quality=quality,
+                      warnings=warnings)  # fmt: skip
 
 
 def _where(where: dict[str, Any] | None) -> str:

@@ -436,6 +436,7 @@ def test_auto_blends_two_candidates_judged_from_their_parts_projections(low_dose
     assert blend_parts(res.method) == ["bm3d-slices", "tv"]
     prov = res.provenance
     assert prov["blend"]["of"] == ["bm3d-slices", "tv"] and prov["description"].startswith("the mean of")
+    assert prov["pairs"] == prov["blend"]["parts"]["tv"]["pairs"]  # as the part that learned from them
     assert method_spec(res.method).pairs and method_spec(res.method).projection == "tv"
     q = res.quality
     assert q["held_out"] and q["enhanced"]["angles_deg"] == q["raw"]["angles_deg"] == [REFS[-1]]

@@ -204,7 +204,7 @@ def blend_results(pipe: ScanPipeline, results: list[ScanResult], weights: list[f
         The parts' own volume files (with a work directory) are replaced by the blend's.
     """
     from ..recon.stored import StoredArray, volume_writer
-    from .methods import method_description
+    from .methods import METHODS, method_description
 
     name = pipe.method
     first = results[0]
@@ -230,6 +230,9 @@ def blend_results(pipe: ScanPipeline, results: list[ScanResult], weights: list[f
     prov = dict(first.provenance)
     step = {k: next((r.provenance.get(k) for r in results if r.provenance.get(k)), None)
             for k in ("projection_step", "slice_step")}  # fmt: skip
+    # the pairs as the part that learned from them used them
+    step["pairs"] = next((r.provenance.get("pairs") for r in results if METHODS[r.method].pairs),
+                         first.provenance.get("pairs"))  # fmt: skip
     prov.update(method=name, description=method_description(name), quality=quality, warnings=warnings, **step,
                 blend={"of": [r.method for r in results], "weights": list(weights),
                        "parts": {r.method: {"projection_step": r.provenance.get("projection_step"),

@@ -421,10 +421,11 @@ def test_auto_blends_two_candidates_judged_from_their_parts_projections(low_dose
                        auto_budget_s=3600.0, long_open_beam_counts=s["counts"] * 10, **photons)  # fmt: skip
     auto = res.provenance["auto"]
     cands = auto["candidates"]
-    blend = cands["bm3d-slices+tv"]
+    blend = cands["tv+bm3d-slices"]
     assert set(eligible({m: cands[m] for m in ("bm3d-slices", "tv")})) == {"bm3d-slices", "tv"}, cands
-    assert blend["blend_of"] == ["bm3d-slices", "tv"] and blend["weights"] == [0.5, 0.5]
+    assert blend["blend_of"] == ["tv", "bm3d-slices"] and blend["weights"] == [0.5, 0.5]  # projections first
     assert blend["held_out"] and blend["judge"]["angles_deg"] == list(REFS)  # every pair, as tv's folds
+    assert "bm3d-slices+tv" not in cands  # one name per blend
     assert "none+tv" not in cands and "none+bm3d-slices" not in cands  # none is not blended
     # pooled over the pairs, between its per-pair gains; and the record's rule chose
     per = blend["gain_psnr_db_per_pair"]
@@ -432,10 +433,10 @@ def test_auto_blends_two_candidates_judged_from_their_parts_projections(low_dose
     assert auto["winner"] == pick_winner(cands)[0]
     # here the blend leads both parts (measured: +3.9 dB against +3.4 and +1.8): the whole scan's result
     assert blend["gain_psnr_db"] > max(cands[m]["gain_psnr_db"] for m in ("bm3d-slices", "tv")), cands
-    assert res.method == auto["winner"] == "bm3d-slices+tv"
-    assert blend_parts(res.method) == ["bm3d-slices", "tv"]
+    assert res.method == auto["winner"] == "tv+bm3d-slices"
+    assert blend_parts(res.method) == ["tv", "bm3d-slices"]
     prov = res.provenance
-    assert prov["blend"]["of"] == ["bm3d-slices", "tv"] and prov["description"].startswith("the mean of")
+    assert prov["blend"]["of"] == ["tv", "bm3d-slices"] and prov["description"].startswith("the mean of")
     assert prov["pairs"] == prov["blend"]["parts"]["tv"]["pairs"]  # as the part that learned from them
     assert method_spec(res.method).pairs and method_spec(res.method).projection == "tv"
     q = res.quality

@@ -87,6 +87,7 @@ __all__ = [
     "RACE_DB",
     "auto_slab",
     "blends",
+    "denoising_domain",
     "eligible",
     "finish_auto",
     "race",
@@ -262,11 +263,12 @@ def blends(
 
     from .methods import blend_name
 
-    ok = [m for m in eligible(candidates) if m in projected and _domain(m) is not None]
+    ok = [m for m in eligible(candidates) if m in projected and denoising_domain(m) is not None]
     out: dict[str, dict[str, Any]] = {}
     for a, b in itertools.combinations(ok, 2):
-        if _domain(a) == _domain(b):
+        if denoising_domain(a) == denoising_domain(b):
             continue
+        a, b = sorted((a, b), key=lambda m: denoising_domain(m) == "slices")  # named in the pipeline's order
         mix = [weight * x + (1 - weight) * y for x, y in zip(projected[a], projected[b], strict=True)]
         every = list(range(len(mix[0])))
         q, raw = judge.score_projections(mix[0], every), judge.score_projections(mix[1], every)
@@ -279,8 +281,19 @@ def blends(
     return out
 
 
-def _domain(method: str) -> str | None:
-    """Where a method denoises: ``"projections"`` or ``"slices"``; None for none or both."""
+def denoising_domain(method: str) -> str | None:
+    """Where a method denoises: ``"projections"`` or ``"slices"``; None for none or both.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`~bluesky_lowdose.pipeline.METHODS`.
+
+    Returns
+    -------
+    str or None
+        The one domain it denoises in (what :func:`blends` pairs across).
+    """
     from .methods import METHODS
 
     spec = METHODS[method]

@@ -107,18 +107,19 @@ AUTO_SPEC = MethodSpec(False, None, None, False,
                        "below the raw reconstruction), the winner runs on the whole scan")  # fmt: skip
 
 
-#: Joins the methods of a blend's name (``"n2i+paper"``): ``auto`` may return the mean of two
+#: Joins the methods of a blend's name (``"paper+n2i"``): ``auto`` may return the mean of two
 #: candidates' volumes (:func:`bluesky_lowdose.pipeline.auto.blends`).
 BLEND_SEP = "+"
 
 
 def blend_name(*methods: str) -> str:
-    """The name of the blend (mean of the volumes) of ``methods``, e.g. ``"n2i+paper"``.
+    """The name of the blend (mean of the volumes) of ``methods``, e.g. ``"paper+n2i"``.
 
     Parameters
     ----------
     *methods : str
-        Keys of :data:`METHODS`, in ``auto``'s order.
+        Keys of :data:`METHODS`: ``auto`` names the projection denoiser first, as the pipeline
+        runs the steps.
 
     Returns
     -------

@@ -154,3 +154,22 @@ def test_a_registered_model_is_offered_only_to_methods_that_use_it() -> None:
     assert wants(method="paper") == {"projection"} and wants(method="n2i") == {"slices"}
     assert wants(method="hybrid") == wants(method="auto") == {"projection", "slices"}
     assert wants(method="auto", model=object()) == set()  # the given model is the method ("paper")
+
+
+def test_a_run_whose_auto_chose_a_blend_registers_no_model(tiled_client) -> None:
+    """The registered models decide a later run's method: a CNN and a Noise2Inverse denoiser found
+    together make it ``hybrid``, which is not the blend ``paper+n2i`` that chose them. Such a run
+    registers nothing and says why; a run of one method is unaffected."""
+    from bluesky_lowdose.callbacks.job import RunJob, RunResult
+
+    def register(method: str) -> dict:
+        enhancer = ProjectionEnhancer(tiled_client, registry="record", reconstruct=False)
+        job = RunJob(enhancer, {"uid": "u", "lowdose": {}}, RunResult(raw_uid="u"))
+        job.instrument = {"instrument": BEAMLINE["instrument"], "blend-test": True}
+        job.result.status, job.result.method = "complete", method
+        job.result.enhancer = job.result.slice_model = None  # (nothing to register either way)
+        job._register_models()
+        return job.result.registry
+
+    assert "blend" in register("paper+n2i")["not_registered"]
+    assert "not_registered" not in register("paper")

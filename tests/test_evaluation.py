@@ -299,3 +299,28 @@ def test_training_seeds_vary_the_training_even_when_the_options_fix_a_seed():
                            extra={"n2i_options": {"seed": 5}})  # fmt: skip
     spread = run_evaluation(cfg)["levels"][0]["seed_spread"]["n2i"]
     assert spread["psnr"][0] != spread["psnr"][1]
+
+
+def test_a_blend_judged_at_one_level_only_is_reported_and_the_pick_is_autos(tmp_path):
+    """Blends exist where both parts are not below raw, so levels differ: every level's names are
+    reported ("-" where a level lacks one), and the judge's pick is what ``auto`` chose (its tie
+    rule), not the plain largest gain."""
+    from bluesky_lowdose.evaluation.protocol import judge_agreement
+    from bluesky_lowdose.evaluation.report import methods
+
+    res = _fake_result()
+    first, second = res["levels"]
+    first["scores"] = {**first["scores"], "paper+n2i": {"psnr": 31.5, "ssim": 0.91}}
+    first["separation"] = {**first["separation"], "paper+n2i": {"0-1": 1.0, "1-2": 2.0}}
+    assert "paper+n2i" in methods(res) and "paper+n2i" not in second["scores"]
+    md = to_markdown(res)
+    assert "paper+n2i" in md and "| - |" in md  # the level without it
+    to_markdown({**res, "levels": [second, first]})  # also when the first level lacks it
+    judge = {m: {"psnr_db": 20.0 + g, "raw_psnr_db": 20.0, "ssim": 0.9, "raw_ssim": 0.8}
+             for m, g in (("none", 0.0), ("n2i", 6.39), ("paper+n2i", 6.43))}  # fmt: skip
+    truth = {"none": (13.8, 0.36), "n2i": (22.6, 0.71), "paper+n2i": (23.2, 0.71)}
+    entry = {"judge": judge, "scores": {m: {"psnr": p, "ssim": q} for m, (p, q) in truth.items()}}
+    assert judge_agreement(entry)["picked"] == "paper+n2i"  # no auto record: the largest gain
+    agree = judge_agreement({**entry, "auto_winner": "n2i"})  # auto broke the 0.04 dB tie by SSIM
+    assert agree["picked"] == "n2i" and agree["best"] == "paper+n2i"
+    assert agree["regret_psnr_db"] == pytest.approx(0.6)

@@ -272,9 +272,9 @@ class RunJob:
         p, res = self.parent, self.result
         if p.registry == "off" or p.client is None or self.instrument is None or res.status != "complete":
             return
-        from ..pipeline import blend_parts
+        from ..pipeline.methods import BLEND_SEP
 
-        if len(blend_parts(res.method)) > 1:
+        if BLEND_SEP in (res.method or ""):  # (still "auto" when the pipeline never finished)
             # the registered models decide a later run's method (start()): a projection CNN and a
             # Noise2Inverse denoiser found together make it "hybrid", which is not this blend
             res.registry["not_registered"] = (f"{res.method} is a blend of two methods' volumes; the "

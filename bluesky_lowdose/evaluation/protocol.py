@@ -296,15 +296,21 @@ def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:
     -------
     dict or None
         ``spearman`` (rank correlation of the judge's gain and the true PSNR over the methods),
-        ``picked`` (the judge's best), ``best`` (the truly best by PSNR), ``regret_psnr_db``
-        (true PSNR lost by taking the judge's pick); None with fewer than two judged methods.
+        ``picked`` (what ``auto`` chose where it judged the level, ``auto_winner``: its rule breaks
+        ties within ``TIE_DB`` by SSIM; else the largest gain), ``best`` (the truly best by PSNR),
+        ``regret_psnr_db`` (true PSNR lost by taking the pick); None with fewer than two judged
+        methods.
     """
     judged = [m for m in entry.get("judge", {}) if m in entry["scores"]]
     if len(judged) < 2:
         return None
     gain = np.array([entry["judge"][m]["psnr_db"] - entry["judge"][m]["raw_psnr_db"] for m in judged])
     true = np.array([entry["scores"][m]["psnr"] for m in judged])
-    picked, best = judged[int(np.argmax(gain))], judged[int(np.argmax(true))]
+    best = judged[int(np.argmax(true))]
+    # auto's own rule (pick_winner: ties within TIE_DB to SSIM, never below raw) where auto judged
+    picked = entry.get("auto_winner") or judged[int(np.argmax(gain))]
+    if picked not in entry["scores"]:  # (a method not scored here)
+        picked = judged[int(np.argmax(gain))]
     rg, rt = np.argsort(np.argsort(gain)), np.argsort(np.argsort(true))
     sd = float(np.std(rg) * np.std(rt))
     rho = float(np.mean((rg - rg.mean()) * (rt - rt.mean())) / sd) if sd > 0 else None

@@ -58,9 +58,11 @@ def methods(result: dict[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        Method names (``"full-dose"`` included in Poisson mode).
+        Method names (``"full-dose"`` included in Poisson mode), of every level (a level may lack
+        a blend: its tables say ``-`` there).
     """
-    found = set(result["levels"][0]["scores"]) if result["levels"] else set()
+    # every level's: the blends auto judged differ between levels (both parts not below raw)
+    found = {m for e in result["levels"] for m in e["scores"]}
     ordered = [m for m in _METHOD_ORDER if m in found]
     return ordered + sorted(found - set(ordered))
 
@@ -222,11 +224,11 @@ def to_markdown(
         table = []
         for entry in result["levels"]:
             sc = entry["scores"]
-            cands = [m for m in ms if m not in ("none", "full-dose")]
+            cands = [m for m in ms if m not in ("none", "full-dose") and m in sc]
             best = max(cands, key=lambda m, sc=sc, metric=metric: sc[m][metric], default=None)
             cells = [_level_name(entry)]
             for m in ms:
-                txt = _fmt(sc[m][metric], digits)
+                txt = _fmt(sc[m][metric], digits) if m in sc else "-"
                 cells.append(f"**{txt}**" if m == best else txt)
             if gaussian and metric == "ssim":
                 paper = entry.get("paper_ssim")
@@ -362,6 +364,7 @@ def to_markdown(
             [_level_name(e), label[m], *[_fmt(e["separation"][m].get(p, float("nan")), 2) for p in pairs]]
             for e in result["levels"]
             for m in ms
+            if m in e["separation"]
         ]
         lines += _table(["level", "method", *pairs], table)
     tuned = []
@@ -446,7 +449,7 @@ def _bars(result: dict[str, Any], path: Path) -> None:
     default = _default(result)
     for ax, metric in zip(axes, ("ssim", "psnr"), strict=True):
         for j, m in enumerate(ms):
-            vals = [e["scores"][m][metric] for e in entries]
+            vals = [e["scores"].get(m, {}).get(metric, np.nan) for e in entries]
             name = m + (" (default)" if m == default else "")
             edge = "k" if m == default else None
             # the spread over training seeds (min-max) where a learned method ran several times

@@ -75,12 +75,8 @@ def judged(path: Path) -> dict:
         full[m] = d[f"full_{m}"][a:b]
     # every blend's truth (the mean of two methods' volumes): auto may choose one (pipeline.auto.blends)
     from bluesky_lowdose.pipeline import blend_name
-    from bluesky_lowdose.pipeline.auto import denoising_domain
 
-    # named as auto names them: the projection step first
-    done = sorted(
-        (m for m in METHODS if m in full and m != "none"), key=lambda m: denoising_domain(m) == "slices"
-    )
+    done = [m for m in METHODS if m in full and m != "none"]
     out["blend_truth"] = {blend_name(x, y): psnr(0.5 * full[x] + 0.5 * full[y], truth, mask=mask) - base
                           for i, x in enumerate(done) for y in done[i + 1 :]}  # fmt: skip
     return out

@@ -205,10 +205,10 @@ def _run_methods(
                 **{m: [float(sc[m]) for sc in spread] for m in ("psnr", "ssim")},
             }
     if cfg.judge_views == "held-out" and len(entry["judge"]) >= 2:
-        _judge_like_auto(cfg, entry, projections, theta, long_refs, reference_angles, input=input, seed=seed,
-                         open_beam_counts=open_beam_counts, read_noise=read_noise,
-                         long_open_beam_counts=long_open_beam_counts, mapper=mapper)  # fmt: skip
-        for name, (weights, parts) in entry.pop("blends").items():  # scored like the methods
+        blends = _judge_like_auto(cfg, entry, projections, theta, long_refs, reference_angles, input=input,
+                                  seed=seed, open_beam_counts=open_beam_counts, read_noise=read_noise,
+                                  long_open_beam_counts=long_open_beam_counts, mapper=mapper)  # fmt: skip
+        for name, (weights, parts) in blends.items():  # scored like the methods
             volume = sum(w * volumes[m] for w, m in zip(weights, parts, strict=True))
             entry["scores"][name], entry["separation"][name] = scorer(volume)
             entry["seconds"][name] = sum(entry["seconds"][m] for m in parts)
@@ -243,14 +243,14 @@ def _judge_like_auto(
     long_refs: np.ndarray,
     reference_angles: np.ndarray,
     **kwargs: Any,
-) -> None:
+) -> dict[str, tuple[list[float], list[str]]]:
     """Judge the methods exactly as ``auto`` does: each run again on the scan without the frames on
     the long exposures' views (:func:`bluesky_lowdose.pipeline.select_method`, no time budget, no
     racing: every method's pooled score is reported, so a pair-trained one runs all its folds).
 
     The in-view judgement of the results on every frame stays as ``judge_in_view``. The blends
-    ``auto`` judges (:func:`bluesky_lowdose.pipeline.auto.blends`) are judged too; ``entry["blends"]``
-    names their weights and parts, for the caller to score them.
+    ``auto`` judges (:func:`bluesky_lowdose.pipeline.auto.blends`) are judged too; returned are
+    their weights and parts (name -> ``(weights, parts)``), for the caller to score them.
     """
     from bluesky_lowdose.pipeline.auto import select_method
 
@@ -265,12 +265,12 @@ def _judge_like_auto(
                                  progress=cfg.progress, **kwargs)  # fmt: skip
     entry["judge_in_view"] = entry["judge"]
     entry["judge"] = {}
-    entry["blends"] = {}
+    blends = {}
     for m, c in record["candidates"].items():
         if "judge" not in c or (m not in judged and "blend_of" not in c):
             continue
         if "blend_of" in c:
-            entry["blends"][m] = (c["weights"], c["blend_of"])
+            blends[m] = (c["weights"], c["blend_of"])
         ceiling = entry["judge_in_view"][c.get("blend_of", [m])[0]]["ceiling_psnr_db"]  # the frames' own
         entry["judge"][m] = {"psnr_db": c["judge"]["psnr_db"], "ssim": c["judge"]["ssim"],
                              "raw_psnr_db": c["raw"]["psnr_db"], "raw_ssim": c["raw"]["ssim"],
@@ -279,6 +279,7 @@ def _judge_like_auto(
     entry["judged_views"] = record["judged_views"]
     entry["judged_rows"] = record["judged_rows"]
     entry["auto_winner"] = record["winner"]
+    return blends
 
 
 def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:
@@ -308,8 +309,8 @@ def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:
     true = np.array([entry["scores"][m]["psnr"] for m in judged])
     best = judged[int(np.argmax(true))]
     # auto's own rule (pick_winner: ties within TIE_DB to SSIM, never below raw) where auto judged
-    picked = entry.get("auto_winner") or judged[int(np.argmax(gain))]
-    if picked not in entry["scores"]:  # (a method not scored here)
+    picked = entry.get("auto_winner")
+    if picked not in entry["scores"]:
         picked = judged[int(np.argmax(gain))]
     rg, rt = np.argsort(np.argsort(gain)), np.argsort(np.argsort(true))
     sd = float(np.std(rg) * np.std(rt))

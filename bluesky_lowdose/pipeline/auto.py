@@ -87,7 +87,6 @@ __all__ = [
     "RACE_DB",
     "auto_slab",
     "blends",
-    "denoising_domain",
     "eligible",
     "finish_auto",
     "race",
@@ -261,14 +260,14 @@ def blends(
     """
     import itertools
 
-    from .methods import blend_name
+    from .methods import blend_name, blend_parts, denoising_domain
 
     ok = [m for m in eligible(candidates) if m in projected and denoising_domain(m) is not None]
     out: dict[str, dict[str, Any]] = {}
     for a, b in itertools.combinations(ok, 2):
         if denoising_domain(a) == denoising_domain(b):
             continue
-        a, b = sorted((a, b), key=lambda m: denoising_domain(m) == "slices")  # named in the pipeline's order
+        a, b = blend_parts(blend_name(a, b))
         mix = [weight * x + (1 - weight) * y for x, y in zip(projected[a], projected[b], strict=True)]
         every = list(range(len(mix[0])))
         q, raw = judge.score_projections(mix[0], every), judge.score_projections(mix[1], every)
@@ -279,27 +278,6 @@ def blends(
             "gain_psnr_db_per_pair": _pair_gains(judge, *mix),
         }  # fmt: skip
     return out
-
-
-def denoising_domain(method: str) -> str | None:
-    """Where a method denoises: ``"projections"`` or ``"slices"``; None for none or both.
-
-    Parameters
-    ----------
-    method : str
-        A key of :data:`~bluesky_lowdose.pipeline.METHODS`.
-
-    Returns
-    -------
-    str or None
-        The one domain it denoises in (what :func:`blends` pairs across).
-    """
-    from .methods import METHODS
-
-    spec = METHODS[method]
-    if (spec.projection is None) == (spec.slices is None):
-        return None
-    return "projections" if spec.projection is not None else "slices"
 
 
 def auto_slab(rows: int) -> slice:
@@ -805,6 +783,8 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         progress=pipe.progress, mapper=pipe.mapper, **common,
     )  # fmt: skip
     pipe.timings["auto_selection_s"] = time.perf_counter() - t0
+    from .judge import holdout_index
+
     whole_scan = record["whole_detector"] and not record["judged_views"]["left_out_frames"]
 
     def run_whole(method: str) -> ScanResult:
@@ -812,8 +792,6 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         part = chosen[method]
         if whole_scan and part["result"] is not None and pipe.workdir is None:
             return part["result"]  # the slab was the whole scan, every frame: nothing to run again
-        from .judge import holdout_index
-
         models = part["models"]
         held = holdout_index(len(short)) if record["candidates"][method].get("held_out") else None
         # a tuned filter is reused like a trained model: BM3D on slices keeps its slab's factor
@@ -835,7 +813,6 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
     if len(runs) == 1:
         result = runs[0]
     else:
-        from .judge import holdout_index
         from .result import blend_results
 
         blend = record["candidates"][winner]

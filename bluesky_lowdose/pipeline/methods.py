@@ -37,6 +37,7 @@ __all__ = [
     "MethodSpec",
     "blend_name",
     "blend_parts",
+    "denoising_domain",
     "method_description",
     "method_spec",
     "resolve_method",
@@ -112,21 +113,40 @@ AUTO_SPEC = MethodSpec(False, None, None, False,
 BLEND_SEP = "+"
 
 
+def denoising_domain(method: str) -> str | None:
+    """Where a method denoises: ``"projections"`` or ``"slices"``; None for none or both.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`METHODS`.
+
+    Returns
+    -------
+    str or None
+        The one domain it denoises in (what ``auto``'s blends pair across).
+    """
+    spec = METHODS[method]
+    if (spec.projection is None) == (spec.slices is None):
+        return None
+    return "projections" if spec.projection is not None else "slices"
+
+
 def blend_name(*methods: str) -> str:
-    """The name of the blend (mean of the volumes) of ``methods``, e.g. ``"paper+n2i"``.
+    """The name of the blend (mean of the volumes) of ``methods``, e.g. ``"paper+n2i"``: one name
+    whatever their order, the projection denoiser first, as the pipeline runs the steps.
 
     Parameters
     ----------
     *methods : str
-        Keys of :data:`METHODS`: ``auto`` names the projection denoiser first, as the pipeline
-        runs the steps.
+        Keys of :data:`METHODS`.
 
     Returns
     -------
     str
         Their names joined by :data:`BLEND_SEP`.
     """
-    return BLEND_SEP.join(methods)
+    return BLEND_SEP.join(sorted(methods, key=lambda m: denoising_domain(m) == "slices"))
 
 
 def blend_parts(method: str) -> list[str]:

@@ -244,7 +244,8 @@ def blend_results(pipe: ScanPipeline, results: list[ScanResult], weights: list[f
         for kind, model in r.models.items():
             if kind not in models or (hasattr(model, "to_bytes") and not hasattr(models[kind], "to_bytes")):
                 models[kind] = model
-    timings = {k: sum(r.timings.get(k, 0.0) for r in results) for r in results for k in r.timings}
+    stages = {k for r in results for k in r.timings}
+    timings = {k: sum(r.timings.get(k, 0.0) for r in results) for k in stages}
     prov["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return ScanResult(volume=volume, raw_volume=first.raw_volume, projections=None, method=name,
                       provenance=prov, models=models, timings=timings, quality=quality,

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n2i-steps",
         type=_count(1),
         default=None,
-        help="Noise2Inverse steps (default: the pipeline's, 2400)",
+        help=f"Noise2Inverse steps (default: the pipeline's, {N2I_OPTIONS['steps']})",
     )
     demo.add_argument(
         "--auto-budget",

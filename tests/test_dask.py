@@ -206,7 +206,7 @@ def test_learned_steps_run_on_the_workers_and_give_the_local_volume(cluster, tmp
     long_refs = np.exp(-make_phantom(32, seed=4).project_many(theta[refs])).astype(np.float32)  # noise-free
     kw = {"long_refs": long_refs, "reference_angles": theta[refs], "method": "hybrid",
           "projection_training": {"epochs": 2, "max_patches": 256},
-          "n2i_options": {"steps": 30, "crop": 16}}  # fmt: skip
+          "n2i_options": {"steps": 30, "crop": 16, "batch_size": 16}}  # fmt: skip
     local = enhance_scan(transmission, theta, mapper=map, **kw)
     engine = _engine(cluster, 2)
     try:

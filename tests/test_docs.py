@@ -40,8 +40,9 @@ def test_noise2inverse_steps_are_the_documented_default() -> None:
 
     steps = N2I_OPTIONS.get("steps", N2I_DEFAULTS["steps"])
     assert f"(default `pipeline.N2I_OPTIONS`: {steps})" in DOCS["dxchange.md"]
-    assert re.search(rf"batch 16, {steps} steps", DOCS["model.md"])
-    assert N2I_DEFAULTS["batch_size"] == 16
+    batch = N2I_OPTIONS.get("batch_size", N2I_DEFAULTS["batch_size"])
+    assert re.search(rf"batch {batch}, {steps} steps", DOCS["model.md"])
+    assert (N2I_DEFAULTS["batch_size"], N2I_DEFAULTS["steps"]) == (batch, steps)
 
 
 def test_the_default_method_is_auto_everywhere_it_is_written() -> None:

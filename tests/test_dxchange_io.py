@@ -384,7 +384,7 @@ def test_importing_the_file_layer_loads_no_bluesky_tiled_or_keras() -> None:
 # -- offline enhancement through the pipeline ------------------------------------------------------
 
 SIZE, N_ANGLES, REF_INDEX = 32, 12, [2, 8]
-N2I = {"steps": 30, "crop": 32}
+N2I = {"steps": 30, "crop": 32, "batch_size": 16}
 FAST_TRAINING = {"patch_size": 16, "stride": 8}
 
 

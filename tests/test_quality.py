@@ -550,7 +550,7 @@ def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose, capl
         open_beam_counts=s["counts"],
         read_noise=s["read_noise"],
         long_open_beam_counts=s["counts"] * 10,
-        n2i_options={"steps": 150, "crop": 32},
+        n2i_options={"steps": 150, "crop": 32, "batch_size": 16},
         projection_training={"epochs": 2, "patience": None, "max_patches": 256},
         auto_candidates=["none", "n2i", "paper"],
         auto_budget_s=3600.0,
@@ -625,7 +625,7 @@ def test_counts_split_noise2inverse_needs_photon_statistics(low_dose) -> None:
         method="n2i-counts",
         open_beam_counts=s["counts"],
         read_noise=s["read_noise"],
-        n2i_options={"steps": 20, "crop": 32},
+        n2i_options={"steps": 20, "crop": 32, "batch_size": 16},
     )
     assert res.volume.shape == (SIZE, SIZE, SIZE) and np.all(np.isfinite(res.volume))
     assert "binomial" in res.provenance["reconstruction"]["subset_rule"]
@@ -680,7 +680,7 @@ def test_auto_trains_noise2inverse_over_the_whole_height_and_judges_it_on_the_sl
     s = _scan(DetectorModel((64, 64)), angles=61)
     res = enhance_scan(s["transmission"], s["theta"], method="auto", long_refs=s["long"],
                        reference_angles=REFS, auto_candidates=["none", "n2i"],
-                       n2i_options={"steps": 20, "crop": 32})  # fmt: skip
+                       n2i_options={"steps": 20, "crop": 32, "batch_size": 16})  # fmt: skip
     auto = res.provenance["auto"]
     assert auto["slab_rows"] == [8, 56] and auto["candidates"]["n2i"]["status"] == "run", auto
     # every row (64 fit the sampling budget), all but the ends a centre slice; the slab is 48 of them

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.tiled, pytest.mark.slow]
 
 SCAN = {"num_angles": 61, "num_darks": 2, "num_flats": 2, "reference_angles": (0.0, 45.0, 90.0, 135.0),
         "short_exposure": 0.2}  # fmt: skip
-N2I = {"steps": 300, "crop": 16}
+N2I = {"steps": 300, "crop": 16, "batch_size": 16}
 # this test's own instrument (the session's Tiled server holds other tests' models too)
 BEAMLINE = {"instrument": {"beamline": f"registry-test-{uuid.uuid4().hex[:8]}", "energy_kev": 8.0}}
 

@@ -23,7 +23,7 @@ SCAN = {"num_angles": 61, "num_darks": 4, "num_flats": 4, "reference_angles": (0
 # plumbing sizes: the streamed run checks documents, provenance, links and bit-for-bit agreement
 # with enhance_scan, not quality (test_quality, test_pipeline and test_default_method do)
 FAST_TRAIN = {"epochs": 10, "patience": 10, "max_patches": 1024, "seed": 0}
-FAST_N2I = {"steps": 100, "crop": 32}
+FAST_N2I = {"steps": 100, "crop": 32, "batch_size": 16}
 
 
 def _scan(txm, **kw):

@@ -222,7 +222,7 @@ def method_description(method: str) -> str:
 #: Training of the projection CNN (the paper's step): one set of defaults for every entry point.
 PROJECTION_TRAINING: dict[str, Any] = {"model": "unet", "epochs": 25, "patience": 6}
 #: Noise2Inverse options (see :func:`bluesky_lowdose.model.n2i.train_noise2inverse`).
-N2I_OPTIONS: dict[str, Any] = {"steps": 2400, "crop": 64, "batch_size": 16}
+N2I_OPTIONS: dict[str, Any] = {"steps": 4400, "crop": 64, "batch_size": 4}
 #: Fine-tuning a registered model (``warm_start``): the fraction of the from-scratch steps
 #: (Noise2Inverse) or epochs (projection network) and of the learning rate.
 FINE_TUNE: dict[str, float] = {"fraction": 0.2, "learning_rate_fraction": 0.1}

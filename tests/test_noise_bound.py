@@ -9,7 +9,7 @@ from bluesky_lowdose.evaluation import EvaluationConfig
 from bluesky_lowdose.evaluation import protocol as P
 from bluesky_lowdose.pipeline import LongExposureJudge, enhance_scan
 from bluesky_lowdose.pipeline.angles import same_view_indices
-from bluesky_lowdose.pipeline.auto import NOISE_BOUND_MARGIN_DB, noise_bound, noise_warning
+from bluesky_lowdose.pipeline.auto import NOISE_BOUND_MARGIN_DB, NOISE_SHARE_FLOOR, noise_bound, noise_warning
 
 
 def _bound(flux: float, phantom: str, angles: int, psf: float) -> tuple[dict, float]:
@@ -44,15 +44,17 @@ def test_the_noise_bound_is_small_at_a_real_scans_counts_and_large_at_few_photon
 
 
 @pytest.mark.parametrize(
-    ("winner", "gain", "bound", "warns"),
-    [("n2i", 2.1, 0.06, True), ("n2i", 0.5, 0.06, False), ("none", 0.0, 0.06, False),
-     ("n2i", 5.0, None, False), ("paper+n2i", 1.0 + NOISE_BOUND_MARGIN_DB, 0.9, True)],
+    ("winner", "gain", "bound", "share", "warns"),
+    [("n2i", 2.1, 0.06, 0.01, True), ("n2i", 0.5, 0.06, 0.01, False), ("none", 0.0, 0.06, 0.01, False),
+     ("n2i", 5.0, None, 0.99, False), ("paper+n2i", 1.0 + NOISE_BOUND_MARGIN_DB, 0.3, 0.03, True),
+     ("n2i", 1.45, 0.64, 0.14, False)],  # make demo: the long exposures see its noise; n2i +5.6 dB in truth
 )  # fmt: skip
 def test_auto_warns_when_its_winner_is_judged_above_what_removing_noise_could_give(
-    winner: str, gain: float, bound: float | None, warns: bool
+    winner: str, gain: float, bound: float | None, share: float, warns: bool
 ) -> None:
+    assert share < NOISE_SHARE_FLOOR or not warns
     record = {"winner": winner, "candidates": {winner: {"gain_psnr_db": gain}},
-              "noise": {"share": 0.01, "most_gain_db": bound}}  # fmt: skip
+              "noise": {"share": share, "most_gain_db": bound}}  # fmt: skip
     message = noise_warning(record)
     assert (message is not None) == warns
     if warns:

@@ -6,10 +6,10 @@ For each realistic case (``bench_protocols.CASES``, plus ``real-like`` at the is
 noise-free projections on the same views. The difference is the most any denoiser can gain by the
 judge by removing noise; the rest of the raw reconstruction's residual is the judge's own model
 error (an FBP projected again at a view it did not see) and the long frames' noise. The noise share
-of the residual is estimated without the truth too, as a scan could: a second noise realisation from
-the short frames' photon statistics (Poisson around the measured counts, plus read noise) doubles the
-noise, and the judge's drop gives the share. Prints a Markdown table; a few seconds per case at 128³
-(the textured phantom takes a minute to build).
+of the residual is estimated without the truth too, as ``auto`` does
+(:func:`bluesky_lowdose.pipeline.auto.noise_bound`: a second noise from the short frames' photon
+statistics doubles the noise, and the judge's drop gives the share). Prints a Markdown table; a few
+seconds per case at 128³ (the textured phantom takes a minute to build).
 
 Run: ``.venv/bin/python benchmarks/bench_judge_noise_share.py [--cases ...]``.
 """
@@ -36,6 +36,7 @@ def share_of(case: dict, size: int, seed: int) -> dict:
     from bluesky_lowdose.evaluation import protocol as P
     from bluesky_lowdose.pipeline import LongExposureJudge, enhance_scan
     from bluesky_lowdose.pipeline.angles import same_view_indices
+    from bluesky_lowdose.pipeline.auto import noise_bound
 
     cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(case["angles"] * size)),
                            dose_ladder=(), methods=("none",), phantom=case["phantom"], flux=case["flux"],
@@ -49,19 +50,15 @@ def share_of(case: dict, size: int, seed: int) -> dict:
     judge = LongExposureJudge.from_transmission(full["transmission"][ref_idx], theta[ref_idx],
                                                 open_beam_counts=full["open_beam_counts"])  # fmt: skip
     t = low["transmission"][keep]
-    raw = judge.score(enhance_scan(t, theta[keep], **kw).volume)["psnr_db"]
+    volume = enhance_scan(t, theta[keep], **kw).volume
+    raw = judge.score(volume)["psnr_db"]
     clean = judge.score(P.reference_volume(cfg, phys, theta[keep])[0])["psnr_db"]
-    # a second, independent noise of the same statistics: Poisson around the measured counts
-    rng = np.random.default_rng(seed + 7)
-    n0 = np.asarray(low["open_beam_counts"], np.float64)
-    lam = np.clip(t * n0, 0.0, None)
-    extra = rng.poisson(lam) - lam + rng.normal(scale=float(low["read_noise"] or 0.0), size=t.shape)
-    t2 = np.clip((lam + extra) / n0, 0.5 / n0, None)
-    doubled = judge.score(enhance_scan(t2, theta[keep], **kw).volume)["psnr_db"]
-    est = float(np.clip(10 ** ((raw - doubled) / 10) - 1, 0.0, 0.999))
+    # what auto estimates without the truth: a second noise from the short frames' photon statistics
+    est = noise_bound(judge, volume, t, theta[keep], low["open_beam_counts"], read_noise=low["read_noise"],
+                      seed=seed)  # fmt: skip
     return {"angles": cfg.angles, "raw": raw, "clean": clean, "ceiling": judge.noise["ceiling_psnr_db"],
-            "share": 1 - 10 ** (-(clean - raw) / 10), "bound": clean - raw, "est_share": est,
-            "est_bound": -10 * np.log10(1 - est)}  # fmt: skip
+            "share": 1 - 10 ** (-(clean - raw) / 10), "bound": clean - raw, "est_share": est["share"],
+            "est_bound": est["most_gain_db"]}  # fmt: skip
 
 
 def main() -> int:
@@ -79,7 +76,8 @@ def main() -> int:
         t0 = time.perf_counter()
         r = share_of(cases[name], args.size, args.seed)
         print(f"| {name} ({r['angles']} angles) | {r['raw']:.2f} | {r['clean']:.2f} | {r['ceiling']:.1f} | "
-              f"{r['share']:.2f} | {r['bound']:+.2f} | {r['est_share']:.2f} | {r['est_bound']:+.2f} | "
+              f"{r['share']:.2f} | {r['bound']:+.2f} | {r['est_share']:.2f} | "
+              f"{'(saturated)' if r['est_bound'] is None else format(r['est_bound'], '+.2f')} | "
               f"{time.perf_counter() - t0:.0f} |", flush=True)  # fmt: skip
     return 0
 

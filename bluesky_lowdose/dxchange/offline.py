@@ -354,8 +354,7 @@ def enhance_file(
     unused_budget = auto_budget_s is not None and "auto" not in scan.provenance
     ignored = _ignored_options(scan.method, overrides, n2i_options, model_in, auto_budget=unused_budget)
     if ignored:
-        scan.warnings.append(ignored)
-        scan.provenance["warnings"] = list(scan.warnings)
+        scan.warn(ignored)
     proj_model = scan.models.get("projection")
     slice_model = scan.models.get("slices")
     if save_model is not None and proj_model is not None:
@@ -374,8 +373,7 @@ def enhance_file(
         # and the provenance
         _, _, problem = pipeline.scoring.reference_pair_check(pairs.short, pairs.long, pairs_enhanced)
         if problem and problem not in scan.warnings:
-            scan.warnings.append(problem)
-            scan.provenance["warnings"] = list(scan.warnings)
+            scan.warn(problem)
     enhanced = scan.projections is not None
     data = scan.projections if enhanced else transmission
     data_text = (

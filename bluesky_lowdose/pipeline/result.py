@@ -71,6 +71,11 @@ class ScanResult:
     quality: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
+    def warn(self, message: str) -> None:
+        """Add a warning to the result and to its provenance (the caller logs it where it should)."""
+        self.warnings.append(message)
+        self.provenance["warnings"] = list(self.warnings)
+
 
 def build_result(
     pipe: ScanPipeline,
@@ -306,8 +311,7 @@ def keep_better(pipe: ScanPipeline, first: ScanResult, tuned: ScanResult) -> Sca
                f"exposures ({t['psnr_db']:.2f} vs {raw['psnr_db']:.2f} dB), the registered one did not "
                f"({f['psnr_db']:.2f} dB): its first result is kept")  # fmt: skip
         logger.warning(msg)
-        keep.warnings.append(msg)
-        keep.provenance["warnings"] = keep.warnings
+        keep.warn(msg)
         pipe.models["slices"] = first.models["slices"]
     keep.provenance["first_result"] = False
     keep.provenance["warm_start"] = record

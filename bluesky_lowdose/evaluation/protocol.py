@@ -279,6 +279,12 @@ def _judge_like_auto(
     entry["judged_views"] = record["judged_views"]
     entry["judged_rows"] = record["judged_rows"]
     entry["auto_winner"] = record["winner"]
+    entry["auto_why"] = record["why"]
+    if record.get("noise_free") is not None:  # auto chose by the recorrupted scans: their estimates
+        gains = {m: c["noise_free"]["gain_psnr_db"] for m, c in record["candidates"].items()
+                 if "noise_free" in c}  # fmt: skip
+        entry["noise_free_judge"] = {**record["noise_free"], "noise_share": record["noise"]["share"],
+                                     "gain_psnr_db": gains}  # fmt: skip
     return blends
 
 

@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .angles import DEFAULT_TOLERANCE, same_view_indices
+from .recorrupt import Recorrupted, recorrupted_slab
 from .result import AUTO_CANDIDATE
 
 if TYPE_CHECKING:
@@ -90,7 +91,9 @@ __all__ = [
     "eligible",
     "finish_auto",
     "noise_bound",
+    "noise_free_eligible",
     "noise_warning",
+    "pick_noise_free",
     "race",
     "select_method",
 ]
@@ -233,6 +236,7 @@ def blends(
     projected: dict[str, tuple[np.ndarray, np.ndarray]],
     judge: LongExposureJudge,
     weight: float = BLEND_WEIGHT,
+    names: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The blends of two candidates not below raw (the mean of their volumes), judged like them:
     one that denoises the projections with one that denoises the slices.
@@ -261,6 +265,8 @@ def blends(
         The judge of the slab.
     weight : float
         The first part's weight (the second: ``1 - weight``).
+    names : sequence of str, optional
+        The candidates blended (default: the :func:`eligible` ones).
 
     Returns
     -------
@@ -272,7 +278,8 @@ def blends(
 
     from .methods import blend_name, blend_parts, denoising_domain
 
-    ok = [m for m in eligible(candidates) if m in projected and denoising_domain(m) is not None]
+    ok = [m for m in (eligible(candidates) if names is None else names)
+          if m in projected and denoising_domain(m) is not None]  # fmt: skip
     out: dict[str, dict[str, Any]] = {}
     for a, b in itertools.combinations(ok, 2):
         if denoising_domain(a) == denoising_domain(b):
@@ -404,6 +411,8 @@ def noise_bound(
 def noise_warning(record: dict[str, Any]) -> str | None:
     """The warning for an ``auto`` record whose winner is judged above what removing noise could give,
     where the long exposures barely see the noise (:data:`NOISE_SHARE_FLOOR`)."""
+    if record.get("noise_free") is not None:  # chosen by the recorrupted scans, not the long exposures
+        return None
     winner, noise = record.get("winner"), record.get("noise") or {}
     bound = noise.get("most_gain_db")
     gain = (record.get("candidates", {}).get(winner) or {}).get("gain_psnr_db")
@@ -416,6 +425,92 @@ def noise_warning(record: dict[str, Any]) -> str | None:
             f"{noise['share']:.0%} of the raw reconstruction's residual against them). They are not "
             "measuring noise removal here (at high counts every denoiser scored below raw in simulation): "
             "compare with the raw reconstruction (kept beside it)")  # fmt: skip
+
+
+def noise_free_eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The candidates run and estimated above the raw reconstruction by the recorrupted scans.
+
+    Parameters
+    ----------
+    candidates : dict
+        ``auto``'s record per candidate.
+
+    Returns
+    -------
+    dict
+        Those records, in the same order.
+    """
+    return {m: e for m, e in candidates.items() if m != "none" and e.get("status") == "run"
+            and e.get("noise_free", {}).get("gain_psnr_db", -1) > 0}  # fmt: skip
+
+
+def pick_noise_free(record: dict[str, Any]) -> tuple[str, str]:
+    """``auto``'s choice where the recorrupted scans judge: the largest estimated PSNR gain over the raw
+    reconstruction against the noise-free reconstruction; ``"none"`` where no candidate gains.
+
+    Parameters
+    ----------
+    record : dict
+        ``auto``'s record (``candidates`` with ``noise_free``, ``noise``).
+
+    Returns
+    -------
+    tuple of str
+        The winner, and the sentence that says why.
+    """
+    share = (record.get("noise") or {}).get("share")
+    seen = "" if share is None else f" (noise is {share:.1%} of the raw reconstruction's residual there)"
+    reason = f"the long exposures barely see this scan's noise{seen}: judged by recorrupted scans"
+    ok = noise_free_eligible(record["candidates"])
+    if not ok:
+        return "none", f"{reason}, no candidate is estimated above the raw reconstruction"
+    winner = max(ok, key=lambda m: ok[m]["noise_free"]["gain_psnr_db"])
+    gain = ok[winner]["noise_free"]["gain_psnr_db"]
+    return winner, (f"{winner}: estimated {gain:+.2f} dB over the raw reconstruction against the noise-free "
+                    f"one, the largest of {len(ok)} candidate(s) above it; {reason}")  # fmt: skip
+
+
+def _noise_judge(
+    record: dict[str, Any],
+    judge: LongExposureJudge,
+    raw_volume: Any,
+    proj: np.ndarray,
+    theta_deg: np.ndarray,
+    rows: slice,
+    opb: Any,
+    lopb: Any,
+    short: np.ndarray,
+    long_: np.ndarray,
+    training: tuple[Any, Any] | None,
+    judged_rows: slice,
+    kwargs: dict[str, Any],
+) -> Recorrupted | None:
+    """After ``none``: the noise bound (``record["noise"]``) and, where the long exposures barely see
+    the noise (:data:`NOISE_SHARE_FLOOR`), the recorrupted scans that judge instead
+    (``record["noise_free"]``). A failure is logged and leaves the long exposures to judge."""
+    extra = {k: kwargs[k] for k in ("center", "backend", "seed") if k in kwargs}
+    noise = float(kwargs.get("read_noise") or 0.0)
+    counts = opb if np.ndim(opb) < 2 else np.asarray(opb)[rows]
+    try:  # what removing all of the noise could gain by the long exposures
+        record["noise"] = noise_bound(judge, raw_volume, proj, theta_deg, counts, read_noise=noise, **extra)
+    except Exception as exc:
+        logger.warning("auto: the noise bound was not estimated: %s", exc)
+        return None
+    if record["noise"]["share"] >= NOISE_SHARE_FLOOR:
+        return None
+    try:
+        nf = recorrupted_slab(proj, rows, theta_deg, raw_volume, short=short, long_=long_,
+                              open_beam_counts=opb, read_noise=noise, long_open_beam_counts=lopb,
+                              training=training, judged_rows=judged_rows, seed=int(kwargs.get("seed", 0)),
+                              **{k: v for k, v in extra.items() if k != "seed"})  # fmt: skip
+    except Exception as exc:
+        logger.warning("auto: the recorrupted scans were not made, the long exposures judge: %s", exc)
+        return None
+    record["noise_free"] = nf.record
+    record["rule"] = ("largest estimated PSNR gain over the raw reconstruction against the noise-free "
+                      "reconstruction (recorrupted scans: the long exposures barely see the noise), among "
+                      "the candidates and the blends; none where none is estimated above it")  # fmt: skip
+    return nf
 
 
 def _pair_gains(
@@ -700,7 +795,7 @@ def select_method(
                 res = run(True)
                 q = res.quality
                 folds = None
-                if q is not None and spec.pairs and q["held_out"]:
+                if q is not None and spec.pairs and q["held_out"] and nf is None:
                     last = n_pairs - 1
                     raw = judge.project(res.raw_volume, list(range(n_pairs)))
                     tested = judge.project(res.volume, [last])
@@ -737,6 +832,9 @@ def select_method(
             entry.update(judge=q["enhanced"], raw=q["raw"], held_out=q["held_out"],
                          gain_psnr_db=q["enhanced"]["psnr_db"] - q["raw"]["psnr_db"],
                          gain_ssim=q["enhanced"]["ssim"] - q["raw"]["ssim"])  # fmt: skip
+        if nf is not None:
+            est = nf.judge.score(res.volume, judged_rows)["psnr_db"]
+            entry["noise_free"] = {"psnr_db": est, "gain_psnr_db": est - nf.raw["psnr_db"]}
         if folds is not None:
             entry["leave_one_out"] = folds
             entry["gain_psnr_db_per_pair"] = folds["gain_psnr_db_per_pair"]
@@ -752,11 +850,12 @@ def select_method(
         if entry["status"] == "run":
             models[method] = dict(res.models)
             results[method] = res
-        gain = entry.get("gain_psnr_db")
+        gain = entry.get("noise_free", {}).get("gain_psnr_db", entry.get("gain_psnr_db"))
         shown = f"{gain:+.2f} dB over raw" if gain is not None else entry["status"]
         _say(progress, f"auto: {method} {shown} ({entry.get('seconds', 0):.0f} s)")
 
     measured: dict[str, float] = {}
+    nf: Recorrupted | None = None  # set after none where the long exposures barely see the noise
     # each judged candidate's projections at every pair (pair k by a run that did not see it) and
     # its raw reconstruction's: what the blends are judged on
     projected: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -797,20 +896,29 @@ def select_method(
             }  # fmt: skip
         else:
             keep(method, *attempt(method))
-    if kwargs.get("input", "transmission") == "transmission" and opb is not None and "none" in results:
-        try:  # what removing all of the noise could gain by the long exposures: a warning's bound
-            extra = {k: kwargs[k] for k in ("center", "backend", "seed") if k in kwargs}
-            noise = float(kwargs.get("read_noise") or 0.0)
-            record["noise"] = noise_bound(judge, results["none"].volume, proj, theta_deg, cut(opb),
-                                          read_noise=noise, **extra)  # fmt: skip
-        except Exception as exc:  # only a warning depends on it
-            logger.warning("auto: the noise bound was not estimated: %s", exc)
+        if method == "none" and "none" in results and kwargs.get("input", "transmission") == "transmission" \
+                and opb is not None:  # fmt: skip
+            nf = _noise_judge(record, judge, results["none"].volume, proj, theta_deg, rows, opb, lopb,
+                              short_slab, long_slab, training_rows, judged_rows, kwargs)  # fmt: skip
+            if nf is not None:  # the candidates run on the first recorrupted scan from here on
+                proj, short_slab, training_rows = nf.frames, nf.short, nf.training
+                estimated = nf.raw["psnr_db"]
+                record["candidates"]["none"]["noise_free"] = {"psnr_db": estimated, "gain_psnr_db": 0.0}
+                _say(progress, f"auto: judged by recorrupted scans (raw: {estimated:.2f} dB estimated "
+                               "against the noise-free reconstruction)")  # fmt: skip
     if blend:
-        made = blends(record["candidates"], projected, judge)
-        record["candidates"].update(made)
+        names = None if nf is None else list(noise_free_eligible(record["candidates"]))
+        made = blends(record["candidates"], projected, judge, names=names)
         for name, e in made.items():
-            _say(progress, f"auto: {name} (the mean of both volumes) {e['gain_psnr_db']:+.2f} dB over raw")
-    winner, why = pick_winner(record["candidates"])
+            if nf is not None:
+                a, b = e["blend_of"]
+                mixed = e["weights"][0] * results[a].volume + e["weights"][1] * results[b].volume
+                est = nf.judge.score(mixed, judged_rows)["psnr_db"]
+                e["noise_free"] = {"psnr_db": est, "gain_psnr_db": est - nf.raw["psnr_db"]}
+            shown = e["gain_psnr_db"] if nf is None else e["noise_free"]["gain_psnr_db"]
+            _say(progress, f"auto: {name} (the mean of both volumes) {shown:+.2f} dB over raw")
+        record["candidates"].update(made)
+    winner, why = pick_winner(record["candidates"]) if nf is None else pick_noise_free(record)
     record["winner"] = winner
     record["why"] = why
     record["seconds"] = round(time.perf_counter() - started, 2)
@@ -888,14 +996,18 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
     pipe.timings["auto_selection_s"] = time.perf_counter() - t0
     from .judge import holdout_index
 
-    whole_scan = record["whole_detector"] and not record["judged_views"]["left_out_frames"]
+    # the slab's result is the whole scan's where it was every frame, and not recorrupted
+    whole_scan = (record["whole_detector"] and not record["judged_views"]["left_out_frames"]
+                  and record.get("noise_free") is None)  # fmt: skip
 
     def run_whole(method: str) -> ScanResult:
         """One method of the winner on the whole scan, its trained models and tuned filter reused."""
         part = chosen[method]
         if whole_scan and part["result"] is not None and pipe.workdir is None:
             return part["result"]  # the slab was the whole scan, every frame: nothing to run again
-        models = part["models"]
+        models = dict(part["models"])
+        if record.get("noise_free") is not None and METHODS[method].projection not in (None, "cnn"):
+            models.pop("projection", None)  # a filter tuned at the recorrupted noise: tuned again here
         held = holdout_index(len(short)) if record["candidates"][method].get("held_out") else None
         # a tuned filter is reused like a trained model: BM3D on slices keeps its slab's factor
         tuned = (part["result"].provenance.get("slice_step") or {}) if part["result"] is not None else {}

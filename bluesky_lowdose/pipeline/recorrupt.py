@@ -1,0 +1,387 @@
+"""Recorrupted scans: a judge of the noise-free reconstruction from the scan's own noise.
+
+Where the long exposures cannot see the noise (a real scan's counts: thousands of quanta per pixel,
+:func:`~bluesky_lowdose.pipeline.auto.noise_bound`), ``auto`` chooses by this judge instead.
+It needs no reference, only the frames' noise statistics (Recorrupted-to-Recorrupted, Pang et al.,
+CVPR 2021, here on line integrals):
+
+- draw a noise ``z`` with the frames' own covariance (line integrals: ``(N + r²) / N²`` per pixel
+  for ``N = T·N0`` detected quanta and read noise ``r``, correlated across pixels as the detector
+  correlates it, :func:`noise_kernel`);
+- make two scans of the same views, ``p1 = p + α z`` and ``p2 = p − z / α``. For Gaussian noise of
+  that covariance their noises are independent, ``p1``'s is ``1 + α²`` times the scan's;
+- run each candidate on ``p1`` and reconstruct ``p2`` plainly. Then
+  ``E‖V(p1) − FBP(p2)‖² = E‖V(p1) − R‖² + E‖FBP(p2) − R‖²``, with ``R`` the reconstruction of the
+  noise-free projections on the same views (what ``lowdose-tomo evaluate`` scores against): the last
+  term is the same for every candidate and is estimated from one more noise draw.
+
+So every candidate gets an unbiased estimate of its PSNR against the noise-free reconstruction, at
+``1 + α²`` times the scan's noise. Photon noise at thousands of quanta is Gaussian to a good
+approximation; at tens of quanta it is not (the log of a few counts), and there the long exposures
+judge well: measured in ``docs/evaluation.md``, "A judge of the noise-free reconstruction".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ALPHA",
+    "KERNEL_RADIUS",
+    "NoiseFreeJudge",
+    "Recorrupted",
+    "noise_kernel",
+    "recorrupt",
+    "recorrupted_slab",
+]
+
+#: The recorruption's strength: the candidates see ``1 + ALPHA²`` times the scan's noise variance.
+ALPHA = 0.5
+#: Pixels of the detector's noise correlation measured and reproduced on each side.
+KERNEL_RADIUS = 3
+#: Frames of white noise drawn per random stream (the draws depend on it: kept fixed).
+_CHUNK = 64
+
+
+def _line_integral_std(transmission: np.ndarray, counts: Any, read_noise: float) -> np.ndarray:
+    """The standard deviation of ``-log`` of a transmission from its detected quanta and read noise."""
+    quanta = np.maximum(np.asarray(transmission, np.float32) * np.asarray(counts, np.float32), 1.0)
+    return np.sqrt(quanta + np.float32(read_noise) ** 2) / quanta
+
+
+def noise_kernel(
+    short: Any,
+    long_: Any,
+    open_beam_counts: Any,
+    read_noise: float = 0.0,
+    long_open_beam_counts: Any = None,
+    radius: int = KERNEL_RADIUS,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The detector's noise correlation, measured on the pairs.
+
+    At the same view a short and a long frame differ by their noises only: ``log(long / short)``,
+    divided by the standard deviation their photon statistics predict, is a unit-variance noise
+    field with the detector's correlation (a scintillator's blur makes neighbours agree). Its
+    autocorrelation within ``radius`` pixels gives the kernel that makes white noise correlate the
+    same way (the square root of its power spectrum).
+
+    Parameters
+    ----------
+    short, long_ : array_like
+        ``(k, rows, width)`` flat/dark-corrected transmission of the pairs.
+    open_beam_counts : float or array_like
+        Open-beam quanta per pixel of the short frames (scalar or ``(rows, width)``).
+    read_noise : float
+        Read noise, quanta rms.
+    long_open_beam_counts : float or array_like, optional
+        The long frames' (default: ``open_beam_counts`` scaled by the frames' mean ratio).
+    radius : int
+        Pixels of correlation kept on each side.
+
+    Returns
+    -------
+    tuple
+        The kernel, ``(2 radius + 1, 2 radius + 1)`` with unit sum of squares (unit variance out of
+        unit white noise), and a record: the neighbours' correlation along rows and columns, and the
+        measured variance over the predicted one (1 where the photon statistics are right).
+
+    Raises
+    ------
+    ValueError
+        Pairs of different shapes, or no pixel with light in both frames.
+    """
+    s, lg = np.asarray(short, np.float64), np.asarray(long_, np.float64)
+    if s.shape != lg.shape or s.ndim != 3:
+        raise ValueError(f"pairs of shapes {s.shape} and {lg.shape}: both must be (k, rows, width)")
+    live = (s > 0) & (lg > 0) & np.isfinite(s) & np.isfinite(lg)
+    if not live.any():
+        raise ValueError("no pixel has light in both frames of a pair: cannot measure the noise")
+    counts = np.broadcast_to(np.asarray(open_beam_counts, np.float64), s.shape[1:])
+    lcounts = np.broadcast_to(np.asarray(long_open_beam_counts, np.float64), s.shape[1:]) if (
+        long_open_beam_counts is not None) else counts * 10.0  # fmt: skip
+    var = (_line_integral_std(np.where(live, s, 1), counts, read_noise) ** 2
+           + _line_integral_std(np.where(live, lg, 1), lcounts, read_noise) ** 2)  # fmt: skip
+    d = np.where(live, np.log(np.where(live, lg, 1) / np.where(live, s, 1)) / np.sqrt(var), 0.0)
+    n_live = np.maximum(live.sum(axis=(1, 2), keepdims=True), 1)
+    d = np.where(live, d - d.sum(axis=(1, 2), keepdims=True) / n_live, 0.0)  # each pair's offset removed
+    shape = (2 * d.shape[1], 2 * d.shape[2])  # zero-padded: no wrap-around
+
+    def autocorrelation(a: np.ndarray) -> np.ndarray:
+        spec = np.fft.rfft2(a, s=shape)
+        return np.fft.irfft2((spec * spec.conj()).sum(axis=0), s=shape)
+
+    # per lag, the mean over the pixel pairs that both have light
+    acf = autocorrelation(d) / np.maximum(autocorrelation(live.astype(np.float64)), 1.0)
+    r = int(radius)
+    window = np.roll(np.roll(acf, r, axis=0), r, axis=1)[: 2 * r + 1, : 2 * r + 1]
+    measured_var = float(window[r, r])
+    window = window / window[r, r]
+    grid = np.zeros((8 * r + 4, 8 * r + 4))
+    grid[: 2 * r + 1, : 2 * r + 1] = window
+    grid = np.roll(np.roll(grid, -r, axis=0), -r, axis=1)  # centred on (0, 0)
+    psd = np.clip(np.fft.fft2(grid).real, 0.0, None)
+    kernel = np.fft.fftshift(np.fft.ifft2(np.sqrt(psd)).real)
+    c = grid.shape[0] // 2
+    kernel = kernel[c - r : c + r + 1, c - r : c + r + 1]
+    kernel /= np.sqrt((kernel**2).sum())
+    record = {"neighbour_correlation": {"along_rows": round(float(window[r, r + 1]), 4),
+                                        "along_columns": round(float(window[r + 1, r]), 4)},
+              "variance_over_predicted": round(measured_var, 4), "pixels": int(live.sum()),
+              "radius": r}  # fmt: skip
+    return kernel.astype(np.float32), record
+
+
+def _correlated_noise(rows: np.ndarray, n: int, width: int, kernel: np.ndarray, seed: int) -> np.ndarray:
+    """Unit-variance noise ``(n, len(rows), width)`` correlated by ``kernel``, the same at a detector
+    row whichever rows are asked for (white noise drawn per row, then convolved)."""
+    from scipy.ndimage import convolve
+
+    r = kernel.shape[0] // 2
+    out = np.empty((n, len(rows), width), np.float32)
+    rows = np.asarray(rows, np.int64)
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # contiguous runs of rows
+    for i, j in zip(starts, [*starts[1:], len(rows)], strict=True):
+        span = np.arange(rows[i] - r, rows[j - 1] + r + 1)
+        white = np.empty((n, len(span), width), np.float32)
+        for c0 in range(0, n, _CHUNK):
+            c1 = min(c0 + _CHUNK, n)
+            for q, row in enumerate(span):
+                rng = np.random.default_rng([seed, int(row) + 2**20, c0 // _CHUNK])
+                white[c0:c1, q] = rng.standard_normal((_CHUNK, width), np.float32)[: c1 - c0]
+        out[:, i:j] = convolve(white, kernel[None], mode="wrap")[:, r : len(span) - r]
+    return out
+
+
+def recorrupt(
+    transmission: Any,
+    rows: Any,
+    open_beam_counts: Any,
+    read_noise: float,
+    kernel: np.ndarray,
+    *,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two scans of the same views whose noises are independent: ``(p + α z, p − z / α)``.
+
+    Parameters
+    ----------
+    transmission : array_like
+        ``(n, len(rows), width)`` flat/dark-corrected transmission.
+    rows : array_like
+        Their detector rows: a row's noise is the same in every call with the same seed, so a slab
+        and rows sampled over the height agree where they share rows.
+    open_beam_counts : float or array_like
+        Open-beam quanta per pixel at these rows (scalar or ``(len(rows), width)``).
+    read_noise : float
+        Read noise, quanta rms.
+    kernel : numpy.ndarray
+        The detector's noise correlation (:func:`noise_kernel`).
+    seed : int
+        Seeds ``z``.
+    alpha : float
+        The recorruption's strength.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The two scans as transmission, ``T·exp(−α z)`` and ``T·exp(z / α)``.
+    """
+    t = np.asarray(transmission, np.float32)
+    z = _correlated_noise(np.asarray(rows), t.shape[0], t.shape[2], kernel, seed)
+    z *= _line_integral_std(t, open_beam_counts, read_noise)
+    return t * np.exp(-alpha * z), t * np.exp(z / alpha)
+
+
+@dataclass
+class NoiseFreeJudge:
+    """Scores volumes made from the first recorrupted scan against the plain reconstruction of the
+    second: an estimate of their PSNR against the noise-free reconstruction (see the module).
+
+    Attributes
+    ----------
+    second : numpy.ndarray
+        The plain reconstruction of the second scan, the judged slices.
+    offset : float
+        Its expected mean squared noise inside the mask (subtracted from every score).
+    mask : numpy.ndarray
+        The voxels scored (the object, from the raw reconstruction).
+    data_range : float
+        The PSNR's range (the raw reconstruction's).
+    alpha : float
+        The recorruption's strength.
+    """
+
+    second: np.ndarray
+    offset: float
+    mask: np.ndarray
+    data_range: float
+    alpha: float = ALPHA
+
+    @classmethod
+    def from_volumes(
+        cls, raw: Any, second: Any, noise_only: Any, alpha: float = ALPHA, rows: slice | None = None
+    ) -> NoiseFreeJudge:
+        """The judge from three plain reconstructions of the slab.
+
+        Parameters
+        ----------
+        raw : array_like
+            Of the scan itself (its object mask and data range).
+        second : array_like
+            Of the second recorrupted scan.
+        noise_only : array_like
+            Of the scan's noise alone (the reconstruction of one more draw minus ``raw``).
+        alpha : float
+            The recorruption's strength.
+        rows : slice, optional
+            The slices judged (default all).
+
+        Returns
+        -------
+        NoiseFreeJudge
+        """
+        from ..metrics import object_mask
+
+        cut = rows or slice(None)
+        raw = np.asarray(raw, np.float32)[cut]
+        mask = object_mask(raw)
+        offset = (1 + 1 / alpha**2) * float(np.mean(np.asarray(noise_only, np.float32)[cut][mask] ** 2))
+        return cls(np.asarray(second, np.float32)[cut], offset, mask, float(raw.max() - raw.min()), alpha)
+
+    def score(self, volume: Any, rows: slice | None = None) -> dict[str, float]:
+        """The estimated PSNR (dB) and mean squared error against the noise-free reconstruction.
+
+        Parameters
+        ----------
+        volume : array_like
+            A reconstruction of the slab from the first recorrupted scan.
+        rows : slice, optional
+            Its slices that the judge holds (default: all of them, the judge's own cut).
+
+        Returns
+        -------
+        dict
+            ``psnr_db``, ``mse``, and ``excess_mse`` before the noise offset was subtracted.
+        """
+        v = np.asarray(volume, np.float32)[rows or slice(None)]
+        if v.shape != self.second.shape:
+            raise ValueError(f"a volume of {v.shape} judged against {self.second.shape}")
+        total = float(np.mean((v[self.mask] - self.second[self.mask]) ** 2))
+        mse = max(total - self.offset, 1e-12 * self.data_range**2)
+        return {"psnr_db": float(10 * np.log10(self.data_range**2 / mse)), "mse": mse, "total_mse": total}
+
+
+@dataclass
+class Recorrupted:
+    """What ``auto`` runs its candidates on where it judges by :class:`NoiseFreeJudge`.
+
+    Attributes
+    ----------
+    frames : numpy.ndarray
+        The slab's first recorrupted scan (the candidates' input).
+    short : numpy.ndarray
+        The pairs' short frames at the slab, recorrupted (independently of ``frames``).
+    training : tuple or None
+        ``(frames, rows)``: the rows Noise2Inverse trains on, recorrupted as the slab where they
+        share rows.
+    judge : NoiseFreeJudge
+        The judge.
+    raw : dict
+        The raw reconstruction of ``frames``, judged: every candidate's gain is over it.
+    record : dict
+        JSON-ready: the noise's measured correlation, ``alpha``, the offset, the raw's estimate.
+    """
+
+    frames: np.ndarray
+    short: np.ndarray
+    training: tuple[np.ndarray, np.ndarray] | None
+    judge: NoiseFreeJudge
+    raw: dict[str, float]
+    record: dict[str, Any]
+
+
+def recorrupted_slab(
+    frames: np.ndarray,
+    rows: slice,
+    theta_deg: np.ndarray,
+    raw_volume: Any,
+    *,
+    short: np.ndarray,
+    long_: np.ndarray,
+    open_beam_counts: Any,
+    read_noise: float,
+    long_open_beam_counts: Any = None,
+    training: tuple[np.ndarray, np.ndarray] | None = None,
+    judged_rows: slice | None = None,
+    seed: int = 0,
+    alpha: float = ALPHA,
+    **options: Any,
+) -> Recorrupted:
+    """Recorrupt a slab, its pairs' short frames and Noise2Inverse's training rows, and make the judge.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(n, rows, width)`` transmission of the slab.
+    rows : slice
+        Its detector rows.
+    theta_deg : numpy.ndarray
+        Their angles.
+    raw_volume : array_like
+        The raw reconstruction of ``frames``.
+    short, long_ : numpy.ndarray
+        The pairs at the slab's rows.
+    open_beam_counts : float or numpy.ndarray
+        Open-beam quanta per pixel, the whole detector's height (or a scalar).
+    read_noise : float
+        Read noise, quanta rms.
+    long_open_beam_counts : float or numpy.ndarray, optional
+        The long frames' (the whole height).
+    training : tuple, optional
+        ``(frames, rows)`` Noise2Inverse trains on (the same frames as ``frames``).
+    judged_rows : slice, optional
+        The slab's rows judged.
+    seed : int
+        Seeds the noise.
+    alpha : float
+        The recorruption's strength.
+    **options
+        Passed to :func:`~bluesky_lowdose.pipeline.enhance_scan` (``center``, ``backend``, ...).
+
+    Returns
+    -------
+    Recorrupted
+    """
+    from .stack import enhance_scan
+
+    def at(a: Any, which: Any) -> Any:
+        return a if a is None or np.ndim(a) < 2 else np.asarray(a)[which]
+
+    t0 = time.perf_counter()
+    kernel, measured = noise_kernel(short, long_, at(open_beam_counts, rows), read_noise,
+                                    at(long_open_beam_counts, rows))  # fmt: skip
+    idx = np.arange(rows.start, rows.stop)
+    counts = at(open_beam_counts, rows)
+    first, second = recorrupt(frames, idx, counts, read_noise, kernel, seed=seed, alpha=alpha)
+    noisy = recorrupt(frames, idx, counts, read_noise, kernel, seed=seed + 1, alpha=1.0)[0]
+    short1 = recorrupt(short, idx, counts, read_noise, kernel, seed=seed + 2, alpha=alpha)[0]
+    if training is not None:
+        sampled = recorrupt(training[0], training[1], at(open_beam_counts, training[1]), read_noise, kernel,
+                            seed=seed, alpha=alpha)[0]  # fmt: skip
+        training = (sampled, training[1])
+
+    def plain(t: np.ndarray) -> np.ndarray:
+        return enhance_scan(t, theta_deg, method="none", keep_projections=False, judge=False,
+                            open_beam_counts=counts, read_noise=read_noise, **options).volume  # fmt: skip
+
+    raw = np.asarray(raw_volume, np.float32)
+    judge = NoiseFreeJudge.from_volumes(raw, plain(second), plain(noisy) - raw, alpha, judged_rows)
+    base = judge.score(plain(first), judged_rows)
+    record = {"alpha": alpha, "noise": measured, "offset_mse": judge.offset, "raw_psnr_db": base["psnr_db"],
+              "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    return Recorrupted(first, short1, training, judge, base, record)

@@ -1,0 +1,137 @@
+"""Recorrupted scans: the detector's noise correlation, two scans with independent noise, and the judge
+of the noise-free reconstruction they make."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from bluesky_lowdose.pipeline import enhance_scan
+from bluesky_lowdose.pipeline.recorrupt import NoiseFreeJudge, noise_kernel, recorrupt
+
+COUNTS = 2000.0  # open-beam quanta per pixel of the short frames
+RATIO = 10.0  # the long frames' exposure over the short ones'
+
+
+def _detected(truth: np.ndarray, counts: float, blur: float, rng: np.random.Generator) -> np.ndarray:
+    """Transmission as a detector records it: Poisson photons, then a scintillator's blur of them. Per
+    pixel the statistics (what photon transfer measures) are those of ``counts`` quanta."""
+    photons = counts / (4 * np.pi * blur**2) if blur else counts  # a blur keeps 1/(4 pi s²) of the variance
+    quanta = rng.poisson(truth * photons).astype(np.float64)
+    if blur:
+        quanta = np.stack([gaussian_filter(q, blur, mode="wrap") for q in quanta])
+    return quanta / photons
+
+
+def _object(n: int, rows: int, width: int) -> np.ndarray:
+    x = np.linspace(-1, 1, width)
+    return np.broadcast_to(np.exp(-2.0 * np.clip(1 - x**2, 0, None)), (n, rows, width)).copy()
+
+
+@pytest.mark.parametrize("blur", [0.0, 1.0])
+def test_the_noise_kernel_measures_the_detectors_correlation_on_the_pairs(blur: float) -> None:
+    rng = np.random.default_rng(0)
+    truth = _object(4, 48, 96)
+    short = _detected(truth, COUNTS, blur, rng)
+    long_ = _detected(truth, COUNTS * RATIO, blur, rng)
+    kernel, record = noise_kernel(short, long_, COUNTS, 0.0, COUNTS * RATIO)
+    assert kernel.shape == (7, 7) and np.isclose((kernel**2).sum(), 1.0, atol=1e-4)
+    along = record["neighbour_correlation"]["along_rows"], record["neighbour_correlation"]["along_columns"]
+    expected = 0.0 if blur == 0 else np.exp(-1 / (4 * blur**2))  # a Gaussian blur's neighbours
+    assert np.allclose(along, expected, atol=0.05)
+    assert abs(record["variance_over_predicted"] - 1.0) < 0.1  # the photon statistics predict the noise
+    # white noise through the kernel correlates as the detector does
+    made = recorrupt(np.ones((64, 48, 96)), np.arange(48), COUNTS, 0.0, kernel, alpha=1.0)[0]
+    z = -np.log(made) * np.sqrt(COUNTS)
+    assert abs(z.std() - 1.0) < 0.05
+    assert abs(np.mean(z[:, :, 1:] * z[:, :, :-1]) - expected) < 0.05
+
+
+def test_recorrupted_scans_have_independent_noise_and_rows_agree_between_calls() -> None:
+    rng = np.random.default_rng(1)
+    truth = _object(40, 24, 64)
+    scan = _detected(truth, COUNTS, 1.0, rng)
+    long_ = _detected(truth[:4], COUNTS * RATIO, 1.0, rng)
+    kernel, _ = noise_kernel(scan[:4], long_, COUNTS, 0.0, COUNTS * RATIO)
+    first, second = recorrupt(scan, np.arange(24), COUNTS, 0.0, kernel, alpha=0.5)
+    e1, e2 = np.log(truth / first), np.log(truth / second)  # each scan's noise on the line integrals
+    scale = np.sqrt(np.mean(e1**2) * np.mean(e2**2))
+    for shift in (0, 1):  # the pixel and its neighbour along the row: uncorrelated
+        assert abs(np.mean(e1[:, :, shift:] * e2[:, :, : e2.shape[2] - shift])) < 0.03 * scale
+    assert np.isclose(np.mean(e1**2) / np.mean(np.log(truth / scan) ** 2), 1.25, rtol=0.05)  # 1 + alpha²
+    rows = np.r_[4:10, 16:20]  # the same rows asked for among others: the same noise
+    part = recorrupt(scan[:, rows], rows, COUNTS, 0.0, kernel, alpha=0.5)[0]
+    np.testing.assert_array_equal(part, first[:, rows])
+
+
+def test_the_noise_free_judge_estimates_the_error_against_the_noise_free_reconstruction() -> None:
+    rng = np.random.default_rng(2)
+    n, rows, width = 90, 8, 64
+    theta = np.linspace(0.0, 180.0, n, endpoint=False)
+    yy, xx = np.mgrid[-1 : 1 : width * 1j, -1 : 1 : width * 1j]
+    phantom = ((xx**2 + yy**2) < 0.6).astype(np.float32) * 0.02 + ((xx - 0.2) ** 2 + yy**2 < 0.05) * 0.02
+    from bluesky_lowdose.recon.project import forward_project
+
+    sino = forward_project(np.broadcast_to(phantom, (rows, width, width)).copy(), theta)  # (n, rows, width)
+    truth = np.exp(-sino)
+    scan = _detected(truth, COUNTS, 0.0, rng)
+    long_ = _detected(truth[:4], COUNTS * RATIO, 0.0, rng)
+    kernel, _ = noise_kernel(scan[:4], long_, COUNTS, 0.0, COUNTS * RATIO)
+
+    def plain(t: np.ndarray) -> np.ndarray:
+        return enhance_scan(t, theta, method="none", keep_projections=False, judge=False).volume
+
+    raw, clean = plain(scan), plain(truth)
+    first, second = recorrupt(scan, np.arange(rows), COUNTS, 0.0, kernel, seed=3)
+    noisy = recorrupt(scan, np.arange(rows), COUNTS, 0.0, kernel, seed=4, alpha=1.0)[0]
+    judge = NoiseFreeJudge.from_volumes(raw, plain(second), plain(noisy) - raw)
+    for volume in (plain(first), gaussian_filter(plain(first), (0, 1.0, 1.0))):  # raw, and smoothed
+        true_mse = float(np.mean((volume - clean)[judge.mask] ** 2))
+        assert np.isclose(judge.score(volume)["mse"], true_mse, rtol=0.2)
+    with pytest.raises(ValueError, match="judged against"):
+        judge.score(raw[:4])
+
+
+def test_auto_judges_by_recorrupted_scans_where_the_long_exposures_barely_see_the_noise() -> None:
+    """At a real scan's counts (19 000 quanta, sparse angles, blur) the long exposures see about 1 % of
+    the raw reconstruction's residual as noise: ``auto`` runs its candidates on a recorrupted scan and
+    chooses by the estimate of the noise-free reconstruction; the whole scan is then made from the
+    frames as they were."""
+    from bluesky_lowdose.evaluation import EvaluationConfig
+    from bluesky_lowdose.evaluation import protocol as P
+    from bluesky_lowdose.pipeline import score_volume
+    from bluesky_lowdose.pipeline.auto import pick_winner
+
+    angles = 29
+    cfg = EvaluationConfig(mode="poisson", size=48, angles=angles, dose_ladder=(), methods=("none",),
+                           phantom="textured", flux=19000.0, psf_sigma=1.0, slices=8, margin=4)  # fmt: skip
+    theta = np.linspace(0.0, 180.0, angles)
+    phys = P.poisson_physics(cfg)
+    ref = P._reference_indices(theta, cfg.train_angles)
+    full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
+    truth = P.reference_volume(cfg, phys, theta)[0]
+    counts = {"open_beam_counts": low["open_beam_counts"], "read_noise": low["read_noise"],
+              "keep_projections": False}  # fmt: skip
+    pairs = {"long_refs": full["transmission"][ref], "reference_angles": theta[ref]}
+    methods = ("none", "bm3d-slices", "bm3d")
+    result = enhance_scan(low["transmission"], theta, method="auto", auto_candidates=methods,
+                          long_open_beam_counts=full["open_beam_counts"], **pairs, **counts)  # fmt: skip
+    record = result.provenance["auto"]
+    assert record["noise"]["share"] < 0.05 and record["noise_free"]["alpha"] == 0.5
+    corr = record["noise_free"]["noise"]["neighbour_correlation"]["along_rows"]
+    assert 0.3 < corr < 0.9  # the blur correlates neighbours (photon noise, blurred, plus white read noise)
+    assert "recorrupted" in record["why"] and not result.warnings  # chosen by them: no noise warning
+    ran = {m: c for m, c in record["candidates"].items() if c.get("status") == "run"}
+    assert set(methods) <= set(ran) and all("noise_free" in c for c in ran.values())
+    # the estimate ranks as the truth does: run each method on the scan itself, scored inside the object
+    true = {m: score_volume(enhance_scan(low["transmission"], theta, method=m, judge=False, **pairs,
+                                         **counts).volume, truth)["psnr"] for m in methods}  # fmt: skip
+    estimated = {m: ran[m]["noise_free"]["gain_psnr_db"] for m in true}
+    assert sorted(true, key=true.get) == sorted(estimated, key=estimated.get)
+    assert result.method == max(true, key=true.get)
+    # the long exposures alone would have taken a denoiser here
+    assert pick_winner(record["candidates"])[0] != "none"
+    plain = enhance_scan(low["transmission"], theta, method="none", judge=False, **counts).volume
+    if result.method == "none":  # made from the frames as they were, not the recorrupted ones
+        np.testing.assert_allclose(result.volume, plain, atol=1e-6)

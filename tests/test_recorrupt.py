@@ -135,3 +135,25 @@ def test_auto_judges_by_recorrupted_scans_where_the_long_exposures_barely_see_th
     plain = enhance_scan(low["transmission"], theta, method="none", judge=False, **counts).volume
     if result.method == "none":  # made from the frames as they were, not the recorrupted ones
         np.testing.assert_allclose(result.volume, plain, atol=1e-6)
+
+
+def test_pairs_whose_noise_the_photon_statistics_do_not_describe_make_no_recorrupted_scans() -> None:
+    """A long exposure that moved against its short partner (drift between exposures) shows the object's
+    edges in their difference: the measured noise is far above the prediction, and no estimate is made
+    from it (``auto`` then leaves the long exposures to judge, and says why in its record)."""
+    from bluesky_lowdose.pipeline.recorrupt import recorrupted_slab
+
+    rng = np.random.default_rng(5)
+    truth = np.exp(-np.clip(_object(12, 16, 64) + rng.random((1, 16, 64)), 0, None))  # texture along rows
+    scan = _detected(truth, COUNTS, 0.0, rng)
+    theta = np.linspace(0.0, 180.0, 12)
+    still = _detected(truth[:3], COUNTS * RATIO, 0.0, rng)
+    counts = {"open_beam_counts": COUNTS, "read_noise": 0.0, "long_open_beam_counts": COUNTS * RATIO}
+    raw = enhance_scan(scan, theta, method="none", keep_projections=False, judge=False).volume
+    made = recorrupted_slab(scan, slice(0, 16), theta, raw, short=scan[:3], long_=still, **counts)
+    assert abs(made.record["noise"]["variance_over_predicted"] - 1.0) < 0.2
+    with pytest.raises(ValueError, match="no object"):
+        recorrupted_slab(scan, slice(0, 16), theta, np.zeros_like(raw), short=scan[:3], long_=still, **counts)
+    with pytest.raises(ValueError, match="times what the photon statistics predict"):
+        recorrupted_slab(scan, slice(0, 16), theta, raw, short=scan[:3], long_=np.roll(still, 3, axis=2),
+                         **counts)  # fmt: skip

@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "ALPHA",
     "KERNEL_RADIUS",
+    "VARIANCE_RANGE",
     "NoiseFreeJudge",
     "Recorrupted",
     "noise_kernel",
@@ -45,6 +46,10 @@ ALPHA = 0.5
 KERNEL_RADIUS = 3
 #: Frames of white noise drawn per random stream (the draws depend on it: kept fixed).
 _CHUNK = 64
+#: The pairs' noise, measured over what the photon statistics predict, must lie in this range for the
+#: recorrupted scans to be made: outside it the statistics do not describe the frames (pairs that moved
+#: between exposures, a wrong gain) and the estimate would be biased.
+VARIANCE_RANGE = (0.5, 2.0)
 
 
 def _line_integral_std(transmission: np.ndarray, counts: Any, read_noise: float) -> np.ndarray:
@@ -244,12 +249,19 @@ class NoiseFreeJudge:
         Returns
         -------
         NoiseFreeJudge
+
+        Raises
+        ------
+        ValueError
+            No object in the raw reconstruction (nothing to score).
         """
         from ..metrics import object_mask
 
         cut = rows or slice(None)
         raw = np.asarray(raw, np.float32)[cut]
         mask = object_mask(raw)
+        if not mask.any():
+            raise ValueError("the raw reconstruction shows no object to judge")
         offset = (1 + 1 / alpha**2) * float(np.mean(np.asarray(noise_only, np.float32)[cut][mask] ** 2))
         return cls(np.asarray(second, np.float32)[cut], offset, mask, float(raw.max() - raw.min()), alpha)
 
@@ -356,6 +368,11 @@ def recorrupted_slab(
     Returns
     -------
     Recorrupted
+
+    Raises
+    ------
+    ValueError
+        The pairs' noise is outside :data:`VARIANCE_RANGE` of what the photon statistics predict.
     """
     from .stack import enhance_scan
 
@@ -365,6 +382,11 @@ def recorrupted_slab(
     t0 = time.perf_counter()
     kernel, measured = noise_kernel(short, long_, at(open_beam_counts, rows), read_noise,
                                     at(long_open_beam_counts, rows))  # fmt: skip
+    ratio = measured["variance_over_predicted"]
+    if not VARIANCE_RANGE[0] <= ratio <= VARIANCE_RANGE[1]:
+        raise ValueError(f"the pairs' noise is {ratio:.2f} times what the photon statistics predict "
+                         "(short against long at the same view): they do not describe these frames' "
+                         "noise")  # fmt: skip
     idx = np.arange(rows.start, rows.stop)
     counts = at(open_beam_counts, rows)
     first, second = recorrupt(frames, idx, counts, read_noise, kernel, seed=seed, alpha=alpha)

@@ -324,3 +324,29 @@ def test_a_blend_judged_at_one_level_only_is_reported_and_the_pick_is_autos(tmp_
     agree = judge_agreement({**entry, "auto_winner": "n2i"})  # auto broke the 0.04 dB tie by SSIM
     assert agree["picked"] == "n2i" and agree["best"] == "paper+n2i"
     assert agree["regret_psnr_db"] == pytest.approx(0.6)
+
+
+def test_where_auto_judged_by_recorrupted_scans_their_estimates_are_reported_and_ranked():
+    from bluesky_lowdose.evaluation.protocol import judge_agreement
+
+    res = _fake_result("poisson")
+    level = res["levels"][0]
+    names = ("none", "n2i", "bm3d")
+    gains = dict(zip(names, (0.0, 2.1, -0.1), strict=True))  # the long exposures'
+    level["judge"] = {m: {"psnr_db": 30.0 + g, "raw_psnr_db": 30.0, "ssim": 0.9, "raw_ssim": 0.9,
+                          "ceiling_psnr_db": 60.0} for m, g in gains.items()}  # fmt: skip
+    truth = {"none": 45.4, "n2i": 42.0, "bm3d": 45.3}
+    level["scores"] = {**level["scores"], **{m: {"psnr": p, "ssim": 0.99} for m, p in truth.items()}}
+    level["auto_winner"] = "none"
+    correlation = {"along_rows": 0.7, "along_columns": 0.69}
+    level["noise_free_judge"] = {"noise": {"neighbour_correlation": correlation}, "noise_share": 0.003,
+                                 "gain_psnr_db": {"none": 0.0, "n2i": -1.3, "bm3d": -0.1}}  # fmt: skip
+    level["judge_agreement"] = agree = judge_agreement(level)
+    assert agree["spearman"] == pytest.approx(-0.5)  # the long exposures rank n2i first
+    assert agree["noise_free_spearman"] == pytest.approx(1.0) and agree["regret_psnr_db"] == 0.0
+    md = to_markdown(res)
+    assert "judged by recorrupted scans" in md
+    assert "n2i -1.30 (-3.40)" in md and "| 0.003 | 0.70 |" in md and "| 1.00 | none |" in md
+    del level["noise_free_judge"]
+    assert "noise_free_spearman" not in judge_agreement(level)
+    assert "judged by recorrupted scans" not in to_markdown(res)

@@ -318,13 +318,23 @@ def judge_agreement(entry: dict[str, Any]) -> dict[str, Any] | None:
     picked = entry.get("auto_winner")
     if picked not in entry["scores"]:
         picked = judged[int(np.argmax(gain))]
-    rg, rt = np.argsort(np.argsort(gain)), np.argsort(np.argsort(true))
-    sd = float(np.std(rg) * np.std(rt))
-    rho = float(np.mean((rg - rg.mean()) * (rt - rt.mean())) / sd) if sd > 0 else None
-    return {"spearman": rho, "picked": picked, "best": best,
-            "regret_psnr_db": float(true.max() - entry["scores"][picked]["psnr"]),
-            "auto": {"method": picked, **entry["scores"][picked]},
-            "judge_gain_db": {m: float(g) for m, g in zip(judged, gain, strict=True)}}  # fmt: skip
+    out = {"spearman": _spearman(gain, true), "picked": picked, "best": best,
+           "regret_psnr_db": float(true.max() - entry["scores"][picked]["psnr"]),
+           "auto": {"method": picked, **entry["scores"][picked]},
+           "judge_gain_db": {m: float(g) for m, g in zip(judged, gain, strict=True)}}  # fmt: skip
+    estimated = {m: g for m, g in entry.get("noise_free_judge", {}).get("gain_psnr_db", {}).items()
+                 if m in entry["scores"]}  # fmt: skip
+    if len(estimated) >= 2:  # auto judged by recorrupted scans: how their estimates rank
+        truth = np.array([entry["scores"][m]["psnr"] for m in estimated])
+        out["noise_free_spearman"] = _spearman(np.array(list(estimated.values())), truth)
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation of two score arrays (None where either has a single rank)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    sd = float(np.std(ra) * np.std(rb))
+    return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / sd) if sd > 0 else None
 
 
 def _progress_line(name: str, score: dict[str, float], seconds: float, progress: bool) -> None:

@@ -615,7 +615,8 @@ def _noise_free_lines(levels: list[dict[str, Any]]) -> list[str]:
         gains = ", ".join(f"{m} {g:+.2f} ({sc[m]['psnr'] - raw:+.2f})" for m, g in nf["gain_psnr_db"].items()
                           if m in sc)  # fmt: skip
         corr = nf["noise"]["neighbour_correlation"]
-        table.append([_level_name(e), f"{nf['noise_share']:.2f}", f"{corr['along_rows']:.2f}", gains,
-                      e["auto_winner"]])  # fmt: skip
+        rho = (e.get("judge_agreement") or {}).get("noise_free_spearman")
+        table.append([_level_name(e), f"{nf['noise_share']:.3f}", f"{corr['along_rows']:.2f}", gains,
+                      "-" if rho is None else f"{rho:.2f}", e["auto_winner"]])  # fmt: skip
     return lines + _table(["level", "noise share", "noise's neighbour correlation",
-                           "estimated gain (true gain)", "auto takes"], table)  # fmt: skip
+                           "estimated gain (true gain)", "Spearman", "auto takes"], table)  # fmt: skip

@@ -518,6 +518,7 @@ class RunJob:
             res.metrics.update(_quality_scalars(q))
             if q.get("ceiling_psnr_db") is not None:
                 res.metrics["quality_ceiling_psnr_db"] = q["ceiling_psnr_db"]
+        res.metrics.update(_noise_free_scalars(out.provenance.get("auto") or {}))
         for warning in out.warnings:
             logger.warning("lowdose enhancer, run %s: %s", res.raw_uid[:8], warning)
         res.timings.update({f"pipeline_{k}": v for k, v in out.timings.items()})
@@ -716,6 +717,18 @@ def _quality_scalars(q: dict[str, Any]) -> dict[str, float]:
     ``quality_raw_psnr_db``, ``quality_raw_ssim``)."""
     return {f"quality_{prefix}{m}": q[part][m] for part, prefix in (("enhanced", ""), ("raw", "raw_"))
             for m in ("psnr_db", "ssim")}  # fmt: skip
+
+
+def _noise_free_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """Where ``auto`` judged by recorrupted scans (the long exposures barely see the noise): their
+    estimate of the raw reconstruction's PSNR against the noise-free one, and the winner's gain over it
+    (``noise_free_raw_psnr_db``, ``noise_free_gain_db``); nothing elsewhere."""
+    nf = record.get("noise_free")
+    if nf is None:
+        return {}
+    winner = record.get("candidates", {}).get(record.get("winner"), {})
+    return {"noise_free_raw_psnr_db": float(nf["raw_psnr_db"]),
+            "noise_free_gain_db": float(winner.get("noise_free", {}).get("gain_psnr_db", 0.0))}  # fmt: skip
 
 
 def _jsonable(v: Any) -> bool:

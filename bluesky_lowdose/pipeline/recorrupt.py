@@ -140,23 +140,27 @@ def noise_kernel(
     return kernel.astype(np.float32), record
 
 
-def _correlated_noise(rows: np.ndarray, n: int, width: int, kernel: np.ndarray, seed: int) -> np.ndarray:
-    """Unit-variance noise ``(n, len(rows), width)`` correlated by ``kernel``, the same at a detector
-    row whichever rows are asked for (white noise drawn per row, then convolved)."""
+def _correlated_noise(
+    rows: np.ndarray, frames: range, width: int, kernel: np.ndarray, seed: int
+) -> np.ndarray:
+    """Unit-variance noise ``(len(frames), len(rows), width)`` correlated by ``kernel``, the same at a
+    detector row and frame whichever rows are asked for (white noise drawn per row and block of
+    :data:`_CHUNK` frames, then convolved); ``frames`` lies within one such block."""
     from scipy.ndimage import convolve
 
     r = kernel.shape[0] // 2
-    out = np.empty((n, len(rows), width), np.float32)
+    block, first = divmod(frames.start, _CHUNK)
+    if (frames.stop - 1) // _CHUNK != block:
+        raise ValueError(f"frames {frames.start}-{frames.stop - 1} span more than one block of {_CHUNK}")
+    out = np.empty((len(frames), len(rows), width), np.float32)
     rows = np.asarray(rows, np.int64)
     starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # contiguous runs of rows
     for i, j in zip(starts, [*starts[1:], len(rows)], strict=True):
         span = np.arange(rows[i] - r, rows[j - 1] + r + 1)
-        white = np.empty((n, len(span), width), np.float32)
-        for c0 in range(0, n, _CHUNK):
-            c1 = min(c0 + _CHUNK, n)
-            for q, row in enumerate(span):
-                rng = np.random.default_rng([seed, int(row) + 2**20, c0 // _CHUNK])
-                white[c0:c1, q] = rng.standard_normal((_CHUNK, width), np.float32)[: c1 - c0]
+        white = np.empty((len(frames), len(span), width), np.float32)
+        for q, row in enumerate(span):
+            rng = np.random.default_rng([seed, int(row) + 2**20, block])
+            white[:, q] = rng.standard_normal((_CHUNK, width), np.float32)[first : first + len(frames)]
         out[:, i:j] = convolve(white, kernel[None], mode="wrap")[:, r : len(span) - r]
     return out
 
@@ -196,10 +200,16 @@ def recorrupt(
     tuple of numpy.ndarray
         The two scans as transmission, ``T·exp(−α z)`` and ``T·exp(z / α)``.
     """
-    t = np.asarray(transmission, np.float32)
-    z = _correlated_noise(np.asarray(rows), t.shape[0], t.shape[2], kernel, seed)
-    z *= _line_integral_std(t, open_beam_counts, read_noise)
-    return t * np.exp(-alpha * z), t * np.exp(z / alpha)
+    t = np.asarray(transmission)
+    first, second = np.empty(t.shape, np.float32), np.empty(t.shape, np.float32)
+    for c0 in range(0, t.shape[0], _CHUNK):  # bounded temporaries on large detectors
+        frames = range(c0, min(c0 + _CHUNK, t.shape[0]))
+        block = np.asarray(t[c0 : frames.stop], np.float32)
+        z = _correlated_noise(np.asarray(rows), frames, t.shape[2], kernel, seed)
+        z *= _line_integral_std(block, open_beam_counts, read_noise)
+        first[c0 : frames.stop] = block * np.exp(-alpha * z)
+        second[c0 : frames.stop] = block * np.exp(z / alpha)
+    return first, second
 
 
 @dataclass

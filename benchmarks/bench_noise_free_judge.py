@@ -52,9 +52,8 @@ def judge_case(case: dict, size: int, seed: int, methods: list[str]) -> dict:
           "read_noise": low["read_noise"], "projection_training": cfg.projection_training(),
           "n2i_options": cfg.n2i_options(), "keep_projections": False, "judge": False,
           "seed": seed}  # fmt: skip
-    raw = enhance_scan(t, theta, method="none", **kw).volume
     short = pair_from_projections(t, theta, theta[ref])[0]
-    made = recorrupted_slab(t, slice(0, t.shape[1]), theta, raw, short=short, long_=full["transmission"][ref],
+    made = recorrupted_slab(t, slice(0, t.shape[1]), theta, short=short, long_=full["transmission"][ref],
                             open_beam_counts=low["open_beam_counts"], read_noise=low["read_noise"],
                             long_open_beam_counts=full["open_beam_counts"], judged_rows=scored,
                             seed=seed)  # fmt: skip

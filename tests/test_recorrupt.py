@@ -156,11 +156,10 @@ def test_pairs_whose_noise_the_photon_statistics_do_not_describe_make_no_recorru
     theta = np.linspace(0.0, 180.0, 12)
     still = _detected(truth[:3], COUNTS * RATIO, 0.0, rng)
     counts = {"open_beam_counts": COUNTS, "read_noise": 0.0, "long_open_beam_counts": COUNTS * RATIO}
-    raw = enhance_scan(scan, theta, method="none", keep_projections=False, judge=False).volume
-    made = recorrupted_slab(scan, slice(0, 16), theta, raw, short=scan[:3], long_=still, **counts)
+    made = recorrupted_slab(scan, slice(0, 16), theta, short=scan[:3], long_=still, **counts)
     assert abs(made.record["noise"]["variance_over_predicted"] - 1.0) < 0.2
     with pytest.raises(ValueError, match="no object"):
-        recorrupted_slab(scan, slice(0, 16), theta, np.zeros_like(raw), short=scan[:3], long_=still, **counts)
+        recorrupted_slab(np.ones_like(scan), slice(0, 16), theta, short=scan[:3], long_=still, **counts)
     with pytest.raises(ValueError, match="times what the photon statistics predict"):
-        recorrupted_slab(scan, slice(0, 16), theta, raw, short=scan[:3], long_=np.roll(still, 3, axis=2),
+        recorrupted_slab(scan, slice(0, 16), theta, short=scan[:3], long_=np.roll(still, 3, axis=2),
                          **counts)  # fmt: skip

@@ -331,7 +331,6 @@ def recorrupted_slab(
     frames: np.ndarray,
     rows: slice,
     theta_deg: np.ndarray,
-    raw_volume: Any,
     *,
     short: np.ndarray,
     long_: np.ndarray,
@@ -354,8 +353,6 @@ def recorrupted_slab(
         Its detector rows.
     theta_deg : numpy.ndarray
         Their angles.
-    raw_volume : array_like
-        The raw reconstruction of ``frames``.
     short, long_ : numpy.ndarray
         The pairs at the slab's rows.
     open_beam_counts : float or numpy.ndarray
@@ -411,7 +408,7 @@ def recorrupted_slab(
         return enhance_scan(t, theta_deg, method="none", keep_projections=False, judge=False,
                             open_beam_counts=counts, read_noise=read_noise, **options).volume  # fmt: skip
 
-    raw = np.asarray(raw_volume, np.float32)
+    raw = plain(np.asarray(frames, np.float32))
     judge = NoiseFreeJudge.from_volumes(raw, plain(second), plain(noisy) - raw, alpha, judged_rows)
     base = judge.score(plain(first), judged_rows)
     record = {"alpha": alpha, "noise": measured, "offset_mse": judge.offset, "raw_psnr_db": base["psnr_db"],

@@ -62,7 +62,7 @@ def judge_case(case: dict, size: int, seed: int, methods: list[str]) -> dict:
         t0 = time.perf_counter()
         true = scorer(enhance_scan(t, theta, method=m, **kw).volume)[0]["psnr"]
         recorrupted = enhance_scan(made.frames, theta, method=m, **{**kw, "short_refs": made.short}).volume
-        est = made.judge.score(recorrupted, scored)["psnr_db"]
+        est = made.judge.score(recorrupted)["psnr_db"]
         out["methods"][m] = {"true": true, "estimated": est,
                              "true_on_recorrupted": scorer(recorrupted)[0]["psnr"],
                              "seconds": time.perf_counter() - t0}  # fmt: skip

@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .angles import DEFAULT_TOLERANCE, same_view_indices
+from .flatfield import rows_of
 from .recorrupt import Recorrupted, recorrupted_slab
 from .result import AUTO_CANDIDATE
 
@@ -501,11 +502,11 @@ def _noise_judge(
     (``record["noise_free"]``), made from ``every_view`` (the slab's frames, angles and
     Noise2Inverse's training rows before any view was left out). A failure is logged and leaves the
     long exposures to judge."""
-    extra = {k: kwargs[k] for k in ("center", "backend", "seed") if k in kwargs}
-    noise = float(kwargs.get("read_noise") or 0.0)
-    counts = opb if np.ndim(opb) < 2 else np.asarray(opb)[rows]
+    options = {k: kwargs[k] for k in ("center", "backend") if k in kwargs}
+    noise, seed = float(kwargs.get("read_noise") or 0.0), int(kwargs.get("seed", 0))
     try:  # what removing all of the noise could gain by the long exposures
-        record["noise"] = noise_bound(judge, raw_volume, proj, theta_deg, counts, read_noise=noise, **extra)
+        record["noise"] = noise_bound(judge, raw_volume, proj, theta_deg, rows_of(opb, rows),
+                                      read_noise=noise, seed=seed, **options)  # fmt: skip
     except Exception as exc:
         logger.warning("auto: the noise bound was not estimated: %s", exc)
         return None
@@ -515,8 +516,7 @@ def _noise_judge(
         frames, angles, training = every_view
         nf = recorrupted_slab(frames, rows, angles, short=short, long_=long_,
                               open_beam_counts=opb, read_noise=noise, long_open_beam_counts=lopb,
-                              training=training, judged_rows=judged_rows, seed=int(kwargs.get("seed", 0)),
-                              **{k: v for k, v in extra.items() if k != "seed"})  # fmt: skip
+                              training=training, judged_rows=judged_rows, seed=seed, **options)  # fmt: skip
     except Exception as exc:
         logger.warning("auto: the recorrupted scans were not made, the long exposures judge: %s", exc)
         record["noise"]["recorrupted"] = f"not made: {exc}"
@@ -585,7 +585,7 @@ def _n2i_over_height(
 
     opb = options.get("open_beam_counts")
     pipe = ScanPipeline(frames.shape[1:], method, input=options.get("input", "transmission"),
-                        open_beam_counts=opb if opb is None or np.ndim(opb) < 2 else np.asarray(opb)[rows],
+                        open_beam_counts=rows_of(opb, rows),
                         read_noise=options.get("read_noise", 0.0), n2i_options=options.get("n2i_options"),
                         center=options.get("center"), backend=options.get("backend"),
                         keep_projections=False, seed=options.get("seed", 0), mapper=options.get("mapper"),
@@ -769,16 +769,13 @@ def select_method(
     opb = kwargs.pop("open_beam_counts", None)
     lopb = kwargs.pop("long_open_beam_counts", None)
 
-    def cut(a: Any) -> Any:
-        """Per-pixel arrays cut to the slab's rows; scalars and None as they are."""
-        return a if a is None or np.ndim(a) < 2 else np.asarray(a)[rows]
-
     from .judge import holdout_index, make_judge
 
     n_pairs = len(np.asarray(long_refs))
     # the judge of the pair-trained candidates' folds: as enhance_scan makes it for the slab
     judge = make_judge(long_slab, reference_angles, input=kwargs.get("input", "transmission"),
-                       open_beam_counts=cut(lopb), center=kwargs.get("center"), rows=judged_rows)  # fmt: skip
+                       open_beam_counts=rows_of(lopb, rows), center=kwargs.get("center"),
+                       rows=judged_rows)  # fmt: skip
 
     def attempt(method: str) -> tuple[dict[str, Any], Any]:
         """One candidate, run and judged: its record and its result (None where not judged)."""
@@ -802,8 +799,8 @@ def select_method(
                 # a fold (holdout=k) is judged here, pooled with the others: not by its own run
                 return enhance_scan(proj, theta_deg, long_refs=long_slab, short_refs=short_slab,
                                     reference_angles=reference_angles, method=method, keep_projections=False,
-                                    judge_rows=judged_rows, open_beam_counts=cut(opb),
-                                    long_open_beam_counts=cut(lopb), holdout=holdout,
+                                    judge_rows=judged_rows, open_beam_counts=rows_of(opb, rows),
+                                    long_open_beam_counts=rows_of(lopb, rows), holdout=holdout,
                                     judge=holdout is True, **options)  # fmt: skip
 
             token = AUTO_CANDIDATE.set(True)
@@ -849,8 +846,7 @@ def select_method(
                          gain_psnr_db=q["enhanced"]["psnr_db"] - q["raw"]["psnr_db"],
                          gain_ssim=q["enhanced"]["ssim"] - q["raw"]["ssim"])  # fmt: skip
         if nf is not None:
-            est = nf.judge.score(res.volume, judged_rows)["psnr_db"]
-            entry["noise_free"] = {"psnr_db": est, "gain_psnr_db": est - nf.raw["psnr_db"]}
+            entry["noise_free"] = nf.estimate(res.volume)
         if folds is not None:
             entry["leave_one_out"] = folds
             entry["gain_psnr_db_per_pair"] = folds["gain_psnr_db_per_pair"]
@@ -923,7 +919,7 @@ def select_method(
                     "without some views lost 3 dB on the whole scan at 77 angles; the long exposures' "
                     "scores are then in view"
                 )
-                estimated = nf.raw["psnr_db"]
+                estimated = nf.record["raw_psnr_db"]
                 record["candidates"]["none"]["noise_free"] = {"psnr_db": estimated, "gain_psnr_db": 0.0}
                 _say(progress, f"auto: judged by recorrupted scans (raw: {estimated:.2f} dB estimated "
                                "against the noise-free reconstruction)")  # fmt: skip
@@ -933,9 +929,8 @@ def select_method(
         for name, e in made.items():
             if nf is not None:
                 a, b = e["blend_of"]
-                mixed = e["weights"][0] * results[a].volume + e["weights"][1] * results[b].volume
-                est = nf.judge.score(mixed, judged_rows)["psnr_db"]
-                e["noise_free"] = {"psnr_db": est, "gain_psnr_db": est - nf.raw["psnr_db"]}
+                e["noise_free"] = nf.estimate(e["weights"][0] * results[a].volume
+                                              + e["weights"][1] * results[b].volume)  # fmt: skip
             shown = e["gain_psnr_db"] if nf is None else e["noise_free"]["gain_psnr_db"]
             _say(progress, f"auto: {name} (the mean of both volumes) {shown:+.2f} dB over raw")
         record["candidates"].update(made)

@@ -37,6 +37,7 @@ __all__ = [
     "flat_field",
     "log_floor",
     "photon_statistics",
+    "rows_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,24 @@ def dead_pixel_mask(open_beam: Any) -> np.ndarray:
     """
     sig = np.asarray(open_beam, dtype=np.float64)
     return ~(sig > DEAD_FRACTION * max(float(np.median(sig)), 0.0))
+
+
+def rows_of(per_pixel: Any, rows: Any) -> Any:
+    """A per-pixel detector array (open-beam counts, ``(rows, width)``) at some detector rows; a
+    scalar or None as it is.
+
+    Parameters
+    ----------
+    per_pixel : float, numpy.ndarray or None
+        The array, the whole detector's height.
+    rows : slice or array_like
+        The rows.
+
+    Returns
+    -------
+    float, numpy.ndarray or None
+    """
+    return per_pixel if per_pixel is None or np.ndim(per_pixel) < 2 else np.asarray(per_pixel)[rows]
 
 
 def fill_dead_pixels(images: Any, dead: np.ndarray | None) -> np.ndarray:

@@ -227,15 +227,15 @@ class NoiseFreeJudge:
         The voxels scored (the object, from the raw reconstruction).
     data_range : float
         The PSNR's range (the raw reconstruction's).
-    alpha : float
-        The recorruption's strength.
+    rows : slice
+        The slab's slices judged (volumes are cut to them).
     """
 
     second: np.ndarray
     offset: float
     mask: np.ndarray
     data_range: float
-    alpha: float = ALPHA
+    rows: slice
 
     @classmethod
     def from_volumes(
@@ -273,24 +273,22 @@ class NoiseFreeJudge:
         if not mask.any():
             raise ValueError("the raw reconstruction shows no object to judge")
         offset = (1 + 1 / alpha**2) * float(np.mean(np.asarray(noise_only, np.float32)[cut][mask] ** 2))
-        return cls(np.asarray(second, np.float32)[cut], offset, mask, float(raw.max() - raw.min()), alpha)
+        return cls(np.asarray(second, np.float32)[cut], offset, mask, float(raw.max() - raw.min()), cut)
 
-    def score(self, volume: Any, rows: slice | None = None) -> dict[str, float]:
+    def score(self, volume: Any) -> dict[str, float]:
         """The estimated PSNR (dB) and mean squared error against the noise-free reconstruction.
 
         Parameters
         ----------
         volume : array_like
-            A reconstruction of the slab from the first recorrupted scan.
-        rows : slice, optional
-            Its slices that the judge holds (default: all of them, the judge's own cut).
+            A reconstruction of the slab from the first recorrupted scan (cut to :attr:`rows` here).
 
         Returns
         -------
         dict
-            ``psnr_db``, ``mse``, and ``excess_mse`` before the noise offset was subtracted.
+            ``psnr_db``, ``mse``, and ``total_mse`` before the noise offset was subtracted.
         """
-        v = np.asarray(volume, np.float32)[rows or slice(None)]
+        v = np.asarray(volume, np.float32)[self.rows]
         if v.shape != self.second.shape:
             raise ValueError(f"a volume of {v.shape} judged against {self.second.shape}")
         total = float(np.mean((v[self.mask] - self.second[self.mask]) ** 2))
@@ -313,18 +311,22 @@ class Recorrupted:
         share rows.
     judge : NoiseFreeJudge
         The judge.
-    raw : dict
-        The raw reconstruction of ``frames``, judged: every candidate's gain is over it.
     record : dict
-        JSON-ready: the noise's measured correlation, ``alpha``, the offset, the raw's estimate.
+        JSON-ready: the noise's measured correlation, ``alpha``, the offset, and ``raw_psnr_db``, the
+        estimate of the raw reconstruction of ``frames`` (every candidate's gain is over it).
     """
 
     frames: np.ndarray
     short: np.ndarray
     training: tuple[np.ndarray, np.ndarray] | None
     judge: NoiseFreeJudge
-    raw: dict[str, float]
     record: dict[str, Any]
+
+    def estimate(self, volume: Any) -> dict[str, float]:
+        """A slab volume made from :attr:`frames`: its estimated PSNR against the noise-free
+        reconstruction and its gain over the raw one (dB), ``psnr_db`` and ``gain_psnr_db``."""
+        psnr = self.judge.score(volume)["psnr_db"]
+        return {"psnr_db": psnr, "gain_psnr_db": psnr - self.record["raw_psnr_db"]}
 
 
 def recorrupted_slab(
@@ -381,27 +383,25 @@ def recorrupted_slab(
     ValueError
         The pairs' noise is outside :data:`VARIANCE_RANGE` of what the photon statistics predict.
     """
+    from .flatfield import rows_of
     from .stack import enhance_scan
 
-    def at(a: Any, which: Any) -> Any:
-        return a if a is None or np.ndim(a) < 2 else np.asarray(a)[which]
-
     t0 = time.perf_counter()
-    kernel, measured = noise_kernel(short, long_, at(open_beam_counts, rows), read_noise,
-                                    at(long_open_beam_counts, rows))  # fmt: skip
+    kernel, measured = noise_kernel(short, long_, rows_of(open_beam_counts, rows), read_noise,
+                                    rows_of(long_open_beam_counts, rows))  # fmt: skip
     ratio = measured["variance_over_predicted"]
     if not VARIANCE_RANGE[0] <= ratio <= VARIANCE_RANGE[1]:
         raise ValueError(f"the pairs' noise is {ratio:.2f} times what the photon statistics predict "
                          "(short against long at the same view): they do not describe these frames' "
                          "noise")  # fmt: skip
     idx = np.arange(rows.start, rows.stop)
-    counts = at(open_beam_counts, rows)
+    counts = rows_of(open_beam_counts, rows)
     first, second = recorrupt(frames, idx, counts, read_noise, kernel, seed=seed, alpha=alpha)
     noisy = recorrupt(frames, idx, counts, read_noise, kernel, seed=seed + 1, alpha=1.0)[0]
     short1 = recorrupt(short, idx, counts, read_noise, kernel, seed=seed + 2, alpha=alpha)[0]
     if training is not None:
-        sampled = recorrupt(training[0], training[1], at(open_beam_counts, training[1]), read_noise, kernel,
-                            seed=seed, alpha=alpha)[0]  # fmt: skip
+        sampled = recorrupt(training[0], training[1], rows_of(open_beam_counts, training[1]), read_noise,
+                            kernel, seed=seed, alpha=alpha)[0]  # fmt: skip
         training = (sampled, training[1])
 
     def plain(t: np.ndarray) -> np.ndarray:
@@ -410,7 +410,7 @@ def recorrupted_slab(
 
     raw = plain(np.asarray(frames, np.float32))
     judge = NoiseFreeJudge.from_volumes(raw, plain(second), plain(noisy) - raw, alpha, judged_rows)
-    base = judge.score(plain(first), judged_rows)
-    record = {"alpha": alpha, "noise": measured, "offset_mse": judge.offset, "raw_psnr_db": base["psnr_db"],
+    record = {"alpha": alpha, "noise": measured, "offset_mse": judge.offset,
+              "raw_psnr_db": judge.score(plain(first))["psnr_db"],
               "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
-    return Recorrupted(first, short1, training, judge, base, record)
+    return Recorrupted(first, short1, training, judge, record)

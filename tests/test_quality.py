@@ -687,6 +687,49 @@ def test_auto_trains_noise2inverse_over_the_whole_height_and_judges_it_on_the_sl
     assert auto["candidates"]["n2i"]["training_rows"] == {"rows": 64, "of": 64, "centre_slices": 62}
 
 
+def test_at_sparse_angles_auto_fine_tunes_its_noise2inverse_on_every_frame(monkeypatch) -> None:
+    """A Noise2Inverse candidate trained without the long exposures' views learns its subsets' streaks;
+    at fewer angles than the detector is wide ``auto`` fine-tunes it on every frame before it denoises
+    the whole scan (from the candidate's weights, :data:`REFIT`'s share of the steps), and says so.
+    With enough angles the candidate's model is reused as it is."""
+    import math
+
+    from bluesky_lowdose.evaluation import EvaluationConfig
+    from bluesky_lowdose.evaluation import protocol as P
+    from bluesky_lowdose.pipeline import auto as A
+
+    angles, steps = 29, 300  # 0.6 x the width: under-blur's sampling
+    cfg = EvaluationConfig(mode="poisson", size=48, angles=angles, dose_ladder=(), methods=("none",),
+                           phantom="spheres", flux=300.0, psf_sigma=1.0, slices=8, margin=4)  # fmt: skip
+    theta = np.linspace(0.0, 180.0, angles)
+    phys = P.poisson_physics(cfg)
+    ref = P._reference_indices(theta, cfg.train_angles)
+    full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
+    kw = dict(long_refs=full["transmission"][ref], reference_angles=theta[ref], keep_projections=False,
+              long_open_beam_counts=full["open_beam_counts"], open_beam_counts=low["open_beam_counts"],
+              read_noise=low["read_noise"], method="auto", auto_candidates=("none", "n2i"),
+              n2i_options={"steps": steps, "crop": 32, "batch_size": 16})  # fmt: skip
+    res = enhance_scan(low["transmission"], theta, **kw)
+    record = res.provenance["auto"]
+    assert res.method == "n2i" and record.get("noise_free") is None  # the long exposures judged
+    assert record["judged_views"]["left_out_frames"]
+    tuned = record["fine_tuned_on_every_frame"]["n2i"]
+    model = res.provenance["slice_step"]["model"]
+    assert not res.provenance["slice_step"]["reused_model"] and model["fine_tuned_from"] == tuned["from"]
+    assert model["hyperparameters"]["steps"] == math.ceil(A.REFIT["fraction"] * steps)
+    rate = model["hyperparameters"]["learning_rate"]
+    assert rate == pytest.approx(1e-3 * A.REFIT["learning_rate_fraction"])
+    # the whole scan's every row (this protocol's scan is a 16-row stack), from every frame
+    assert model["training_data"]["volume_shape"][0] == low["transmission"].shape[1]
+    assert f"{angles} frames" in tuned["why"]
+    # with as many angles as the detector is wide (here: the threshold lowered) the model is reused
+    monkeypatch.setattr(A, "REFIT_BELOW_ANGLES_PER_WIDTH", angles / 48)
+    reused = enhance_scan(low["transmission"], theta, **kw)
+    assert reused.method == "n2i" and "fine_tuned_on_every_frame" not in reused.provenance["auto"]
+    assert reused.provenance["slice_step"]["reused_model"]
+    assert reused.provenance["slice_step"]["model_hash"] == tuned["from"]  # the same candidate
+
+
 def test_auto_judges_a_slab_against_the_same_rows_of_the_long_exposures(tmp_path) -> None:
     """64 rows: the candidates run on rows 8-55 only, on memory and on disk (workdir) alike, and
     are judged on rows 16-47: not on the margins, where every method sees the cut's edge (the

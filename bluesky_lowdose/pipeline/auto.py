@@ -98,6 +98,8 @@ __all__ = [
     "AUTO_MARGIN",
     "AUTO_SLAB_ROWS",
     "RACE_DB",
+    "REFIT",
+    "REFIT_BELOW_ANGLES_PER_WIDTH",
     "auto_slab",
     "blends",
     "eligible",
@@ -146,6 +148,16 @@ NOISE_BOUND_MARGIN_DB = 0.5
 #: long exposures: they barely see the noise. ``make demo`` (share 0.14, Noise2Inverse judged +1.45 dB
 #: against a bound of +0.64 dB, +5.6 dB in truth) is not warned; the real-like cases (0.01-0.04) are.
 NOISE_SHARE_FLOOR = 0.05
+#: Below this many frames per detector pixel of width, a Noise2Inverse winner whose candidate trained
+#: without the long exposures' views (or on a recorrupted scan) is fine-tuned on every frame of the scan
+#: before it denoises it (:data:`REFIT`): it learns its angle subsets' streaks, and the whole scan's
+#: subsets have others. Measured reused as it was (64³, ``benchmarks/bench_refit.py``): 0.08 dB lost at
+#: 1.4 x width angles, 0.5 dB at 1.0 x, 0.7-3.3 dB at 0.6 x (docs/evaluation.md, "Noise2Inverse reused
+#: on other views"). ``make demo`` (1.4 x) pays nothing for it.
+REFIT_BELOW_ANGLES_PER_WIDTH = 1.2
+#: That fine-tuning: the fraction of the Noise2Inverse steps and of the learning rate. 0.3 / 0.3 won
+#: back 0.6 of 0.73 dB and 3.1 of 3.3 dB at 0.6 x width (0.2 / 0.1: 0.6 and 2.7).
+REFIT: dict[str, float] = {"fraction": 0.3, "learning_rate_fraction": 0.3}
 #: The first part's weight in a blend of two candidates (:func:`blends`). 0.25/0.5/0.75 were tried on
 #: the ten recorded judge cases: the judge's picks were no better than with 0.5 alone (+0.08 dB on
 #: average, four times the blends to judge).
@@ -946,7 +958,8 @@ def select_method(
 
 def finish_auto(pipe: ScanPipeline) -> ScanResult:
     """The end of a ``method="auto"`` scan: the candidates run on a slab, the long exposures
-    choose, the winner runs on the whole scan (its trained models reused).
+    choose, the winner runs on the whole scan (its trained models reused; a Noise2Inverse model trained on
+    other views or noise is fine-tuned on every frame first at sparse angles, :data:`REFIT`).
 
     Parameters
     ----------
@@ -1022,6 +1035,21 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         if whole_scan and part["result"] is not None and pipe.workdir is None:
             return part["result"]  # the slab was the whole scan, every frame: nothing to run again
         models = dict(part["models"])
+        # a Noise2Inverse model trained on other views or noise, at sparse angles: fine-tuned on every frame
+        trained_on = None
+        if record.get("noise_free") is not None:
+            trained_on = "a recorrupted scan"
+        elif record["judged_views"]["left_out_frames"]:
+            trained_on = "frames without the long exposures' views"
+        refit = (models.get("slices") is not None and trained_on is not None
+                 and pipe.n_frames < REFIT_BELOW_ANGLES_PER_WIDTH * width)  # fmt: skip
+        initial = models.pop("slices") if refit else None
+        if initial is not None:
+            record.setdefault("fine_tuned_on_every_frame", {})[method] = {
+                "from": initial.model_hash, **REFIT,
+                "why": f"{pipe.n_frames} frames, fewer than {REFIT_BELOW_ANGLES_PER_WIDTH:g} x the width "
+                f"({width}), and its candidate trained on {trained_on}: a model learns its subsets' streaks",
+            }  # fmt: skip
         if record.get("noise_free") is not None and METHODS[method].projection not in (None, "cnn"):
             models.pop("projection", None)  # a filter tuned at the recorrupted noise: tuned again here
         held = holdout_index(len(short)) if record["candidates"][method].get("held_out") else None
@@ -1033,7 +1061,9 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
                             keep_projections=pipe.keep_projections,
                             progress=pipe.progress, on_epoch=pipe.on_epoch, workdir=pipe.workdir,
                             held_out=held,
-                            mapper=pipe.mapper, **common)  # fmt: skip
+                            mapper=pipe.mapper, fine_tune=REFIT, **common)  # fmt: skip
+        if initial is not None:
+            best.n2i_options = best._fine_tuned(dict(best.n2i_options), "steps", initial)
         best.fit(short, long_, reference_angles=angles)
         for i in range(0, pipe.n_frames, 16):
             block = stored.slices(i, min(i + 16, pipe.n_frames)) if stored is not None else frames[i : i + 16]

@@ -42,6 +42,21 @@ def _raises(message: str, *, on_epoch=None) -> None:
     raise ValueError(message)
 
 
+def _says_its_threads(*, on_epoch=None) -> None:
+    import tensorflow as tf
+
+    raise ValueError(f"intra {tf.config.threading.get_intra_op_parallelism_threads()} "
+                     f"inter {tf.config.threading.get_inter_op_parallelism_threads()}")  # fmt: skip
+
+
+def test_a_training_in_a_child_runs_on_the_tensorflow_threads_it_is_given(importable_here) -> None:
+    """``auto`` trains Noise2Inverse on one core of two while BM3D runs on the other."""
+    from test_isolated_training import _says_its_threads
+
+    with pytest.raises(ValueError, match=r"^intra 1 inter 1"):
+        train_in_child(_says_its_threads, tf_threads=1)
+
+
 def test_a_training_in_a_child_gives_the_model_trained_here_and_reports_its_epochs() -> None:
     from bluesky_lowdose.model import train
 

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,15 @@ from tqdm.auto import tqdm
 
 from ._checks import as_frames
 
-__all__ = ["BASELINES", "BM3D_PROFILE", "Baseline", "baseline", "bm3d_each", "bm3d_seconds_per_pixel"]
+__all__ = [
+    "BASELINES",
+    "BM3D_PROFILE",
+    "BM3D_WORKERS",
+    "Baseline",
+    "baseline",
+    "bm3d_each",
+    "bm3d_seconds_per_pixel",
+]
 
 #: Names accepted by :func:`baseline` and the parameter each one tunes.
 BASELINES = {"median": "size", "tv": "weight", "bm3d": "sigma"}
@@ -61,6 +70,11 @@ def _cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: BM3D calls side by side at most (:func:`bm3d_each`), where the caller keeps cores for other work
+#: (``auto`` runs BM3D while Noise2Inverse trains); None: one per core.
+BM3D_WORKERS: ContextVar[int | None] = ContextVar("BM3D_WORKERS", default=None)
 
 
 def bm3d_seconds_per_pixel(profile: Mapping[str, Any] = BM3D_PROFILE, probe: int = 256) -> float:
@@ -132,7 +146,8 @@ def bm3d_each(
         raise ValueError(f"{len(each)} sigmas for {n} images")
     kept: list[np.ndarray] = []
     with tqdm(total=n, desc=desc, unit="image", disable=not progress, leave=False) as bar, \
-            ThreadPoolExecutor(max(min(_cores(), n), 1), thread_name_prefix="bm3d") as pool:  # fmt: skip
+            ThreadPoolExecutor(max(min(BM3D_WORKERS.get() or _cores(), n), 1),
+                               thread_name_prefix="bm3d") as pool:  # fmt: skip
         for i, den in enumerate(pool.map(_bm3d, images, each, [profile] * n)):
             if out is None:
                 kept.append(den)

@@ -45,6 +45,7 @@ def train_in_child(
     /,
     *args: Any,
     on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
+    tf_threads: int | None = None,
     **kwargs: Any,
 ) -> Any:
     """``function(*args, on_epoch=..., **kwargs)`` in a new Python process; its model returned here.
@@ -62,6 +63,10 @@ def train_in_child(
     on_epoch : callable, optional
         Called in this process with ``(epoch, logs)`` as the child reports each epoch. If it
         raises, the child is stopped and the exception propagates.
+    tf_threads : int, optional
+        TensorFlow's intra- and inter-op threads in the child (``tf.config.threading``, set before
+        the training starts); default TensorFlow's own (one per core). ``auto`` trains
+        Noise2Inverse on one core of two while BM3D runs on the other.
 
     Returns
     -------
@@ -83,7 +88,10 @@ def train_in_child(
     """
     from .._process import ChildProcess
 
-    payload = pickle.dumps((function, args, kwargs, on_epoch is not None), protocol=pickle.HIGHEST_PROTOCOL)
+    threads = None if tf_threads is None else int(tf_threads)
+    payload = pickle.dumps(
+        (function, args, kwargs, on_epoch is not None, threads), protocol=pickle.HIGHEST_PROTOCOL
+    )
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, once per training
     name = f"training ({getattr(function, '__name__', function)})"
@@ -175,7 +183,12 @@ def _main(parent: int) -> int:
         answers.flush()
 
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
-    function, args, kwargs, report = pickle.load(sys.stdin.buffer)
+    function, args, kwargs, report, threads = pickle.load(sys.stdin.buffer)
+    if threads is not None:  # before anything runs on TensorFlow's thread pools
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     if report:
 
         def report_epoch(epoch: int, logs: dict[str, Any]) -> None:

@@ -158,6 +158,12 @@ REFIT_BELOW_ANGLES_PER_WIDTH = 1.2
 #: That fine-tuning: the fraction of the Noise2Inverse steps and of the learning rate. 0.3 / 0.3 won
 #: back 0.6 of 0.73 dB and 3.1 of 3.3 dB at 0.6 x width (0.2 / 0.1: 0.6 and 2.7).
 REFIT: dict[str, float] = {"fraction": 0.3, "learning_rate_fraction": 0.3}
+#: Train a Noise2Inverse candidate (over the whole height) in a child process on half the cores while
+#: BM3D on slices, the next candidate, runs on the others. On 2 cores TensorFlow trains Noise2Inverse's
+#: batches of 4 crops about as fast on one thread as on two (36.5 s against 33.4 s for 1500 steps), and
+#: BM3D beside a two-thread training slowed it by half: one thread each, the two took 41.7 s together
+#: against 54.4 s one after the other (docs/benchmarks.md, "The main job").
+SIDE_BY_SIDE = True
 #: The first part's weight in a blend of two candidates (:func:`blends`). 0.25/0.5/0.75 were tried on
 #: the ten recorded judge cases: the judge's picks were no better than with 0.5 alone (+0.08 dB on
 #: average, four times the blends to judge).
@@ -601,7 +607,8 @@ def _n2i_over_height(
                         read_noise=options.get("read_noise", 0.0), n2i_options=options.get("n2i_options"),
                         center=options.get("center"), backend=options.get("backend"),
                         keep_projections=False, seed=options.get("seed", 0), mapper=options.get("mapper"),
-                        judge=False, isolate_training=options.get("isolate_training", False))  # fmt: skip
+                        judge=False, isolate_training=options.get("isolate_training", False),
+                        training_threads=options.get("training_threads"))  # fmt: skip
     for i in range(0, len(frames), 16):
         pipe.add(i, theta_deg[i : i + 16], frames[i : i + 16])
     return pipe.train_denoiser(slice_rows=rows)
@@ -726,6 +733,9 @@ def select_method(
         slab; the rule; why the winner won); per method the winner is made of, its trained models
         to reuse on the whole scan (``models``) and its result on the slab (``result``).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..model.baselines import BM3D_WORKERS, _cores
     from .methods import METHODS
     from .stack import enhance_scan
 
@@ -789,23 +799,37 @@ def select_method(
                        open_beam_counts=rows_of(lopb, rows), center=kwargs.get("center"),
                        rows=judged_rows)  # fmt: skip
 
-    def attempt(method: str) -> tuple[dict[str, Any], Any]:
-        """One candidate, run and judged: its record and its result (None where not judged)."""
-        t0 = time.perf_counter()
+    def options_for(method: str) -> dict[str, Any]:
+        """A candidate's options: Noise2Inverse's training limited to its share of the budget left."""
         options = dict(kwargs)
-        spec = METHODS[method]
-        if spec.slices == "n2i":  # the longest step: it leaves 40 % of the rest to the others
+        if METHODS[method].slices == "n2i":  # the longest step: it leaves 40 % of the rest to the others
             left = max(N2I_SHARE * (budget_s - (time.perf_counter() - started)), MIN_TRAINING_S)
             given = (kwargs.get("n2i_options") or {}).get("time_limit_s")
             left = left if given is None else min(float(given), left)
             options["n2i_options"] = {**(kwargs.get("n2i_options") or {}), "time_limit_s": left}
-        over_height = training_rows is not None and spec.slices == "n2i" and spec.projection is None
+        return options
+
+    def over_height(method: str) -> bool:
+        """A Noise2Inverse candidate that trains on rows over the whole height."""
+        spec = METHODS[method]
+        return training_rows is not None and spec.slices == "n2i" and spec.projection is None
+
+    def train_over_height(method: str, options: dict[str, Any], **extra: Any) -> Any:
+        return _n2i_over_height(method, training_rows[0], theta_deg, np.asarray(training_rows[1]),
+                                {**options, "open_beam_counts": opb, **extra})  # fmt: skip
+
+    def attempt(
+        method: str, pretrained: tuple[Any, float, dict[str, Any]] | None = None
+    ) -> tuple[dict[str, Any], Any]:
+        """One candidate, run and judged: its record and its result (None where not judged).
+        ``pretrained``: its Noise2Inverse training already started (a future), when, its options."""
+        t0 = time.perf_counter() if pretrained is None else pretrained[1]
+        options = options_for(method) if pretrained is None else pretrained[2]
+        spec = METHODS[method]
         try:
-            if over_height:
-                options["slice_model"] = _n2i_over_height(
-                    method, training_rows[0], theta_deg, np.asarray(training_rows[1]),
-                    {**options, "open_beam_counts": opb},
-                )  # fmt: skip
+            if over_height(method):
+                options["slice_model"] = (train_over_height(method, options) if pretrained is None
+                                          else pretrained[0].result())  # fmt: skip
 
             def run(holdout: bool | int) -> Any:
                 # a fold (holdout=k) is judged here, pooled with the others: not by its own run
@@ -849,7 +873,7 @@ def select_method(
             logger.warning("auto: candidate %s failed: %s", method, exc)
             return {"status": f"failed: {exc}", "seconds": time.perf_counter() - t0}, None
         entry: dict[str, Any] = {"status": "run", "seconds": round(time.perf_counter() - t0, 2)}
-        if over_height:
+        if over_height(method):
             data = options["slice_model"].provenance["training_data"]
             entry["training_rows"] = {"rows": len(data["slice_rows"]), "of": height,
                                       "centre_slices": data["training_slices"]}  # fmt: skip
@@ -903,23 +927,56 @@ def select_method(
             spp = measured[kind]
         return bm3d_floor_s(method, len(proj), n_slab, proj.shape[2], spp)
 
-    for method in order:
+    def not_run(method: str) -> dict[str, Any] | None:
+        """Why a candidate does not start now (its record), or None."""
         elapsed = time.perf_counter() - started
         if METHODS[method].pairs and holdout_index(n_pairs) is None:
-            record["candidates"][method] = {
-                "status": f"not run: {n_pairs} pair(s); a method that learns from the pairs is judged on one "
-                "it did not see, which needs at least 3"
-            }
-        elif method != "none" and elapsed >= budget_s:
-            record["candidates"][method] = {"status": f"not run: the {budget_s:g} s budget was spent"}
-        elif (floor := least_time(method)) is not None and floor > budget_s - elapsed:
-            record["candidates"][method] = {
-                "status": f"not run: its BM3D would take {floor:.0f} s at least on this slab, "
-                f"{budget_s - elapsed:.0f} s of the {budget_s:g} s budget are left",
-                "least_seconds": round(floor, 1),
-            }  # fmt: skip
+            return {"status": f"not run: {n_pairs} pair(s); a method that learns from the pairs is judged on "
+                    "one it did not see, which needs at least 3"}  # fmt: skip
+        if method != "none" and elapsed >= budget_s:
+            return {"status": f"not run: the {budget_s:g} s budget was spent"}
+        if (floor := least_time(method)) is not None and floor > budget_s - elapsed:
+            return {"status": f"not run: its BM3D would take {floor:.0f} s at least on this slab, "
+                    f"{budget_s - elapsed:.0f} s of the {budget_s:g} s budget are left",
+                    "least_seconds": round(floor, 1)}  # fmt: skip
+        return None
+
+    def run_or_skip(method: str, pretrained: tuple[Any, float, dict[str, Any]] | None = None) -> None:
+        if (reason := not_run(method)) is not None:
+            record["candidates"][method] = reason
         else:
-            keep(method, *attempt(method))
+            keep(method, *attempt(method, pretrained))
+
+    done: set[str] = set()
+    for method in order:
+        if method in done:
+            continue
+        pretrained = None
+        # beside Noise2Inverse's training: BM3D on slices, later in the order (see SIDE_BY_SIDE)
+        beside = [
+            m
+            for m in order[order.index(method) + 1 :]
+            if METHODS[m].slices == "bm3d" and METHODS[m].projection is None and not METHODS[m].pairs
+        ]
+        cores = _cores()
+        if SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None:
+            options, threads = options_for(method), cores // 2
+            pool = ThreadPoolExecutor(1, thread_name_prefix="auto-n2i")
+            pretrained = (pool.submit(train_over_height, method, options, isolate_training=True,
+                                      training_threads=threads), time.perf_counter(), options)  # fmt: skip
+            pool.shutdown(wait=False)
+            record["side_by_side"] = {"training": method, "beside": beside, "training_threads": threads,
+                                      "bm3d_workers": cores - threads}  # fmt: skip
+            token = BM3D_WORKERS.set(cores - threads)
+            try:
+                for other in beside:
+                    run_or_skip(other)
+                    done.add(other)
+            finally:
+                BM3D_WORKERS.reset(token)
+            keep(method, *attempt(method, pretrained))  # started within the budget: judged whatever is left
+        else:
+            run_or_skip(method)
         if method == "none" and "none" in results and kwargs.get("input", "transmission") == "transmission" \
                 and opb is not None:  # fmt: skip
             nf = _noise_judge(record, judge, results["none"].volume, proj, theta_deg, rows, opb, lopb,

@@ -136,6 +136,9 @@ class ScanPipeline:
         (:func:`~bluesky_lowdose.model.isolated.train_in_child`: same weights, a few seconds more
         to start it): a process that lives for many scans then keeps flat memory, which
         TensorFlow's per-training caches otherwise grow. ``on_epoch`` still runs here.
+    training_threads : int, optional
+        With ``isolate_training``: TensorFlow's threads in the training process (default one per
+        core). ``auto`` trains Noise2Inverse on half the cores while BM3D runs on the others.
     preview : bool
         Back-project every added frame's raw line integrals into the three central orthogonal
         slices too (:class:`~bluesky_lowdose.recon.preview.OrthoSlices`, at most 512 pixels
@@ -185,6 +188,7 @@ class ScanPipeline:
         fine_tune: dict[str, float] | None = None,
         on_first_result: Callable[[ScanResult], Any] | None = None,
         isolate_training: bool = False,
+        training_threads: int | None = None,
     ) -> None:
         if input not in ("transmission", "line_integrals"):
             raise ValueError(f"input must be 'transmission' or 'line_integrals', got {input!r}")
@@ -240,6 +244,7 @@ class ScanPipeline:
         self.progress = progress
         self.on_epoch = on_epoch
         self.isolate_training = bool(isolate_training)
+        self.training_threads = training_threads
         self.projection_model = projection_model
         self.models: dict[str, Any] = {}
         if projection_model is not None:
@@ -388,7 +393,7 @@ class ScanPipeline:
             return function(*args, **kwargs)
         from ..model.isolated import train_in_child
 
-        return train_in_child(function, *args, **kwargs)
+        return train_in_child(function, *args, tf_threads=self.training_threads, **kwargs)
 
     def _hook(self, stage: str) -> Callable[[int, dict[str, float]], None] | None:
         """``on_epoch`` of a training, tagged with its stage, or None."""

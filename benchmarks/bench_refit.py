@@ -67,16 +67,12 @@ def main() -> int:
         cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(ratio * size)), dose_ladder=(),
                                phantom=c["phantom"], flux=c["flux"], psf_sigma=c["psf_sigma"],
                                slices=0, margin=0, progress=False)  # fmt: skip
-        theta = np.linspace(0.0, 180.0, cfg.angles)
-        phys = P.poisson_physics(cfg)
-        ref = P._reference_indices(theta, cfg.train_angles)
-        full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
-        truth = P.reference_volume(cfg, phys, theta)[0]
-        kw = dict(long_refs=full["transmission"][ref], reference_angles=theta[ref],
-                  long_open_beam_counts=full["open_beam_counts"], open_beam_counts=low["open_beam_counts"],
-                  read_noise=low["read_noise"], keep_projections=False,
+        scan = P.low_dose_scan(cfg)
+        theta = scan["theta"]
+        truth = P.reference_volume(cfg, scan["physics"], theta)[0]
+        kw = dict(**scan["pairs"], **scan["counts"], keep_projections=False,
                   n2i_options={"steps": args.steps, "batch_size": 16})  # fmt: skip
-        frames = low["transmission"]
+        frames = scan["low"]["transmission"]
         row: dict = {"case": name, "size": size, "angles": cfg.angles, "steps": args.steps}
 
         score = P._Scorer(truth, slice(size // 2 - size // 16, size // 2 + size // 16), None)

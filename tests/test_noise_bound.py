@@ -17,18 +17,16 @@ def _bound(flux: float, phantom: str, angles: int, psf: float) -> tuple[dict, fl
     noise in the raw reconstruction's residual (from the noise-free reconstruction on the same views)."""
     cfg = EvaluationConfig(mode="poisson", size=48, angles=angles, dose_ladder=(), methods=("none",),
                            phantom=phantom, flux=flux, psf_sigma=psf, slices=8, margin=4)  # fmt: skip
-    theta = np.linspace(0.0, 180.0, angles)
-    phys = P.poisson_physics(cfg)
-    ref = P._reference_indices(theta, cfg.train_angles)
-    full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
-    keep = np.setdiff1d(np.arange(angles), same_view_indices(theta, theta[ref]))
-    judge = LongExposureJudge.from_transmission(full["transmission"][ref], theta[ref],
-                                                open_beam_counts=full["open_beam_counts"])  # fmt: skip
+    scan = P.low_dose_scan(cfg)
+    theta, low, pairs = scan["theta"], scan["low"], scan["pairs"]
+    keep = np.setdiff1d(np.arange(angles), same_view_indices(theta, pairs["reference_angles"]))
+    judge = LongExposureJudge.from_transmission(pairs["long_refs"], pairs["reference_angles"],
+                                                open_beam_counts=pairs["long_open_beam_counts"])  # fmt: skip
     frames = low["transmission"][keep]
     raw = enhance_scan(frames, theta[keep], method="none", open_beam_counts=low["open_beam_counts"],
                        read_noise=low["read_noise"]).volume  # fmt: skip
     out = noise_bound(judge, raw, frames, theta[keep], low["open_beam_counts"], read_noise=low["read_noise"])
-    clean = judge.score(P.reference_volume(cfg, phys, theta[keep])[0])["psnr_db"]
+    clean = judge.score(P.reference_volume(cfg, scan["physics"], theta[keep])[0])["psnr_db"]
     return out, 1 - 10 ** (-(clean - judge.score(raw)["psnr_db"]) / 10)
 
 

@@ -106,17 +106,15 @@ def test_auto_judges_by_recorrupted_scans_where_the_long_exposures_barely_see_th
     angles = 29
     cfg = EvaluationConfig(mode="poisson", size=48, angles=angles, dose_ladder=(), methods=("none",),
                            phantom="textured", flux=19000.0, psf_sigma=1.0, slices=8, margin=4)  # fmt: skip
-    theta = np.linspace(0.0, 180.0, angles)
-    phys = P.poisson_physics(cfg)
-    ref = P._reference_indices(theta, cfg.train_angles)
-    full, low = P.poisson_scan(cfg, phys, theta, 1.0), P.poisson_scan(cfg, phys, theta, 10.0)
-    truth = P.reference_volume(cfg, phys, theta)[0]
-    counts = {"open_beam_counts": low["open_beam_counts"], "read_noise": low["read_noise"],
-              "keep_projections": False}  # fmt: skip
-    pairs = {"long_refs": full["transmission"][ref], "reference_angles": theta[ref]}
+    scan = P.low_dose_scan(cfg)
+    theta, low = scan["theta"], scan["low"]
+    truth = P.reference_volume(cfg, scan["physics"], theta)[0]
+    counts = {**scan["counts"], "keep_projections": False}
+    pairs = {k: scan["pairs"][k] for k in ("long_refs", "reference_angles")}
     methods = ("none", "bm3d-slices", "bm3d")
+    long_counts = scan["pairs"]["long_open_beam_counts"]
     result = enhance_scan(low["transmission"], theta, method="auto", auto_candidates=methods,
-                          long_open_beam_counts=full["open_beam_counts"], **pairs, **counts)  # fmt: skip
+                          long_open_beam_counts=long_counts, **pairs, **counts)  # fmt: skip
     record = result.provenance["auto"]
     assert record["noise"]["share"] < 0.05 and record["noise_free"]["alpha"] == 0.5
     corr = record["noise_free"]["noise"]["neighbour_correlation"]["along_rows"]

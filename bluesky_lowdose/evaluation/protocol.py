@@ -60,6 +60,7 @@ __all__ = [
     "TRAINING_SEED_STEP",
     "judge_agreement",
     "learned",
+    "low_dose_scan",
     "poisson_physics",
     "poisson_scan",
     "reference_volume",
@@ -541,6 +542,36 @@ def poisson_scan(cfg: EvaluationConfig, physics: Any, theta: np.ndarray, ratio: 
         "read_noise": stats.read_noise,
         "record": {"exposure_s": exposure, "flat_field": ff.describe(), "photons": stats.describe()},
     }
+
+
+def low_dose_scan(cfg: EvaluationConfig, ratio: float = 10.0) -> dict[str, Any]:
+    """A Poisson-mode run's scan at ``1 / ratio`` of the dose with its long exposures, as ``auto``
+    takes them (checks, benchmarks and tests of one case, outside :func:`run_evaluation`).
+
+    Parameters
+    ----------
+    cfg : EvaluationConfig
+        The run (size, angles, phantom, flux, blur, seed, slab).
+    ratio : float
+        Long / short exposure ratio of the low-dose scan.
+
+    Returns
+    -------
+    dict
+        ``theta`` (``cfg.angles`` over 180°), ``physics`` (:func:`poisson_physics`), ``full`` and
+        ``low`` (:func:`poisson_scan` at full dose and at ``ratio``), ``pairs`` (``long_refs``,
+        ``reference_angles``, ``long_open_beam_counts``: the full-dose frames at ``cfg.train_angles``)
+        and ``counts`` (the low-dose scan's ``open_beam_counts`` and ``read_noise``): keyword
+        arguments of :func:`~bluesky_lowdose.pipeline.enhance_scan`.
+    """
+    theta = np.linspace(0.0, 180.0, cfg.angles)
+    physics = poisson_physics(cfg)
+    ref = _reference_indices(theta, cfg.train_angles)
+    full, low = poisson_scan(cfg, physics, theta, 1.0), poisson_scan(cfg, physics, theta, float(ratio))
+    pairs = {"long_refs": full["transmission"][ref], "reference_angles": theta[ref],
+             "long_open_beam_counts": full["open_beam_counts"]}  # fmt: skip
+    counts = {"open_beam_counts": low["open_beam_counts"], "read_noise": low["read_noise"]}
+    return {"theta": theta, "physics": physics, "full": full, "low": low, "pairs": pairs, "counts": counts}
 
 
 def _poisson(cfg: EvaluationConfig, result: dict[str, Any], clock: _Clock, mapper: Any = None) -> None:

@@ -616,7 +616,8 @@ def _n2i_over_height(
 
 def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pixel: float) -> float | None:
     """The least time a BM3D candidate takes on ``auto``'s slab: its final denoising alone (its
-    tuning left out), side by side on the cores; None for a method without BM3D.
+    tuning left out), side by side on the cores it may use
+    (:data:`~bluesky_lowdose.model.baselines.BM3D_WORKERS`); None for a method without BM3D.
 
     Parameters
     ----------
@@ -632,15 +633,15 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
     float or None
         Seconds.
     """
-    from ..model.baselines import _cores
+    from ..model.baselines import BM3D_WORKERS, _cores
 
     kind = _bm3d_kind(method)
     if kind is None:
         return None
     # slices: every slice of the slab (rows x width x width); projections: every frame of the
-    # slab, for one run (of one per pair)
+    # slab, for one run (of one per pair); on the cores BM3D may use (fewer beside a training)
     pixels = rows * width * width if kind == "slices" else frames * rows * width
-    return pixels * seconds_per_pixel / _cores()
+    return pixels * seconds_per_pixel / (BM3D_WORKERS.get() or _cores())
 
 
 def _bm3d_kind(method: str) -> str | None:
@@ -941,11 +942,11 @@ def select_method(
                     "least_seconds": round(floor, 1)}  # fmt: skip
         return None
 
-    def run_or_skip(method: str, pretrained: tuple[Any, float, dict[str, Any]] | None = None) -> None:
+    def run_or_skip(method: str) -> None:
         if (reason := not_run(method)) is not None:
             record["candidates"][method] = reason
         else:
-            keep(method, *attempt(method, pretrained))
+            keep(method, *attempt(method))
 
     done: set[str] = set()
     for method in order:

@@ -159,7 +159,8 @@ REFIT_BELOW_ANGLES_PER_WIDTH = 1.2
 #: back 0.6 of 0.73 dB and 3.1 of 3.3 dB at 0.6 x width (0.2 / 0.1: 0.6 and 2.7).
 REFIT: dict[str, float] = {"fraction": 0.3, "learning_rate_fraction": 0.3}
 #: Train a Noise2Inverse candidate (over the whole height) in a child process on half the cores while
-#: BM3D on slices, the next candidate, runs on the others. On 2 cores TensorFlow trains Noise2Inverse's
+#: the BM3D candidates after it (on slices, on projections) run on the others; a pair-trained one races
+#: (:func:`race`) against the candidates judged by then. On 2 cores TensorFlow trains Noise2Inverse's
 #: batches of 4 crops about as fast on one thread as on two (36.5 s against 33.4 s for 1500 steps), and
 #: BM3D beside a two-thread training slowed it by half: one thread each, the two took 41.7 s together
 #: against 54.4 s one after the other (docs/benchmarks.md, "The main job").
@@ -953,12 +954,9 @@ def select_method(
         if method in done:
             continue
         pretrained = None
-        # beside Noise2Inverse's training: BM3D on slices, later in the order (see SIDE_BY_SIDE)
-        beside = [
-            m
-            for m in order[order.index(method) + 1 :]
-            if METHODS[m].slices == "bm3d" and METHODS[m].projection is None and not METHODS[m].pairs
-        ]
+        # beside Noise2Inverse's training: the BM3D candidates later in the order (see SIDE_BY_SIDE)
+        beside = [m for m in order[order.index(method) + 1 :] if _bm3d_kind(m) is not None
+                  and METHODS[m].slices != "n2i" and METHODS[m].projection != "cnn"]  # fmt: skip
         cores = _cores()
         if SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None:
             options, threads = options_for(method), cores // 2

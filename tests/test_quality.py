@@ -741,6 +741,7 @@ def test_auto_trains_noise2inverse_beside_bm3d_on_slices_each_on_half_the_cores(
               n2i_options={"steps": 20, "crop": 32, "batch_size": 16})  # fmt: skip
     res = enhance_scan(s["transmission"], s["theta"], **kw)
     auto = res.provenance["auto"]
+    assert A.concurrent_kernels()  # numba's OpenMP layer, as the project's stack installs it
     cores = _cores()
     if cores >= 2:
         half = cores // 2

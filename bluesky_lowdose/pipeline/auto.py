@@ -102,6 +102,7 @@ __all__ = [
     "REFIT_BELOW_ANGLES_PER_WIDTH",
     "auto_slab",
     "blends",
+    "concurrent_kernels",
     "eligible",
     "finish_auto",
     "noise_bound",
@@ -645,6 +646,27 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
     return pixels * seconds_per_pixel / (BM3D_WORKERS.get() or _cores())
 
 
+def concurrent_kernels() -> bool:
+    """Whether numba's parallel kernels (the judge's forward projection, the ``fbp`` back-projector)
+    may be called from two threads at once: numba's OpenMP and TBB layers take that, its fallback
+    ``workqueue`` layer (neither library found) aborts the process. ``auto`` trains beside the BM3D
+    candidates only where they do (:data:`SIDE_BY_SIDE`).
+
+    Returns
+    -------
+    bool
+    """
+    import numba
+
+    try:
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()  # chooses the layer, as the first parallel call would
+        return numba.threading_layer() in ("omp", "tbb")
+    except Exception:  # an unknown numba: not side by side
+        return False
+
+
 def _bm3d_kind(method: str) -> str | None:
     """Where a method runs BM3D: ``"slices"``, ``"projections"`` or None (it does not)."""
     from .methods import METHODS
@@ -958,7 +980,8 @@ def select_method(
         beside = [m for m in order[order.index(method) + 1 :] if _bm3d_kind(m) is not None
                   and METHODS[m].slices != "n2i" and METHODS[m].projection != "cnn"]  # fmt: skip
         cores = _cores()
-        if SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None:
+        if (SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None
+                and concurrent_kernels()):  # fmt: skip
             options, threads = options_for(method), cores // 2
             pool = ThreadPoolExecutor(1, thread_name_prefix="auto-n2i")
             pretrained = (pool.submit(train_over_height, method, options, isolate_training=True,

@@ -689,9 +689,9 @@ def test_auto_trains_noise2inverse_over_the_whole_height_and_judges_it_on_the_sl
 
 def test_at_sparse_angles_auto_fine_tunes_its_noise2inverse_on_every_frame(monkeypatch) -> None:
     """A Noise2Inverse candidate trained without the long exposures' views learns its subsets' streaks;
-    at fewer angles than the detector is wide ``auto`` fine-tunes it on every frame before it denoises
-    the whole scan (from the candidate's weights, :data:`REFIT`'s share of the steps), and says so.
-    With enough angles the candidate's model is reused as it is."""
+    with fewer frames than :data:`REFIT_BELOW_ANGLES_PER_WIDTH` x the width ``auto`` fine-tunes it on
+    every frame before it denoises the whole scan (from the candidate's weights, :data:`REFIT`'s share
+    of the steps), and says so. With enough angles the candidate's model is reused as it is."""
     import math
 
     from bluesky_lowdose.evaluation import EvaluationConfig
@@ -720,7 +720,7 @@ def test_at_sparse_angles_auto_fine_tunes_its_noise2inverse_on_every_frame(monke
     # the whole scan's every row (this protocol's scan is a 16-row stack), from every frame
     assert model["training_data"]["volume_shape"][0] == low["transmission"].shape[1]
     assert f"{angles} frames" in tuned["why"]
-    # with as many angles as the detector is wide (here: the threshold lowered) the model is reused
+    # with enough angles for the threshold (here: the threshold lowered to this scan's) it is reused
     monkeypatch.setattr(A, "REFIT_BELOW_ANGLES_PER_WIDTH", angles / 48)
     reused = enhance_scan(low["transmission"], theta, **kw)
     assert reused.method == "n2i" and "fine_tuned_on_every_frame" not in reused.provenance["auto"]

@@ -27,6 +27,7 @@ __all__ = [
     "baseline",
     "bm3d_each",
     "bm3d_seconds_per_pixel",
+    "bm3d_workers",
 ]
 
 #: Names accepted by :func:`baseline` and the parameter each one tunes.
@@ -75,6 +76,11 @@ def _cores() -> int:
 #: BM3D calls side by side at most (:func:`bm3d_each`), where the caller keeps cores for other work
 #: (``auto`` runs BM3D while Noise2Inverse trains); None: one per core.
 BM3D_WORKERS: ContextVar[int | None] = ContextVar("BM3D_WORKERS", default=None)
+
+
+def bm3d_workers() -> int:
+    """BM3D calls :func:`bm3d_each` runs side by side: :data:`BM3D_WORKERS`, else one per core."""
+    return BM3D_WORKERS.get() or _cores()
 
 
 def bm3d_seconds_per_pixel(profile: Mapping[str, Any] = BM3D_PROFILE, probe: int = 256) -> float:
@@ -145,9 +151,9 @@ def bm3d_each(
     if len(each) != n:
         raise ValueError(f"{len(each)} sigmas for {n} images")
     kept: list[np.ndarray] = []
+    workers = max(min(bm3d_workers(), n), 1)
     with tqdm(total=n, desc=desc, unit="image", disable=not progress, leave=False) as bar, \
-            ThreadPoolExecutor(max(min(BM3D_WORKERS.get() or _cores(), n), 1),
-                               thread_name_prefix="bm3d") as pool:  # fmt: skip
+            ThreadPoolExecutor(workers, thread_name_prefix="bm3d") as pool:  # fmt: skip
         for i, den in enumerate(pool.map(_bm3d, images, each, [profile] * n)):
             if out is None:
                 kept.append(den)

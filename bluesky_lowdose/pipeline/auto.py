@@ -635,7 +635,7 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
     float or None
         Seconds.
     """
-    from ..model.baselines import BM3D_WORKERS, _cores
+    from ..model.baselines import bm3d_workers
 
     kind = _bm3d_kind(method)
     if kind is None:
@@ -643,7 +643,7 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
     # slices: every slice of the slab (rows x width x width); projections: every frame of the
     # slab, for one run (of one per pair); on the cores BM3D may use (fewer beside a training)
     pixels = rows * width * width if kind == "slices" else frames * rows * width
-    return pixels * seconds_per_pixel / (BM3D_WORKERS.get() or _cores())
+    return pixels * seconds_per_pixel / bm3d_workers()
 
 
 def concurrent_kernels() -> bool:
@@ -972,6 +972,7 @@ def select_method(
             keep(method, *attempt(method))
 
     done: set[str] = set()
+    cores = _cores()
     for method in order:
         if method in done:
             continue
@@ -979,7 +980,6 @@ def select_method(
         # beside Noise2Inverse's training: the BM3D candidates later in the order (see SIDE_BY_SIDE)
         beside = [m for m in order[order.index(method) + 1 :] if _bm3d_kind(m) is not None
                   and METHODS[m].slices != "n2i" and METHODS[m].projection != "cnn"]  # fmt: skip
-        cores = _cores()
         if (SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None
                 and concurrent_kernels()):  # fmt: skip
             options, threads = options_for(method), cores // 2
@@ -1104,9 +1104,14 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
     pipe.timings["auto_selection_s"] = time.perf_counter() - t0
     from .judge import holdout_index
 
+    # what the candidates ran on, where it was not the scan's own frames, every one of them
+    trained_on = None
+    if record.get("noise_free") is not None:
+        trained_on = "a recorrupted scan"
+    elif record["judged_views"]["left_out_frames"]:
+        trained_on = "frames without the long exposures' views"
     # the slab's result is the whole scan's where it was every frame, and not recorrupted
-    whole_scan = (record["whole_detector"] and not record["judged_views"]["left_out_frames"]
-                  and record.get("noise_free") is None)  # fmt: skip
+    whole_scan = record["whole_detector"] and trained_on is None
 
     def run_whole(method: str) -> ScanResult:
         """One method of the winner on the whole scan, its trained models and tuned filter reused."""
@@ -1115,11 +1120,6 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
             return part["result"]  # the slab was the whole scan, every frame: nothing to run again
         models = dict(part["models"])
         # a Noise2Inverse model trained on other views or noise, at sparse angles: fine-tuned on every frame
-        trained_on = None
-        if record.get("noise_free") is not None:
-            trained_on = "a recorrupted scan"
-        elif record["judged_views"]["left_out_frames"]:
-            trained_on = "frames without the long exposures' views"
         refit = (models.get("slices") is not None and trained_on is not None
                  and pipe.n_frames < REFIT_BELOW_ANGLES_PER_WIDTH * width)  # fmt: skip
         initial = models.pop("slices") if refit else None

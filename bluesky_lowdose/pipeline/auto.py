@@ -978,7 +978,7 @@ def select_method(
             continue
         pretrained = None
         # beside Noise2Inverse's training: the BM3D candidates later in the order (see SIDE_BY_SIDE)
-        beside = [m for m in order[order.index(method) + 1 :] if _bm3d_kind(m) is not None
+        beside = [m for m in order[order.index(method) + 1 :] if m not in done and _bm3d_kind(m) is not None
                   and METHODS[m].slices != "n2i" and METHODS[m].projection != "cnn"]  # fmt: skip
         if (SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None
                 and concurrent_kernels()):  # fmt: skip

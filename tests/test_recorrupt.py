@@ -92,6 +92,50 @@ def test_the_noise_free_judge_estimates_the_error_against_the_noise_free_reconst
     with pytest.raises(ValueError, match="judged against"):
         judge.score(raw[:4])
 
+    # the least gain at the scan's own noise: the recorrupted scan's raw reconstruction is 1 + alpha²
+    # = 1.25 times as noisy as the scan's (-0.97 dB), and a smoothing filter's gain on the scan itself
+    # is no less than the bound (its error falls with the noise too)
+    def mse(volume: np.ndarray) -> float:
+        return float(np.mean((volume - clean)[judge.mask] ** 2))
+
+    raw_totals = judge.slice_totals(plain(first))
+    itself = judge.gain_at_scan_noise(raw_totals, raw_totals)
+    assert itself["at_scan_noise_db"] == pytest.approx(-10 * np.log10(1.25), abs=0.3)
+    assert itself["at_scan_noise_se_db"] > 0  # eight slices: a jackknife over eight blocks
+    smoothed = judge.gain_at_scan_noise(judge.slice_totals(gaussian_filter(plain(first), (0, 1.0, 1.0))),
+                                        raw_totals)  # fmt: skip
+    on_scan = 10 * np.log10(mse(raw) / mse(gaussian_filter(raw, (0, 1.0, 1.0))))
+    assert smoothed["at_scan_noise_db"] < on_scan + 2 * smoothed["at_scan_noise_se_db"]
+    assert smoothed["at_scan_noise_db"] > on_scan - 1.5
+
+
+def test_auto_keeps_the_raw_reconstruction_unless_a_candidate_is_surely_above_it_at_the_scans_noise() -> None:
+    """A recorrupted estimate is at 1.25 times the scan's noise and carries a standard error: a candidate
+    is taken only where its least gain at the scan's own noise is two standard errors above 0."""
+    from bluesky_lowdose.pipeline.auto import NOISE_FREE_Z, noise_free_eligible, pick_noise_free
+
+    def entry(gain: float, at_scan: float, se: float | None) -> dict:
+        return {"status": "run", "noise_free": {"gain_psnr_db": gain, "at_scan_noise_db": at_scan,
+                                                "at_scan_noise_se_db": se}}  # fmt: skip
+
+    unsure = {"none": {"status": "run", "noise_free": {"gain_psnr_db": 0.0}},
+              "n2i": entry(0.74, -0.18, 0.42), "bm3d": entry(-1.0, -1.9, 0.5),
+              "paper": entry(1.5, 0.5, 0.3)}  # fmt: skip
+    record = {"candidates": unsure, "noise": {"share": 0.02}}
+    winner, why = pick_noise_free(record)
+    assert winner == "none" and not noise_free_eligible(unsure)
+    assert "paper" in why and "at least +0.50 ± 0.30 dB at its own" in why and "kept" in why
+    sure = {**unsure, "bm3d-slices": entry(2.3, 1.4, 0.34), "n2i": entry(2.9, 2.2, 0.6)}
+    assert sorted(noise_free_eligible(sure)) == ["bm3d-slices", "n2i"]
+    winner, why = pick_noise_free({**record, "candidates": sure})
+    assert winner == "n2i" and "largest of 2" in why  # the largest estimate among those surely above raw
+    # the margin is in standard errors: n2i's least gain of +2.2 dB with a larger error is not sure
+    barely = {**sure, "n2i": entry(2.9, 2.2, 2.2 / NOISE_FREE_Z + 0.01)}
+    assert pick_noise_free({**record, "candidates": barely})[0] == "bm3d-slices"
+    # every candidate below raw: the raw reconstruction, as before
+    winner, why = pick_noise_free({**record, "candidates": {"none": unsure["none"], "bm3d": unsure["bm3d"]}})
+    assert winner == "none" and "no candidate is estimated above" in why
+
 
 def test_auto_judges_by_recorrupted_scans_where_the_long_exposures_barely_see_the_noise() -> None:
     """At a real scan's counts (19 000 quanta, sparse angles, blur) the long exposures see about 1 % of
@@ -133,7 +177,9 @@ def test_auto_judges_by_recorrupted_scans_where_the_long_exposures_barely_see_th
 
     scalars = _noise_free_scalars(record)
     assert scalars["noise_free_raw_psnr_db"] == record["noise_free"]["raw_psnr_db"]
-    assert scalars["noise_free_gain_db"] == ran[result.method]["noise_free"]["gain_psnr_db"]
+    won = ran[result.method]["noise_free"]
+    assert scalars["noise_free_gain_db"] == won["gain_psnr_db"]
+    assert scalars["noise_free_gain_at_scan_noise_db"] == won.get("at_scan_noise_db", 0.0)
     assert _noise_free_scalars({**record, "noise_free": None}) == {}
     # the long exposures alone would have taken a denoiser here
     assert pick_winner(record["candidates"])[0] != "none"

@@ -721,14 +721,17 @@ def _quality_scalars(q: dict[str, Any]) -> dict[str, float]:
 
 def _noise_free_scalars(record: dict[str, Any]) -> dict[str, float]:
     """Where ``auto`` judged by recorrupted scans (the long exposures barely see the noise): their
-    estimate of the raw reconstruction's PSNR against the noise-free one, and the winner's gain over it
-    (``noise_free_raw_psnr_db``, ``noise_free_gain_db``); nothing elsewhere."""
+    estimate of the raw reconstruction's PSNR against the noise-free one, the winner's gain over it (at
+    the recorrupted scan's noise) and the least gain it has at the scan's own noise
+    (``noise_free_raw_psnr_db``, ``noise_free_gain_db``, ``noise_free_gain_at_scan_noise_db``; 0 for the
+    raw reconstruction); nothing elsewhere."""
     nf = record.get("noise_free")
     if nf is None:
         return {}
-    winner = record.get("candidates", {}).get(record.get("winner"), {})
+    winner = record.get("candidates", {}).get(record.get("winner"), {}).get("noise_free", {})
     return {"noise_free_raw_psnr_db": float(nf["raw_psnr_db"]),
-            "noise_free_gain_db": float(winner.get("noise_free", {}).get("gain_psnr_db", 0.0))}  # fmt: skip
+            "noise_free_gain_db": float(winner.get("gain_psnr_db", 0.0)),
+            "noise_free_gain_at_scan_noise_db": float(winner.get("at_scan_noise_db", 0.0))}  # fmt: skip
 
 
 def _jsonable(v: Any) -> bool:

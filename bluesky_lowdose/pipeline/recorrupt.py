@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "ALPHA",
+    "JACKKNIFE_BLOCKS",
     "KERNEL_RADIUS",
     "VARIANCE_RANGE",
     "NoiseFreeJudge",
@@ -50,6 +51,9 @@ _CHUNK = 64
 #: recorrupted scans to be made: outside it the statistics do not describe the frames (pairs that moved
 #: between exposures, a wrong gain) and the estimate would be biased.
 VARIANCE_RANGE = (0.5, 2.0)
+#: Blocks of contiguous judged slices the estimates' standard errors are computed over (a jackknife:
+#: one block left out at a time). Slices a few rows apart have independent noise.
+JACKKNIFE_BLOCKS = 8
 
 
 def _line_integral_std(transmission: np.ndarray, counts: Any, read_noise: float) -> np.ndarray:
@@ -229,6 +233,11 @@ class NoiseFreeJudge:
         The PSNR's range (the raw reconstruction's).
     rows : slice
         The slab's slices judged (volumes are cut to them).
+    noise_slices : numpy.ndarray
+        Per judged slice, the sum inside the mask of the squared reconstruction of the scan's noise
+        alone (one draw): the raw reconstruction's noise at the scan's own level.
+    alpha : float
+        The recorruption's strength.
     """
 
     second: np.ndarray
@@ -236,6 +245,8 @@ class NoiseFreeJudge:
     mask: np.ndarray
     data_range: float
     rows: slice
+    noise_slices: np.ndarray
+    alpha: float = ALPHA
 
     @classmethod
     def from_volumes(
@@ -272,8 +283,28 @@ class NoiseFreeJudge:
         mask = object_mask(raw)
         if not mask.any():
             raise ValueError("the raw reconstruction shows no object to judge")
-        offset = (1 + 1 / alpha**2) * float(np.mean(np.asarray(noise_only, np.float32)[cut][mask] ** 2))
-        return cls(np.asarray(second, np.float32)[cut], offset, mask, float(raw.max() - raw.min()), cut)
+        noise = np.where(mask, np.asarray(noise_only, np.float64)[cut] ** 2, 0.0).sum(axis=(1, 2))
+        offset = (1 + 1 / alpha**2) * float(noise.sum() / mask.sum())
+        return cls(np.asarray(second, np.float32)[cut], offset, mask, float(raw.max() - raw.min()), cut,
+                   noise, alpha)  # fmt: skip
+
+    def slice_totals(self, volume: Any) -> np.ndarray:
+        """Per judged slice, the sum inside the mask of the squared difference from :attr:`second`.
+
+        Parameters
+        ----------
+        volume : array_like
+            A reconstruction of the slab from the first recorrupted scan (cut to :attr:`rows` here).
+
+        Returns
+        -------
+        numpy.ndarray
+            One sum per judged slice.
+        """
+        v = np.asarray(volume, np.float32)[self.rows]
+        if v.shape != self.second.shape:
+            raise ValueError(f"a volume of {v.shape} judged against {self.second.shape}")
+        return np.where(self.mask, (v.astype(np.float64) - self.second) ** 2, 0.0).sum(axis=(1, 2))
 
     def score(self, volume: Any) -> dict[str, float]:
         """The estimated PSNR (dB) and mean squared error against the noise-free reconstruction.
@@ -288,12 +319,58 @@ class NoiseFreeJudge:
         dict
             ``psnr_db``, ``mse``, and ``total_mse`` before the noise offset was subtracted.
         """
-        v = np.asarray(volume, np.float32)[self.rows]
-        if v.shape != self.second.shape:
-            raise ValueError(f"a volume of {v.shape} judged against {self.second.shape}")
-        total = float(np.mean((v[self.mask] - self.second[self.mask]) ** 2))
+        total = float(self.slice_totals(volume).sum() / self.mask.sum())
         mse = max(total - self.offset, 1e-12 * self.data_range**2)
         return {"psnr_db": float(10 * np.log10(self.data_range**2 / mse)), "mse": mse, "total_mse": total}
+
+    def gain_at_scan_noise(self, totals: np.ndarray, raw_totals: np.ndarray) -> dict[str, float | None]:
+        """A lower bound of a candidate's PSNR gain over the raw reconstruction at the scan's own noise,
+        and its standard error.
+
+        The candidates ran on a scan with ``1 + α²`` times the noise, and a raw reconstruction's error
+        falls by the noise taken away (``α²`` times :attr:`noise_slices`' mean). A denoiser's error
+        falls too, unless it was all bias: keeping the candidate's error as it is gives the least gain
+        it can have at the scan's noise. Whether it is above 0 does not depend on :attr:`offset` (the
+        one estimate that every score shares): ``totals`` must be below ``raw_totals`` by the noise
+        taken away. The standard error is a jackknife over :data:`JACKKNIFE_BLOCKS` blocks of
+        contiguous slices (none with fewer than two slices).
+
+        Parameters
+        ----------
+        totals, raw_totals : numpy.ndarray
+            :meth:`slice_totals` of the candidate's volume and of the raw reconstruction of the first
+            recorrupted scan.
+
+        Returns
+        -------
+        dict
+            ``at_scan_noise_db`` and ``at_scan_noise_se_db`` (None with fewer than two slices).
+        """
+        counts = self.mask.sum(axis=(1, 2)).astype(np.float64)
+        floor = 1e-12 * self.data_range**2
+        a2, off = self.alpha**2, 1 + 1 / self.alpha**2
+
+        def bound(keep: np.ndarray) -> float:
+            n = counts[keep].sum()
+            noise = self.noise_slices[keep].sum() / n
+            candidate = totals[keep].sum() / n - off * noise
+            raw = raw_totals[keep].sum() / n - off * noise - a2 * noise
+            return float(10 * np.log10(max(raw, floor) / max(candidate, floor)))
+
+        every = counts > 0
+        est = bound(every)
+        judged = np.flatnonzero(every)
+        blocks = [b for b in np.array_split(judged, min(JACKKNIFE_BLOCKS, judged.size)) if b.size]
+        if len(blocks) < 2:
+            return {"at_scan_noise_db": est, "at_scan_noise_se_db": None}
+        left = []
+        for b in blocks:
+            keep = every.copy()
+            keep[b] = False
+            left.append(bound(keep))
+        k = len(left)
+        se = float(np.sqrt((k - 1) / k * np.sum((np.asarray(left) - np.mean(left)) ** 2)))
+        return {"at_scan_noise_db": est, "at_scan_noise_se_db": se}
 
 
 @dataclass
@@ -314,6 +391,8 @@ class Recorrupted:
     record : dict
         JSON-ready: the noise's measured correlation, ``alpha``, the offset, and ``raw_psnr_db``, the
         estimate of the raw reconstruction of ``frames`` (every candidate's gain is over it).
+    raw_totals : numpy.ndarray
+        :meth:`NoiseFreeJudge.slice_totals` of that raw reconstruction.
     """
 
     frames: np.ndarray
@@ -321,12 +400,16 @@ class Recorrupted:
     training: tuple[np.ndarray, np.ndarray] | None
     judge: NoiseFreeJudge
     record: dict[str, Any]
+    raw_totals: np.ndarray
 
-    def estimate(self, volume: Any) -> dict[str, float]:
+    def estimate(self, volume: Any) -> dict[str, float | None]:
         """A slab volume made from :attr:`frames`: its estimated PSNR against the noise-free
-        reconstruction and its gain over the raw one (dB), ``psnr_db`` and ``gain_psnr_db``."""
+        reconstruction and its gain over the raw one (dB), ``psnr_db`` and ``gain_psnr_db``, both at
+        the recorrupted scan's noise; and the least gain it has at the scan's own noise with its
+        standard error (:meth:`NoiseFreeJudge.gain_at_scan_noise`)."""
         psnr = self.judge.score(volume)["psnr_db"]
-        return {"psnr_db": psnr, "gain_psnr_db": psnr - self.record["raw_psnr_db"]}
+        at_scan = self.judge.gain_at_scan_noise(self.judge.slice_totals(volume), self.raw_totals)
+        return {"psnr_db": psnr, "gain_psnr_db": psnr - self.record["raw_psnr_db"], **at_scan}
 
 
 def recorrupted_slab(
@@ -410,7 +493,8 @@ def recorrupted_slab(
 
     raw = plain(np.asarray(frames, np.float32))
     judge = NoiseFreeJudge.from_volumes(raw, plain(second), plain(noisy) - raw, alpha, judged_rows)
+    raw_first = plain(first)
     record = {"alpha": alpha, "noise": measured, "offset_mse": judge.offset,
-              "raw_psnr_db": judge.score(plain(first))["psnr_db"],
+              "raw_psnr_db": judge.score(raw_first)["psnr_db"],
               "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
-    return Recorrupted(first, short1, training, judge, record)
+    return Recorrupted(first, short1, training, judge, record, judge.slice_totals(raw_first))

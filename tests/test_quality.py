@@ -729,34 +729,41 @@ def test_at_sparse_angles_auto_fine_tunes_its_noise2inverse_on_every_frame(monke
 
 
 def test_auto_trains_noise2inverse_beside_bm3d_on_slices_each_on_half_the_cores(monkeypatch) -> None:
-    """Noise2Inverse's candidate trains in a child process on half the cores while BM3D on slices runs
-    on the others; BM3D's judged result is the one it has alone (its calls do not depend on how many
-    run side by side), and both are judged as before."""
+    """Noise2Inverse's candidate trains in a child process on half the cores while BM3D on slices, then
+    the paper's CNN (its training in a child process too) run on the others; BM3D's judged result is the
+    one it has alone (its calls do not depend on how many run side by side), the CNN's first run is
+    judged as alone, and all are judged as before."""
     from bluesky_lowdose.model.baselines import _cores
     from bluesky_lowdose.pipeline import auto as A
 
     s = _scan(DetectorModel((64, 64)), angles=61)
     kw = dict(method="auto", long_refs=s["long"], reference_angles=REFS,
-              auto_candidates=["none", "n2i", "bm3d-slices"],
-              n2i_options={"steps": 20, "crop": 32, "batch_size": 16})  # fmt: skip
+              auto_candidates=["none", "n2i", "bm3d-slices", "paper"],
+              n2i_options={"steps": 20, "crop": 32, "batch_size": 16},
+              projection_training={"epochs": 2, "max_patches": 256})  # fmt: skip
     res = enhance_scan(s["transmission"], s["theta"], **kw)
     auto = res.provenance["auto"]
     assert A.concurrent_kernels()  # numba's OpenMP layer, as the project's stack installs it
     cores = _cores()
     if cores >= 2:
         half = cores // 2
-        assert auto["side_by_side"] == {"training": "n2i", "beside": ["bm3d-slices"],
+        assert auto["side_by_side"] == {"training": "n2i", "beside": ["bm3d-slices", "paper"],
                                         "training_threads": half, "bm3d_workers": cores - half}  # fmt: skip
     else:  # one core: nothing to share
         assert "side_by_side" not in auto
     cands = auto["candidates"]
     assert cands["n2i"]["status"] == cands["bm3d-slices"]["status"] == "run", cands
+    assert cands["paper"]["status"] == "run" or cands["paper"]["status"].startswith("stopped"), cands
     assert cands["n2i"]["training_rows"]["rows"] == 64  # trained over the whole height, in the child
     monkeypatch.setattr(A, "SIDE_BY_SIDE", False)
     alone = enhance_scan(s["transmission"], s["theta"], **kw).provenance["auto"]
     assert "side_by_side" not in alone
     for key in ("gain_psnr_db", "gain_ssim", "gain_psnr_db_per_pair"):
         assert cands["bm3d-slices"][key] == alone["candidates"]["bm3d-slices"][key], key
+    # the CNN's first run (trained without one pair, judged on it): as when trained in this process
+    first, first_alone = (c["paper"].get("first_run") or {"gain_psnr_db": c["paper"]["gain_psnr_db"]}
+                          for c in (cands, alone["candidates"]))  # fmt: skip
+    assert first["gain_psnr_db"] == pytest.approx(first_alone["gain_psnr_db"], abs=0.05)
 
 
 def test_auto_judges_a_slab_against_the_same_rows_of_the_long_exposures(tmp_path) -> None:

@@ -171,7 +171,10 @@ REFIT: dict[str, float] = {"fraction": 0.3, "learning_rate_fraction": 0.3}
 #: (:func:`race`) against the candidates judged by then. On 2 cores TensorFlow trains Noise2Inverse's
 #: batches of 4 crops about as fast on one thread as on two (36.5 s against 33.4 s for 1500 steps), and
 #: BM3D beside a two-thread training slowed it by half: one thread each, the two took 41.7 s together
-#: against 54.4 s one after the other (docs/benchmarks.md, "The main job").
+#: against 54.4 s one after the other (docs/benchmarks.md, "The main job"). The projection CNN's
+#: candidates (the paper's) follow the BM3D ones there, their training in a child process on the other
+#: cores' threads too: in ``make demo`` the second core idled for the last 23 s of Noise2Inverse's
+#: training, and the paper's 26 s candidate ran after it.
 SIDE_BY_SIDE = True
 #: The first part's weight in a blend of two candidates (:func:`blends`). 0.25/0.5/0.75 were tried on
 #: the ten recorded judge cases: the judge's picks were no better than with 0.5 alone (+0.08 dB on
@@ -879,12 +882,13 @@ def select_method(
                                 {**options, "open_beam_counts": opb, **extra})  # fmt: skip
 
     def attempt(
-        method: str, pretrained: tuple[Any, float, dict[str, Any]] | None = None
+        method: str, pretrained: tuple[Any, float, dict[str, Any]] | None = None, **extra: Any
     ) -> tuple[dict[str, Any], Any]:
         """One candidate, run and judged: its record and its result (None where not judged).
-        ``pretrained``: its Noise2Inverse training already started (a future), when, its options."""
+        ``pretrained``: its Noise2Inverse training already started (a future), when, its options;
+        ``extra``: options of this run (a training in a child process, its threads)."""
         t0 = time.perf_counter() if pretrained is None else pretrained[1]
-        options = options_for(method) if pretrained is None else pretrained[2]
+        options = {**options_for(method), **extra} if pretrained is None else pretrained[2]
         spec = METHODS[method]
         try:
             if over_height(method):
@@ -1003,11 +1007,11 @@ def select_method(
                     "least_seconds": round(floor, 1)}  # fmt: skip
         return None
 
-    def run_or_skip(method: str) -> None:
+    def run_or_skip(method: str, **extra: Any) -> None:
         if (reason := not_run(method)) is not None:
             record["candidates"][method] = reason
         else:
-            keep(method, *attempt(method))
+            keep(method, *attempt(method, **extra))
 
     done: set[str] = set()
     cores = _cores()
@@ -1015,9 +1019,11 @@ def select_method(
         if method in done:
             continue
         pretrained = None
-        # beside Noise2Inverse's training: the BM3D candidates later in the order (see SIDE_BY_SIDE)
-        beside = [m for m in order[order.index(method) + 1 :] if m not in done and _bm3d_kind(m) is not None
-                  and METHODS[m].slices != "n2i" and METHODS[m].projection != "cnn"]  # fmt: skip
+        # beside Noise2Inverse's training: the BM3D candidates later in the order, then the projection
+        # CNN's (see SIDE_BY_SIDE)
+        later = [m for m in order[order.index(method) + 1 :] if m not in done and METHODS[m].slices != "n2i"]
+        cnns = [m for m in later if METHODS[m].projection == "cnn" and METHODS[m].slices is None]
+        beside = [m for m in later if _bm3d_kind(m) is not None and METHODS[m].projection != "cnn"] + cnns
         if (SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None
                 and concurrent_kernels()):  # fmt: skip
             options, threads = options_for(method), cores // 2
@@ -1029,8 +1035,10 @@ def select_method(
                                       "bm3d_workers": cores - threads}  # fmt: skip
             token = BM3D_WORKERS.set(cores - threads)
             try:
-                for other in beside:
-                    run_or_skip(other)
+                for other in beside:  # a CNN trains in a child process too, on the other cores' threads
+                    cnn = METHODS[other].projection == "cnn"
+                    run_or_skip(other, **({"isolate_training": True, "training_threads": cores - threads}
+                                          if cnn else {}))  # fmt: skip
                     done.add(other)
             finally:
                 BM3D_WORKERS.reset(token)

@@ -89,6 +89,7 @@ def enhance_scan(
     fine_tune: dict[str, float] | None = None,
     on_first_result: Callable[[ScanResult], Any] | None = None,
     isolate_training: bool = False,
+    training_threads: int | None = None,
 ) -> ScanResult:
     """Enhance and reconstruct one scan with one method: the package's single pipeline.
 
@@ -159,8 +160,8 @@ def enhance_scan(
         of this index (see :class:`ScanPipeline`).
     warm_start, fine_tune, on_first_result
         Fine-tune registered models instead of training from scratch (see :class:`ScanPipeline`).
-    isolate_training : bool
-        Train in a child process (see :class:`ScanPipeline`).
+    isolate_training, training_threads
+        Train in a child process, on this many TensorFlow threads (see :class:`ScanPipeline`).
 
     Returns
     -------
@@ -202,7 +203,7 @@ def enhance_scan(
                         auto_candidates=auto_candidates, auto_budget_s=auto_budget_s, holdout=holdout,
                         warm_start=warm_start,
                         fine_tune=fine_tune, on_first_result=on_first_result,
-                        isolate_training=isolate_training)  # fmt: skip
+                        isolate_training=isolate_training, training_threads=training_threads)  # fmt: skip
     if has_pairs:
         long_ = _as_stack(long_refs, "long_refs")
         if short_refs is None:

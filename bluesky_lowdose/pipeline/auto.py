@@ -160,8 +160,8 @@ NOISE_FREE_Z = 2.0
 #: without the long exposures' views (or on a recorrupted scan) is fine-tuned on every frame of the scan
 #: before it denoises it (:data:`REFIT`): it learns its angle subsets' streaks, and the whole scan's
 #: subsets have others. Measured reused as it was (64³, ``benchmarks/bench_refit.py``): 0.08 dB lost at
-#: 1.4 x width angles, 0.5 dB at 1.0 x, 0.7-3.3 dB at 0.6 x (docs/evaluation.md, "Noise2Inverse reused
-#: on other views"). ``make demo`` (1.4 x) pays nothing for it.
+#: 1.4 x width angles, 0.08-0.21 dB at 1.2 x, 0.5 dB at 1.0 x, 0.7-3.3 dB at 0.6 x (docs/evaluation.md,
+#: "Noise2Inverse reused on other views"). ``make demo`` (1.4 x) pays nothing for it.
 REFIT_BELOW_ANGLES_PER_WIDTH = 1.2
 #: That fine-tuning: the fraction of the Noise2Inverse steps and of the learning rate. 0.3 / 0.3 won
 #: back 0.6 of 0.73 dB and 3.1 of 3.3 dB at 0.6 x width (0.2 / 0.1: 0.6 and 2.7).

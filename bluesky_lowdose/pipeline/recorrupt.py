@@ -312,7 +312,7 @@ class NoiseFreeJudge:
         Parameters
         ----------
         volume : array_like
-            A reconstruction of the slab from the first recorrupted scan (cut to :attr:`rows` here).
+            As for :meth:`slice_totals`.
 
         Returns
         -------

@@ -340,13 +340,15 @@ def test_where_auto_judged_by_recorrupted_scans_their_estimates_are_reported_and
     level["auto_winner"] = "none"
     correlation = {"along_rows": 0.7, "along_columns": 0.69}
     level["noise_free_judge"] = {"noise": {"neighbour_correlation": correlation}, "noise_share": 0.003,
-                                 "gain_psnr_db": {"none": 0.0, "n2i": -1.3, "bm3d": -0.1}}  # fmt: skip
+                                 "gain_psnr_db": {"none": 0.0, "n2i": -1.3, "bm3d": -0.1},
+                                 "at_scan_noise_db": {"n2i": [-2.2, 0.3], "bm3d": [-1.0, None]}}  # fmt: skip
     level["judge_agreement"] = agree = judge_agreement(level)
     assert agree["spearman"] == pytest.approx(-0.5)  # the long exposures rank n2i first
     assert agree["noise_free_spearman"] == pytest.approx(1.0) and agree["regret_psnr_db"] == 0.0
     md = to_markdown(res)
     assert "judged by recorrupted scans" in md
-    assert "n2i -1.30 (-3.40)" in md and "| 0.003 | 0.70 |" in md and "| 1.00 | none |" in md
+    assert "n2i -1.30 (-3.40; -2.20 ± 0.30)" in md and "bm3d -0.10 (-0.10; -1.00)" in md
+    assert "| 0.003 | 0.70 |" in md and "| 1.00 | none |" in md
     del level["noise_free_judge"]
     assert "noise_free_spearman" not in judge_agreement(level)
     assert "judged by recorrupted scans" not in to_markdown(res)

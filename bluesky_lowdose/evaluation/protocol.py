@@ -284,8 +284,11 @@ def _judge_like_auto(
     if record.get("noise_free") is not None:  # auto chose by the recorrupted scans: their estimates
         gains = {m: c["noise_free"]["gain_psnr_db"] for m, c in record["candidates"].items()
                  if "noise_free" in c}  # fmt: skip
+        least = {m: [nf["at_scan_noise_db"], nf.get("at_scan_noise_se_db")]
+                 for m, c in record["candidates"].items()
+                 if "at_scan_noise_db" in (nf := c.get("noise_free", {}))}  # fmt: skip
         entry["noise_free_judge"] = {**record["noise_free"], "noise_share": record["noise"]["share"],
-                                     "gain_psnr_db": gains}  # fmt: skip
+                                     "gain_psnr_db": gains, "at_scan_noise_db": least}  # fmt: skip
     return blends
 
 

@@ -605,15 +605,21 @@ def _noise_free_lines(levels: list[dict[str, Any]]) -> list[str]:
         "(`pipeline.recorrupt`): every candidate ran on the scan with more noise of the same "
         "statistics, scored against a plain reconstruction of a second scan with independent noise: "
         "an estimate of its PSNR against the noise-free reconstruction. Estimated and true gains over "
-        "raw (dB):",
+        "raw (dB); after the semicolon, the least gain at the scan's own noise ± its standard error, "
+        "which `auto` needs two standard errors above 0:",
         "",
     ]
     table = []
+
+    def least(nf: dict[str, Any], m: str) -> str:
+        lb, se = (nf.get("at_scan_noise_db") or {}).get(m, (None, None))
+        return "" if lb is None else f"; {lb:+.2f}" + ("" if se is None else f" ± {se:.2f}")
+
     for e in levels:
         nf, sc = e["noise_free_judge"], e["scores"]
         raw = sc["none"]["psnr"]
-        gains = ", ".join(f"{m} {g:+.2f} ({sc[m]['psnr'] - raw:+.2f})" for m, g in nf["gain_psnr_db"].items()
-                          if m in sc)  # fmt: skip
+        gains = ", ".join(f"{m} {g:+.2f} ({sc[m]['psnr'] - raw:+.2f}{least(nf, m)})"
+                          for m, g in nf["gain_psnr_db"].items() if m in sc)  # fmt: skip
         corr = nf["noise"]["neighbour_correlation"]
         rho = (e.get("judge_agreement") or {}).get("noise_free_spearman")
         table.append([_level_name(e), f"{nf['noise_share']:.3f}", f"{corr['along_rows']:.2f}", gains,

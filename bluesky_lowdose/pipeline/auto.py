@@ -1062,7 +1062,8 @@ def select_method(
                         continue  # after the training, on every core
                     run_or_skip(other, **({"isolate_training": True, "training_threads": cores - threads}
                                           if cnn else {}))  # fmt: skip
-                    side["beside"].append(other)
+                    if not record["candidates"][other]["status"].startswith("not run"):
+                        side["beside"].append(other)  # what ran beside (a candidate not started is not)
                     done.add(other)
             finally:
                 BM3D_WORKERS.reset(token)

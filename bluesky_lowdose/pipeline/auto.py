@@ -476,12 +476,10 @@ def noise_warning(record: dict[str, Any]) -> str | None:
             "compare with the raw reconstruction (kept beside it)")  # fmt: skip
 
 
-def _confident(estimate: dict[str, Any]) -> bool:
-    """Whether a recorrupted estimate puts a candidate above the raw reconstruction at the scan's own
-    noise by :data:`NOISE_FREE_Z` standard errors (an estimate without the bound: its gain above 0)."""
-    if "at_scan_noise_db" not in estimate:
-        return estimate.get("gain_psnr_db", -1) > 0
-    return estimate["at_scan_noise_db"] - NOISE_FREE_Z * (estimate.get("at_scan_noise_se_db") or 0.0) > 0
+def _estimated(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The recorrupted estimates of the candidates run (not ``none``)."""
+    return {m: e["noise_free"] for m, e in candidates.items()
+            if m != "none" and e.get("status") == "run" and "noise_free" in e}  # fmt: skip
 
 
 def noise_free_eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -498,16 +496,14 @@ def noise_free_eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict
     dict
         Those records, in the same order.
     """
-    return {m: e for m, e in candidates.items() if m != "none" and e.get("status") == "run"
-            and "noise_free" in e and _confident(e["noise_free"])}  # fmt: skip
+    return {m: candidates[m] for m, nf in _estimated(candidates).items()
+            if nf["at_scan_noise_db"] - NOISE_FREE_Z * (nf["at_scan_noise_se_db"] or 0.0) > 0}  # fmt: skip
 
 
 def _at_scan_noise(estimate: dict[str, Any]) -> str:
     """A recorrupted estimate in words: its gain at the recorrupted noise and its least gain at the
     scan's own noise, with the standard error."""
-    if "at_scan_noise_db" not in estimate:
-        return f"{estimate['gain_psnr_db']:+.2f} dB"
-    se = estimate.get("at_scan_noise_se_db")
+    se = estimate["at_scan_noise_se_db"]
     return (f"{estimate['gain_psnr_db']:+.2f} dB at the recorrupted scan's noise ({1 + ALPHA**2:g} x the "
             f"scan's), at least {estimate['at_scan_noise_db']:+.2f}" + ("" if se is None else f" ± {se:.2f}")
             + " dB at its own")  # fmt: skip
@@ -533,8 +529,7 @@ def pick_noise_free(record: dict[str, Any]) -> tuple[str, str]:
     reason = f"the long exposures barely see this scan's noise{seen}: judged by recorrupted scans"
     ok = noise_free_eligible(record["candidates"])
     if not ok:
-        best = {m: e["noise_free"] for m, e in record["candidates"].items()
-                if m != "none" and "noise_free" in e and e.get("status") == "run"}  # fmt: skip
+        best = _estimated(record["candidates"])
         if best:
             top = max(best, key=lambda m: best[m]["gain_psnr_db"])
             if best[top]["gain_psnr_db"] > 0:
@@ -948,8 +943,7 @@ def select_method(
             data = options["slice_model"].provenance["training_data"]
             entry["training_rows"] = {"rows": len(data["slice_rows"]), "of": height,
                                       "centre_slices": data["training_slices"]}  # fmt: skip
-        slices_model = (res.models or {}).get("slices") if res is not None else None
-        hyper = (getattr(slices_model, "provenance", None) or {}).get("hyperparameters") or {}
+        hyper = (getattr(res.models.get("slices"), "provenance", None) or {}).get("hyperparameters") or {}
         if "planned_steps" in hyper:  # how much of its training the budget let Noise2Inverse make
             entry["training_steps"] = {
                 "made": hyper["steps"],
@@ -977,9 +971,9 @@ def select_method(
         if entry["status"] == "run":
             models[method] = dict(res.models)
             results[method] = res
-        gain = entry.get("noise_free", {}).get("gain_psnr_db", entry.get("gain_psnr_db"))
+        gain = entry.get("gain_psnr_db")
         shown = f"{gain:+.2f} dB over raw" if gain is not None else entry["status"]
-        if "at_scan_noise_db" in entry.get("noise_free", {}):
+        if "noise_free" in entry:
             shown = f"{_at_scan_noise(entry['noise_free'])} over raw"
         _say(progress, f"auto: {method} {shown} ({entry.get('seconds', 0):.0f} s)")
 
@@ -1053,7 +1047,7 @@ def select_method(
             token = BM3D_WORKERS.set(cores - threads)
             try:
                 for other in beside:  # a CNN trains in a child process too, on the other cores' threads
-                    cnn = METHODS[other].projection == "cnn"
+                    cnn = other in cnns
                     left = None if limit is None else pretrained[1] + limit - time.perf_counter()
                     if cnn and (pretrained[0].done() or (left is not None and left < CNN_BESIDE_MIN_S)):
                         why = ("had ended" if pretrained[0].done() else "'s time limit was reached"

@@ -159,6 +159,11 @@ def test_bm3d_side_by_side_gives_what_one_call_at_a_time_gives() -> None:
     again, given = bm3d_slices(parts, full, factor=record["factor"])
     np.testing.assert_array_equal(again, tuned)
     assert "tuning_losses" in record and "tuning_losses" not in given and "not tuned again" in given["tuning"]
+    # only the slices asked for (auto's judged rows): tuned the same, those slices the same, the rest plain
+    one, part = bm3d_slices(parts, full, rows=slice(1, 2))
+    assert part["factor"] == record["factor"] and part["denoised_slices"] == [1, 2]
+    np.testing.assert_array_equal(one[1], tuned[1])
+    np.testing.assert_array_equal(one[0], full[0])
     with pytest.raises(ValueError, match="positive"):
         bm3d_slices(parts, full, factor=float("nan"))
 

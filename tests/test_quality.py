@@ -407,6 +407,28 @@ def test_a_pair_trained_candidate_far_behind_after_its_first_run_stops_there(low
     assert race(cands, -1.6, 0, 1.5) == ("b", 0.5) and race(cands, -0.9, 0, 1.5) is None
 
 
+def test_a_bm3d_slices_candidate_filters_only_the_slices_its_judge_reads(monkeypatch) -> None:
+    """BM3D filters each slice on its own and the judge reads the judged rows and its SSIM window's
+    reach: the slab's other slices keep the plain reconstruction, and the judgement is the same."""
+    from bluesky_lowdose.pipeline import scan as scan_module
+    from bluesky_lowdose.pipeline import select_method
+
+    s = _scan(DetectorModel((64, 64)), angles=61)
+    args = dict(long_refs=s["long"], reference_angles=REFS, candidates=["none", "bm3d-slices"], blend=False)
+    winner, record, chosen = select_method(s["transmission"], s["theta"], **args)
+    assert winner == "bm3d-slices" and record["judged_rows"] == [16, 48], record  # slab 8:56
+    monkeypatch.setattr(scan_module, "JUDGE_REACH", 10**6)  # every slice of the slab filtered
+    _, every, chosen_all = select_method(s["transmission"], s["theta"], **args)
+    a, b = record["candidates"]["bm3d-slices"], every["candidates"]["bm3d-slices"]
+    assert a["gain_psnr_db"] == b["gain_psnr_db"], (a, b)
+    assert a["gain_ssim"] == pytest.approx(b["gain_ssim"], abs=1e-12)  # the same to the sums' rounding
+    part, whole = (c["bm3d-slices"]["result"] for c in (chosen, chosen_all))
+    assert part.provenance["slice_step"]["denoised_slices"] == [5, 43]  # judged 8:40 of the slab, 3 each side
+    np.testing.assert_array_equal(part.volume[5:43], whole.volume[5:43])
+    np.testing.assert_array_equal(part.volume[:5], part.raw_volume[:5])  # plain where nothing reads it
+    assert not np.array_equal(whole.volume[:5], whole.raw_volume[:5])
+
+
 def test_auto_blends_two_candidates_judged_from_their_parts_projections(low_dose) -> None:
     """A blend (the mean of two candidates' volumes) is judged from its parts' projections (a
     projection is linear), pair k of a pair-trained part by its run without that pair; when it wins,

@@ -1050,7 +1050,7 @@ def select_method(
                     cnn = other in cnns
                     left = None if limit is None else pretrained[1] + limit - time.perf_counter()
                     if cnn and (pretrained[0].done() or (left is not None and left < CNN_BESIDE_MIN_S)):
-                        why = ("had ended" if pretrained[0].done() else "'s time limit was reached"
+                        why = (" had ended" if pretrained[0].done() else "'s time limit was reached"
                                if left <= 0 else f"'s time limit ends in {left:.0f} s")  # fmt: skip
                         side["after"] = f"{other}: the training{why}"
                         continue  # after the training, on every core

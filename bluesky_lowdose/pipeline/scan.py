@@ -21,12 +21,16 @@ import numpy as np
 from .angles import check_rotation
 from .flatfield import log_floor
 from .methods import AUTO_SPEC, FINE_TUNE, METHODS, N2I_OPTIONS, PROJECTION_TRAINING, resolve_method
-from .result import ScanResult, build_result, first_result, keep_better
+from .result import AUTO_CANDIDATE, ScanResult, build_result, first_result, keep_better
 from .sinks import AccumulatingSink, DiskSink, FrameSink, MemorySink
 
 __all__ = ["ScanPipeline", "ScanResult"]
 
 logger = logging.getLogger(__name__)
+
+#: Detector rows beyond the judged ones that the judge's score still reads: its SSIM's 7 x 7 window
+#: (:func:`skimage.metrics.structural_similarity`'s default) reaches 3 rows past them.
+JUDGE_REACH = 3
 
 
 def _as_stack(a: Any, name: str, ndim: int = 3) -> np.ndarray:
@@ -626,7 +630,8 @@ class ScanPipeline:
 
             # whole volumes in memory: BM3D's tuning compares the subsets (not bounded by slabs)
             volume, slice_record = bm3d_slices([np.asarray(p) for p in parts], np.asarray(full),
-                                               factor=self.slice_factor, progress=self.progress)  # fmt: skip
+                                               factor=self.slice_factor, progress=self.progress,
+                                               rows=self._judged_reach(len(full)))  # fmt: skip
         if self.spec.slices == "bm3d":
             from ..recon.core import zero_outside_circle
 
@@ -641,6 +646,15 @@ class ScanPipeline:
         if first is not None:
             result = keep_better(self, first, result)
         return result
+
+    def _judged_reach(self, n: int) -> slice | None:
+        """Where ``auto`` runs this as a candidate: the slices its judge reads, the judged rows and
+        :data:`JUDGE_REACH` on each side (None: every slice). BM3D filters each slice on its own, so
+        the slab's other slices keep the plain reconstruction: less BM3D, the same judgement."""
+        if not AUTO_CANDIDATE.get() or self.judge_rows is None:
+            return None
+        first, last = self.judge_rows.indices(n)[:2]
+        return slice(max(0, first - JUDGE_REACH), min(n, last + JUDGE_REACH))
 
     def train_denoiser(self, slice_rows: Any = None) -> Any:
         """Reconstruct the angle subsets of the frames added and train the Noise2Inverse denoiser

@@ -96,7 +96,12 @@ def _inside(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def bm3d_slices(
-    parts: list[np.ndarray], full: np.ndarray, *, factor: float | None = None, progress: bool = False
+    parts: list[np.ndarray],
+    full: np.ndarray,
+    *,
+    factor: float | None = None,
+    progress: bool = False,
+    rows: slice | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Denoise every slice of ``full`` with BM3D, sigma chosen from two subsets' reconstructions.
 
@@ -115,6 +120,9 @@ def bm3d_slices(
         slab of the same scan): no tuning here, the noise level is still measured.
     progress : bool
         Progress bar over slices.
+    rows : slice, optional
+        Denoise only these slices (e.g. the ones ``auto`` judges a candidate on); the others keep
+        ``full``. Sigma is tuned as without it. Default: every slice.
 
     Returns
     -------
@@ -152,7 +160,12 @@ def bm3d_slices(
         if not (np.isfinite(best) and best > 0):
             raise ValueError(f"factor must be a positive number, got {factor!r}")
         record["tuning"] = "factor given (tuned before on this scan), not tuned again"
-    out = np.empty_like(full)
-    bm3d_each(full, best * sigma_full, out=out, progress=progress, desc="bm3d slices", profile=profile)
-    record.update(sigma=best * sigma_full, factor=best, noise_sigma_full=sigma_full)
+    out = np.array(full, copy=True)
+    cut = slice(None) if rows is None else rows
+    sigma = best * sigma_full
+    bm3d_each(full[cut], sigma, out=out[cut], progress=progress, desc="bm3d slices", profile=profile)
+    record.update(sigma=sigma, factor=best, noise_sigma_full=sigma_full)
+    if rows is not None:
+        first, last = rows.indices(len(full))[:2]
+        record["denoised_slices"] = [first, last]
     return out.astype(np.float32), record

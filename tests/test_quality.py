@@ -427,6 +427,12 @@ def test_a_bm3d_slices_candidate_filters_only_the_slices_its_judge_reads(monkeyp
     np.testing.assert_array_equal(part.volume[5:43], whole.volume[5:43])
     np.testing.assert_array_equal(part.volume[:5], part.raw_volume[:5])  # plain where nothing reads it
     assert not np.array_equal(whole.volume[:5], whole.raw_volume[:5])
+    # its least time on a wide detector counts those slices (38 of 64 pixels wide), not the slab's 48
+    from bluesky_lowdose.model.baselines import _cores
+
+    _, slow, _ = select_method(s["transmission"], s["theta"], bm3d_seconds_per_pixel=1.0, **args)
+    least = slow["candidates"]["bm3d-slices"]["least_seconds"]
+    assert least == pytest.approx(38 * 64 * 64 / _cores(), abs=0.1), slow["candidates"]
 
 
 def test_auto_blends_two_candidates_judged_from_their_parts_projections(low_dose) -> None:

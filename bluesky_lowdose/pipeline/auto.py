@@ -40,6 +40,9 @@ every other one. The winner's trained model (projection network, Noise2Inverse d
 filter (BM3D's sigma on projections, its factor on slices) is then reused on the whole scan, so it
 is not trained or tuned twice.
 
+A candidate of BM3D on slices filters only the slices its judge reads (the judged rows and
+:data:`~bluesky_lowdose.pipeline.scan.JUDGE_REACH` beyond them; BM3D filters each slice on its own).
+
 On detectors wider than :data:`ESTIMATE_ABOVE_WIDTH` a BM3D candidate starts only if its least
 time on the slab fits in what is left of the budget (:func:`bm3d_floor_s`: its final BM3D alone,
 BM3D's cost per pixel timed once on a 256² image here). BM3D's time grows with the pixel count:
@@ -86,6 +89,7 @@ from .angles import DEFAULT_TOLERANCE, same_view_indices
 from .flatfield import rows_of
 from .recorrupt import ALPHA, Recorrupted, recorrupted_slab
 from .result import AUTO_CANDIDATE
+from .scan import JUDGE_REACH
 
 if TYPE_CHECKING:
     from .judge import LongExposureJudge
@@ -667,7 +671,7 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
     method : str
         The candidate.
     frames, rows, width : int
-        The slab: frames, detector rows, detector width.
+        The slab: frames, detector rows (for BM3D on slices, the slices it filters), detector width.
     seconds_per_pixel : float
         One BM3D call's time per pixel here (:func:`~bluesky_lowdose.model.baselines.bm3d_seconds_per_pixel`).
 
@@ -681,8 +685,8 @@ def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pi
     kind = _bm3d_kind(method)
     if kind is None:
         return None
-    # slices: every slice of the slab (rows x width x width); projections: every frame of the
-    # slab, for one run (of one per pair); on the cores BM3D may use (fewer beside a training)
+    # slices: the slices filtered (rows x width x width); projections: every frame of the slab, for
+    # one run (of one per pair); on the cores BM3D may use (fewer beside a training)
     pixels = rows * width * width if kind == "slices" else frames * rows * width
     return pixels * seconds_per_pixel / bm3d_workers()
 
@@ -1000,7 +1004,10 @@ def select_method(
                 measured[kind] = baselines.bm3d_seconds_per_pixel(profile)
                 record.setdefault("bm3d_seconds_per_pixel", {})[kind] = measured[kind]
             spp = measured[kind]
-        return bm3d_floor_s(method, len(proj), n_slab, proj.shape[2], spp)
+        # BM3D on slices filters the slices the judge reads (ScanPipeline._judged_reach), on projections
+        # every row of the slab
+        reach = min(n_slab, last - first + 2 * JUDGE_REACH) if kind == "slices" else n_slab
+        return bm3d_floor_s(method, len(proj), reach, proj.shape[2], spp)
 
     def not_run(method: str) -> dict[str, Any] | None:
         """Why a candidate does not start now (its record), or None."""

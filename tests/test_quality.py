@@ -692,6 +692,31 @@ def test_noise2inverse_is_bit_for_bit_reproducible_in_and_across_processes() -> 
     assert line.split()[1] == hashlib.sha256(first.tobytes()).hexdigest()
 
 
+def test_noise2inverse_is_applied_to_the_whole_scan_or_to_each_subset() -> None:
+    """``inference="full"``: one prediction from the mean of the subsets (the whole scan's
+    reconstruction); ``"subsets"``: the mean of the predictions from each subset's complement."""
+    from bluesky_lowdose.model.n2i import N2I_INFERENCE, denoise_splits, train_noise2inverse
+
+    rng = np.random.default_rng(2)
+    clean = np.zeros((4, 32, 32), np.float32)
+    clean[:, 8:24, 8:24] = 1
+    parts = [clean + 0.3 * rng.standard_normal(clean.shape).astype(np.float32) for _ in range(2)]
+    d = train_noise2inverse(parts, steps=20, crop=32, batch_size=2)
+    full = denoise_splits(d, parts, tta=False, inference="full")
+    mean = 0.5 * (parts[0] + parts[1])
+    np.testing.assert_allclose(
+        full, denoise_splits(d, [mean, mean], tta=False, inference="subsets"), atol=1e-6
+    )
+    each = denoise_splits(d, parts, tta=False, inference="subsets")
+    from_a, from_b = (denoise_splits(d, [p, p], tta=False, inference="subsets") for p in parts)
+    np.testing.assert_allclose(each, 0.5 * (from_a + from_b), atol=1e-5)
+    assert np.abs(full - each).max() > 1e-3  # two different inputs
+    assert N2I_INFERENCE == "full"
+    np.testing.assert_array_equal(denoise_splits(d, parts, tta=False), full)  # the default
+    with pytest.raises(ValueError, match="inference must be one of"):
+        denoise_splits(d, parts, inference="half")
+
+
 def test_noise2inverse_stops_at_its_time_limit_and_says_so() -> None:
     from bluesky_lowdose.model.n2i import train_noise2inverse
 

@@ -695,11 +695,12 @@ class ScanPipeline:
 
     def _denoise(self, denoiser: Any, parts: list[Any], name: str) -> tuple[Any, dict[str, Any]]:
         """The Noise2Inverse volume of ``denoiser`` (in ``workdir/name`` with a work directory)."""
-        from ..model.n2i import denoise_splits
+        from ..model import n2i
 
         out = None if self.workdir is None else self._dir() / name
-        volume = denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
-                                mapper=self.mapper)  # fmt: skip
+        inference = n2i.N2I_INFERENCE
+        volume = n2i.denoise_splits(denoiser, parts, progress=self.progress, mask=True, out=out,
+                                    mapper=self.mapper, inference=inference)  # fmt: skip
         reused = denoiser is self.slice_model or denoiser is self.warm_start.get("slices")
-        return volume, {"kind": "noise2inverse", "model_hash": denoiser.model_hash,
+        return volume, {"kind": "noise2inverse", "model_hash": denoiser.model_hash, "inference": inference,
                         "reused_model": reused, "model": denoiser.provenance}  # fmt: skip

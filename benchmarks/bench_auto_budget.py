@@ -15,13 +15,13 @@ nothing else should run meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
+from _protocol import append_json, protocol_scan
 from bench_protocols import CASES
 
 
@@ -34,48 +34,54 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="append each run's numbers to this file")
     args = ap.parse_args()
 
-    from bluesky_lowdose.evaluation import EvaluationConfig
-    from bluesky_lowdose.evaluation import protocol as P
     from bluesky_lowdose.pipeline import auto as A
     from bluesky_lowdose.pipeline import enhance_scan
 
     budgets = [A.AUTO_BUDGET_S] if args.budgets is None else args.budgets
     print(f"machine: {machine()}\n")
-    head = "| case | budget s | n2i steps (of planned) | candidates s | whole s | winner | vs the truth |"
-    print(head)
+    print("| case | budget s | n2i steps (of planned) | candidates s | whole s | winner | vs the truth |")
     print("|---|---|---|---|---|---|---|")
     for name in args.cases:
-        c = CASES[name]
-        size = args.size
-        cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(c["angles"] * size)),
-                               dose_ladder=(), phantom=c["phantom"], flux=c["flux"], psf_sigma=c["psf_sigma"],
-                               seed=args.seed, slices=0, margin=0, progress=False)  # fmt: skip
-        scan = P.low_dose_scan(cfg)
-        theta = scan["theta"]
-        truth = P.reference_volume(cfg, scan["physics"], theta)[0]
-        score = P._Scorer(truth, slice(size // 2 - size // 16, size // 2 + size // 16), None)
-        frames = scan["low"]["transmission"]
+        case = protocol_scan(name, args.size, seed=args.seed)
         for budget in budgets:
             t0 = time.perf_counter()
-            res = enhance_scan(frames, theta, method="auto", auto_budget_s=budget,
-                               **scan["pairs"], **scan["counts"], keep_projections=False)  # fmt: skip
+            res = enhance_scan(
+                case["frames"],
+                case["theta"],
+                method="auto",
+                auto_budget_s=budget,
+                **case["scan"]["pairs"],
+                **case["scan"]["counts"],
+                keep_projections=False,
+            )
             whole = time.perf_counter() - t0
             rec = res.provenance["auto"]
             steps = rec["candidates"].get("n2i", {}).get("training_steps") or {}
-            s = score(res.volume)[0]
-            row = {"case": name, "size": size, "angles": cfg.angles, "seed": args.seed, "budget_s": budget,
-                   "n2i_steps": steps, "candidates_s": rec["seconds"],
-                   "whole_s": round(whole, 1), "winner": res.method, "psnr": round(s["psnr"], 2),
-                   "ssim": round(s["ssim"], 4), "side_by_side": rec.get("side_by_side"),
-                   "judged_by": "recorrupted scans" if rec.get("noise_free") else "long exposures",
-                   "candidates": {m: {k: e.get(k) for k in ("status", "seconds")}
-                                  for m, e in rec["candidates"].items()}}  # fmt: skip
+            psnr, ssim = case["score"](res.volume)
+            append_json(
+                args.json,
+                {
+                    **case["record"],
+                    "budget_s": budget,
+                    "n2i_steps": steps,
+                    "candidates_s": rec["seconds"],
+                    "whole_s": round(whole, 1),
+                    "winner": res.method,
+                    "psnr": round(psnr, 2),
+                    "ssim": round(ssim, 4),
+                    "side_by_side": rec.get("side_by_side"),
+                    "judged_by": "recorrupted scans" if rec.get("noise_free") else "long exposures",
+                    "candidates": {
+                        m: {k: e.get(k) for k in ("status", "seconds")} for m, e in rec["candidates"].items()
+                    },
+                },
+            )
             made = f"{steps.get('made')} of {steps.get('planned')}" if steps else "-"
-            print(f"| {name} | {budget:g} | {made} | {rec['seconds']:.1f} | {whole:.0f} | {res.method} | "
-                  f"{s['psnr']:.2f} / {s['ssim']:.3f} |", flush=True)  # fmt: skip
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            print(
+                f"| {name} | {budget:g} | {made} | {rec['seconds']:.1f} | {whole:.0f} | {res.method} | "
+                f"{psnr:.2f} / {ssim:.3f} |",
+                flush=True,
+            )
     return 0
 
 

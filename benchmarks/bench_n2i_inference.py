@@ -15,13 +15,13 @@ detector records, the central ``size / 8`` slices. About 3 minutes a case at 128
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
+from _protocol import append_json, protocol_scan
 from bench_protocols import CASES
 
 #: Weights of the whole scan's prediction in the blends scored.
@@ -38,8 +38,6 @@ def main() -> int:
 
     import numpy as np
 
-    from bluesky_lowdose.evaluation import EvaluationConfig
-    from bluesky_lowdose.evaluation import protocol as P
     from bluesky_lowdose.model.n2i import denoise_splits
     from bluesky_lowdose.pipeline.scan import ScanPipeline
 
@@ -47,17 +45,16 @@ def main() -> int:
     print("| case | raw | " + " | ".join(f"whole scan {w:g}" for w in WEIGHTS) + " | training s |")
     print("|---|---|" + "---|" * (len(WEIGHTS) + 1))
     for name in args.cases:
-        c = CASES[name]
-        size = args.size
-        cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(c["angles"] * size)),
-                               dose_ladder=(), phantom=c["phantom"], flux=c["flux"], psf_sigma=c["psf_sigma"],
-                               seed=args.seed, slices=0, margin=0, progress=False)  # fmt: skip
-        scan = P.low_dose_scan(cfg)
-        frames, theta = scan["low"]["transmission"], scan["theta"]
-        truth = P.reference_volume(cfg, scan["physics"], theta)[0]
-        score = P._Scorer(truth, slice(size // 2 - size // 16, size // 2 + size // 16), None)
-        pipe = ScanPipeline(frames.shape[1:], "n2i", **scan["counts"], keep_projections=False, judge=False,
-                            seed=args.seed)  # fmt: skip
+        case = protocol_scan(name, args.size, seed=args.seed)
+        frames, theta = case["frames"], case["theta"]
+        pipe = ScanPipeline(
+            frames.shape[1:],
+            "n2i",
+            **case["scan"]["counts"],
+            keep_projections=False,
+            judge=False,
+            seed=args.seed,
+        )
         for i in range(0, len(frames), 16):
             pipe.add(i, theta[i : i + 16], frames[i : i + 16])
         parts, _, raw = pipe._subset_volumes()
@@ -67,20 +64,19 @@ def main() -> int:
         trained = time.perf_counter() - t0
         each = denoise_splits(denoiser, parts, mask=True, inference="subsets")
         whole = denoise_splits(denoiser, parts, mask=True, inference="full")
-
-        def scored(volume: np.ndarray, score: P._Scorer = score) -> tuple[float, float]:
-            s = score(volume)[0]
-            return round(s["psnr"], 2), round(s["ssim"], 4)
-
-        blends = {str(w): scored((1 - w) * each + w * whole) for w in WEIGHTS}
-        row = {"case": name, "size": size, "angles": cfg.angles, "seed": args.seed,
-               "raw": scored(np.asarray(raw)), "training_s": round(trained, 1),
-               "whole_scan_weight": blends}  # fmt: skip
-        cells = [f"{p:.2f} / {q:.3f}" for p, q in [row["raw"], *blends.values()]]
+        blends = {str(w): case["score"]((1 - w) * each + w * whole) for w in WEIGHTS}
+        raw_score = case["score"](np.asarray(raw))
+        append_json(
+            args.json,
+            {
+                **case["record"],
+                "raw": raw_score,
+                "training_s": round(trained, 1),
+                "whole_scan_weight": blends,
+            },
+        )
+        cells = [f"{p:.2f} / {q:.3f}" for p, q in [raw_score, *blends.values()]]
         print(f"| {name} | " + " | ".join(cells) + f" | {trained:.0f} |", flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
     return 0
 
 

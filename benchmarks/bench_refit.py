@@ -20,13 +20,14 @@ PSNR/SSIM inside the object against the noise-free reconstruction of what the de
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
+from _protocol import append_json, protocol_scan
 from bench_protocols import CASES
 
 #: (label, fraction of the steps, fraction of the learning rate); None: reused as it was.
@@ -50,8 +51,6 @@ def main() -> int:
 
     import numpy as np
 
-    from bluesky_lowdose.evaluation import EvaluationConfig
-    from bluesky_lowdose.evaluation import protocol as P
     from bluesky_lowdose.pipeline import auto as A
     from bluesky_lowdose.pipeline import enhance_scan
 
@@ -61,25 +60,15 @@ def main() -> int:
     print("| case | angles | raw | n2i direct | " + " | ".join(s[0] for s in SETTINGS) + " |")
     print("|---|---|---|---|" + "---|" * len(SETTINGS))
     for name in args.cases:
-        c = CASES[name]
-        ratio = c["angles"] if args.angles_per_width is None else args.angles_per_width
-        size = args.size
-        cfg = EvaluationConfig(mode="poisson", size=size, angles=max(8, round(ratio * size)), dose_ladder=(),
-                               phantom=c["phantom"], flux=c["flux"], psf_sigma=c["psf_sigma"],
-                               slices=0, margin=0, progress=False)  # fmt: skip
-        scan = P.low_dose_scan(cfg)
-        theta = scan["theta"]
-        truth = P.reference_volume(cfg, scan["physics"], theta)[0]
+        case = protocol_scan(name, args.size, angles_per_width=args.angles_per_width)
+        cfg, scan, theta, frames = case["cfg"], case["scan"], case["theta"], case["frames"]
         kw = dict(**scan["pairs"], **scan["counts"], keep_projections=False,
                   n2i_options={"steps": args.steps, "batch_size": 16})  # fmt: skip
-        frames = scan["low"]["transmission"]
-        row: dict = {"case": name, "size": size, "angles": cfg.angles, "steps": args.steps}
+        row: dict = {"case": name, "size": args.size, "angles": cfg.angles, "steps": args.steps}
 
-        score = P._Scorer(truth, slice(size // 2 - size // 16, size // 2 + size // 16), None)
-
-        def scored(volume: np.ndarray, score: P._Scorer = score) -> str:
-            s = score(volume)[0]
-            return f"{s['psnr']:.2f} / {s['ssim']:.3f}"
+        def scored(volume: np.ndarray, score: Any = case["score"]) -> str:
+            psnr, ssim = score(volume)
+            return f"{psnr:.2f} / {ssim:.3f}"
 
         row["raw"] = scored(enhance_scan(frames, theta, method="none", **kw).volume)
         row["n2i direct"] = scored(enhance_scan(frames, theta, method="n2i", **kw).volume)
@@ -93,9 +82,7 @@ def main() -> int:
             row[label] = f"{res.method}: {scored(res.volume)} ({time.perf_counter() - t0:.0f} s; {judged})"
         shown = [row[k] for k in ["raw", "n2i direct", *(s[0] for s in SETTINGS)]]
         print(f"| {name} | {cfg.angles} | " + " | ".join(shown) + " |", flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_json(args.json, row)
     return 0
 
 

@@ -430,6 +430,7 @@ def test_a_bm3d_slices_candidate_filters_only_the_slices_its_judge_reads(monkeyp
     # its least time on a wide detector counts those slices (38 of 64 pixels wide), not the slab's 48
     from bluesky_lowdose.model.baselines import _cores
 
+    monkeypatch.undo()
     _, slow, _ = select_method(s["transmission"], s["theta"], bm3d_seconds_per_pixel=1.0, **args)
     least = slow["candidates"]["bm3d-slices"]["least_seconds"]
     assert least == pytest.approx(38 * 64 * 64 / _cores(), abs=0.1), slow["candidates"]

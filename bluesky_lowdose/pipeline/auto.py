@@ -89,7 +89,7 @@ from .angles import DEFAULT_TOLERANCE, same_view_indices
 from .flatfield import rows_of
 from .recorrupt import ALPHA, Recorrupted, recorrupted_slab
 from .result import AUTO_CANDIDATE
-from .scan import JUDGE_REACH
+from .scan import judge_reach
 
 if TYPE_CHECKING:
     from .judge import LongExposureJudge
@@ -1004,10 +1004,9 @@ def select_method(
                 measured[kind] = baselines.bm3d_seconds_per_pixel(profile)
                 record.setdefault("bm3d_seconds_per_pixel", {})[kind] = measured[kind]
             spp = measured[kind]
-        # BM3D on slices filters the slices the judge reads (ScanPipeline._judged_reach), on projections
-        # every row of the slab
-        reach = min(n_slab, last - first + 2 * JUDGE_REACH) if kind == "slices" else n_slab
-        return bm3d_floor_s(method, len(proj), reach, proj.shape[2], spp)
+        # BM3D on slices filters the slices the judge reads, on projections every row of the slab
+        reach = judge_reach(judged_rows, n_slab) if kind == "slices" else slice(0, n_slab)
+        return bm3d_floor_s(method, len(proj), reach.stop - reach.start, proj.shape[2], spp)
 
     def not_run(method: str) -> dict[str, Any] | None:
         """Why a candidate does not start now (its record), or None."""
@@ -1188,8 +1187,10 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
     def run_whole(method: str) -> ScanResult:
         """One method of the winner on the whole scan, its trained models and tuned filter reused."""
         part = chosen[method]
-        if whole_scan and part["result"] is not None and pipe.workdir is None:
-            return part["result"]  # the slab was the whole scan, every frame: nothing to run again
+        result = part["result"]
+        partial = result is not None and "denoised_slices" in (result.provenance.get("slice_step") or {})
+        if whole_scan and result is not None and pipe.workdir is None and not partial:
+            return result  # the slab was the whole scan, every frame, every slice: nothing to run again
         models = dict(part["models"])
         # a Noise2Inverse model trained on other views or noise, at sparse angles: fine-tuned on every frame
         refit = (models.get("slices") is not None and trained_on is not None

@@ -33,6 +33,25 @@ logger = logging.getLogger(__name__)
 JUDGE_REACH = 3
 
 
+def judge_reach(judged: slice, n: int) -> slice:
+    """The slices of ``n`` that a judge of the rows ``judged`` reads: those and :data:`JUDGE_REACH`
+    on each side (``auto``'s BM3D-on-slices candidates filter only these).
+
+    Parameters
+    ----------
+    judged : slice
+        The judged rows.
+    n : int
+        Slices in the volume.
+
+    Returns
+    -------
+    slice
+    """
+    first, last = judged.indices(n)[:2]
+    return slice(max(0, first - JUDGE_REACH), min(n, last + JUDGE_REACH))
+
+
 def _as_stack(a: Any, name: str, ndim: int = 3) -> np.ndarray:
     arr = np.asarray(a)
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
@@ -653,8 +672,7 @@ class ScanPipeline:
         the slab's other slices keep the plain reconstruction: less BM3D, the same judgement."""
         if not AUTO_CANDIDATE.get() or self.judge_rows is None:
             return None
-        first, last = self.judge_rows.indices(n)[:2]
-        return slice(max(0, first - JUDGE_REACH), min(n, last + JUDGE_REACH))
+        return judge_reach(self.judge_rows, n)
 
     def train_denoiser(self, slice_rows: Any = None) -> Any:
         """Reconstruct the angle subsets of the frames added and train the Noise2Inverse denoiser

@@ -122,7 +122,8 @@ def bm3d_slices(
         Progress bar over slices.
     rows : slice, optional
         Denoise only these slices (e.g. the ones ``auto`` judges a candidate on); the others keep
-        ``full``. Sigma is tuned as without it. Default: every slice.
+        ``full``, and the record names the ones denoised (``denoised_slices``). Sigma is tuned as
+        without it. Default: every slice.
 
     Returns
     -------
@@ -165,7 +166,7 @@ def bm3d_slices(
     sigma = best * sigma_full
     bm3d_each(full[cut], sigma, out=out[cut], progress=progress, desc="bm3d slices", profile=profile)
     record.update(sigma=sigma, factor=best, noise_sigma_full=sigma_full)
-    if rows is not None:
-        first, last = rows.indices(len(full))[:2]
+    first, last = cut.indices(len(full))[:2]
+    if (first, last) != (0, len(full)):  # some slices left plain: said so
         record["denoised_slices"] = [first, last]
     return out.astype(np.float32), record

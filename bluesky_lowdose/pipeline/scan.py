@@ -647,10 +647,13 @@ class ScanPipeline:
         elif self.spec.slices == "bm3d":
             from .slices import bm3d_slices
 
-            # whole volumes in memory: BM3D's tuning compares the subsets (not bounded by slabs)
+            # whole volumes in memory: BM3D's tuning compares the subsets (not bounded by slabs). An auto
+            # candidate filters only the slices its judge reads (BM3D filters each slice on its own)
+            candidate = AUTO_CANDIDATE.get() and self.judge_rows is not None
+            only = judge_reach(self.judge_rows, len(full)) if candidate else None
             volume, slice_record = bm3d_slices([np.asarray(p) for p in parts], np.asarray(full),
                                                factor=self.slice_factor, progress=self.progress,
-                                               rows=self._judged_reach(len(full)))  # fmt: skip
+                                               rows=only)  # fmt: skip
         if self.spec.slices == "bm3d":
             from ..recon.core import zero_outside_circle
 
@@ -665,14 +668,6 @@ class ScanPipeline:
         if first is not None:
             result = keep_better(self, first, result)
         return result
-
-    def _judged_reach(self, n: int) -> slice | None:
-        """Where ``auto`` runs this as a candidate: the slices its judge reads, the judged rows and
-        :data:`JUDGE_REACH` on each side (None: every slice). BM3D filters each slice on its own, so
-        the slab's other slices keep the plain reconstruction: less BM3D, the same judgement."""
-        if not AUTO_CANDIDATE.get() or self.judge_rows is None:
-            return None
-        return judge_reach(self.judge_rows, n)
 
     def train_denoiser(self, slice_rows: Any = None) -> Any:
         """Reconstruct the angle subsets of the frames added and train the Noise2Inverse denoiser

@@ -161,7 +161,7 @@ def bm3d_slices(
         if not (np.isfinite(best) and best > 0):
             raise ValueError(f"factor must be a positive number, got {factor!r}")
         record["tuning"] = "factor given (tuned before on this scan), not tuned again"
-    out = np.array(full, copy=True)
+    out = np.empty_like(full) if rows is None else np.array(full, copy=True)  # kept where not filtered
     cut = slice(None) if rows is None else rows
     sigma = best * sigma_full
     bm3d_each(full[cut], sigma, out=out[cut], progress=progress, desc="bm3d slices", profile=profile)

@@ -6,8 +6,8 @@ leave-one-out folds of the methods that learn from the pairs), judges each metho
 (leave-one-out where it learns from the pairs, the slab's central rows), and prints for each rule
 how often it picks the truly best method (PSNR inside the object against the evaluation's
 reference), how often within 0.5 dB, the mean and the worst regret. The rule ``auto`` uses is
-:func:`bluesky_lowdose.pipeline.auto.pick_winner` (ties within ``TIE_DB``), after racing
-(:func:`bluesky_lowdose.pipeline.auto.race`: a candidate that learns from the pairs, more than
+:func:`bluesky_lowdose.pipeline.choice.pick_winner` (ties within ``TIE_DB``), after racing
+(:func:`bluesky_lowdose.pipeline.choice.race`: a candidate that learns from the pairs, more than
 ``RACE_DB`` behind the best so far on the last pair with the run that did not see it, is stopped
 there, in ``auto``'s order); the racing table says which candidates stop, and how far each one's
 lead on that pair was from its pooled lead.
@@ -84,7 +84,8 @@ def judged(path: Path) -> dict:
 
 def raced(r: dict) -> dict:
     """``auto``'s record of one case's candidates, raced in ``auto``'s order (a stopped one: not run)."""
-    from bluesky_lowdose.pipeline.auto import AUTO_CANDIDATES, eligible, race
+    from bluesky_lowdose.pipeline.auto import AUTO_CANDIDATES
+    from bluesky_lowdose.pipeline.choice import eligible, race
 
     out: dict = {}
     for m in (m for m in AUTO_CANDIDATES if m in r["gain_psnr_db"]):
@@ -103,7 +104,7 @@ def raced(r: dict) -> dict:
 
 def racing_table(cases: list[dict]) -> None:
     """Per case and pair-trained candidate: its lead on the last pair and pooled, and whether it stops."""
-    from bluesky_lowdose.pipeline.auto import RACE_DB
+    from bluesky_lowdose.pipeline.choice import RACE_DB
 
     print(f"\nRacing ({RACE_DB:g} dB): each pair-trained candidate's lead over the best candidate before it "
           "(not below raw), on the last pair (its first run) and pooled leave-one-out")  # fmt: skip
@@ -123,7 +124,8 @@ def racing_table(cases: list[dict]) -> None:
 
 def rules() -> dict[str, Callable[[dict], str]]:
     """Each rule: the method it picks from one case's judged gains."""
-    from bluesky_lowdose.pipeline.auto import BLEND_WEIGHT, RACE_DB, TIE_DB, blends, pick_winner
+    from bluesky_lowdose.pipeline.auto import BLEND_WEIGHT, blends
+    from bluesky_lowdose.pipeline.choice import RACE_DB, TIE_DB, pick_winner
 
     def with_blends(r: dict) -> str:
         record = raced(r)

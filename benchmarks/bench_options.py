@@ -72,7 +72,7 @@ def _agreement(scores: dict, gains: dict) -> dict | None:
         return None
     g = np.array([gains[m]["gain_psnr_db"] for m in judged])
     t = np.array([scores[m]["psnr"] for m in judged])
-    from bluesky_lowdose.pipeline.auto import pick_winner
+    from bluesky_lowdose.pipeline.choice import pick_winner
 
     picked, _ = pick_winner({m: {"status": "run", **gains[m]} for m in judged})  # auto's rule
     rg, rt = np.argsort(np.argsort(g)), np.argsort(np.argsort(t))

@@ -9,7 +9,8 @@ from bluesky_lowdose.evaluation import EvaluationConfig
 from bluesky_lowdose.evaluation import protocol as P
 from bluesky_lowdose.pipeline import LongExposureJudge, enhance_scan
 from bluesky_lowdose.pipeline.angles import same_view_indices
-from bluesky_lowdose.pipeline.auto import NOISE_BOUND_MARGIN_DB, NOISE_SHARE_FLOOR, noise_bound, noise_warning
+from bluesky_lowdose.pipeline.auto import noise_bound
+from bluesky_lowdose.pipeline.choice import NOISE_BOUND_MARGIN_DB, NOISE_SHARE_FLOOR, noise_warning
 
 
 def _bound(flux: float, phantom: str, angles: int, psf: float) -> tuple[dict, float]:

@@ -21,7 +21,7 @@ from bluesky_lowdose.pipeline import (
     flat_field,
     photon_statistics,
 )
-from bluesky_lowdose.pipeline.auto import TIE_DB, pick_winner, race
+from bluesky_lowdose.pipeline.choice import TIE_DB, pick_winner, race
 from bluesky_lowdose.recon import reconstruct
 from bluesky_lowdose.recon.filters import apodize
 from bluesky_lowdose.recon.project import forward_project
@@ -441,7 +441,8 @@ def test_auto_blends_two_candidates_judged_from_their_parts_projections(low_dose
     projection is linear), pair k of a pair-trained part by its run without that pair; when it wins,
     the whole scan's result is the mean of the two methods run on it, judged on the held-out pair."""
     from bluesky_lowdose.pipeline import ScanPipeline, blend_parts, method_spec
-    from bluesky_lowdose.pipeline.auto import blends, eligible
+    from bluesky_lowdose.pipeline.auto import blends
+    from bluesky_lowdose.pipeline.choice import eligible
 
     s = low_dose
     photons = dict(open_beam_counts=s["counts"], read_noise=s["read_noise"])

@@ -112,7 +112,7 @@ def test_the_noise_free_judge_estimates_the_error_against_the_noise_free_reconst
 def test_auto_keeps_the_raw_reconstruction_unless_a_candidate_is_surely_above_it_at_the_scans_noise() -> None:
     """A recorrupted estimate is at 1.25 times the scan's noise and carries a standard error: a candidate
     is taken only where its least gain at the scan's own noise is two standard errors above 0."""
-    from bluesky_lowdose.pipeline.auto import NOISE_FREE_Z, noise_free_eligible, pick_noise_free
+    from bluesky_lowdose.pipeline.choice import NOISE_FREE_Z, noise_free_eligible, pick_noise_free
 
     def entry(gain: float, at_scan: float, se: float | None) -> dict:
         return {"status": "run", "noise_free": {"gain_psnr_db": gain, "at_scan_noise_db": at_scan,
@@ -145,7 +145,7 @@ def test_auto_judges_by_recorrupted_scans_where_the_long_exposures_barely_see_th
     from bluesky_lowdose.evaluation import EvaluationConfig
     from bluesky_lowdose.evaluation import protocol as P
     from bluesky_lowdose.pipeline import score_volume
-    from bluesky_lowdose.pipeline.auto import pick_winner
+    from bluesky_lowdose.pipeline.choice import pick_winner
 
     angles = 29
     cfg = EvaluationConfig(mode="poisson", size=48, angles=angles, dose_ladder=(), methods=("none",),

@@ -86,8 +86,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .angles import DEFAULT_TOLERANCE, same_view_indices
+from .choice import (
+    NOISE_SHARE_FLOOR,
+    RACE_DB,
+    _at_scan_noise,
+    eligible,
+    noise_free_eligible,
+    noise_warning,
+    pick_noise_free,
+    pick_winner,
+    race,
+)
 from .flatfield import rows_of
-from .recorrupt import ALPHA, Recorrupted, recorrupted_slab
+from .recorrupt import Recorrupted, recorrupted_slab
 from .result import AUTO_CANDIDATE
 from .scan import judge_reach
 
@@ -101,19 +112,13 @@ __all__ = [
     "AUTO_CANDIDATES",
     "AUTO_MARGIN",
     "AUTO_SLAB_ROWS",
-    "RACE_DB",
     "REFIT",
     "REFIT_BELOW_ANGLES_PER_WIDTH",
     "auto_slab",
     "blends",
     "concurrent_kernels",
-    "eligible",
     "finish_auto",
     "noise_bound",
-    "noise_free_eligible",
-    "noise_warning",
-    "pick_noise_free",
-    "race",
     "select_method",
 ]
 
@@ -136,30 +141,6 @@ MIN_JUDGED_FRAMES = 8
 #: what is left of the budget (:func:`bm3d_floor_s`). BM3D on one 1024² slice takes about 55 s on
 #: 2 cores, so BM3D on slices would take over 20 minutes on the slab alone.
 ESTIMATE_ABOVE_WIDTH = 256
-#: Judged PSNR gains this close (dB) to the best are a tie, broken by the larger SSIM gain.
-TIE_DB = 0.1
-#: A candidate that learns from the pairs stops after its first run when that run is judged more than
-#: this (dB) behind the best candidate so far on the pair it did not see (:func:`race`). Measured on
-#: the ten recorded judge cases (``benchmarks/bench_judge_ties.py``): a first run's lead on that
-#: pair differed from its pooled leave-one-out lead by up to 2.2 dB either way; no candidate that
-#: won pooled, or was truly best, was more than 0.3 dB behind there; 5 of 20 stopped, none of them
-#: either, and every pick stayed the same (``docs/evaluation.md``, "Racing").
-RACE_DB = 1.5
-#: A winner judged more than this (dB) above what removing all of the scan's noise could give by the
-#: long exposures (:func:`noise_bound`) gets a warning: they measure something else there (measured,
-#: docs/evaluation.md, "How much of the judge's residual is noise").
-NOISE_BOUND_MARGIN_DB = 0.5
-#: ... and only where noise is less than this share of the raw reconstruction's residual against the
-#: long exposures: they barely see the noise. ``make demo`` (share 0.14, Noise2Inverse judged +1.45 dB
-#: against a bound of +0.64 dB, +5.6 dB in truth) is not warned; the real-like cases (0.01-0.04) are.
-NOISE_SHARE_FLOOR = 0.05
-#: Where the recorrupted scans judge, a candidate is taken over the raw reconstruction only where the
-#: least gain it has at the scan's own noise is this many standard errors above 0
-#: (:meth:`~bluesky_lowdose.pipeline.recorrupt.NoiseFreeJudge.gain_at_scan_noise`). The estimate at the
-#: recorrupted scan's 1.25 x the noise ran 0.5-1.1 dB above the gain on the scan at 64³ (real-like, 38
-#: angles), and Noise2Inverse estimated +0.7 to +2.0 dB was 0.1 dB below raw there (docs/evaluation.md,
-#: "How sure the recorrupted estimate is").
-NOISE_FREE_Z = 2.0
 #: Below this many frames per detector pixel of width, a Noise2Inverse winner whose candidate trained
 #: without the long exposures' views (or on a recorrupted scan) is fine-tuned on every frame of the scan
 #: before it denoises it (:data:`REFIT`): it learns its angle subsets' streaks, and the whole scan's
@@ -191,97 +172,6 @@ CNN_BESIDE_MIN_S = 30.0
 #: the ten recorded judge cases: the judge's picks were no better than with 0.5 alone (+0.08 dB on
 #: average, four times the blends to judge).
 BLEND_WEIGHT = 0.5
-
-
-def eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The candidates ``auto`` may choose: run, judged, and not below raw in PSNR or in SSIM.
-
-    Parameters
-    ----------
-    candidates : dict
-        ``auto``'s record per candidate (``status``, ``gain_psnr_db``, ``gain_ssim``).
-
-    Returns
-    -------
-    dict
-        Those records, in the same order.
-    """
-    return {
-        m: e for m, e in candidates.items()
-        if e.get("status") == "run" and "gain_psnr_db" in e and e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0
-    }  # fmt: skip
-
-
-def race(
-    candidates: dict[str, dict[str, Any]], gain_db: float, pair: int, race_db: float | None = RACE_DB
-) -> tuple[str, float] | None:
-    """Whether a pair-trained candidate stops after its first run (trained without ``pair``).
-
-    Parameters
-    ----------
-    candidates : dict
-        ``auto``'s record of the candidates run so far (``status``, ``gain_psnr_db``, ``gain_ssim``,
-        ``gain_psnr_db_per_pair``).
-    gain_db : float
-        The first run's judged PSNR gain over raw on ``pair``, the pair it did not see.
-    pair : int
-        That pair's index.
-    race_db : float or None
-        The margin (None: never stop).
-
-    Returns
-    -------
-    tuple or None
-        ``(method, gain)``: the candidate not below raw with the largest gain on ``pair``, when it
-        leads ``gain_db`` by more than ``race_db``; None: run the other folds.
-    """
-    if race_db is None:
-        return None
-    lead = [(m, e["gain_psnr_db_per_pair"][pair]) for m, e in eligible(candidates).items()
-            if "gain_psnr_db_per_pair" in e]  # fmt: skip
-    if not lead:
-        return None
-    best = max(lead, key=lambda t: t[1])
-    return best if gain_db < best[1] - race_db else None
-
-
-def pick_winner(candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:
-    """``auto``'s choice from the candidates' judged gains over the raw reconstruction, and why.
-
-    Eligible: run, judged, and not below raw in PSNR or in SSIM. The largest PSNR gain wins;
-    gains within :data:`TIE_DB` of it are a tie, which the larger SSIM gain breaks. None eligible:
-    ``"none"``.
-
-    Measured on the ten recorded judge cases (``docs/evaluation.md``, "Leave-one-out"): a tie
-    within 0.1 or 0.25 dB changed no pick there; within 0.5 dB or more, or SSIM alone, it picked
-    worse (mean regret 0.51-1.02 dB against 0.21). On ``make demo`` Noise2Inverse (+1.43 dB /
-    +0.017 SSIM) and BM3D on slices (+1.44 / +0.014) tie, and Noise2Inverse is 2.3 dB better
-    against the simulator's truth.
-
-    Parameters
-    ----------
-    candidates : dict
-        ``auto``'s record per candidate (``status``, ``gain_psnr_db``, ``gain_ssim``).
-
-    Returns
-    -------
-    tuple of str
-        The winner, and the sentence that says why.
-    """
-    ok = eligible(candidates)
-    if not ok:
-        return "none", "no candidate beat the raw reconstruction against the long exposures"
-    top = max(e["gain_psnr_db"] for e in ok.values())
-    tied = {m: e for m, e in ok.items() if e["gain_psnr_db"] >= top - TIE_DB}
-    winner = max(tied, key=lambda m: (tied[m]["gain_ssim"], tied[m]["gain_psnr_db"]))
-    e = ok[winner]
-    why = f"{winner}: {e['gain_psnr_db']:+.2f} dB / {e['gain_ssim']:+.3f} SSIM over the raw reconstruction"
-    if len(tied) == 1:
-        return winner, f"{why}, the largest gain of {len(ok)} candidate(s) not below it"
-    others = ", ".join(f"{m} {tied[m]['gain_psnr_db']:+.2f} dB / {tied[m]['gain_ssim']:+.3f}"
-                       for m in tied if m != winner)  # fmt: skip
-    return winner, (f"{why}; tied within {TIE_DB:g} dB with {others}: the larger SSIM gain wins "
-                    f"({len(ok)} candidate(s) not below raw)")  # fmt: skip
 
 
 def blends(
@@ -459,92 +349,6 @@ def noise_bound(
     return {"share": share, "most_gain_db": None if share > 0.95 else float(-10 * np.log10(1 - share)),
             "raw_psnr_db": float(raw_db), "doubled_noise_psnr_db": float(doubled_db),
             "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
-
-
-def noise_warning(record: dict[str, Any]) -> str | None:
-    """The warning for an ``auto`` record whose winner is judged above what removing noise could give,
-    where the long exposures barely see the noise (:data:`NOISE_SHARE_FLOOR`)."""
-    if record.get("noise_free") is not None:  # chosen by the recorrupted scans, not the long exposures
-        return None
-    winner, noise = record.get("winner"), record.get("noise") or {}
-    bound = noise.get("most_gain_db")
-    gain = (record.get("candidates", {}).get(winner) or {}).get("gain_psnr_db")
-    if winner in (None, "none") or bound is None or gain is None or gain <= bound + NOISE_BOUND_MARGIN_DB:
-        return None
-    if noise.get("share", 1.0) >= NOISE_SHARE_FLOOR:  # they see the noise: a larger gain may be real
-        return None
-    return (f"auto chose {winner!r}: the long exposures judge it {gain:+.2f} dB over the raw reconstruction, "
-            f"more than removing all of this scan's noise could give ({bound:+.2f} dB; noise is "
-            f"{noise['share']:.0%} of the raw reconstruction's residual against them). They are not "
-            "measuring noise removal here (at high counts every denoiser scored below raw in simulation): "
-            "compare with the raw reconstruction (kept beside it)")  # fmt: skip
-
-
-def _estimated(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The recorrupted estimates of the candidates run (not ``none``)."""
-    return {m: e["noise_free"] for m, e in candidates.items()
-            if m != "none" and e.get("status") == "run" and "noise_free" in e}  # fmt: skip
-
-
-def noise_free_eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The candidates run and estimated above the raw reconstruction by the recorrupted scans, at the
-    scan's own noise and with :data:`NOISE_FREE_Z` standard errors to spare.
-
-    Parameters
-    ----------
-    candidates : dict
-        ``auto``'s record per candidate.
-
-    Returns
-    -------
-    dict
-        Those records, in the same order.
-    """
-    return {m: candidates[m] for m, nf in _estimated(candidates).items()
-            if nf["at_scan_noise_db"] - NOISE_FREE_Z * (nf["at_scan_noise_se_db"] or 0.0) > 0}  # fmt: skip
-
-
-def _at_scan_noise(estimate: dict[str, Any]) -> str:
-    """A recorrupted estimate in words: its gain at the recorrupted noise and its least gain at the
-    scan's own noise, with the standard error."""
-    se = estimate["at_scan_noise_se_db"]
-    return (f"{estimate['gain_psnr_db']:+.2f} dB at the recorrupted scan's noise ({1 + ALPHA**2:g} x the "
-            f"scan's), at least {estimate['at_scan_noise_db']:+.2f}" + ("" if se is None else f" ± {se:.2f}")
-            + " dB at its own")  # fmt: skip
-
-
-def pick_noise_free(record: dict[str, Any]) -> tuple[str, str]:
-    """``auto``'s choice where the recorrupted scans judge: the largest estimated PSNR gain over the raw
-    reconstruction against the noise-free reconstruction, among the candidates surely above it at the
-    scan's own noise (:func:`noise_free_eligible`); ``"none"`` where no candidate is.
-
-    Parameters
-    ----------
-    record : dict
-        ``auto``'s record (``candidates`` with ``noise_free``, ``noise``).
-
-    Returns
-    -------
-    tuple of str
-        The winner, and the sentence that says why.
-    """
-    share = (record.get("noise") or {}).get("share")
-    seen = "" if share is None else f" (noise is {share:.1%} of the raw reconstruction's residual there)"
-    reason = f"the long exposures barely see this scan's noise{seen}: judged by recorrupted scans"
-    ok = noise_free_eligible(record["candidates"])
-    if not ok:
-        best = _estimated(record["candidates"])
-        if best:
-            top = max(best, key=lambda m: best[m]["gain_psnr_db"])
-            if best[top]["gain_psnr_db"] > 0:
-                return "none", (f"{reason}; the best candidate, {top}, is estimated "
-                                f"{_at_scan_noise(best[top])}: not {NOISE_FREE_Z:g} standard errors above "
-                                "the raw reconstruction, which is kept")  # fmt: skip
-        return "none", f"{reason}, no candidate is estimated above the raw reconstruction"
-    winner = max(ok, key=lambda m: ok[m]["noise_free"]["gain_psnr_db"])
-    return winner, (f"{winner}: estimated {_at_scan_noise(ok[winner]['noise_free'])}, over the raw "
-                    f"reconstruction against the noise-free one; the largest of {len(ok)} candidate(s) "
-                    f"surely above it; {reason}")  # fmt: skip
 
 
 def _noise_judge(

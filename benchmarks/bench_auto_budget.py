@@ -7,9 +7,11 @@ Run: ``.venv/bin/python benchmarks/bench_auto_budget.py [--size 128] [--cases re
 Per case (one ``lowdose-tomo evaluate`` protocol at 1/10 dose, a whole scan of ``size`` rows) and per
 budget (``auto_budget_s``): ``enhance_scan(method="auto")`` with the default candidates, its
 Noise2Inverse steps made of those planned, the candidates' seconds, the whole run's seconds, the
-winner, and the winner against the noise-free reconstruction of what the detector records (PSNR / SSIM
-inside the object, the central ``size / 8`` slices). About 4-5 minutes a run at 128 on 2 cores;
-nothing else should run meanwhile.
+winner, its whole scan's seconds as estimated before choosing (``whole_scan_s``) and as taken, the
+candidates passed over for time (:func:`bluesky_lowdose.pipeline.choice.too_slow`), and the winner
+against the noise-free reconstruction of what the detector records (PSNR / SSIM inside the object,
+the central ``size / 8`` slices). About 4-5 minutes a run at 128 on 2 cores; nothing else should run
+meanwhile.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ def main() -> int:
 
     budgets = [A.AUTO_BUDGET_S] if args.budgets is None else args.budgets
     print(f"machine: {machine()}\n")
-    print("| case | budget s | n2i steps (of planned) | candidates s | whole s | winner | vs the truth |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| case | budget s | n2i steps (of planned) | candidates s | whole s | winner | its whole scan: "
+        "estimated / took s | passed over for time | vs the truth |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.cases:
         case = protocol_scan(name, args.size, seed=args.seed)
         for budget in budgets:
@@ -58,6 +63,8 @@ def main() -> int:
             rec = res.provenance["auto"]
             steps = rec["candidates"].get("n2i", {}).get("training_steps") or {}
             psnr, ssim = case["score"](res.volume)
+            timed = rec.get("whole_scan") or {}
+            estimated = (rec["candidates"].get(rec["winner"]) or {}).get("whole_scan_s")
             append_json(
                 args.json,
                 {
@@ -71,14 +78,17 @@ def main() -> int:
                     "ssim": round(ssim, 4),
                     "side_by_side": rec.get("side_by_side"),
                     "judged_by": "recorrupted scans" if rec.get("noise_free") else "long exposures",
+                    "whole_scan": {**timed, "estimated_s": estimated},
                     "candidates": {
-                        m: {k: e.get(k) for k in ("status", "seconds")} for m, e in rec["candidates"].items()
+                        m: {k: e.get(k) for k in ("status", "seconds", "whole_scan_s", "too_slow")}
+                        for m, e in rec["candidates"].items()
                     },
                 },
             )
             made = f"{steps.get('made')} of {steps.get('planned')}" if steps else "-"
             print(
                 f"| {name} | {budget:g} | {made} | {rec['seconds']:.1f} | {whole:.0f} | {res.method} | "
+                f"{estimated} / {timed.get('seconds')} | {', '.join(timed.get('passed_over', [])) or '-'} | "
                 f"{psnr:.2f} / {ssim:.3f} |",
                 flush=True,
             )

@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=None,
         metavar="SECONDS",
-        help=f"method auto: seconds its candidates may take together (default {DemoConfig.auto_budget_s:g}, "
+        help="method auto: seconds its candidates may take together; the winner's whole scan should end by "
+        f"1.2 x it, where a candidate that fits is judged above raw (default {DemoConfig.auto_budget_s:g}, "
         f"so that Noise2Inverse trains its {N2I_OPTIONS['steps']} steps here; the pipeline's own default "
         f"is {AUTO_BUDGET_S:g})",
     )

@@ -434,9 +434,11 @@ def run_demo(config: DemoConfig, *, callbacks: Sequence[Callable[[str, dict], An
                 auto=None if auto is None else {
                     "winner": auto["winner"], "why": auto["why"],
                     "candidates": {m: {k: c[k] for k in ("status", "seconds", "gain_psnr_db", "gain_ssim",
-                                                         "training_steps") if k in c}
+                                                         "training_steps", "whole_scan_s", "too_slow")
+                                       if k in c}
                                    for m, c in auto["candidates"].items()},
-                    **{k: auto[k] for k in ("side_by_side", "budget_s", "seconds") if k in auto},
+                    **{k: auto[k] for k in ("side_by_side", "budget_s", "seconds", "whole_scan")
+                       if k in auto},
                 },
             )  # fmt: skip
             comparison = None

@@ -528,7 +528,7 @@ def test_auto_does_not_start_a_bm3d_candidate_whose_least_time_exceeds_the_budge
     2 cores): such a candidate is not started, and the record says how long it would have taken."""
     from bluesky_lowdose.model.baselines import _cores, bm3d_seconds_per_pixel
     from bluesky_lowdose.pipeline import select_method
-    from bluesky_lowdose.pipeline.auto import bm3d_floor_s
+    from bluesky_lowdose.pipeline.costs import bm3d_floor_s
 
     s = low_dose
     args = dict(long_refs=s["long"], reference_angles=REFS, candidates=["bm3d-slices", "tv"], budget_s=3600.0)
@@ -599,6 +599,10 @@ def test_auto_is_chosen_by_the_long_exposures_and_never_below_raw(low_dose, capl
     top = max(gains[m] for m in eligible)
     tied = [m for m in eligible if gains[m] >= top - TIE_DB]
     assert auto["winner"] == max(tied, key=lambda m: cands[m]["gain_ssim"]), cands
+    # each candidate's whole scan was timed from its slab run (tests/test_auto_time.py); an hour's budget
+    # passes none over, and the whole scan's own time is recorded beside the winner's estimate
+    assert all(c["whole_scan_s"] >= 0 for c in run.values()), run
+    assert auto["whole_scan"]["passed_over"] == [] and auto["whole_scan"]["seconds"] > 0, auto["whole_scan"]
     q = res.quality
     assert q["enhanced"]["psnr_db"] >= q["raw"]["psnr_db"] and q["enhanced"]["ssim"] >= q["raw"]["ssim"]
     assert not res.warnings

@@ -109,7 +109,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=positive_float,
         default=None,
         metavar="SECONDS",
-        help=f"method auto: seconds its candidates may take together (default {AUTO_BUDGET_S:g}; "
+        help="method auto: seconds its candidates may take together; the winner's whole scan should end by "
+        f"1.2 x it, where a candidate that fits is judged above raw (default {AUTO_BUDGET_S:g}; "
         f"Noise2Inverse trains for at most {N2I_SHARE * 100:g} %% of what is left when it starts)",
     )
     parser.add_argument("--out", default=None, help="output file (default: FILE_enhanced.h5 beside FILE)")

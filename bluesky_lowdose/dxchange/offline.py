@@ -217,7 +217,8 @@ def enhance_file(
         Runs the reconstruction slabs, e.g. :meth:`bluesky_lowdose.engine.DaskEngine.map`.
     auto_budget_s : float, optional
         ``method="auto"``: seconds its candidates may take together (default
-        :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`).
+        :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`); the winner's whole scan should end by
+        1.2 x it (:data:`~bluesky_lowdose.pipeline.choice.WHOLE_SCAN_SHARE`).
     progress : bool
         Progress bars.
     overwrite : bool

@@ -40,6 +40,15 @@ every other one. The winner's trained model (projection network, Noise2Inverse d
 filter (BM3D's sigma on projections, its factor on slices) is then reused on the whole scan, so it
 is not trained or tuned twice.
 
+**The budget covers the winner's whole scan too.** Each judged candidate's whole scan is timed from
+its run on the slab (:func:`whole_scan_seconds`: its steps per frame and per slice scaled, its
+trained models reused), and the winner's whole scan is given what is left of
+(1 + :data:`~bluesky_lowdose.pipeline.choice.WHOLE_SCAN_SHARE`) x the budget, at least
+``WHOLE_SCAN_SHARE`` x it. A candidate or blend that would take longer is passed over where another
+one the judge allows would fit (:func:`~bluesky_lowdose.pipeline.choice.too_slow`); where none would,
+the judge's pick stands. The record has each ``whole_scan_s`` and ``whole_scan``: the allowance, the
+candidates passed over, and the seconds the winner's whole scan took.
+
 A candidate of BM3D on slices filters only the slices its judge reads (the judged rows and
 :data:`~bluesky_lowdose.pipeline.scan.JUDGE_REACH` beyond them; BM3D filters each slice on its own).
 
@@ -89,6 +98,7 @@ from .angles import DEFAULT_TOLERANCE, same_view_indices
 from .choice import (
     NOISE_SHARE_FLOOR,
     RACE_DB,
+    WHOLE_SCAN_SHARE,
     _at_scan_noise,
     eligible,
     noise_free_eligible,
@@ -96,7 +106,10 @@ from .choice import (
     pick_noise_free,
     pick_winner,
     race,
+    too_slow,
+    whole_scan_allowance,
 )
+from .costs import bm3d_floor_s, bm3d_kind, whole_scan_seconds
 from .flatfield import rows_of
 from .recorrupt import Recorrupted, recorrupted_slab
 from .result import AUTO_CANDIDATE
@@ -126,7 +139,8 @@ logger = logging.getLogger(__name__)
 
 #: Candidates of ``auto``, in the order they are tried.
 AUTO_CANDIDATES: tuple[str, ...] = ("none", "n2i", "bm3d-slices", "bm3d", "paper")
-#: Seconds the candidates may take together (the one running when it runs out finishes).
+#: Seconds the candidates may take together (the one running when it runs out finishes); the winner's
+#: whole scan should end by (1 + :data:`~bluesky_lowdose.pipeline.choice.WHOLE_SCAN_SHARE`) x it.
 AUTO_BUDGET_S = 150.0
 #: Detector rows the candidates are judged on, and rows of margin run on each side.
 AUTO_SLAB_ROWS = 32
@@ -465,36 +479,6 @@ def _n2i_over_height(
     return pipe.train_denoiser(slice_rows=rows)
 
 
-def bm3d_floor_s(method: str, frames: int, rows: int, width: int, seconds_per_pixel: float) -> float | None:
-    """The least time a BM3D candidate takes on ``auto``'s slab: its final denoising alone (its
-    tuning left out), side by side on the cores it may use
-    (:data:`~bluesky_lowdose.model.baselines.BM3D_WORKERS`); None for a method without BM3D.
-
-    Parameters
-    ----------
-    method : str
-        The candidate.
-    frames, rows, width : int
-        The slab: frames, detector rows (for BM3D on slices, the slices it filters), detector width.
-    seconds_per_pixel : float
-        One BM3D call's time per pixel here (:func:`~bluesky_lowdose.model.baselines.bm3d_seconds_per_pixel`).
-
-    Returns
-    -------
-    float or None
-        Seconds.
-    """
-    from ..model.baselines import bm3d_workers
-
-    kind = _bm3d_kind(method)
-    if kind is None:
-        return None
-    # slices: the slices filtered (rows x width x width); projections: every frame of the slab, for
-    # one run (of one per pair); on the cores BM3D may use (fewer beside a training)
-    pixels = rows * width * width if kind == "slices" else frames * rows * width
-    return pixels * seconds_per_pixel / bm3d_workers()
-
-
 def concurrent_kernels() -> bool:
     """Whether numba's parallel kernels (the judge's forward projection, the ``fbp`` back-projector)
     may be called from two threads at once: numba's OpenMP and TBB layers take that, its fallback
@@ -516,14 +500,6 @@ def concurrent_kernels() -> bool:
         return False
 
 
-def _bm3d_kind(method: str) -> str | None:
-    """Where a method runs BM3D: ``"slices"``, ``"projections"`` or None (it does not)."""
-    from .methods import METHODS
-
-    spec = METHODS[method]
-    return "slices" if spec.slices == "bm3d" else "projections" if spec.projection == "bm3d" else None
-
-
 def _say(progress: bool, line: str) -> None:
     """A line on stderr that keeps the progress bars intact (``progress`` on)."""
     if progress:
@@ -532,6 +508,51 @@ def _say(progress: bool, line: str) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(line, file=sys.stderr)
+
+
+def _time_the_whole_scan(
+    record: dict[str, Any],
+    results: dict[str, Any],
+    nf: Recorrupted | None,
+    *,
+    frames: int,
+    slab_frames: int,
+    height: int,
+    width: int,
+    budget_s: float,
+    elapsed_s: float,
+    cores: int,
+) -> None:
+    """Each judged candidate's (and blend's) whole scan in seconds (:func:`whole_scan_seconds`, in its
+    record as ``whole_scan_s``), and the ones passed over for time (``too_slow``,
+    :func:`~bluesky_lowdose.pipeline.choice.too_slow`); the allowance in ``record["whole_scan"]``."""
+    candidates = record["candidates"]
+    slab_rows = record["slab_rows"][1] - record["slab_rows"][0]
+    trained_on_other = nf is not None or bool(record["judged_views"]["left_out_frames"])
+    reused = slab_rows == height and not trained_on_other  # the slab's result is the whole scan's
+    beside = (record.get("side_by_side") or {}).get("beside", [])
+    from .methods import METHODS
+
+    for m, res in results.items():
+        partial = "denoised_slices" in (res.provenance.get("slice_step") or {})
+        spec = METHODS[m]
+        # as finish_auto will: fine-tuned on every frame at sparse angles, a filter tuned again on the pairs
+        refit = spec.slices == "n2i" and trained_on_other and frames < REFIT_BELOW_ANGLES_PER_WIDTH * width
+        candidates[m]["whole_scan_s"] = 0.0 if reused and not partial else round(whole_scan_seconds(
+            res, frames=frames, rows=height, slab_frames=slab_frames, slab_rows=slab_rows,
+            bm3d_workers=(record["side_by_side"]["bm3d_workers"] if m in beside else cores, cores),
+            refit=REFIT["fraction"] if refit else 0.0,
+            tuned_again=nf is not None and spec.projection not in (None, "cnn")), 1)  # fmt: skip
+    for e in candidates.values():  # a blend runs both of its parts
+        if "blend_of" in e and all("whole_scan_s" in candidates[p] for p in e["blend_of"]):
+            e["whole_scan_s"] = round(sum(candidates[p]["whole_scan_s"] for p in e["blend_of"]), 1)
+    allowed = whole_scan_allowance(budget_s, elapsed_s)
+    choosable = eligible(candidates) if nf is None else noise_free_eligible(candidates)
+    slow = too_slow(choosable, allowed)
+    for m, reason in slow.items():
+        candidates[m]["too_slow"] = reason
+    record["whole_scan"] = {"allowed_s": round(allowed, 1), "share": WHOLE_SCAN_SHARE,
+                            "passed_over": sorted(slow)}  # fmt: skip
 
 
 def select_method(
@@ -567,7 +588,10 @@ def select_method(
     candidates : sequence of str, optional
         Methods to try (default :data:`AUTO_CANDIDATES`; ``"none"`` is always tried).
     budget_s : float
-        Seconds the candidates may take together.
+        Seconds the candidates may take together; the winner's whole scan should end by
+        (1 + :data:`~bluesky_lowdose.pipeline.choice.WHOLE_SCAN_SHARE`) x it: a candidate whose whole
+        scan (:func:`whole_scan_seconds`) would not is passed over where another one would
+        (:func:`~bluesky_lowdose.pipeline.choice.too_slow`).
     progress : bool
         A line per candidate on stderr.
     rows : slice, optional
@@ -793,7 +817,7 @@ def select_method(
 
     def least_time(method: str) -> float | None:
         """A BM3D candidate's least time on the slab, where it is estimated (wide detectors)."""
-        kind = _bm3d_kind(method)
+        kind = bm3d_kind(method)
         if kind is None:
             return None
         spp = bm3d_seconds_per_pixel
@@ -843,7 +867,7 @@ def select_method(
         later = [m for m in order[order.index(method) + 1 :] if m not in done and METHODS[m].slices != "n2i"]
         cnns = [m for m in later if METHODS[m].projection == "cnn" and METHODS[m].slices is None]
         cnns = cnns if SIDE_BY_SIDE_CNN else []
-        beside = [m for m in later if _bm3d_kind(m) is not None and METHODS[m].projection != "cnn"] + cnns
+        beside = [m for m in later if bm3d_kind(m) is not None and METHODS[m].projection != "cnn"] + cnns
         if (SIDE_BY_SIDE and beside and over_height(method) and cores >= 2 and not_run(method) is None
                 and concurrent_kernels()):  # fmt: skip
             options, threads = options_for(method), cores // 2
@@ -900,7 +924,13 @@ def select_method(
             shown = e["gain_psnr_db"] if nf is None else e["noise_free"]["gain_psnr_db"]
             _say(progress, f"auto: {name} (the mean of both volumes) {shown:+.2f} dB over raw")
         record["candidates"].update(made)
+    _time_the_whole_scan(record, results, nf, frames=len(every_view[0]), slab_frames=len(proj),
+                         height=height, width=proj.shape[2], budget_s=budget_s,
+                         elapsed_s=time.perf_counter() - started, cores=cores)  # fmt: skip
     winner, why = pick_winner(record["candidates"]) if nf is None else pick_noise_free(record)
+    passed = {m: e["too_slow"] for m, e in record["candidates"].items() if "too_slow" in e}
+    if passed:
+        why += "; passed over for time: " + "; ".join(f"{m}, {reason}" for m, reason in passed.items())
     record["winner"] = winner
     record["why"] = why
     record["seconds"] = round(time.perf_counter() - started, 2)
@@ -1026,6 +1056,7 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
             best.add(i, theta[i : i + 16], block)
         return best.finish()
 
+    t1 = time.perf_counter()
     runs = [run_whole(m) for m in chosen]
     if len(runs) == 1:
         result = runs[0]
@@ -1037,6 +1068,8 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         pipe.held_out = holdout_index(len(short)) if blend["held_out"] else None
         pipe.method = winner
         result = blend_results(pipe, runs, blend["weights"])
+    # what the whole scan took, beside the winner's estimate (whole_scan_s) that the choice used
+    record.setdefault("whole_scan", {})["seconds"] = round(time.perf_counter() - t1, 2)
     if stored is not None:
         Path(stored.path).unlink(missing_ok=True)
     pipe.models = dict(result.models)

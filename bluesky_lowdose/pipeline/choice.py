@@ -24,12 +24,15 @@ __all__ = [
     "NOISE_SHARE_FLOOR",
     "RACE_DB",
     "TIE_DB",
+    "WHOLE_SCAN_SHARE",
     "eligible",
     "noise_free_eligible",
     "noise_warning",
     "pick_noise_free",
     "pick_winner",
     "race",
+    "too_slow",
+    "whole_scan_allowance",
 ]
 
 #: Judged PSNR gains this close (dB) to the best are a tie, broken by the larger SSIM gain.
@@ -56,6 +59,13 @@ NOISE_SHARE_FLOOR = 0.05
 #: angles), and Noise2Inverse estimated +0.7 to +2.0 dB was 0.1 dB below raw there (docs/evaluation.md,
 #: "How sure the recorrupted estimate is").
 NOISE_FREE_Z = 2.0
+#: ``auto``'s budget covers choosing and the winner's whole scan: the whole scan is given what is left
+#: of (1 + this) x the budget when the choice is made, and at least this x the budget
+#: (:func:`whole_scan_allowance`). At the default 150 s budget, a 128² scan's result then comes about
+#: 3 minutes after its last frame: in ``make demo`` with that budget on a slow run, Noise2Inverse's
+#: training was cut, BM3D on slices was judged 0.1 dB above it and won, and its whole scan took 67 s
+#: more (241.6 s after the last frame, 2.7 dB below Noise2Inverse against the truth).
+WHOLE_SCAN_SHARE = 0.2
 
 
 def eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -74,6 +84,7 @@ def eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     return {
         m: e for m, e in candidates.items()
         if e.get("status") == "run" and "gain_psnr_db" in e and e["gain_psnr_db"] >= 0 and e["gain_ssim"] >= 0
+        and "too_slow" not in e
     }  # fmt: skip
 
 
@@ -189,7 +200,8 @@ def noise_free_eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict
         Those records, in the same order.
     """
     return {m: candidates[m] for m, nf in _estimated(candidates).items()
-            if nf["at_scan_noise_db"] - NOISE_FREE_Z * (nf["at_scan_noise_se_db"] or 0.0) > 0}  # fmt: skip
+            if nf["at_scan_noise_db"] - NOISE_FREE_Z * (nf["at_scan_noise_se_db"] or 0.0) > 0
+            and "too_slow" not in candidates[m]}  # fmt: skip
 
 
 def _at_scan_noise(estimate: dict[str, Any]) -> str:
@@ -233,3 +245,49 @@ def pick_noise_free(record: dict[str, Any]) -> tuple[str, str]:
     return winner, (f"{winner}: estimated {_at_scan_noise(ok[winner]['noise_free'])}, over the raw "
                     f"reconstruction against the noise-free one; the largest of {len(ok)} candidate(s) "
                     f"surely above it; {reason}")  # fmt: skip
+
+
+def whole_scan_allowance(budget_s: float, elapsed_s: float) -> float:
+    """Seconds the winner's whole scan may take once ``auto`` has chosen (:data:`WHOLE_SCAN_SHARE`).
+
+    Parameters
+    ----------
+    budget_s : float
+        ``auto``'s budget.
+    elapsed_s : float
+        Seconds since the candidates started.
+
+    Returns
+    -------
+    float
+        What is left of ``(1 + WHOLE_SCAN_SHARE) * budget_s``, at least ``WHOLE_SCAN_SHARE * budget_s``.
+    """
+    return max((1 + WHOLE_SCAN_SHARE) * budget_s - elapsed_s, WHOLE_SCAN_SHARE * budget_s)
+
+
+def too_slow(choosable: dict[str, dict[str, Any]], allowed_s: float) -> dict[str, str]:
+    """The candidates passed over because their whole scan would take too long, and why.
+
+    A candidate (or blend) whose whole scan is estimated (``whole_scan_s``) to take longer than
+    ``allowed_s`` is passed over, but only when another one, not ``none``, would fit: where none
+    would, the judge's pick stands, as the time is spent whatever is taken.
+
+    Parameters
+    ----------
+    choosable : dict
+        The candidates the judge allows (:func:`eligible` or :func:`noise_free_eligible`), with
+        ``whole_scan_s``.
+    allowed_s : float
+        :func:`whole_scan_allowance`.
+
+    Returns
+    -------
+    dict
+        Per candidate passed over, the sentence that says why (empty: none is).
+    """
+    timed = {m: e["whole_scan_s"] for m, e in choosable.items() if m != "none" and "whole_scan_s" in e}
+    if not any(s <= allowed_s for s in timed.values()):
+        return {}
+    return {m: (f"its whole scan would take about {s:.0f} s, more than the {allowed_s:.0f} s left for it "
+                "(auto's budget covers choosing and the winner's whole scan)")
+            for m, s in timed.items() if s > allowed_s}  # fmt: skip

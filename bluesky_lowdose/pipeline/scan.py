@@ -135,7 +135,8 @@ class ScanPipeline:
         :data:`~bluesky_lowdose.pipeline.auto.AUTO_CANDIDATES`).
     auto_budget_s : float, optional
         ``method="auto"``: seconds the candidates may take together (default
-        :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`).
+        :data:`~bluesky_lowdose.pipeline.auto.AUTO_BUDGET_S`); the winner's whole scan should end by
+        1.2 x it (:data:`~bluesky_lowdose.pipeline.choice.WHOLE_SCAN_SHARE`).
     holdout : bool or int
         With the judge and three or more pairs, train pair methods without the last pair and judge
         them on it (honest scores, one pair less to learn from: take four or more pairs); an int

@@ -154,7 +154,8 @@ def enhance_scan(
     auto_candidates : sequence of str, optional
         ``method="auto"``: the methods tried (see :mod:`~bluesky_lowdose.pipeline.auto`).
     auto_budget_s : float, optional
-        ``method="auto"``: seconds the candidates may take together.
+        ``method="auto"``: seconds the candidates may take together; the winner's whole scan should
+        end by 1.2 x it (:data:`~bluesky_lowdose.pipeline.choice.WHOLE_SCAN_SHARE`).
     holdout : bool or int
         Judge pair-trained methods on a pair held out of their training: the last, or the pair
         of this index (see :class:`ScanPipeline`).

@@ -10,6 +10,7 @@ from bluesky_lowdose.pipeline.choice import (
     WHOLE_SCAN_SHARE,
     eligible,
     noise_free_eligible,
+    pick_in_time,
     pick_noise_free,
     pick_winner,
     too_slow,
@@ -58,7 +59,7 @@ def test_the_whole_scan_is_timed_from_the_steps_of_the_slab_run() -> None:
     r = _result({"projection_step_s": 10.0, "projection_training_s": 3.0}, projection_step={"kind": "bm3d"})
     assert whole_scan_seconds(r, **GEOMETRY, bm3d_workers=(1, 2)) == pytest.approx(10.0 * PIXELS / 2)
     assert whole_scan_seconds(r, **GEOMETRY, bm3d_workers=(1, 2), tuned_again=True) == pytest.approx(
-        10.0 * PIXELS / 2 + 3.0
+        (10.0 * PIXELS + 3.0 * 128 / 48) / 2
     )
     # a CNN's inference: by frames x rows, whatever BM3D's cores
     r = _result({"projection_step_s": 10.0}, projection_step={"kind": "cnn"})
@@ -94,3 +95,32 @@ def test_auto_passes_over_a_candidate_whose_whole_scan_would_not_fit_where_anoth
     assert list(slow) == ["bm3d-slices"]
     cands["bm3d-slices"]["too_slow"] = slow["bm3d-slices"]
     assert pick_noise_free({"candidates": cands})[0] == "n2i"
+
+
+def test_auto_passes_over_only_the_judges_picks_whose_whole_scan_would_not_fit() -> None:
+    def run(psnr: float, ssim: float, whole: float) -> dict:
+        return {"status": "run", "gain_psnr_db": psnr, "gain_ssim": ssim, "whole_scan_s": whole}
+
+    # the judge's pick fits: nothing is passed over, though another candidate would not fit
+    cands = {"none": run(0, 0, 0.5), "n2i": run(1.5, 0.02, 5.0), "bm3d-slices": run(1.0, 0.01, 67.0)}
+    record = {"candidates": cands, "whole_scan": {}}
+    slow = too_slow(eligible(record["candidates"]), 30.0)
+    assert list(slow) == ["bm3d-slices"]
+    assert pick_in_time(record, slow)[0] == "n2i"
+    assert record["whole_scan"]["passed_over"] == [] and "too_slow" not in record["candidates"]["bm3d-slices"]
+    # it does not: the next pick that fits, and why says what was given up
+    cands = {"none": run(0, 0, 0.5), "n2i": run(1.32, 0.017, 5.3), "bm3d": run(1.5, 0.01, 40.0),
+             "bm3d-slices": run(2.0, 0.02, 67.0)}  # fmt: skip
+    record = {"candidates": cands, "whole_scan": {}}
+    winner, why = pick_in_time(record, too_slow(eligible(record["candidates"]), 30.0))
+    assert winner == "n2i" and record["whole_scan"]["passed_over"] == ["bm3d", "bm3d-slices"]
+    assert (
+        "passed over for time: bm3d-slices (judged +2.00 dB over raw)" in why and "bm3d (judged +1.50" in why
+    )
+    # where recorrupted scans judge, by their estimates
+    sure = {"at_scan_noise_db": 1.0, "at_scan_noise_se_db": 0.1}
+    cands = {"none": run(0, 0, 0.5), "n2i": {**run(0, 0, 20.0), "noise_free": {**sure, "gain_psnr_db": 1.9}},
+             "bm3d-slices": {**run(0, 0, 67.0), "noise_free": {**sure, "gain_psnr_db": 2.0}}}  # fmt: skip
+    record = {"noise_free": {"raw_psnr_db": 30.0}, "candidates": cands}
+    winner, why = pick_in_time(record, too_slow(noise_free_eligible(record["candidates"]), 30.0))
+    assert winner == "n2i" and "bm3d-slices (judged +2.00 dB" in why

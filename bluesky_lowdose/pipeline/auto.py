@@ -4,8 +4,10 @@ Every candidate runs through :func:`~bluesky_lowdose.pipeline.enhance_scan` on a
 detector rows around the centre (:data:`AUTO_SLAB_ROWS` judged rows plus :data:`AUTO_MARGIN` on
 each side, or the whole detector when it is that small) and is judged by the long exposures
 (:mod:`~bluesky_lowdose.pipeline.judge`): the criterion is its **gain over the raw
-reconstruction on the same angles**, in PSNR (gains within :data:`TIE_DB` of the best: the larger
-SSIM gain, :func:`pick_winner`).  A candidate that scores below the raw
+reconstruction on the same angles**, in PSNR (gains within
+:data:`~bluesky_lowdose.pipeline.choice.TIE_DB` of the best: the larger SSIM gain,
+:func:`~bluesky_lowdose.pipeline.choice.pick_winner`; ``auto``'s rules are in
+:mod:`~bluesky_lowdose.pipeline.choice`).  A candidate that scores below the raw
 reconstruction in PSNR *or* SSIM is never chosen; when none beats it, ``"none"`` wins, so
 ``auto`` never returns a result that the long exposures judge worse than the raw one.
 
@@ -76,7 +78,8 @@ where it was 3.6 dB below. There ``auto`` judges by **recorrupted scans** instea
 (:mod:`~bluesky_lowdose.pipeline.recorrupt`): the candidates run on the slab with more noise of
 the frames' own statistics, and each is scored against a plain reconstruction of a second scan
 whose noise is independent of it, an unbiased estimate of its error against the noise-free
-reconstruction (:func:`pick_noise_free`; pair-trained candidates run once, no folds, no race).
+reconstruction (:func:`~bluesky_lowdose.pipeline.choice.pick_noise_free`; pair-trained candidates
+run once, no folds, no race).
 The winner then runs on the frames as they were, its trained models reused (a BM3D filter tuned
 on the recorrupted pairs is tuned again).
 
@@ -103,8 +106,7 @@ from .choice import (
     eligible,
     noise_free_eligible,
     noise_warning,
-    pick_noise_free,
-    pick_winner,
+    pick_in_time,
     race,
     too_slow,
     whole_scan_allowance,
@@ -522,14 +524,16 @@ def _time_the_whole_scan(
     budget_s: float,
     elapsed_s: float,
     cores: int,
-) -> None:
+    reusable: bool,
+) -> dict[str, str]:
     """Each judged candidate's (and blend's) whole scan in seconds (:func:`whole_scan_seconds`, in its
-    record as ``whole_scan_s``), and the ones passed over for time (``too_slow``,
-    :func:`~bluesky_lowdose.pipeline.choice.too_slow`); the allowance in ``record["whole_scan"]``."""
+    record as ``whole_scan_s``; the allowance in ``record["whole_scan"]``), and the ones that would not
+    fit where another would, with why (:func:`~bluesky_lowdose.pipeline.choice.too_slow`)."""
     candidates = record["candidates"]
     slab_rows = record["slab_rows"][1] - record["slab_rows"][0]
     trained_on_other = nf is not None or bool(record["judged_views"]["left_out_frames"])
-    reused = slab_rows == height and not trained_on_other  # the slab's result is the whole scan's
+    # the slab's result is the whole scan's (finish_auto runs nothing again)
+    reused = reusable and slab_rows == height and not trained_on_other
     beside = (record.get("side_by_side") or {}).get("beside", [])
     from .methods import METHODS
 
@@ -547,12 +551,8 @@ def _time_the_whole_scan(
         if "blend_of" in e and all("whole_scan_s" in candidates[p] for p in e["blend_of"]):
             e["whole_scan_s"] = round(sum(candidates[p]["whole_scan_s"] for p in e["blend_of"]), 1)
     allowed = whole_scan_allowance(budget_s, elapsed_s)
-    choosable = eligible(candidates) if nf is None else noise_free_eligible(candidates)
-    slow = too_slow(choosable, allowed)
-    for m, reason in slow.items():
-        candidates[m]["too_slow"] = reason
-    record["whole_scan"] = {"allowed_s": round(allowed, 1), "share": WHOLE_SCAN_SHARE,
-                            "passed_over": sorted(slow)}  # fmt: skip
+    record["whole_scan"] = {"allowed_s": round(allowed, 1), "share": WHOLE_SCAN_SHARE}
+    return too_slow(eligible(candidates) if nf is None else noise_free_eligible(candidates), allowed)
 
 
 def select_method(
@@ -571,6 +571,7 @@ def select_method(
     race_db: float | None = RACE_DB,
     bm3d_seconds_per_pixel: float | None = None,
     blend: bool = True,
+    reusable: bool = True,
     **kwargs: Any,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Run the candidates on a slab and choose by the long exposures' judgement.
@@ -618,6 +619,10 @@ def select_method(
     blend : bool
         Judge the blends of the candidates not below raw too (:func:`blends`), and choose among
         them and the candidates.
+    reusable : bool
+        Whether a candidate's result on a slab that is the whole scan (every row, every frame) is
+        reused as the winner's (``finish_auto`` without a work directory): its whole scan then
+        costs nothing.
     **kwargs
         Passed to :func:`~bluesky_lowdose.pipeline.enhance_scan` (``input``,
         ``open_beam_counts``, ``read_noise``, ``n2i_options``, ``seed``, ...).
@@ -924,13 +929,11 @@ def select_method(
             shown = e["gain_psnr_db"] if nf is None else e["noise_free"]["gain_psnr_db"]
             _say(progress, f"auto: {name} (the mean of both volumes) {shown:+.2f} dB over raw")
         record["candidates"].update(made)
-    _time_the_whole_scan(record, results, nf, frames=len(every_view[0]), slab_frames=len(proj),
-                         height=height, width=proj.shape[2], budget_s=budget_s,
-                         elapsed_s=time.perf_counter() - started, cores=cores)  # fmt: skip
-    winner, why = pick_winner(record["candidates"]) if nf is None else pick_noise_free(record)
-    passed = {m: e["too_slow"] for m, e in record["candidates"].items() if "too_slow" in e}
-    if passed:
-        why += "; passed over for time: " + "; ".join(f"{m}, {reason}" for m, reason in passed.items())
+    slow = _time_the_whole_scan(record, results, nf, frames=len(every_view[0]), slab_frames=len(proj),
+                                height=height, width=proj.shape[2], budget_s=budget_s,
+                                elapsed_s=time.perf_counter() - started, cores=cores,
+                                reusable=reusable)  # fmt: skip
+    winner, why = pick_in_time(record, slow)
     record["winner"] = winner
     record["why"] = why
     record["seconds"] = round(time.perf_counter() - started, 2)
@@ -1004,7 +1007,7 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         reference_angles=angles, candidates=pipe.auto_candidates, rows=rows,
         training_rows=None if trained_rows is None else (sampled, trained_rows),
         budget_s=AUTO_BUDGET_S if pipe.auto_budget_s is None else pipe.auto_budget_s,
-        progress=pipe.progress, mapper=pipe.mapper, **common,
+        progress=pipe.progress, mapper=pipe.mapper, reusable=pipe.workdir is None, **common,
     )  # fmt: skip
     pipe.timings["auto_selection_s"] = time.perf_counter() - t0
     from .judge import holdout_index

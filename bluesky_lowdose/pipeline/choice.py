@@ -28,6 +28,7 @@ __all__ = [
     "eligible",
     "noise_free_eligible",
     "noise_warning",
+    "pick_in_time",
     "pick_noise_free",
     "pick_winner",
     "race",
@@ -291,3 +292,42 @@ def too_slow(choosable: dict[str, dict[str, Any]], allowed_s: float) -> dict[str
     return {m: (f"its whole scan would take about {s:.0f} s, more than the {allowed_s:.0f} s left for it "
                 "(auto's budget covers choosing and the winner's whole scan)")
             for m, s in timed.items() if s > allowed_s}  # fmt: skip
+
+
+def pick_in_time(record: dict[str, Any], slow: dict[str, str]) -> tuple[str, str]:
+    """``auto``'s choice with its whole scan in time: the judge's pick (:func:`pick_winner`, or
+    :func:`pick_noise_free` where recorrupted scans judge), and while that is one of ``slow``
+    (:func:`too_slow`), the next one's, each passed over marked ``too_slow`` in its record.
+
+    Parameters
+    ----------
+    record : dict
+        ``auto``'s record (``candidates``; ``noise_free`` where recorrupted scans judge; the
+        ``whole_scan`` entry, if any, gets ``passed_over``).
+    slow : dict
+        The candidates whose whole scan would not fit, where another's would, and why.
+
+    Returns
+    -------
+    tuple of str
+        The winner, and the sentence that says why (with what was passed over and its judged gain).
+    """
+    noise_free = record.get("noise_free") is not None
+    candidates = record["candidates"]
+
+    def pick() -> tuple[str, str]:
+        return pick_noise_free(record) if noise_free else pick_winner(candidates)
+
+    winner, why = pick()
+    passed = []
+    while winner in slow:  # only those the judge would take: the others are not passed over
+        entry = candidates[winner]
+        entry["too_slow"] = slow[winner]
+        gain = entry["noise_free"]["gain_psnr_db"] if noise_free else entry["gain_psnr_db"]
+        passed.append(f"{winner} (judged {gain:+.2f} dB over raw): {slow[winner]}")
+        winner, why = pick()
+    if passed:
+        why += "; passed over for time: " + "; ".join(passed)
+    if "whole_scan" in record:
+        record["whole_scan"]["passed_over"] = [m for m, e in candidates.items() if "too_slow" in e]
+    return winner, why

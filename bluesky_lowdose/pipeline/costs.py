@@ -33,7 +33,11 @@ def whole_scan_seconds(
     none on the whole scan, which reuses the factor); BM3D by the cores it ran on. ``refit``: the
     Noise2Inverse model is fine-tuned on every frame first, for this fraction of its planned steps
     (:data:`~bluesky_lowdose.pipeline.auto.REFIT`; 0: not);
-    ``tuned_again``: a projection filter tuned again on the scan's pairs (its tuning's time).
+    ``tuned_again``: a projection filter tuned again on the scan's pairs (its tuning's time on the
+    slab's rows of the pairs, scaled to every row). A Noise2Inverse training's time per step is the
+    candidate's, which may have shared the cores (on 2 cores one thread trains about as fast as
+    two); BM3D's calls are taken as many side by side as it has workers (on many cores the
+    slab's short batches may run fewer).
 
     Parameters
     ----------
@@ -62,10 +66,11 @@ def whole_scan_seconds(
     cores = bm3d_workers[0] / max(bm3d_workers[1], 1)
     step = result.provenance.get("slice_step") or {}
     bm3d_projections = (result.provenance.get("projection_step") or {}).get("kind") == "bm3d"
+    on_cores = cores if bm3d_projections else 1.0
     seconds = t.get("reconstruction_s", 0.0) * pixels
-    seconds += t.get("projection_step_s", 0.0) * pixels * (cores if bm3d_projections else 1.0)
-    if tuned_again:
-        seconds += t.get("projection_training_s", 0.0)
+    seconds += t.get("projection_step_s", 0.0) * pixels * on_cores
+    if tuned_again:  # on the pairs' every row, as on the slab's
+        seconds += t.get("projection_training_s", 0.0) * rows / max(slab_rows, 1) * on_cores
     slice_s = t.get("slice_step_s", 0.0)
     if step.get("kind") == "noise2inverse":
         model = step.get("model") or {}

@@ -21,6 +21,7 @@ from bluesky_lowdose.pipeline import (
     flat_field,
     photon_statistics,
 )
+from bluesky_lowdose.pipeline.auto import CNN_RUN_MIN_S
 from bluesky_lowdose.pipeline.choice import TIE_DB, pick_winner, race
 from bluesky_lowdose.recon import reconstruct
 from bluesky_lowdose.recon.filters import apodize
@@ -638,6 +639,13 @@ def test_auto_within_budget_runs_none_first_and_records_what_it_skipped(low_dose
     cands = res.provenance["auto"]["candidates"]
     assert cands["none"]["status"] == "run" and res.method == "none"
     assert all("budget" in cands[m]["status"] for m in ("n2i", "bm3d"))
+    # a projection CNN needs a run per pair (leave-one-out): with less than that many of its least
+    # time per run left it does not start (it would run past the budget and not be judged)
+    budget = len(REFS) * CNN_RUN_MIN_S - 1.0
+    res = enhance_scan(s["transmission"], s["theta"], method="auto", long_refs=s["long"],
+                       reference_angles=REFS, auto_candidates=["paper"], auto_budget_s=budget)  # fmt: skip
+    status = res.provenance["auto"]["candidates"]["paper"]["status"]
+    assert status.startswith("not run") and f"its {len(REFS)} run(s) of a training" in status, status
     with pytest.raises(ValueError, match="unknown auto candidate"):
         enhance_scan(
             s["transmission"],

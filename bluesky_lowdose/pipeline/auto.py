@@ -184,6 +184,13 @@ SIDE_BY_SIDE_CNN = True
 #: real-like 128³ under the default budget the training's limit ended 10 s after BM3D, and the paper's
 #: CNN took 77 s beside (one thread) against 60 s after it (the candidates 171 s against 163 s).
 CNN_BESIDE_MIN_S = 30.0
+#: A candidate that trains a projection CNN on the pairs starts only while this many seconds (s) per
+#: run it needs (one per pair, leave-one-out; one where recorrupted scans judge) are left of the
+#: budget. Its runs took 25-62 s each on the 48-row slab of a 128² scan (2 cores); in a 128³ photon
+#: scan under the default budget the paper's CNN started with 34 s left, its first run took 63 s,
+#: and it then stopped as its other two would end past the budget: a minute spent on a candidate that
+#: could not be judged (``benchmarks/bench_auto_budget.py``, docs/benchmarks.md, "The main job").
+CNN_RUN_MIN_S = 20.0
 #: The first part's weight in a blend of two candidates (:func:`blends`). 0.25/0.5/0.75 were tried on
 #: the ten recorded judge cases: the judge's picks were no better than with 0.5 alone (+0.08 dB on
 #: average, four times the blends to judge).
@@ -849,6 +856,11 @@ def select_method(
                     "one it did not see, which needs at least 3"}  # fmt: skip
         if method != "none" and elapsed >= budget_s:
             return {"status": f"not run: the {budget_s:g} s budget was spent"}
+        runs = 1 if nf is not None else n_pairs  # where recorrupted scans judge: one run, no folds
+        if METHODS[method].projection == "cnn" and budget_s - elapsed < runs * CNN_RUN_MIN_S:
+            return {"status": f"not run: {max(budget_s - elapsed, 0):.0f} s of the {budget_s:g} s budget are "
+                    f"left, fewer than its {runs} run(s) of a training need ({CNN_RUN_MIN_S:g} s each at "
+                    "least)"}  # fmt: skip
         if (floor := least_time(method)) is not None and floor > budget_s - elapsed:
             return {"status": f"not run: its BM3D would take {floor:.0f} s at least on this slab, "
                     f"{budget_s - elapsed:.0f} s of the {budget_s:g} s budget are left",

@@ -120,21 +120,21 @@ def test_start_metadata_and_md_not_mutated(RE, txm) -> None:
     assert start["lowdose"]["streams"] == list(STREAM_ORDER)
 
 
-def test_dose_ratio_of_the_default_scan_is_about_ten() -> None:
+def test_dose_ratio_of_the_default_scan_is_about_twelve() -> None:
     p = validate_scan_parameters(
         start=0,
         stop=180,
         num_angles=361,
         short_exposure=2.0,
         long_exposure=30.0,
-        reference_angles=(30.0, 120.0),
+        reference_angles=(0.0, 45.0, 90.0, 135.0),
         num_darks=10,
         num_flats=10,
         flat_position=5.0,
     )
     d = dose_accounting(p)
-    assert d["dose_ratio"] == pytest.approx(361 * 30.0 / (361 * 2.0 + 2 * 32.0))
-    assert 13 < d["dose_ratio"] < 14
+    assert d["dose_ratio"] == pytest.approx(361 * 30.0 / (361 * 2.0 + 4 * 32.0))
+    assert 12 < d["dose_ratio"] < 13
 
 
 @pytest.mark.parametrize(

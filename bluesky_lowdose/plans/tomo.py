@@ -281,7 +281,7 @@ def lowdose_tomo_scan(
     num_angles: int = 361,
     short_exposure: float = 2.0,
     long_exposure: float = 30.0,
-    reference_angles: Sequence[float] = (30.0, 120.0),
+    reference_angles: Sequence[float] = (0.0, 45.0, 90.0, 135.0),
     num_darks: int = 10,
     num_flats: int = 10,
     flat_position: float = 5.0,
@@ -327,7 +327,8 @@ def lowdose_tomo_scan(
     long_exposure : float
         Long (reference) exposure time in seconds (> ``short_exposure``).
     reference_angles : sequence of float
-        Angles of the long/short training pairs, within ``[start, stop]``, no duplicates.
+        Angles of the long/short training pairs, within ``[start, stop]``, no duplicates (four by
+        default: ``auto`` judges every method by them; see docs/evaluation.md, "Four pairs").
     num_darks : int
         Dark frames per exposure time (>= 0).
     num_flats : int

@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
     from .pipeline import N2I_OPTIONS
     from .pipeline.auto import AUTO_BUDGET_S
+    from .pipeline.choice import WHOLE_SCAN_SHARE
 
     parser = argparse.ArgumentParser(prog="lowdose-tomo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -218,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=None,
         metavar="SECONDS",
-        help="method auto: seconds its candidates may take together; the winner's whole scan should end by "
-        f"1.2 x it, where a candidate that fits is judged above raw (default {DemoConfig.auto_budget_s:g}, "
+        help=f"method auto: seconds its candidates may take together; the winner's whole scan should end by "
+        f"{1 + WHOLE_SCAN_SHARE:g} x it from their start (else the judge's next pick that would is taken) "
+        f"(default {DemoConfig.auto_budget_s:g}, "
         f"so that Noise2Inverse trains its {N2I_OPTIONS['steps']} steps here; the pipeline's own default "
         f"is {AUTO_BUDGET_S:g})",
     )

@@ -39,6 +39,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     from ..pipeline import AUTO_WITHOUT_PAIRS, DEFAULT_TOLERANCE, METHODS, N2I_OPTIONS
     from ..pipeline import PROJECTION_TRAINING as TRAINING
     from ..pipeline.auto import AUTO_BUDGET_S, N2I_SHARE
+    from ..pipeline.choice import WHOLE_SCAN_SHARE
 
     parser.description = (
         "Enhance and reconstruct a short-exposure Data Exchange file with the package's scan pipeline "
@@ -109,8 +110,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=positive_float,
         default=None,
         metavar="SECONDS",
-        help="method auto: seconds its candidates may take together; the winner's whole scan should end by "
-        f"1.2 x it, where a candidate that fits is judged above raw (default {AUTO_BUDGET_S:g}; "
+        help=f"method auto: seconds its candidates may take together; the winner's whole scan should end by "
+        f"{1 + WHOLE_SCAN_SHARE:g} x it from their start (else the judge's next pick that would is taken) "
+        f"(default {AUTO_BUDGET_S:g}; "
         f"Noise2Inverse trains for at most {N2I_SHARE * 100:g} %% of what is left when it starts)",
     )
     parser.add_argument("--out", default=None, help="output file (default: FILE_enhanced.h5 beside FILE)")

@@ -186,7 +186,7 @@ SIDE_BY_SIDE_CNN = True
 CNN_BESIDE_MIN_S = 30.0
 #: A candidate that trains a projection CNN on the pairs starts only while this many seconds (s) per
 #: run it needs (one per pair, leave-one-out; one where recorrupted scans judge) are left of the
-#: budget. Its runs took 25-62 s each on the 48-row slab of a 128² scan (2 cores); in a 128³ photon
+#: budget. Its runs took 25-63 s each on the 48-row slab of a 128² scan (2 cores); in a 128³ photon
 #: scan under the default budget the paper's CNN started with 34 s left, its first run took 63 s,
 #: and it then stopped as its other two would end past the budget: a minute spent on a candidate that
 #: could not be judged (``benchmarks/bench_auto_budget.py``, docs/benchmarks.md, "The main job").
@@ -535,7 +535,13 @@ def _time_the_whole_scan(
 ) -> dict[str, str]:
     """Each judged candidate's (and blend's) whole scan in seconds (:func:`whole_scan_seconds`, in its
     record as ``whole_scan_s``; the allowance in ``record["whole_scan"]``), and the ones that would not
-    fit where another would, with why (:func:`~bluesky_lowdose.pipeline.choice.too_slow`)."""
+    fit where another would, with why (:func:`~bluesky_lowdose.pipeline.choice.too_slow`).
+
+    ``results`` are the candidates' slab results; ``nf`` the recorrupted judge (None: the long
+    exposures judge); ``frames``, ``height``, ``width`` the whole scan's; ``slab_frames`` what the
+    candidates ran on; ``cores`` BM3D's workers on the whole scan; ``reusable``: a slab that is the
+    whole scan, every frame, is the winner's result as it is (as ``finish_auto`` decides, with the
+    same conditions for a fine-tuning and a filter tuned again)."""
     candidates = record["candidates"]
     slab_rows = record["slab_rows"][1] - record["slab_rows"][0]
     trained_on_other = nf is not None or bool(record["judged_views"]["left_out_frames"])
@@ -858,9 +864,9 @@ def select_method(
             return {"status": f"not run: the {budget_s:g} s budget was spent"}
         runs = 1 if nf is not None else n_pairs  # where recorrupted scans judge: one run, no folds
         if METHODS[method].projection == "cnn" and budget_s - elapsed < runs * CNN_RUN_MIN_S:
-            return {"status": f"not run: {max(budget_s - elapsed, 0):.0f} s of the {budget_s:g} s budget are "
-                    f"left, fewer than its {runs} run(s) of a training need ({CNN_RUN_MIN_S:g} s each at "
-                    "least)"}  # fmt: skip
+            return {"status": f"not run: {budget_s - elapsed:.0f} s of the {budget_s:g} s budget left, under "
+                    f"the {runs * CNN_RUN_MIN_S:g} s its {runs} training run(s) need ({CNN_RUN_MIN_S:g} s "
+                    "each at least)"}  # fmt: skip
         if (floor := least_time(method)) is not None and floor > budget_s - elapsed:
             return {"status": f"not run: its BM3D would take {floor:.0f} s at least on this slab, "
                     f"{budget_s - elapsed:.0f} s of the {budget_s:g} s budget are left",

@@ -1,15 +1,19 @@
 """``auto``'s rules: which judged candidate it takes, and why.
 
-Pure functions of ``auto``'s record (per candidate: its status, its judged gains over the raw
-reconstruction, its recorrupted estimate), so they can be read, tested and benchmarked apart from
-running the candidates (:mod:`~bluesky_lowdose.pipeline.auto`):
+Functions of ``auto``'s record (per candidate: its status, its judged gains over the raw
+reconstruction, its recorrupted estimate, its whole scan's time), so they can be read, tested and
+benchmarked apart from running the candidates (:mod:`~bluesky_lowdose.pipeline.auto`); only
+:func:`pick_in_time` writes into it (what it passes over):
 
 - the long exposures judging: :func:`eligible` (never below raw), :func:`race` (a pair-trained
   candidate far behind after its first run stops there), :func:`pick_winner` (the largest PSNR gain,
   ties within :data:`TIE_DB` broken by SSIM);
 - the recorrupted scans judging, where the long exposures barely see the noise:
   :func:`noise_free_eligible` (surely above raw at the scan's own noise), :func:`pick_noise_free`;
-- :func:`noise_warning`, where the long exposures judged a winner above what removing noise could give.
+- :func:`noise_warning`, where the long exposures judged a winner above what removing noise could give;
+- the time: :func:`whole_scan_allowance` (:data:`WHOLE_SCAN_SHARE` of the budget), :func:`too_slow`
+  and :func:`pick_in_time` (the judge's pick, or its next one whose whole scan would fit).
+A candidate marked ``too_slow`` is not :func:`eligible` (nor :func:`noise_free_eligible`).
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ WHOLE_SCAN_SHARE = 0.2
 
 
 def eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The candidates ``auto`` may choose: run, judged, and not below raw in PSNR or in SSIM.
+    """The candidates ``auto`` may choose: run, judged, not below raw in PSNR or in SSIM, and not
+    passed over for time (``too_slow``, :func:`pick_in_time`).
 
     Parameters
     ----------
@@ -188,7 +193,8 @@ def _estimated(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 def noise_free_eligible(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The candidates run and estimated above the raw reconstruction by the recorrupted scans, at the
-    scan's own noise and with :data:`NOISE_FREE_Z` standard errors to spare.
+    scan's own noise and with :data:`NOISE_FREE_Z` standard errors to spare, and not passed over for
+    time (``too_slow``).
 
     Parameters
     ----------

@@ -63,10 +63,11 @@ def whole_scan_seconds(
 
     t = result.timings
     pixels = frames * rows / max(slab_frames * slab_rows, 1)
-    cores = bm3d_workers[0] / max(bm3d_workers[1], 1)
+    # BM3D calls side by side on the slab, to the whole scan's
+    bm3d_speed = bm3d_workers[0] / max(bm3d_workers[1], 1)
     step = result.provenance.get("slice_step") or {}
     bm3d_projections = (result.provenance.get("projection_step") or {}).get("kind") == "bm3d"
-    on_cores = cores if bm3d_projections else 1.0
+    on_cores = bm3d_speed if bm3d_projections else 1.0
     seconds = t.get("reconstruction_s", 0.0) * pixels
     seconds += t.get("projection_step_s", 0.0) * pixels * on_cores
     if tuned_again:  # on the pairs' every row, as on the slab's
@@ -83,7 +84,7 @@ def whole_scan_seconds(
     elif step.get("kind") == "bm3d":
         first, last = step.get("denoised_slices") or (0, slab_rows)
         tuning = len(step.get("tuning_losses") or {}) * min(TUNING_SLICES, slab_rows)
-        seconds += slice_s / max(tuning + last - first, 1) * rows * cores
+        seconds += slice_s / max(tuning + last - first, 1) * rows * bm3d_speed
     return float(seconds)
 
 

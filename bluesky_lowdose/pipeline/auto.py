@@ -519,6 +519,31 @@ def _say(progress: bool, line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
 
+def _whole_scan_steps(
+    record: dict[str, Any], method: str, result: Any, *, frames: int, width: int, height: int, reusable: bool
+) -> dict[str, bool]:
+    """What the winner's whole scan does for ``method`` beside running it with its slab's models: one
+    rule for :func:`finish_auto` and for the time the choice gives it (:func:`_time_the_whole_scan`).
+
+    ``reuse``: the slab was the whole scan (every row, every frame, not recorrupted, every slice
+    filtered) and its result is the whole scan's; ``refit``: a Noise2Inverse model trained on other
+    views or noise, at sparse angles, is fine-tuned on every frame first (:data:`REFIT`);
+    ``tune_again``: a projection filter tuned on recorrupted pairs is tuned again on the scan's.
+    """
+    from .methods import METHODS
+
+    spec = METHODS[method]
+    noise_free = record.get("noise_free") is not None
+    trained_on_other = noise_free or bool(record["judged_views"]["left_out_frames"])
+    partial = result is not None and "denoised_slices" in (result.provenance.get("slice_step") or {})
+    whole = record["slab_rows"][1] - record["slab_rows"][0] == height
+    return {
+        "reuse": reusable and whole and not trained_on_other and result is not None and not partial,
+        "refit": spec.slices == "n2i" and trained_on_other and frames < REFIT_BELOW_ANGLES_PER_WIDTH * width,
+        "tune_again": noise_free and spec.projection not in (None, "cnn"),
+    }
+
+
 def _time_the_whole_scan(
     record: dict[str, Any],
     results: dict[str, Any],
@@ -544,22 +569,16 @@ def _time_the_whole_scan(
     same conditions for a fine-tuning and a filter tuned again)."""
     candidates = record["candidates"]
     slab_rows = record["slab_rows"][1] - record["slab_rows"][0]
-    trained_on_other = nf is not None or bool(record["judged_views"]["left_out_frames"])
-    # the slab's result is the whole scan's (finish_auto runs nothing again)
-    reused = reusable and slab_rows == height and not trained_on_other
     beside = (record.get("side_by_side") or {}).get("beside", [])
-    from .methods import METHODS
-
     for m, res in results.items():
-        partial = "denoised_slices" in (res.provenance.get("slice_step") or {})
-        spec = METHODS[m]
-        # as finish_auto will: fine-tuned on every frame at sparse angles, a filter tuned again on the pairs
-        refit = spec.slices == "n2i" and trained_on_other and frames < REFIT_BELOW_ANGLES_PER_WIDTH * width
-        candidates[m]["whole_scan_s"] = 0.0 if reused and not partial else round(whole_scan_seconds(
+        steps = _whole_scan_steps(
+            record, m, res, frames=frames, width=width, height=height, reusable=reusable
+        )
+        candidates[m]["whole_scan_s"] = 0.0 if steps["reuse"] else round(whole_scan_seconds(
             res, frames=frames, rows=height, slab_frames=slab_frames, slab_rows=slab_rows,
             bm3d_workers=(record["side_by_side"]["bm3d_workers"] if m in beside else cores, cores),
-            refit=REFIT["fraction"] if refit else 0.0,
-            tuned_again=nf is not None and spec.projection not in (None, "cnn")), 1)  # fmt: skip
+            refit=REFIT["fraction"] if steps["refit"] else 0.0,
+            tuned_again=steps["tune_again"]), 1)  # fmt: skip
     for e in candidates.values():  # a blend runs both of its parts
         if "blend_of" in e and all("whole_scan_s" in candidates[p] for p in e["blend_of"]):
             e["whole_scan_s"] = round(sum(candidates[p]["whole_scan_s"] for p in e["blend_of"]), 1)
@@ -1036,28 +1055,25 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
         trained_on = "a recorrupted scan"
     elif record["judged_views"]["left_out_frames"]:
         trained_on = "frames without the long exposures' views"
-    # the slab's result is the whole scan's where it was every frame, and not recorrupted
-    whole_scan = record["whole_detector"] and trained_on is None
 
     def run_whole(method: str) -> ScanResult:
         """One method of the winner on the whole scan, its trained models and tuned filter reused."""
         part = chosen[method]
         result = part["result"]
-        partial = result is not None and "denoised_slices" in (result.provenance.get("slice_step") or {})
-        if whole_scan and result is not None and pipe.workdir is None and not partial:
+        steps = _whole_scan_steps(record, method, result, frames=pipe.n_frames, width=width, height=height,
+                                  reusable=pipe.workdir is None)  # fmt: skip
+        if steps["reuse"]:
             return result  # the slab was the whole scan, every frame, every slice: nothing to run again
         models = dict(part["models"])
         # a Noise2Inverse model trained on other views or noise, at sparse angles: fine-tuned on every frame
-        refit = (models.get("slices") is not None and trained_on is not None
-                 and pipe.n_frames < REFIT_BELOW_ANGLES_PER_WIDTH * width)  # fmt: skip
-        initial = models.pop("slices") if refit else None
+        initial = models.pop("slices", None) if steps["refit"] else None
         if initial is not None:
             record.setdefault("fine_tuned_on_every_frame", {})[method] = {
                 "from": initial.model_hash, **REFIT,
                 "why": f"{pipe.n_frames} frames, fewer than {REFIT_BELOW_ANGLES_PER_WIDTH:g} x the width "
                 f"({width}), and its candidate trained on {trained_on}: a model learns its subsets' streaks",
             }  # fmt: skip
-        if record.get("noise_free") is not None and METHODS[method].projection not in (None, "cnn"):
+        if steps["tune_again"]:
             models.pop("projection", None)  # a filter tuned at the recorrupted noise: tuned again here
         held = holdout_index(len(short)) if record["candidates"][method].get("held_out") else None
         # a tuned filter is reused like a trained model: BM3D on slices keeps its slab's factor

@@ -519,8 +519,17 @@ def _say(progress: bool, line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
 
+def _trained_on(record: dict[str, Any]) -> str | None:
+    """What ``auto``'s candidates ran on where it was not the scan's own frames, every one of them."""
+    if record.get("noise_free") is not None:
+        return "a recorrupted scan"
+    if record["judged_views"]["left_out_frames"]:
+        return "frames without the long exposures' views"
+    return None
+
+
 def _whole_scan_steps(
-    record: dict[str, Any], method: str, result: Any, *, frames: int, width: int, height: int, reusable: bool
+    record: dict[str, Any], method: str, result: Any, *, frames: int, width: int, reusable: bool
 ) -> dict[str, bool]:
     """What the winner's whole scan does for ``method`` beside running it with its slab's models: one
     rule for :func:`finish_auto` and for the time the choice gives it (:func:`_time_the_whole_scan`).
@@ -533,14 +542,13 @@ def _whole_scan_steps(
     from .methods import METHODS
 
     spec = METHODS[method]
-    noise_free = record.get("noise_free") is not None
-    trained_on_other = noise_free or bool(record["judged_views"]["left_out_frames"])
-    partial = result is not None and "denoised_slices" in (result.provenance.get("slice_step") or {})
-    whole = record["slab_rows"][1] - record["slab_rows"][0] == height
+    trained_on_other = _trained_on(record) is not None
+    # a slab result whose every slice was denoised (an auto candidate of BM3D on slices filters fewer)
+    every_slice = result is not None and "denoised_slices" not in (result.provenance.get("slice_step") or {})
     return {
-        "reuse": reusable and whole and not trained_on_other and result is not None and not partial,
+        "reuse": reusable and record["whole_detector"] and not trained_on_other and every_slice,
         "refit": spec.slices == "n2i" and trained_on_other and frames < REFIT_BELOW_ANGLES_PER_WIDTH * width,
-        "tune_again": noise_free and spec.projection not in (None, "cnn"),
+        "tune_again": record.get("noise_free") is not None and spec.projection not in (None, "cnn"),
     }
 
 
@@ -571,9 +579,7 @@ def _time_the_whole_scan(
     slab_rows = record["slab_rows"][1] - record["slab_rows"][0]
     beside = (record.get("side_by_side") or {}).get("beside", [])
     for m, res in results.items():
-        steps = _whole_scan_steps(
-            record, m, res, frames=frames, width=width, height=height, reusable=reusable
-        )
+        steps = _whole_scan_steps(record, m, res, frames=frames, width=width, reusable=reusable)
         candidates[m]["whole_scan_s"] = 0.0 if steps["reuse"] else round(whole_scan_seconds(
             res, frames=frames, rows=height, slab_frames=slab_frames, slab_rows=slab_rows,
             bm3d_workers=(record["side_by_side"]["bm3d_workers"] if m in beside else cores, cores),
@@ -697,6 +703,7 @@ def select_method(
         "blends (the mean of two candidates' volumes); never one below the raw reconstruction in PSNR or "
         "SSIM",
         "slab_rows": [rows.start, rows.stop],
+        "whole_detector": rows.stop - rows.start == height,
         "judged_rows": [rows.start + first, rows.start + last],
         "budget_s": float(budget_s),
         "candidates": {},
@@ -974,7 +981,6 @@ def select_method(
     record["winner"] = winner
     record["why"] = why
     record["seconds"] = round(time.perf_counter() - started, 2)
-    record["whole_detector"] = rows.stop - rows.start == height
     logger.info("auto chose %s: %s", winner, why)
     parts = record["candidates"].get(winner, {}).get("blend_of") or [winner]
     return winner, record, {m: {"models": models.get(m, {}), "result": results.get(m)} for m in parts}
@@ -1049,18 +1055,13 @@ def finish_auto(pipe: ScanPipeline) -> ScanResult:
     pipe.timings["auto_selection_s"] = time.perf_counter() - t0
     from .judge import holdout_index
 
-    # what the candidates ran on, where it was not the scan's own frames, every one of them
-    trained_on = None
-    if record.get("noise_free") is not None:
-        trained_on = "a recorrupted scan"
-    elif record["judged_views"]["left_out_frames"]:
-        trained_on = "frames without the long exposures' views"
+    trained_on = _trained_on(record)
 
     def run_whole(method: str) -> ScanResult:
         """One method of the winner on the whole scan, its trained models and tuned filter reused."""
         part = chosen[method]
         result = part["result"]
-        steps = _whole_scan_steps(record, method, result, frames=pipe.n_frames, width=width, height=height,
+        steps = _whole_scan_steps(record, method, result, frames=pipe.n_frames, width=width,
                                   reusable=pipe.workdir is None)  # fmt: skip
         if steps["reuse"]:
             return result  # the slab was the whole scan, every frame, every slice: nothing to run again
